@@ -1,0 +1,45 @@
+"""Patient identifiers never reach a store: only a keyed hash of them does.
+
+The key (salt) is a per-store secret kept beside the store, in `<store>.salt` (mode 0600), not inside it,
+so a store shared on its own cannot be brute-forced back to short numeric patient IDs. Pass the same salt
+(`--salt-file`) to several stores to make their hashes comparable.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from xpgan.errors import InputError
+
+
+def salt_path(store: str | os.PathLike) -> Path:
+    store = Path(store)
+    return store.with_name(store.name + ".salt")
+
+
+def load_or_create_salt(store: str | os.PathLike, salt_file: str | os.PathLike | None = None) -> bytes:
+    """The store's salt: from `salt_file` if given, else `<store>.salt`, created (random) if missing."""
+    path = Path(salt_file) if salt_file is not None else salt_path(store)
+    if path.exists():
+        data = path.read_bytes().strip()
+        if len(data) < 16:
+            raise InputError(path, "salt file is shorter than 16 bytes")
+        return data
+    if salt_file is not None:
+        raise InputError(path, "salt file does not exist")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(secrets.token_hex(32).encode())
+    return path.read_bytes().strip()
+
+
+def patient_hash(patient_id: str, salt: bytes) -> str:
+    """HMAC-SHA256 of the raw identifier, 16 hex digits; empty id gives the empty string."""
+    patient_id = str(patient_id).strip()
+    if not patient_id:
+        return ""
+    return hmac.new(salt, patient_id.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
