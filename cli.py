@@ -39,19 +39,346 @@ def user_errors(fn):
 
 
 # ---- section: drr (render, bench drr) ----
+DRR_GEOMETRIES = ("cone", "parallel")
+DRR_VIEWS = ("pa", "ap")
+DRR_BACKENDS = ("auto", "cpu", "cuda")
+DRR_OUTPUTS = ("image", "line-integral")
 
+
+def _choice(value: str, allowed: tuple, option: str) -> str:
+    if value not in allowed:
+        raise XPGANError(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _write_drr_file(out: Path, image, output: str) -> None:
+    import numpy as np
+
+    if out.suffix.lower() == ".npy":
+        np.save(out, image.astype(np.float32))
+        return
+    from PIL import Image
+
+    if output == "image":
+        scaled = image
+    else:  # line integrals have no fixed range: scale to the image's own maximum for viewing
+        peak = float(image.max())
+        scaled = image / peak if peak > 0 else image
+    Image.fromarray(np.round(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)).save(out)
+
+
+@drr_app.command("render")
+@user_errors
+def drr_render(
+    ct_path: Path = typer.Argument(..., help="CT volume: NIfTI file (.nii, .nii.gz) or DICOM series folder."),
+    out: Path = typer.Argument(..., help="Output file: .npy (float32) or .png (8-bit)."),
+    geometry: str = typer.Option("cone", "--geometry", help="Ray geometry: cone | parallel."),
+    view: str = typer.Option("pa", "--view", help="Cone beam direction: pa (source posterior) | ap."),
+    size: int = typer.Option(256, "--size", help="Detector size, pixels per side (square)."),
+    pixel_mm: Optional[float] = typer.Option(
+        None, "--pixel-mm", help="Pixel spacing, mm (cone: detector plane; parallel: isocentre plane). "
+                                 "Default: fit the field of view to the volume."),
+    sdd: float = typer.Option(1800.0, "--sdd", help="Cone: source-to-detector distance, mm."),
+    sid: float = typer.Option(1600.0, "--sid", help="Cone: source-to-isocentre (volume centre) distance, mm."),
+    mu_water: float = typer.Option(0.02, "--mu-water", help="Linear attenuation of water, 1/mm."),
+    backend: str = typer.Option("auto", "--backend", help="auto (GPU if present) | cpu | cuda."),
+    output: str = typer.Option("image", "--output",
+                               help="image (1 - exp(-p/p_ref) in [0, 1]) | line-integral (p, dimensionless)."),
+) -> None:
+    """Render one DRR of a CT volume (rows superior->inferior, columns patient right->left)."""
+    _choice(geometry, DRR_GEOMETRIES, "--geometry")
+    _choice(view, DRR_VIEWS, "--view")
+    _choice(backend, DRR_BACKENDS, "--backend")
+    _choice(output, DRR_OUTPUTS, "--output")
+    if out.suffix.lower() not in (".npy", ".png"):
+        raise XPGANError(f"{out}: output must end in .npy or .png")
+    if not out.parent.is_dir():
+        raise XPGANError(f"{out}: folder {out.parent} does not exist")
+    from xpgan.drr import make_geometry, render_drr
+    from xpgan.pipeline.io import read_ct
+
+    kwargs = {"size": size, "pixel_mm": pixel_mm}
+    if geometry == "cone":
+        kwargs.update(view=view, sdd_mm=sdd, sid_mm=sid)
+    geom = make_geometry(geometry, **kwargs)
+    ct = read_ct(ct_path)
+    image = render_drr(ct.hu, ct.spacing, geom, backend=backend, output=output.replace("-", "_"), mu_water=mu_water)
+    _write_drr_file(out, image, output)
+    typer.echo(f"wrote {out} ({size}x{size}, {geometry}{' ' + view if geometry == 'cone' else ''}, {output})")
+
+
+@bench_app.command("drr")
+@user_errors
+def bench_drr_command(
+    depth: int = typer.Option(64, "--depth", help="Volume slices (superior-inferior), voxels."),
+    height: int = typer.Option(256, "--height", help="Volume rows (anterior-posterior), voxels."),
+    width: int = typer.Option(256, "--width", help="Volume columns (right-left), voxels."),
+    size: int = typer.Option(256, "--size", help="Detector size, pixels per side."),
+    geometry: str = typer.Option("cone", "--geometry", help="cone (PA) | parallel."),
+    backend: str = typer.Option("cpu", "--backend", help="auto | cpu | cuda."),
+    batch: int = typer.Option(1, "--batch", help="DRRs per call (render_drr_batch when > 1)."),
+    repeats: int = typer.Option(20, "--repeats", help="Timed calls after warm-up; the best is reported."),
+) -> None:
+    """Print DRRs/s, ray-voxel steps/s and ns per step per core (JIT time reported separately)."""
+    _choice(geometry, DRR_GEOMETRIES, "--geometry")
+    _choice(backend, DRR_BACKENDS, "--backend")
+    for name, value in (("--depth", depth), ("--height", height), ("--width", width), ("--size", size),
+                        ("--batch", batch), ("--repeats", repeats)):
+        if value < 1:
+            raise XPGANError(f"{name} must be a positive integer, got {value}")
+    from xpgan.drr.bench import bench_drr
+
+    result = bench_drr(shape=(depth, height, width), size=size, geometry=geometry, backend=backend, batch=batch,
+                       repeats=repeats)
+    for line in result.lines():
+        typer.echo(line)
 # ---- end section: drr ----
 
 # ---- section: prep drr + inspect ----
+
+def _prep_geometry(geometry: str, view: Optional[str], size: int, pixel_mm: Optional[float],
+                   sdd: Optional[float], sid: Optional[float]):
+    from xpgan.drr import make_geometry
+
+    if geometry == "cone":
+        kw = {"view": view or "pa", "size": size, "pixel_mm": pixel_mm}
+        if sdd is not None:
+            kw["sdd_mm"] = sdd
+        if sid is not None:
+            kw["sid_mm"] = sid
+        return make_geometry("cone", **kw)
+    if geometry == "parallel":
+        if view not in (None, "ap") or sdd is not None or sid is not None:
+            raise XPGANError("--view, --sdd and --sid apply to the cone geometry only (parallel rays run "
+                             "anterior to posterior)")
+        return make_geometry("parallel", size=size, pixel_mm=pixel_mm)
+    raise XPGANError(f"unknown geometry {geometry!r}; allowed: cone, parallel")
+
+
+@prep_app.command("drr")
+@user_errors
+def prep_drr_command(
+    src: Path = typer.Argument(..., help="CT archive: MosMed tree (studies/CT-0..CT-4), folder of NIfTI files / "
+                                          "DICOM series folders, or manifest CSV (path,label[,patient_id][,study_id])."),
+    out: Path = typer.Argument(..., help="Output Zarr v3 store, e.g. ct.zarr."),
+    shape: tuple[int, int, int] = typer.Option((64, 256, 256), "--shape", help="Resized volume size D H W, voxels."),
+    geometry: str = typer.Option("cone", "--geometry", help="DRR geometry: cone | parallel."),
+    view: Optional[str] = typer.Option(None, "--view", help="Cone beam direction: pa (default) | ap."),
+    size: int = typer.Option(256, "--size", help="DRR detector size, pixels per side."),
+    pixel_mm: Optional[float] = typer.Option(None, "--pixel-mm", help="DRR pixel spacing, mm (cone: detector "
+                                             "plane; parallel: isocentre plane). Default: fit the volume."),
+    sdd: Optional[float] = typer.Option(None, "--sdd", help="Cone source-to-detector distance, mm (default 1800)."),
+    sid: Optional[float] = typer.Option(None, "--sid", help="Cone source-to-isocentre distance, mm (default 1600)."),
+    mu_water: float = typer.Option(0.02, "--mu-water", help="Linear attenuation of water, 1/mm."),
+    backend: str = typer.Option("auto", "--backend", help="Ray caster: auto | cpu | cuda."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Local Dask worker processes (default: one per "
+                                          "core, fewer if memory is short; 0: no Dask, in this process)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of an existing Dask scheduler, "
+                                            "e.g. tcp://host:8786 (workers need xpgan and access to SRC)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete OUT and start again (default: resume)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr (tty only)."),
+    memory_limit_gb: float = typer.Option(6.0, "--memory-limit-gb", help="Refuse items whose header says reading "
+                                          "and resizing needs more than this, GB (checked before reading)."),
+    salt_file: Optional[Path] = typer.Option(None, "--salt-file", help="Salt for patient-id hashes (manifest "
+                                             "patient_id); default OUT.salt, created if missing."),
+):
+    """Convert a CT archive into a Zarr store of resized volumes and their DRRs (resumable)."""
+    from xpgan.pipeline.prep_drr import prep_drr
+
+    if workers is not None and workers < 0:
+        raise XPGANError(f"--workers must be >= 0, got {workers}")
+    geom = _prep_geometry(geometry, view, size, pixel_mm, sdd, sid)
+    summary = prep_drr(src, out, shape=shape, geometry=geom, mu_water=mu_water, backend=backend, workers=workers,
+                       scheduler=scheduler, overwrite=overwrite, progress=progress,
+                       memory_limit_gb=memory_limit_gb, salt_file=salt_file)
+    typer.echo(summary.text())
+    if summary.failures:
+        raise typer.Exit(1)
+
+
+@app.command("inspect")
+@user_errors
+def inspect_command(
+    store: Path = typer.Argument(..., help="A CT or CXR Zarr store made by xpgan prep."),
+    sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a PNG contact sheet here."),
+    item: Optional[int] = typer.Option(None, "--item", help="Sheet of one item (CT: DRR beside axial, coronal "
+                                       "and sagittal mid-slices) instead of the grid."),
+):
+    """Summarise a store (counts per label/severity/split, failures, geometry); optionally a PNG sheet."""
+    from xpgan.pipeline.inspect import inspect_store
+
+    typer.echo(inspect_store(store, sheet=sheet, item=item))
+
 
 # ---- end section: prep drr + inspect ----
 
 # ---- section: prep cxr ----
 
+@prep_app.command("cxr")
+@user_errors
+def prep_cxr_cmd(
+    paths: list[Path] = typer.Argument(..., metavar="SRC... OUT.zarr",
+                                       help="One or more sources (a folder of class sub-folders, a manifest CSV "
+                                            "path,label[,patient_id][,source], or a Cohen-style metadata.csv or "
+                                            "its folder), then the output store."),
+    size: int = typer.Option(256, "--size", help="Output image side, pixels (aspect kept by black padding)."),
+    test_fraction: float = typer.Option(0.2, "--test-fraction",
+                                        help="Fraction of images (per source and label) put in the test split."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the patient-grouped split."),
+    positive: Optional[list[str]] = typer.Option(None, "--positive",
+                                                 help="Class folder / manifest class name that means COVID-19 "
+                                                      "positive (repeatable; default covid, covid-19, covid19)."),
+    views: str = typer.Option("PA,AP,AP Supine", "--views",
+                              help="Comma-separated radiographic views kept from a Cohen metadata.csv."),
+    source_name: Optional[list[str]] = typer.Option(None, "--source-name",
+                                                    help="Name stored in `source`, one per SRC in order "
+                                                         "(default: the SRC folder's name)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0,
+                                          help="Local Dask worker processes (default: one per core; 0: no Dask)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler",
+                                            help="Address of an existing Dask scheduler (tcp://HOST:PORT)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing store and start again."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    salt_file: Optional[Path] = typer.Option(None, "--salt-file",
+                                             help="Secret key for patient hashes (default: OUT.zarr.salt, created)."),
+) -> None:
+    """Ingest labelled chest X-rays (PNG/JPEG/DICOM) into a Zarr store with a patient-grouped 80:20 split."""
+    from xpgan.pipeline.cxr_sources import DEFAULT_POSITIVE
+    from xpgan.pipeline.prep_cxr import prep_cxr
+
+    if len(paths) < 2:
+        raise XPGANError("give at least one SRC and the output store: xpgan prep cxr SRC... OUT.zarr")
+    view_list = [v.strip() for v in views.split(",") if v.strip()]
+    summary = prep_cxr(paths[:-1], paths[-1], size=size, test_fraction=test_fraction, seed=seed,
+                       positive=tuple(positive) if positive else DEFAULT_POSITIVE, views=view_list,
+                       source_names=source_name or None, workers=workers, scheduler=scheduler,
+                       overwrite=overwrite, progress=progress, salt_file=salt_file)
+    typer.echo(summary.text())
+    if summary.failed:
+        raise typer.Exit(1)
+
+
 # ---- end section: prep cxr ----
 
 # ---- section: model (train, eval, generate, bench loader) ----
+def _train_config_from_options(**opts):
+    from xpgan.model.config import TrainConfig
 
+    return TrainConfig(**{k: (str(v) if isinstance(v, Path) else v) for k, v in opts.items()})
+
+
+@app.command("train")
+@user_errors
+def train_command(
+    ct: Optional[Path] = typer.Option(None, "--ct", help="CT store (xpgan prep drr output); modes xpgan, drr."),
+    cxr: Optional[Path] = typer.Option(None, "--cxr", help="CXR store (xpgan prep cxr output)."),
+    mode: str = typer.Option("xpgan", "--mode", help="xpgan (joint G/D/C) | drr (C on CXR + DRRs) | baseline (C on CXR)."),
+    out: Path = typer.Option(Path("runs/xpgan"), "--out", help="Run directory (config, checkpoints, logs, samples)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the CXR training items."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimisation steps (overrides --epochs)."),
+    batch_size: int = typer.Option(8, "--batch-size", help="CT items per step (per process)."),
+    cxr_batch_size: Optional[int] = typer.Option(None, "--cxr-batch-size", help="CXR items per step (default: --batch-size)."),
+    lr: float = typer.Option(0.002, "--lr", help="Adam learning rate, cosine-annealed to 0 over the run."),
+    lambda_l1: float = typer.Option(2.0, "--lambda-l1", help="Weight of L1(G(ct), DRR)."),
+    r1_gamma: float = typer.Option(1.0, "--r1-gamma", help="R1 regularisation weight."),
+    r1_interval: int = typer.Option(16, "--r1-interval", help="Steps between lazy R1 passes."),
+    seed: int = typer.Option(0, "--seed", help="Seed of weights, data order and noise."),
+    preset: str = typer.Option("paper", "--preset", help="Network widths: paper | tiny (CPU-sized)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    amp: bool = typer.Option(True, "--amp/--no-amp", help="Mixed precision on CUDA."),
+    amp_dtype: str = typer.Option("bf16", "--amp-dtype", help="bf16 | fp16 (fp16 uses loss scaling)."),
+    num_workers: int = typer.Option(2, "--num-workers", help="Data loader worker processes per rank."),
+    checkpoint_every: int = typer.Option(1000, "--checkpoint-every", help="Steps between checkpoints."),
+    keep_checkpoints: int = typer.Option(3, "--keep-checkpoints", help="Newest checkpoints kept (0: all)."),
+    log_every: int = typer.Option(50, "--log-every", help="Steps between logged losses."),
+    sample_every: int = typer.Option(1000, "--sample-every", help="Steps between sample grid PNGs (0: never)."),
+    classifier_weights: Optional[Path] = typer.Option(None, "--classifier-weights",
+                                                      help="Local torchvision DenseNet121 ImageNet state_dict."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Checkpoint file, run directory, or 'latest' (in --out)."),
+    stop_at: Optional[int] = typer.Option(None, "--stop-at", help="End this invocation at this step (resume later)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config as JSON and exit."),
+) -> None:
+    """Train a classifier (and in mode xpgan the generator and discriminator); torchrun for several GPUs."""
+    if classifier_weights is not None and not classifier_weights.is_file():
+        from xpgan.errors import InputError
+        raise InputError(classifier_weights, "classifier weights file not found")
+    cfg = _train_config_from_options(
+        ct=ct, cxr=cxr, mode=mode, out=out, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+        cxr_batch_size=cxr_batch_size, lr=lr, lambda_l1=lambda_l1, r1_gamma=r1_gamma, r1_interval=r1_interval,
+        seed=seed, preset=preset, device=device, amp=amp, amp_dtype=amp_dtype, num_workers=num_workers,
+        checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, log_every=log_every,
+        sample_every=sample_every, classifier_weights=classifier_weights, resume=resume, stop_at=stop_at,
+        progress=progress)
+    if dry_run:
+        from xpgan.model.train import resolve_config
+        typer.echo(resolve_config(cfg).to_json())
+        return
+    if resume is None:
+        cfg.validate()
+    from xpgan.model.distributed import is_main
+    from xpgan.model.train import train
+
+    result = train(cfg)
+    if is_main():
+        typer.echo(f"trained to step {result.step}/{result.total_steps} in {result.seconds:.1f} s "
+                   f"({result.steps_per_s:.3f} steps/s, {result.samples_per_s:.1f} samples/s); "
+                   f"checkpoint {result.checkpoint}")
+
+
+@app.command("eval")
+@user_errors
+def eval_command(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint file (run_dir/checkpoints/step-*.pt)."),
+    cxr: Path = typer.Option(..., "--cxr", help="CXR store to evaluate on."),
+    split: str = typer.Option("test", "--split", help="test | val (held-out part of train) | train."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: RUN_DIR/eval-SPLIT)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass."),
+) -> None:
+    """Precision, recall, F1 (at 0.5 and the best validation-F1 threshold), AUROC; PR/ROC plots."""
+    from xpgan.model.evaluate import evaluate
+
+    r = evaluate(checkpoint, cxr, split=split, out_dir=out, device=device, batch_size=batch_size)
+    best = r["at_best_val_f1"]
+    typer.echo(f"{split}: {r['counts']['items']} items, AUROC {r['auroc']:.4f}; "
+               f"at 0.5 P {r['at_0.5']['precision']:.4f} R {r['at_0.5']['recall']:.4f} F1 {r['at_0.5']['f1']:.4f}; "
+               f"at {best['threshold']:.4f} (best val F1) P {best['precision']:.4f} R {best['recall']:.4f} "
+               f"F1 {best['f1']:.4f}")
+    typer.echo(f"wrote {r['out_dir']}/metrics.json")
+
+
+@app.command("generate")
+@user_errors
+def generate_command(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint of an xpgan-mode run."),
+    ct: Path = typer.Option(..., "--ct", help="CT store whose volumes are translated."),
+    out: Path = typer.Option(..., "--out", help="Output folder for PNGs."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most this many CT items."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+) -> None:
+    """G_ema's X-ray for each CT item as PNG, plus grid.png (stored DRR | generated)."""
+    from xpgan.model.generate import generate
+
+    r = generate(checkpoint, ct, out, limit=limit, device=device)
+    typer.echo(f"wrote {len(r['images'])} images and {r['grid']}")
+
+
+@bench_app.command("loader")
+@user_errors
+def bench_loader_command(
+    ct: Optional[Path] = typer.Option(None, "--ct", help="CT store."),
+    cxr: Optional[Path] = typer.Option(None, "--cxr", help="CXR store."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Items per batch."),
+    num_workers: int = typer.Option(2, "--num-workers", help="Loader worker processes."),
+    batches: int = typer.Option(20, "--batches", help="Timed batches (after one warm-up batch)."),
+) -> None:
+    """Print training-stream samples/s (shuffled, shard-aware) for the CT and CXR stores."""
+    from xpgan.model.bench_loader import bench_loader
+
+    for r in bench_loader(ct=str(ct) if ct else None, cxr=str(cxr) if cxr else None, batch_size=batch_size,
+                          num_workers=num_workers, batches=batches):
+        typer.echo(r.line())
 # ---- end section: model ----
 
 # ---- section: demo ----

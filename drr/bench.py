@@ -1,0 +1,150 @@
+"""DRR throughput benchmark (used by `xpgan bench drr`): prints figures, asserts nothing.
+
+Compile time is measured separately (first call minus a steady call); then the best of `repeats`
+timed rounds is reported, since other processes share the machine.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from xpgan.drr.geometry import ConeGeometry, Geometry, ParallelGeometry
+
+
+@dataclass
+class DRRBenchResult:
+    backend: str
+    volume_shape: tuple   # (d, h, w)
+    detector: int         # pixels per side
+    geometry: str
+    batch: int            # DRRs per call
+    threads: int          # CPU threads (cpu backend) or 0
+    compile_s: float      # first call minus a steady call, s
+    best_call_s: float    # best wall time of one call (batch DRRs), s
+    drrs_per_s: float
+    steps_per_drr: int    # ray-voxel steps (voxels crossed) per DRR
+    steps_per_s: float
+    ns_per_step_core: float  # threads / steps_per_s (cpu), or 1/steps_per_s (cuda), in ns
+    kernel_only_drrs_per_s: float | None = None  # cuda: volumes already on the GPU
+    load_avg_1min: float | None = None
+
+    def lines(self) -> list[str]:
+        d, h, w = self.volume_shape
+        out = [
+            f"backend {self.backend}, {self.geometry} geometry, volume {d}x{h}x{w} (d x h x w), "
+            f"detector {self.detector}x{self.detector}, batch {self.batch}, threads {self.threads or '-'}",
+            f"JIT/compile time: {self.compile_s:.2f} s (excluded below)",
+            f"best call: {self.best_call_s * 1e3:.2f} ms -> {self.drrs_per_s:.1f} DRRs/s",
+            f"ray-voxel steps: {self.steps_per_drr / 1e6:.2f} M per DRR -> {self.steps_per_s / 1e6:.0f} M steps/s, "
+            f"{self.ns_per_step_core:.2f} ns per step per core",
+        ]
+        if self.kernel_only_drrs_per_s is not None:
+            out.append(f"kernel only (volume resident on GPU): {self.kernel_only_drrs_per_s:.0f} DRRs/s")
+        if self.load_avg_1min is not None:
+            out.append(f"machine load average (1 min) before the run: {self.load_avg_1min:.2f}")
+        return out
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def chest_like_volume(shape=(64, 256, 256), seed: int = 0) -> np.ndarray:
+    """A CT-like HU volume [d, h, w]: air around an elliptic body, two lungs, a spine, mild noise (int16)."""
+    d, h, w = shape
+    rng = np.random.default_rng(seed)
+    zz, yy, xx = np.meshgrid(np.linspace(-1, 1, d), np.linspace(-1, 1, h), np.linspace(-1, 1, w),
+                             indexing="ij", sparse=True)
+    hu = np.full(shape, -1000.0, dtype=np.float32)
+    body = (yy / 0.7) ** 2 + (xx / 0.9) ** 2 <= 1.0
+    hu[np.broadcast_to(body, shape)] = 40.0
+    for side in (-1, 1):
+        lung = ((yy + 0.05) / 0.5) ** 2 + ((xx - side * 0.42) / 0.33) ** 2 + (zz / 1.1) ** 2 <= 1.0
+        hu[np.broadcast_to(lung, shape)] = -850.0
+    spine = ((yy - 0.45) / 0.12) ** 2 + (xx / 0.1) ** 2 <= 1.0
+    hu[np.broadcast_to(spine, shape)] = 700.0
+    hu += rng.normal(0.0, 20.0, size=shape).astype(np.float32)
+    return np.clip(hu, -1024, 3071).astype(np.int16)
+
+
+def count_steps(shape, spacing_mm, geometry: Geometry) -> int:
+    """Voxels crossed by all rays of one DRR (each crossed voxel is one step of the kernel's loop)."""
+    spacing = np.asarray(spacing_mm, dtype=np.float64)
+    start, through = geometry.rays(shape, spacing).endpoints()
+    a = start.reshape(-1, 3)
+    dvec = through.reshape(-1, 3) - a
+    ext = np.array(shape) * spacing
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t0 = np.where(dvec != 0, (0 - a) / dvec, -np.inf)
+        t1 = np.where(dvec != 0, (ext - a) / dvec, np.inf)
+    tmin = np.maximum(0.0, np.minimum(t0, t1).max(axis=1))
+    tmax = np.maximum(t0, t1).min(axis=1)
+    hit = tmin < tmax
+    p_in = a[hit] + tmin[hit, None] * dvec[hit]
+    p_out = a[hit] + tmax[hit, None] * dvec[hit]
+    i_in = np.clip(np.floor(p_in / spacing), 0, np.array(shape) - 1)
+    i_out = np.clip(np.floor(p_out / spacing), 0, np.array(shape) - 1)
+    return int((np.abs(i_out - i_in).sum(axis=1) + 1).sum())
+
+
+def bench_drr(*, shape=(64, 256, 256), spacing_mm=(5.0, 1.4, 1.4), size: int = 256, geometry: str = "cone",
+              backend: str = "cpu", batch: int = 1, repeats: int = 20) -> DRRBenchResult:
+    """Time render_drr (batch 1) or render_drr_batch (batch > 1) on a chest-like volume."""
+    from xpgan.drr.render import render_drr, render_drr_batch, resolve_backend
+
+    backend = resolve_backend(backend)
+    geom = ConeGeometry(size=size) if geometry == "cone" else ParallelGeometry(size=size)
+    vol = chest_like_volume(shape)
+    vols = np.broadcast_to(vol, (batch,) + vol.shape)
+
+    def call():
+        if batch == 1:
+            return render_drr(vol, spacing_mm, geom, backend=backend, output="line_integral")
+        return render_drr_batch(vols, spacing_mm, geom, backend=backend, output="line_integral")
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    t = time.perf_counter()
+    call()
+    first = time.perf_counter() - t
+    times = []
+    for _ in range(max(1, repeats)):
+        t = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t)
+    best = min(times)
+    steps = count_steps(shape, spacing_mm, geom)
+    rate = batch / best
+    if backend == "cpu":
+        import numba
+
+        threads = numba.get_num_threads()
+        ns = threads / (steps * rate) * 1e9
+        kernel_rate = None
+    else:
+        threads = 0
+        ns = 1e9 / (steps * rate)
+        kernel_rate = _cuda_kernel_only_rate(vol, spacing_mm, geom, batch, repeats)
+    return DRRBenchResult(backend, tuple(shape), size, geometry, batch, threads, max(0.0, first - best), best,
+                          rate, steps, steps * rate, ns, kernel_rate, load)
+
+
+def _cuda_kernel_only_rate(vol, spacing_mm, geom, batch, repeats) -> float:
+    from numba import cuda
+
+    from xpgan.drr.siddon_cuda import hu_to_mu_device, render_mu_device
+
+    mu = hu_to_mu_device(cuda.to_device(np.ascontiguousarray(vol)[None]), 0.02)
+    rays = np.repeat(geom.rays(vol.shape, spacing_mm).as_array()[None], batch, axis=0)
+    spacing = np.repeat(np.asarray(spacing_mm, np.float64)[None], batch, axis=0)
+    vol_index = np.zeros(batch, np.int64)
+    out = render_mu_device(mu, vol_index, spacing, rays, geom.size)
+    cuda.synchronize()
+    best = np.inf
+    for _ in range(max(1, repeats)):
+        t = time.perf_counter()
+        render_mu_device(mu, vol_index, spacing, rays, geom.size, out_dev=out)
+        cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return batch / best

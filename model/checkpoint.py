@@ -1,0 +1,117 @@
+"""Checkpoints as plain state_dicts, written atomically (temp file in the same folder + os.replace).
+
+A checkpoint holds: "config" (TrainConfig as a dict), "net" (NetConfig as a dict), "models"
+{"G", "D", "C", "G_ema"} state_dicts, "optimizers", "schedulers", "scalers" (GradScaler per phase),
+"step", "streams" (data positions), "rng" (python, numpy, torch CPU and CUDA states) and "version".
+It contains tensors, numbers, strings, lists and dicts only, so it loads with `weights_only=True`.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from xpgan.errors import InputError
+
+CHECKPOINT_VERSION = 1
+_NAME = re.compile(r"^step-(\d{8})\.pt$")
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    return checkpoint_dir(run_dir) / f"step-{step:08d}.pt"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Checkpoints of a run, oldest first."""
+    folder = checkpoint_dir(run_dir)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def resolve_resume(resume: str, run_dir: str | Path) -> Path:
+    """`latest` -> newest checkpoint of run_dir; a run directory -> its newest; else the file itself."""
+    if resume == "latest" or Path(resume).is_dir():
+        where = run_dir if resume == "latest" else resume
+        found = list_checkpoints(where)
+        if not found:
+            raise InputError(checkpoint_dir(where), "no checkpoint to resume from")
+        return found[-1]
+    p = Path(resume)
+    if not p.is_file():
+        raise InputError(p, "no such checkpoint")
+    return p
+
+
+def save_atomic(state: dict[str, Any], path: str | Path) -> Path:
+    """Write to `path.tmp-PID` beside it, fsync, then rename over `path` (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such checkpoint")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise InputError(path, f"not a readable xpgan checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict) or "models" not in state or "config" not in state:
+        raise InputError(path, "not an xpgan checkpoint (no models/config)")
+    return state
+
+
+def prune(run_dir: str | Path, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoints (keep <= 0: keep all)."""
+    if keep <= 0:
+        return
+    for p in list_checkpoints(run_dir)[:-keep]:
+        p.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------------ RNG states
+def rng_state() -> dict[str, Any]:
+    py = random.getstate()
+    np_state = np.random.get_state()
+    state = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
+                  int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    npst = state["numpy"]
+    np.random.set_state((npst[0], npst[1].numpy().astype(np.uint32), npst[2], npst[3], npst[4]))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        cuda = list(state["cuda"])[: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all(cuda)
+

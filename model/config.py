@@ -1,0 +1,113 @@
+"""The one training configuration: a dataclass built by the CLI, written to `run_dir/config.json`."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from xpgan.errors import XPGANError
+
+MODES = ("xpgan", "drr", "baseline")
+PRESET_NAMES = ("paper", "tiny")
+DEVICES = ("auto", "cpu", "cuda")
+AMP_DTYPES = ("bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    ct: Optional[str] = None            # CT store (required for modes xpgan and drr)
+    cxr: Optional[str] = None           # CXR store (always required)
+    mode: str = "xpgan"                 # xpgan | drr | baseline (the rows of the paper's Table 2)
+    out: str = "runs/xpgan"             # run directory
+    epochs: Optional[int] = None        # passes over the CXR training items (ignored when max_steps is set)
+    max_steps: Optional[int] = None     # optimisation steps; one step = one CT batch + one CXR batch
+    batch_size: int = 8                 # CT items per step
+    cxr_batch_size: Optional[int] = None  # CXR items per step (None: same as batch_size)
+    lr: float = 0.002                   # Adam learning rate of G, D and C (cosine-annealed to 0)
+    c_lr: Optional[float] = None        # classifier learning rate (None: lr)
+    betas_gd: tuple[float, float] = (0.0, 0.99)   # StyleGAN2 betas for G and D
+    betas_c: tuple[float, float] = (0.9, 0.999)   # classifier Adam betas
+    lambda_l1: float = 2.0              # weight of L1(G(ct), DRR(ct))
+    r1_gamma: float = 1.0               # R1 weight (StyleGAN2 convention, images seen in [-1, 1])
+    r1_interval: int = 16               # lazy R1: the Dreg phase runs every r1_interval steps
+    ema_kimg: float = 10.0              # half-life of the G EMA, thousands of images
+    ema_rampup: Optional[float] = 0.05  # EMA half-life at most ema_rampup * images seen (None: off)
+    seed: int = 0
+    preset: str = "paper"               # paper | tiny network widths
+    device: str = "auto"                # auto | cpu | cuda
+    amp: bool = True                    # mixed precision (CUDA only)
+    amp_dtype: str = "bf16"             # bf16 (no loss scaling) | fp16 (with GradScaler)
+    num_workers: int = 2                # DataLoader worker processes per rank
+    val_fraction: float = 0.1           # share of CXR training patients held out for eval's threshold
+    checkpoint_every: int = 1000        # steps between checkpoints (one is always written at the end)
+    keep_checkpoints: int = 3           # newest checkpoints kept (0: keep all)
+    log_every: int = 50                 # steps between scalar logs
+    sample_every: int = 1000            # steps between PNG sample grids (0: never)
+    classifier_weights: Optional[str] = None  # local torchvision DenseNet121 state_dict (ImageNet)
+    resume: Optional[str] = None        # checkpoint path or "latest" (newest in out/checkpoints)
+    stop_at: Optional[int] = None       # end this invocation at this step (checkpoint written); the
+                                        # schedule still spans the whole run, so a resume continues it
+    progress: bool = True               # progress bar on rank 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        for k in ("betas_gd", "betas_c"):
+            if k in kw and kw[k] is not None:
+                kw[k] = tuple(kw[k])
+        return cls(**kw)
+
+    @property
+    def cxr_batch(self) -> int:
+        return self.cxr_batch_size if self.cxr_batch_size is not None else self.batch_size
+
+    def validate(self) -> "TrainConfig":
+        """Raise XPGANError on an option the user can fix; return self."""
+        if self.mode not in MODES:
+            raise XPGANError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.preset not in PRESET_NAMES:
+            raise XPGANError(f"--preset must be one of {', '.join(PRESET_NAMES)}, got {self.preset!r}")
+        if self.device not in DEVICES:
+            raise XPGANError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.amp_dtype not in AMP_DTYPES:
+            raise XPGANError(f"amp_dtype must be one of {', '.join(AMP_DTYPES)}, got {self.amp_dtype!r}")
+        if self.cxr is None:
+            raise XPGANError("--cxr is required (the CXR store)")
+        if self.mode in ("xpgan", "drr") and self.ct is None:
+            raise XPGANError(f"--ct is required for --mode {self.mode}")
+        if self.stop_at is not None and self.stop_at < 1:
+            raise XPGANError(f"--stop-at must be >= 1, got {self.stop_at}")
+        if self.max_steps is None and self.epochs is None:
+            raise XPGANError("give --epochs or --max-steps")
+        for name in ("batch_size", "cxr_batch", "r1_interval", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise XPGANError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise XPGANError(f"--max-steps must be >= 1, got {self.max_steps}")
+        if self.epochs is not None and self.epochs < 1:
+            raise XPGANError(f"--epochs must be >= 1, got {self.epochs}")
+        if not (self.lr > 0):
+            raise XPGANError(f"--lr must be > 0, got {self.lr}")
+        if not (0.0 <= self.val_fraction < 1.0):
+            raise XPGANError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.num_workers < 0:
+            raise XPGANError(f"--num-workers must be >= 0, got {self.num_workers}")
+        return self
+
+
+def write_config(cfg: TrainConfig, run_dir: str | Path) -> Path:
+    path = Path(run_dir) / "config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(cfg.to_json() + "\n")
+    tmp.replace(path)
+    return path

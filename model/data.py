@@ -1,0 +1,336 @@
+"""Streaming the CT and CXR Zarr stores (DESIGN.md) into training batches.
+
+Datasets keep only the store path and small index arrays; the Zarr group is opened lazily in whichever
+process reads items (so DataLoader workers each open their own handle and datasets pickle cleanly).
+Ordering is shard-aware: `BlockShuffleSampler` shuffles blocks of consecutive store items (one block =
+one shard, or one chunk when the store is not sharded), then items inside small windows of blocks, so a
+shuffled epoch reads a few shards at a time instead of jumping across the whole store. Every epoch's
+order is a pure function of (seed, epoch), which makes resume exact without saving loader internals.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from xpgan.errors import InputError, XPGANError
+
+CT_ARRAYS = ("volume", "drr", "label", "done")
+CXR_ARRAYS = ("image", "label", "split", "patient", "done")
+CXR_PARTS = ("train", "val", "test", "train_all")
+
+
+# ---------------------------------------------------------------------------------------------- stores
+def open_store(path: str | Path, kind: str):
+    """Open a store read-only and check its kind and arrays; InputError if it is not usable."""
+    import zarr
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "no such store")
+    try:
+        g = zarr.open_group(str(p), mode="r")
+    except Exception as exc:  # zarr raises several types for a folder that is not a group
+        raise InputError(p, f"not a Zarr v3 store ({type(exc).__name__}: {exc})") from None
+    meta = dict(g.attrs).get("xpgan")
+    if not isinstance(meta, dict) or meta.get("kind") != kind:
+        found = meta.get("kind") if isinstance(meta, dict) else None
+        raise InputError(p, f"not an xpgan {kind} store (attribute xpgan.kind is {found!r})")
+    need = CT_ARRAYS if kind == "ct" else CXR_ARRAYS
+    names = set(g.array_keys())
+    missing = [a for a in need if a not in names]
+    if missing:
+        raise InputError(p, f"{kind} store lacks array(s) {', '.join(missing)}")
+    return g
+
+
+def _block_size(arr) -> int:
+    """Items per shard (or per chunk when unsharded) along the first axis."""
+    shards = getattr(arr, "shards", None)
+    if shards:
+        return int(shards[0])
+    return int(arr.chunks[0])
+
+
+@dataclass(frozen=True)
+class CTStoreInfo:
+    n: int                              # items in the store (done or not)
+    ct_shape: tuple[int, int, int]      # (D, H, W)
+    img_res: int                        # DRR side, pixels
+    block: int                          # items per shard/chunk
+
+
+@dataclass(frozen=True)
+class CXRStoreInfo:
+    n: int
+    img_res: int
+    block: int
+
+
+def ct_store_info(path) -> CTStoreInfo:
+    g = open_store(path, "ct")
+    vol, drr = g["volume"], g["drr"]
+    if vol.ndim != 4 or drr.ndim != 3 or drr.shape[1] != drr.shape[2] or vol.shape[0] != drr.shape[0]:
+        raise InputError(path, f"unexpected shapes volume {vol.shape}, drr {drr.shape} "
+                               "(want [N, D, H, W] and [N, R, R])")
+    return CTStoreInfo(n=int(vol.shape[0]), ct_shape=tuple(int(s) for s in vol.shape[1:]),
+                       img_res=int(drr.shape[1]), block=_block_size(vol))
+
+
+def cxr_store_info(path) -> CXRStoreInfo:
+    g = open_store(path, "cxr")
+    img = g["image"]
+    if img.ndim != 3 or img.shape[1] != img.shape[2]:
+        raise InputError(path, f"unexpected image shape {img.shape} (want [N, R, R])")
+    return CXRStoreInfo(n=int(img.shape[0]), img_res=int(img.shape[1]), block=_block_size(img))
+
+
+def read_strings(arr) -> list[str]:
+    """A 1-D string array as Python str, whatever string dtype the writer used."""
+    return [str(v) for v in np.asarray(arr[:]).tolist()]
+
+
+def normalize_hu(volume_hu: np.ndarray, hu_window: Sequence[float]) -> np.ndarray:
+    """HU -> [-1, 1] over the window (lo, hi), clipped; float32."""
+    lo, hi = float(hu_window[0]), float(hu_window[1])
+    x = (volume_hu.astype(np.float32) - lo) * (2.0 / (hi - lo)) - 1.0
+    return np.clip(x, -1.0, 1.0, out=x)
+
+
+def _patient_is_val(patient: str, val_fraction: float) -> bool:
+    """Deterministic, order-free carve of validation patients from train (same for every run/seed)."""
+    h = int.from_bytes(hashlib.sha256(("xpgan-val:" + patient).encode()).digest()[:8], "big")
+    return h / 2.0 ** 64 < val_fraction
+
+
+# -------------------------------------------------------------------------------------------- datasets
+class _LazyStoreDataset(Dataset):
+    kind = ""
+
+    def __init__(self, path):
+        self.path = str(path)
+        self._group = None
+
+    def _g(self):
+        if self._group is None:
+            import zarr
+
+            self._group = zarr.open_group(self.path, mode="r")
+        return self._group
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_group"] = None     # each process opens its own handle
+        return state
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class CTDataset(_LazyStoreDataset):
+    """Finished, labelled CT items: {"ct": [1, D, H, W] in [-1, 1], "drr": [1, R, R] in [0, 1],
+    "ct_label": long, "index": store index}. `with_volume=False` skips the volume (mode drr)."""
+
+    kind = "ct"
+
+    def __init__(self, path, *, hu_window=(-1000.0, 1000.0), with_volume: bool = True,
+                 labelled_only: bool = True, limit: Optional[int] = None):
+        super().__init__(path)
+        g = open_store(path, "ct")
+        info = ct_store_info(path)
+        done = np.asarray(g["done"][:], bool)
+        labels = np.asarray(g["label"][:], np.int64)
+        keep = done & ((labels == 0) | (labels == 1)) if labelled_only else done
+        self.indices = np.flatnonzero(keep).astype(np.int64)
+        if limit is not None:
+            self.indices = self.indices[:limit]
+        self.labels = labels[self.indices]
+        self.block = info.block
+        self.block_ids = self.indices // self.block
+        self.ct_shape, self.img_res = info.ct_shape, info.img_res
+        self.hu_window = (float(hu_window[0]), float(hu_window[1]))
+        self.with_volume = with_volume
+
+    def __getitem__(self, i: int) -> dict:
+        g = self._g()
+        j = int(self.indices[i])
+        out = {"drr": np.asarray(g["drr"][j], np.float32)[None],          # [1, R, R]
+               "ct_label": int(self.labels[i]), "index": j}
+        if self.with_volume:
+            out["ct"] = normalize_hu(np.asarray(g["volume"][j]), self.hu_window)[None]  # [1, D, H, W]
+        return out
+
+
+class CXRDataset(_LazyStoreDataset):
+    """Finished, labelled CXR items of one part: "train" (split 0 minus validation patients), "val"
+    (validation patients carved deterministically from split 0), "test" (split 1), "train_all" (split 0).
+    Items: {"cxr": [1, R, R] in [0, 1], "cxr_label": long, "index": store index}."""
+
+    kind = "cxr"
+
+    def __init__(self, path, *, part: str = "train", val_fraction: float = 0.1, limit: Optional[int] = None):
+        super().__init__(path)
+        if part not in CXR_PARTS:
+            raise ValueError(f"part must be one of {CXR_PARTS}, got {part!r}")
+        g = open_store(path, "cxr")
+        info = cxr_store_info(path)
+        done = np.asarray(g["done"][:], bool)
+        labels = np.asarray(g["label"][:], np.int64)
+        split = np.asarray(g["split"][:], np.int64)
+        keep = done & ((labels == 0) | (labels == 1))
+        if part == "test":
+            keep &= split == 1
+        else:
+            keep &= split == 0
+            if part in ("train", "val"):
+                patients = read_strings(g["patient"])
+                is_val = np.array([_patient_is_val(p, val_fraction) for p in patients], bool)
+                keep &= is_val if part == "val" else ~is_val
+        self.part = part
+        self.indices = np.flatnonzero(keep).astype(np.int64)
+        if limit is not None:
+            self.indices = self.indices[:limit]
+        self.labels = labels[self.indices]
+        self.block = info.block
+        self.block_ids = self.indices // self.block
+        self.img_res = info.img_res
+
+    def __getitem__(self, i: int) -> dict:
+        j = int(self.indices[i])
+        return {"cxr": np.asarray(self._g()["image"][j], np.float32)[None],   # [1, R, R]
+                "cxr_label": int(self.labels[i]), "index": j}
+
+
+# -------------------------------------------------------------------------------------------- sampling
+class BlockShuffleSampler(Sampler[int]):
+    """One epoch of dataset positions, shard-aware and partitioned across ranks.
+
+    Blocks (positions sharing a `block_id`) are shuffled, grouped into windows of `window_blocks`
+    consecutive blocks, and positions are shuffled inside each window. The permutation depends only on
+    (seed, epoch). Ranks take contiguous, equal slices of it (padded by wrapping around, as
+    DistributedSampler does), so each rank reads its own few shards. `set_start(k)` skips this rank's
+    first k positions (resume)."""
+
+    def __init__(self, block_ids: Sequence[int], *, seed: int = 0, shuffle: bool = True, rank: int = 0,
+                 world_size: int = 1, window_blocks: int = 4):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world size {world_size}")
+        self.block_ids = np.asarray(block_ids, np.int64)
+        self.seed, self.shuffle = int(seed), bool(shuffle)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.window_blocks = max(1, int(window_blocks))
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def set_start(self, start: int) -> None:
+        self.start = int(start)
+
+    @property
+    def per_rank(self) -> int:
+        return math.ceil(len(self.block_ids) / self.world_size) if len(self.block_ids) else 0
+
+    def full_order(self, epoch: int) -> np.ndarray:
+        """Every position once, in this epoch's shard-aware order (before partitioning)."""
+        n = len(self.block_ids)
+        if not self.shuffle:
+            return np.arange(n, dtype=np.int64)
+        rng = np.random.default_rng([self.seed, epoch])
+        uniq, inverse = np.unique(self.block_ids, return_inverse=True)
+        block_order = rng.permutation(len(uniq))
+        rank_of_block = np.empty(len(uniq), np.int64)
+        rank_of_block[block_order] = np.arange(len(uniq))
+        window = rank_of_block[inverse] // self.window_blocks       # window index of each position
+        tiebreak = rng.random(n)
+        return np.lexsort((tiebreak, window)).astype(np.int64)
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """This rank's positions for `epoch`."""
+        order = self.full_order(epoch)
+        per = self.per_rank
+        if per * self.world_size > len(order) and len(order):
+            order = np.resize(order, per * self.world_size)        # wrap around to equal shares
+        return order[self.rank * per:(self.rank + 1) * per]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.epoch_order(self.epoch)[self.start:].tolist())
+
+    def __len__(self) -> int:
+        return max(0, self.per_rank - self.start)
+
+
+class _EpochChain(Sampler[int]):
+    """Endless positions: epochs of `sampler` truncated to whole batches, from (epoch, batch)."""
+
+    def __init__(self, sampler: BlockShuffleSampler, batch_size: int, epoch: int, batch: int):
+        self.sampler, self.batch_size = sampler, batch_size
+        self.epoch, self.batch = epoch, batch
+
+    def __iter__(self) -> Iterator[int]:
+        epoch, batch = self.epoch, self.batch
+        while True:
+            order = self.sampler.epoch_order(epoch)
+            usable = len(order) - len(order) % self.batch_size
+            yield from order[batch * self.batch_size:usable].tolist()
+            epoch, batch = epoch + 1, 0
+
+
+class BatchStream:
+    """Endless batches of a dataset, one DataLoader for the whole run.
+
+    The position is (epoch, batches consumed in that epoch), counted where batches are handed to the
+    trainer (not where workers prefetch them); `state_dict()`/`load_state_dict()` save and restore it."""
+
+    def __init__(self, dataset: Dataset, *, batch_size: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, num_workers: int = 0, pin_memory: bool = False, shuffle: bool = True,
+                 name: str = "data"):
+        self.dataset, self.batch_size = dataset, int(batch_size)
+        self.sampler = BlockShuffleSampler(dataset.block_ids, seed=seed, shuffle=shuffle, rank=rank,
+                                           world_size=world_size)
+        self.batches_per_epoch = self.sampler.per_rank // self.batch_size
+        if self.batches_per_epoch < 1:
+            raise XPGANError(f"{name}: {len(dataset)} usable items ({self.sampler.per_rank} per rank) is "
+                             f"fewer than one batch of {self.batch_size}; lower the batch size")
+        self.num_workers, self.pin_memory, self.seed = int(num_workers), bool(pin_memory), int(seed)
+        self.epoch, self.batch = 0, 0
+        self._it = None
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "batch": self.batch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.close()
+        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+
+    def _start(self) -> None:
+        chain = _EpochChain(self.sampler, self.batch_size, self.epoch, self.batch)
+        # A private generator keeps DataLoader's base-seed draw off the global torch RNG (exact resume).
+        gen = torch.Generator().manual_seed(self.seed)
+        loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=chain, drop_last=False,
+                            num_workers=self.num_workers, pin_memory=self.pin_memory, generator=gen,
+                            persistent_workers=False, prefetch_factor=2 if self.num_workers else None)
+        self._it = iter(loader)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        if self._it is None:
+            self._start()
+        batch = next(self._it)
+        self.batch += 1
+        if self.batch == self.batches_per_epoch:
+            self.epoch, self.batch = self.epoch + 1, 0
+        return batch
+
+    def close(self) -> None:
+        it, self._it = self._it, None
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()

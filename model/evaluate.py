@@ -1,0 +1,134 @@
+"""Evaluate a checkpoint's classifier on a CXR store: metrics.json plus PR and ROC curve PNGs.
+
+The decision threshold is reported twice: at 0.5, and at the best-F1 threshold chosen on the validation
+part of the train split (the same deterministic carve the trainer held out), never on the test split.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from xpgan.errors import XPGANError
+from xpgan.model import checkpoint as ckpt_io
+from xpgan.model import metrics as M
+from xpgan.model.data import CXRDataset, cxr_store_info
+
+SPLITS = ("test", "val", "train")
+
+
+@torch.no_grad()
+def predict(C: torch.nn.Module, dataset: CXRDataset, *, device: torch.device, batch_size: int = 64,
+            num_workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(labels [N], positive-class probabilities [N]) over a dataset, in dataset order."""
+    if len(dataset) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float64)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    labels, probs = [], []
+    C.eval()
+    for batch in loader:
+        logits = C(batch["cxr"].to(device).float())                     # [N, 2]
+        probs.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy().astype(np.float64))
+        labels.append(batch["cxr_label"].numpy().astype(np.int64))
+    return np.concatenate(labels), np.concatenate(probs)
+
+
+def _plot_curves(y: np.ndarray, s: np.ndarray, out_dir: Path, title: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    fpr, tpr, _ = M.roc_curve(y, s)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    ax.plot(fpr, tpr, lw=2, label=f"AUROC {M.auroc(y, s):.3f}")
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC — {title}",
+           xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out_dir / "roc.png")
+    plt.close(fig)
+    written.append(str(out_dir / "roc.png"))
+
+    prec, rec, _ = M.pr_curve(y, s)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    ax.step(np.concatenate([[0.0], rec]), np.concatenate([[1.0], prec]), where="post", lw=2)
+    base = float(np.mean(y)) if len(y) else 0.0
+    ax.axhline(base, ls="--", c="grey", lw=1, label=f"prevalence {base:.2f}")
+    ax.set(xlabel="recall", ylabel="precision", title=f"PR — {title}", xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out_dir / "pr.png")
+    plt.close(fig)
+    written.append(str(out_dir / "pr.png"))
+    return written
+
+
+def evaluate(checkpoint: str | Path, cxr_store: str | Path, *, split: str = "test",
+             out_dir: Optional[str | Path] = None, device: str = "auto", batch_size: int = 64,
+             num_workers: int = 0) -> dict:
+    """Metrics of the checkpoint's classifier on `split` of the CXR store; writes metrics.json, roc.png
+    and pr.png into out_dir (default: beside the checkpoint, `eval-<split>/`). Returns the metrics."""
+    from xpgan.model.distributed import resolve_device
+    from xpgan.model.train import networks_from_checkpoint
+
+    if split not in SPLITS:
+        raise XPGANError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    dev = resolve_device(device)
+    state = ckpt_io.load(checkpoint, map_location="cpu")
+    net_res = int(state["net"]["img_res"])
+    info = cxr_store_info(cxr_store)
+    if info.img_res != net_res:
+        raise XPGANError(f"{cxr_store}: images are {info.img_res} px but the classifier was trained at "
+                         f"{net_res} px")
+    C = networks_from_checkpoint(state, ("C",), dev)["C"]
+    val_fraction = float(state["config"].get("val_fraction", 0.1))
+
+    val = CXRDataset(cxr_store, part="val", val_fraction=val_fraction)
+    target = CXRDataset(cxr_store, part="train" if split == "train" else split, val_fraction=val_fraction)
+    if len(target) == 0:
+        raise XPGANError(f"{cxr_store}: no finished, labelled items in the {split} split")
+    y_val, s_val = predict(C, val, device=dev, batch_size=batch_size, num_workers=num_workers)
+    y, s = predict(C, target, device=dev, batch_size=batch_size, num_workers=num_workers)
+
+    threshold_source = "validation part of train (best F1)"
+    if len(y_val) == 0 or y_val.sum() == 0:
+        best_t, threshold_source = 0.5, "0.5 (the validation part is empty or has no positives)"
+    else:
+        best_t = M.best_f1_threshold(y_val, s_val)
+    result = {
+        "checkpoint": str(checkpoint),
+        "step": int(state["step"]),
+        "mode": state["config"].get("mode"),
+        "store": str(cxr_store),
+        "split": split,
+        "counts": {"items": int(len(y)), "positive": int(y.sum()), "negative": int(len(y) - y.sum()),
+                   "val_items": int(len(y_val)), "val_positive": int(y_val.sum())},
+        "auroc": M.auroc(y, s),
+        "at_0.5": M.summary(y, s, 0.5),
+        "at_best_val_f1": {**M.summary(y, s, best_t), "threshold_source": threshold_source},
+        "val": {"auroc": M.auroc(y_val, s_val) if len(y_val) else float("nan"),
+                "at_best_val_f1": M.summary(y_val, s_val, best_t) if len(y_val) else None},
+    }
+    out = Path(out_dir) if out_dir is not None else Path(checkpoint).resolve().parent.parent / f"eval-{split}"
+    out.mkdir(parents=True, exist_ok=True)
+    result["plots"] = _plot_curves(y, s, out, f"{split} split") if len(np.unique(y)) == 2 else []
+    (out / "metrics.json").write_text(json.dumps(_jsonable(result), indent=2) + "\n")
+    result["out_dir"] = str(out)
+    return result
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x

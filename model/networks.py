@@ -1,0 +1,425 @@
+"""XPGAN networks: generator G (3D CT encoder -> StyleGAN2-style synthesis), discriminator D (StyleGAN2
+residual discriminator) and classifier C (torchvision DenseNet121, one channel, two classes).
+
+Every size comes from `NetConfig`, so the same code builds the paper-sized networks and CPU-sized ones.
+
+Generator, in order:
+  * `normalize_ct` (outside the network; the data loader or caller applies it): HU window -> [-1, 1].
+  * `CTEncoder`: a 3D residual encoder in the spirit of Shen et al. 2019 (stacks of 3x3x3 convolutions
+    with identity/projection skip connections). A 1x1x1 "from-CT" layer, then one residual block per
+    level; each block halves every axis still larger than 2 * `enc_min_res` (so a 64x256x256 volume ends at
+    4x4x4 and an anisotropic volume is reduced per axis), then a 3x3x3 convolution, flattening and two
+    fully connected layers give the latent z [N, z_dim].
+  * `MappingNetwork`: z normalised to unit second moment, `mapping_layers` fully connected layers with a
+    learning-rate multiplier of 0.01 -> style w [N, w_dim] (one w for every synthesis layer).
+  * `SynthesisNetwork`: a learned 4x4 constant, then per resolution (4, 8, ..., img_res) modulated 3x3
+    convolutions with demodulation (the first one of each block after x2 bilinear upsampling), per-layer
+    noise with learned strength, and a 1x1 modulated "to-grey" layer whose output is upsampled and summed
+    across resolutions (StyleGAN2 skip generator).
+  * Output map: the summed skip image y is mapped to [0, 1] by ``(tanh(y) + 1) / 2`` (= sigmoid(2y)), so
+    y = 0 gives mid grey and G's raw output lives in the same [-1, 1] range that D works in.
+
+Discriminator: the input in [0, 1] is rescaled to [-1, 1]; 1x1 from-grey, residual blocks (two 3x3
+convolutions, the second after x2 average-pool downsampling, plus a 1x1 projection skip, summed and scaled
+by 1/sqrt(2)) down to 4x4, minibatch standard deviation, 3x3 convolution, fully connected layer, logit.
+
+Classifier: torchvision `densenet121(weights=None)` (never downloads), conv0 with one input channel, a
+2-class head. The grey input in [0, 1] is normalised with the mean/std of ImageNet's RGB statistics
+averaged over the channels (0.449, 0.226), which matches conv0 weights summed over RGB.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from xpgan.errors import InputError, XPGANError
+from xpgan.model.layers import (EqualizedConv2d, EqualizedConv3d, EqualizedLinear, MinibatchStd,
+                                ModulatedConv2d, NoiseInjection, lrelu, normalize_2nd_moment, upsample2x)
+
+NOISE_MODES = ("random", "const", "none")
+
+
+# --------------------------------------------------------------------------------------------- config
+@dataclass
+class NetConfig:
+    ct_shape: tuple[int, int, int] = (64, 256, 256)    # (D, H, W) of the CT input, voxels
+    img_res: int = 256                                 # output / discriminator / classifier resolution, px
+    z_dim: int = 512                                   # encoder latent size
+    w_dim: int = 512                                   # style size
+    mapping_layers: int = 8
+    mapping_lr_mult: float = 0.01
+    enc_channels: tuple[int, ...] = (8, 16, 32, 64, 128, 256, 512)  # 3D encoder width per level (last repeats)
+    enc_min_res: int = 4                               # encoder stops halving an axis at this size, voxels
+    syn_channel_base: int = 16384                      # StyleGAN2 width rule: min(base // res, max)
+    syn_channel_max: int = 512
+    d_channel_base: int = 16384
+    d_channel_max: int = 512
+    mbstd_group: int = 4
+    mbstd_channels: int = 1
+    hu_window: tuple[float, float] = (-1000.0, 1000.0)  # HU mapped to [-1, 1]
+
+    def __post_init__(self):
+        # JSON round trips turn tuples into lists; accept them back
+        self.ct_shape = tuple(int(v) for v in self.ct_shape)
+        self.enc_channels = tuple(int(v) for v in self.enc_channels)
+        self.hu_window = tuple(float(v) for v in self.hu_window)
+        if len(self.ct_shape) != 3 or min(self.ct_shape) < 1:
+            raise XPGANError(f"ct_shape must be three positive sizes (D, H, W), got {self.ct_shape}")
+        r = int(self.img_res)
+        if r < 8 or r & (r - 1):
+            raise XPGANError(f"img_res must be a power of two >= 8, got {self.img_res}")
+        if not self.enc_channels or min(self.enc_channels) < 1:
+            raise XPGANError(f"enc_channels must be positive widths, got {self.enc_channels}")
+        if len(self.hu_window) != 2 or not self.hu_window[1] > self.hu_window[0]:
+            raise XPGANError(f"hu_window must be (low, high) with high > low, got {self.hu_window}")
+        for name in ("z_dim", "w_dim", "syn_channel_base", "syn_channel_max", "d_channel_base",
+                     "d_channel_max", "mbstd_group", "mbstd_channels", "enc_min_res"):
+            if int(getattr(self, name)) < 1:
+                raise XPGANError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.mapping_layers < 0:
+            raise XPGANError(f"mapping_layers must be >= 0, got {self.mapping_layers}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NetConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise XPGANError(f"unknown network config keys: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+PRESETS: dict[str, NetConfig] = {
+    "paper": NetConfig(),
+    "tiny": NetConfig(ct_shape=(16, 32, 32), img_res=32, z_dim=32, w_dim=32, mapping_layers=2,
+                      enc_channels=(4, 8, 16, 32), syn_channel_base=512, syn_channel_max=32,
+                      d_channel_base=512, d_channel_max=32, mbstd_group=2),
+}
+
+
+def net_config_for(preset: str, ct_shape, img_res: int, **overrides) -> NetConfig:
+    """The preset's widths with the store's sizes (and any other field overridden by keyword)."""
+    if preset not in PRESETS:
+        raise XPGANError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    return dataclasses.replace(PRESETS[preset], ct_shape=tuple(ct_shape), img_res=int(img_res), **overrides)
+
+
+def normalize_ct(volume_hu: Tensor, hu_window=(-1000.0, 1000.0)) -> Tensor:
+    """HU -> [-1, 1]: the window's low end maps to -1, its high end to +1, values outside are clipped."""
+    lo, hi = float(hu_window[0]), float(hu_window[1])
+    if not hi > lo:
+        raise XPGANError(f"hu_window must be (low, high) with high > low, got {hu_window}")
+    x = torch.as_tensor(volume_hu).float()
+    return ((x.clamp(lo, hi) - lo) * (2.0 / (hi - lo)) - 1.0).clamp(-1.0, 1.0)
+
+
+def _syn_channels(cfg: NetConfig, res: int) -> int:
+    return min(cfg.syn_channel_base // res, cfg.syn_channel_max)
+
+
+def _d_channels(cfg: NetConfig, res: int) -> int:
+    return min(cfg.d_channel_base // res, cfg.d_channel_max)
+
+
+def encoder_plan(cfg: NetConfig) -> list[tuple[tuple[int, int, int], tuple[int, int, int], int]]:
+    """Per encoder level: (spatial size (d, h, w) at that level, downsampling factors that led to it,
+    channels). Level 0 is the input resolution; an axis is halved while it is >= 2 * enc_min_res."""
+    dims = tuple(cfg.ct_shape)
+    plan = [(dims, (1, 1, 1), cfg.enc_channels[0])]
+    while True:
+        down = tuple(2 if s >= 2 * cfg.enc_min_res else 1 for s in dims)
+        if down == (1, 1, 1):
+            break
+        dims = tuple(s // f for s, f in zip(dims, down))
+        level = len(plan)
+        plan.append((dims, down, cfg.enc_channels[min(level, len(cfg.enc_channels) - 1)]))
+    return plan
+
+
+# ------------------------------------------------------------------------------------------ generator
+class ResBlock3D(nn.Module):
+    """conv3x3x3 -> (downsample) conv3x3x3, plus a (downsample) 1x1x1 projection skip; sum / sqrt(2)."""
+
+    def __init__(self, in_ch: int, out_ch: int, down: tuple[int, int, int]):
+        super().__init__()
+        self.conv0 = EqualizedConv3d(in_ch, in_ch, 3)
+        self.conv1 = EqualizedConv3d(in_ch, out_ch, 3, down=down)
+        self.skip = EqualizedConv3d(in_ch, out_ch, 1, bias=False, activation="linear", down=down)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv1(self.conv0(x))
+        return (y + self.skip(x)) * math.sqrt(0.5)
+
+
+class CTEncoder(nn.Module):
+    """[N, 1, D, H, W] in [-1, 1] -> z [N, z_dim]."""
+
+    def __init__(self, cfg: NetConfig):
+        super().__init__()
+        plan = encoder_plan(cfg)
+        self.plan = plan
+        self.from_ct = EqualizedConv3d(1, plan[0][2], 1)
+        self.blocks = nn.ModuleList(
+            ResBlock3D(plan[i - 1][2], plan[i][2], plan[i][1]) for i in range(1, len(plan)))
+        dims, _, ch = plan[-1]
+        self.conv = EqualizedConv3d(ch, ch, 3)
+        self.fc = EqualizedLinear(ch * dims[0] * dims[1] * dims[2], cfg.z_dim, activation="lrelu")
+        self.out = EqualizedLinear(cfg.z_dim, cfg.z_dim)
+        self.ct_shape = tuple(cfg.ct_shape)
+
+    def forward(self, ct: Tensor) -> Tensor:
+        if ct.ndim != 5 or ct.shape[1] != 1 or tuple(ct.shape[2:]) != self.ct_shape:
+            raise ValueError(f"expected CT [N, 1, {', '.join(map(str, self.ct_shape))}], got {list(ct.shape)}")
+        x = self.from_ct(ct)
+        for block in self.blocks:
+            x = block(x)
+        x = self.conv(x)
+        return self.out(self.fc(x.flatten(1)))
+
+
+class MappingNetwork(nn.Module):
+    """z [N, z_dim] -> w [N, w_dim]; fully connected layers with a small learning-rate multiplier."""
+
+    def __init__(self, cfg: NetConfig):
+        super().__init__()
+        dims = [cfg.z_dim] + [cfg.w_dim] * cfg.mapping_layers
+        self.layers = nn.ModuleList(
+            EqualizedLinear(a, b, lr_mult=cfg.mapping_lr_mult, activation="lrelu") for a, b in zip(dims, dims[1:]))
+        self.project = (EqualizedLinear(cfg.z_dim, cfg.w_dim, lr_mult=cfg.mapping_lr_mult)
+                        if cfg.mapping_layers == 0 and cfg.z_dim != cfg.w_dim else None)
+
+    def forward(self, z: Tensor) -> Tensor:
+        x = normalize_2nd_moment(z.float())
+        for layer in self.layers:
+            x = layer(x)
+        return self.project(x) if self.project is not None else x
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated 3x3 conv (demodulated) + noise + bias + leaky ReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int, res: int, *, up: bool = False):
+        super().__init__()
+        self.conv = ModulatedConv2d(in_ch, out_ch, 3, w_dim, demodulate=True, up=up)
+        self.noise = NoiseInjection(res)
+        self.bias = nn.Parameter(torch.zeros(out_ch))
+
+    def forward(self, x: Tensor, w: Tensor, noise_mode: str) -> Tensor:
+        x = self.noise(self.conv(x, w), noise_mode)
+        return lrelu(x + self.bias.to(x.dtype)[None, :, None, None])
+
+
+class ToGrey(nn.Module):
+    """1x1 modulated conv without demodulation, plus bias: features -> 1-channel image contribution."""
+
+    def __init__(self, in_ch: int, w_dim: int):
+        super().__init__()
+        self.conv = ModulatedConv2d(in_ch, 1, 1, w_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: Tensor, w: Tensor) -> Tensor:
+        y = self.conv(x, w)
+        return y + self.bias.to(y.dtype)[None, :, None, None]
+
+
+class SynthesisBlock(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int, res: int):
+        super().__init__()
+        self.res = res
+        if res == 4:
+            self.const = nn.Parameter(torch.randn(out_ch, 4, 4))
+            self.conv0 = None
+        else:
+            self.const = None
+            self.conv0 = SynthesisLayer(in_ch, out_ch, w_dim, res, up=True)
+        self.conv1 = SynthesisLayer(out_ch, out_ch, w_dim, res)
+        self.to_grey = ToGrey(out_ch, w_dim)
+
+    def forward(self, x, img, w: Tensor, noise_mode: str):
+        if self.const is not None:
+            x = self.const[None].expand(w.shape[0], -1, -1, -1)
+        else:
+            x = self.conv0(x, w, noise_mode)
+        x = self.conv1(x, w, noise_mode)
+        y = self.to_grey(x, w).float()
+        img = y if img is None else upsample2x(img) + y
+        return x, img
+
+
+class SynthesisNetwork(nn.Module):
+    """w [N, w_dim] -> raw image y [N, 1, R, R] (float32, unbounded)."""
+
+    def __init__(self, cfg: NetConfig):
+        super().__init__()
+        log2 = int(math.log2(cfg.img_res))
+        self.resolutions = [2 ** i for i in range(2, log2 + 1)]
+        blocks, in_ch = [], 0
+        for res in self.resolutions:
+            out_ch = _syn_channels(cfg, res)
+            blocks.append(SynthesisBlock(in_ch, out_ch, cfg.w_dim, res))
+            in_ch = out_ch
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, w: Tensor, noise_mode: str = "random") -> Tensor:
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"unknown noise_mode {noise_mode!r}; allowed: {', '.join(NOISE_MODES)}")
+        x = img = None
+        for block in self.blocks:
+            x, img = block(x, img, w, noise_mode)
+        return img
+
+
+class Generator(nn.Module):
+    """G(ct): [N, 1, D, H, W] in [-1, 1] -> [N, 1, R, R] in [0, 1] (float32)."""
+
+    def __init__(self, cfg: NetConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = CTEncoder(cfg)
+        self.mapping = MappingNetwork(cfg)
+        self.synthesis = SynthesisNetwork(cfg)
+
+    def forward(self, ct: Tensor, noise_mode: str = "random") -> Tensor:
+        z = self.encoder(ct)                                         # [N, z_dim]
+        w = self.mapping(z)                                          # [N, w_dim]
+        y = self.synthesis(w, noise_mode)                            # [N, 1, R, R]
+        return (torch.tanh(y.float()) + 1.0) * 0.5
+
+
+# ------------------------------------------------------------------------------------- discriminator
+class DBlock(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        self.conv0 = EqualizedConv2d(in_ch, in_ch, 3)
+        self.conv1 = EqualizedConv2d(in_ch, out_ch, 3, down=True)
+        self.skip = EqualizedConv2d(in_ch, out_ch, 1, bias=False, activation="linear", down=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv1(self.conv0(x))
+        return (y + self.skip(x)) * math.sqrt(0.5)
+
+
+class Discriminator(nn.Module):
+    """D(img): [N, 1, R, R] in [0, 1] -> logits [N]."""
+
+    def __init__(self, cfg: NetConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.img_res = cfg.img_res
+        log2 = int(math.log2(cfg.img_res))
+        self.from_grey = EqualizedConv2d(1, _d_channels(cfg, cfg.img_res), 1)
+        self.blocks = nn.ModuleList(
+            DBlock(_d_channels(cfg, 2 ** i), _d_channels(cfg, 2 ** (i - 1))) for i in range(log2, 2, -1))
+        ch = _d_channels(cfg, 4)
+        self.mbstd = MinibatchStd(cfg.mbstd_group, cfg.mbstd_channels)
+        self.conv = EqualizedConv2d(ch + cfg.mbstd_channels, ch, 3)
+        self.fc = EqualizedLinear(ch * 16, ch, activation="lrelu")
+        self.out = EqualizedLinear(ch, 1)
+
+    def forward(self, img: Tensor) -> Tensor:
+        r = self.img_res
+        if img.ndim != 4 or img.shape[1] != 1 or img.shape[2] != r or img.shape[3] != r:
+            raise ValueError(f"expected images [N, 1, {r}, {r}], got {list(img.shape)}")
+        x = self.from_grey(img * 2.0 - 1.0)
+        for block in self.blocks:
+            x = block(x)
+        x = self.conv(self.mbstd(x))                                 # [N, C, 4, 4]
+        return self.out(self.fc(x.flatten(1))).squeeze(1).float()   # [N]
+
+
+# ---------------------------------------------------------------------------------------- classifier
+GREY_MEAN = 0.449   # mean of ImageNet's RGB means (0.485, 0.456, 0.406)
+GREY_STD = 0.226    # mean of ImageNet's RGB stds (0.229, 0.224, 0.225)
+_OLD_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+
+class Classifier(nn.Module):
+    """C(img): [N, 1, R, R] in [0, 1] -> logits [N, 2]; grey ImageNet-style normalisation inside."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(GREY_MEAN), persistent=False)
+        self.register_buffer("std", torch.tensor(GREY_STD), persistent=False)
+
+    def forward(self, img: Tensor) -> Tensor:
+        if img.ndim != 4 or img.shape[1] != 1:
+            raise ValueError(f"expected images [N, 1, R, R], got {list(img.shape)}")
+        return self.net((img - self.mean) / self.std)
+
+
+def _read_state_dict(path: str) -> dict[str, Tensor]:
+    if not os.path.isfile(path):
+        raise InputError(path, "classifier weights file not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input problem
+        raise InputError(path, f"cannot read as a torch state_dict ({type(exc).__name__}: {exc})") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise InputError(path, "not a torchvision DenseNet121 state_dict (expected a dict of tensors)")
+    out = {}
+    for key, value in obj.items():
+        key = key[len("module."):] if key.startswith("module.") else key
+        # checkpoints written before torchvision 0.3 name layers "norm.1" instead of "norm1"
+        m = _OLD_DENSENET_KEY.match(key)
+        out[m.group(1) + m.group(2) if m else key] = value
+    return out
+
+
+def _load_imagenet_weights(net: nn.Module, path: str) -> None:
+    sd = _read_state_dict(path)
+    sd = {k: v for k, v in sd.items() if not k.startswith("classifier.")}   # drop the 1000-class head
+    conv0 = sd.get("features.conv0.weight")
+    if conv0 is not None and conv0.ndim == 4 and conv0.shape[1] == 3:
+        sd["features.conv0.weight"] = conv0.sum(dim=1, keepdim=True)       # RGB -> grey
+    target = {k: v for k, v in net.state_dict().items() if not k.startswith("classifier.")}
+    missing = [k for k in target if k not in sd and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in sd if k not in target]
+    bad_shape = [f"{k} {list(sd[k].shape)} != {list(v.shape)}" for k, v in target.items()
+                 if k in sd and sd[k].shape != v.shape]
+    if missing or unexpected or bad_shape:
+        parts = []
+        for name, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", bad_shape)):
+            if items:
+                parts.append(f"{len(items)} {name} (e.g. {', '.join(items[:3])})")
+        raise InputError(path, "not a torchvision DenseNet121 ImageNet state_dict: " + "; ".join(parts))
+    sd = {k: v.to(target[k].dtype) for k, v in sd.items()}
+    net.load_state_dict(sd, strict=False)
+
+
+def build_classifier(cfg: NetConfig, weights_path: str | None = None) -> nn.Module:
+    """DenseNet121 with one input channel and two classes; ImageNet weights from a local torchvision
+    state_dict file if `weights_path` is given (conv0 summed over RGB, 1000-class head dropped)."""
+    from torchvision.models import densenet121
+
+    if cfg.img_res < 32:
+        raise XPGANError(f"the DenseNet121 classifier needs img_res >= 32, got {cfg.img_res}")
+    net = densenet121(weights=None)                                   # never downloads
+    old = net.features.conv0
+    net.features.conv0 = nn.Conv2d(1, old.out_channels, kernel_size=old.kernel_size, stride=old.stride,
+                                   padding=old.padding, bias=False)
+    nn.init.kaiming_normal_(net.features.conv0.weight)
+    net.classifier = nn.Linear(net.classifier.in_features, 2)
+    nn.init.zeros_(net.classifier.bias)
+    if weights_path is not None:
+        _load_imagenet_weights(net, os.fspath(weights_path))
+    return Classifier(net)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+__all__ = ["NetConfig", "PRESETS", "net_config_for", "normalize_ct", "encoder_plan", "Generator",
+           "Discriminator", "Classifier", "build_classifier", "count_parameters", "CTEncoder",
+           "MappingNetwork", "SynthesisNetwork", "NOISE_MODES", "GREY_MEAN", "GREY_STD"]

@@ -1,0 +1,477 @@
+"""The one training loop: G, D, C trained jointly by phases (stylegan2-ada style), for every mode.
+
+A step takes one CT batch and one CXR batch and runs the mode's phases (`PHASES_FOR_MODE`): for each,
+only that phase's network has `requires_grad`, its gradients are zeroed, the loss object accumulates
+them, they are averaged over ranks and its optimizer steps. Dreg (lazy R1) runs when
+`step % r1_interval == 0`. Then the cosine schedules step, the EMA of G follows G, and BatchNorm buffers
+are synchronised from rank 0. Exact resume: see `xpgan.model.checkpoint` and `xpgan.model.data`.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from xpgan.errors import XPGANError
+from xpgan.model import checkpoint as ckpt_io
+from xpgan.model import distributed as dist
+from xpgan.model.config import TrainConfig, write_config
+from xpgan.model.data import BatchStream, CTDataset, CXRDataset, ct_store_info, cxr_store_info
+
+# Options that may differ when resuming (where and how the run executes, not what it computes).
+RESUME_OVERRIDES = ("ct", "cxr", "out", "device", "num_workers", "progress", "checkpoint_every",
+                    "keep_checkpoints", "log_every", "sample_every", "resume", "stop_at")
+
+
+@dataclass
+class TrainResult:
+    run_dir: str
+    step: int
+    total_steps: int
+    checkpoint: Optional[str]
+    seconds: float
+    steps_per_s: float
+    samples_per_s: float              # CT + CXR items per second, all ranks
+    last_stats: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------- networks
+def networks_for_mode(mode: str) -> tuple[str, ...]:
+    return ("G", "D", "C") if mode == "xpgan" else ("C",)
+
+
+def build_networks(net_cfg, mode: str, *, classifier_weights: Optional[str] = None) -> dict[str, torch.nn.Module]:
+    """The mode's networks, initialised from the current torch RNG (seed before calling)."""
+    from xpgan.model.networks import Discriminator, Generator, build_classifier
+
+    nets: dict[str, torch.nn.Module] = {}
+    if mode == "xpgan":
+        nets["G"] = Generator(net_cfg)
+        nets["D"] = Discriminator(net_cfg)
+    nets["C"] = build_classifier(net_cfg, classifier_weights)
+    return nets
+
+
+def net_config_from_dict(d: dict):
+    from xpgan.model.networks import NetConfig
+
+    return NetConfig.from_dict(dict(d))
+
+
+def networks_from_checkpoint(state: dict, names: tuple[str, ...], device: torch.device) -> dict[str, torch.nn.Module]:
+    """Rebuild the named networks (architecture from the checkpoint's config) and load their weights.
+    "G_ema" is built as a Generator."""
+    from xpgan.model.networks import Generator, build_classifier
+
+    net_cfg = net_config_from_dict(state["net"])
+    out = {}
+    for name in names:
+        if name not in state["models"]:
+            mode = state["config"].get("mode")
+            raise XPGANError(f"this checkpoint (mode {mode}) has no {name} network")
+        if name in ("G", "G_ema"):
+            m = Generator(net_cfg)
+        elif name == "D":
+            from xpgan.model.networks import Discriminator
+            m = Discriminator(net_cfg)
+        else:
+            m = build_classifier(net_cfg, None)
+        m.load_state_dict(state["models"][name])
+        out[name] = m.to(device).eval().requires_grad_(False)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    out = {}
+    for k, v in batch.items():
+        if k == "index":
+            continue
+        out[k] = v.to(device, non_blocking=True)
+    for k in ("ct_label", "cxr_label"):
+        if k in out:
+            out[k] = out[k].long()
+    return out
+
+
+def _ema_update(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None:
+    with torch.no_grad():
+        for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+            p_ema.copy_(p.detach().lerp(p_ema, beta))
+        for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+            b_ema.copy_(b)
+
+
+def _image_grid(columns: list[torch.Tensor], max_rows: int = 8) -> np.ndarray:
+    """Columns of [N, 1, R, R] images in [0, 1] -> uint8 [rows*R, cols*R] with one row per item."""
+    cols = [c[:max_rows].detach().float().cpu().clamp(0, 1)[:, 0] for c in columns]   # [n, R, R]
+    n = min(c.shape[0] for c in cols)
+    rows = [torch.cat([c[i] for c in cols], dim=1) for i in range(n)]
+    return (torch.cat(rows, dim=0).numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+def _save_png(arr: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def _merge_resume_config(saved: dict, cfg: TrainConfig) -> TrainConfig:
+    """The checkpoint's config with this invocation's operational options (and a new length if given)."""
+    merged = saved.copy()
+    for k in RESUME_OVERRIDES:
+        merged[k] = getattr(cfg, k)
+    if cfg.max_steps is not None or cfg.epochs is not None:
+        merged["max_steps"], merged["epochs"] = cfg.max_steps, cfg.epochs
+    return TrainConfig.from_dict(merged)
+
+
+def resolve_config(cfg: TrainConfig) -> TrainConfig:
+    """The config a run will use: with --resume, the checkpoint's config plus this invocation's
+    operational options (RESUME_OVERRIDES) and length; validated."""
+    if cfg.resume:
+        state = ckpt_io.load(ckpt_io.resolve_resume(cfg.resume, cfg.out), map_location="cpu")
+        cfg = _merge_resume_config(state["config"], cfg)
+    return cfg.validate()
+
+
+# --------------------------------------------------------------------------------------------- train
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train (or resume) a run; returns where it ended. Raises XPGANError on bad options or NaN loss."""
+    device = dist.resolve_device(cfg.device)
+    dist.init(device)
+    try:
+        return _Trainer(cfg, device).run()
+    finally:
+        dist.shutdown()
+
+
+class _Trainer:
+    def __init__(self, cfg: TrainConfig, device: torch.device):
+        self.device = device
+        self.rank, self.world = dist.rank(), dist.world_size()
+        self.main = self.rank == 0
+        self.resume_state = None
+        if cfg.resume:
+            path = ckpt_io.resolve_resume(cfg.resume, cfg.out)
+            self.resume_state = ckpt_io.load(path, map_location="cpu")
+            self.resume_path = path
+            cfg = _merge_resume_config(self.resume_state["config"], cfg)
+            if self.resume_state["config"].get("max_steps") != cfg.max_steps or \
+                    self.resume_state["config"].get("epochs") != cfg.epochs:
+                warnings.warn("resuming with a different run length: the cosine schedule is stretched "
+                              "from here, so the result differs from an uninterrupted run")
+        self.cfg = cfg.validate()
+        self.run_dir = Path(cfg.out)
+        self.phases = _phases_for(cfg.mode)
+        self.amp = bool(cfg.amp and device.type == "cuda")
+        self.amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bf16" else torch.float16
+
+    # ------------------------------------------------------------------------------------ setup
+    def _setup(self) -> None:
+        from xpgan.model.losses import XPGANLoss
+        from xpgan.model.networks import PRESETS, net_config_for
+
+        cfg, device = self.cfg, self.device
+        cxr_info = cxr_store_info(cfg.cxr)
+        img_res = cxr_info.img_res
+        ct_shape = PRESETS[cfg.preset].ct_shape
+        if cfg.mode in ("xpgan", "drr"):
+            ct_info = ct_store_info(cfg.ct)
+            if ct_info.img_res != img_res:
+                raise XPGANError(f"CT store DRRs are {ct_info.img_res} px but CXR images are {img_res} px; "
+                                 "prepare both stores at one size")
+            ct_shape = ct_info.ct_shape
+        if self.resume_state is not None:
+            self.net_cfg = net_config_from_dict(self.resume_state["net"])
+            if self.net_cfg.img_res != img_res or (cfg.mode == "xpgan" and self.net_cfg.ct_shape != ct_shape):
+                raise XPGANError(f"the checkpoint was trained on CT {self.net_cfg.ct_shape} / images "
+                                 f"{self.net_cfg.img_res} px; these stores hold {ct_shape} / {img_res} px")
+        else:
+            self.net_cfg = net_config_for(cfg.preset, ct_shape, img_res)
+
+        # identical initial weights everywhere (then broadcast to be safe)
+        seed_everything(cfg.seed)
+        nets = build_networks(self.net_cfg, cfg.mode, classifier_weights=cfg.classifier_weights)
+        self.nets = {k: v.to(device).train() for k, v in nets.items()}
+        self.G_ema = None
+        if "G" in self.nets:
+            self.G_ema = copy.deepcopy(self.nets["G"]).eval().requires_grad_(False)
+        for m in self.nets.values():
+            dist.broadcast_module(m)
+
+        # optimizers: StyleGAN2 betas for G and D; D's lr/betas corrected for lazy R1
+        c = cfg.r1_interval / (cfg.r1_interval + 1)
+        self.opts: dict[str, torch.optim.Optimizer] = {}
+        if "G" in self.nets:
+            self.opts["G"] = torch.optim.Adam(self.nets["G"].parameters(), lr=cfg.lr, betas=tuple(cfg.betas_gd), eps=1e-8)
+            self.opts["D"] = torch.optim.Adam(self.nets["D"].parameters(), lr=cfg.lr * c,
+                                              betas=tuple(b ** c for b in cfg.betas_gd), eps=1e-8)
+        c_lr = cfg.c_lr if cfg.c_lr is not None else cfg.lr
+        self.opts["C"] = torch.optim.Adam(self.nets["C"].parameters(), lr=c_lr, betas=tuple(cfg.betas_c))
+
+        # data
+        self.cxr_stream = BatchStream(
+            CXRDataset(cfg.cxr, part="train", val_fraction=cfg.val_fraction), batch_size=cfg.cxr_batch,
+            seed=cfg.seed, rank=self.rank, world_size=self.world, num_workers=cfg.num_workers,
+            pin_memory=device.type == "cuda", name=f"{cfg.cxr} (train part)")
+        self.ct_stream = None
+        if cfg.mode in ("xpgan", "drr"):
+            self.ct_stream = BatchStream(
+                CTDataset(cfg.ct, hu_window=self.net_cfg.hu_window, with_volume=cfg.mode == "xpgan"),
+                batch_size=cfg.batch_size, seed=cfg.seed + 1, rank=self.rank, world_size=self.world,
+                num_workers=cfg.num_workers, pin_memory=device.type == "cuda", name=str(cfg.ct))
+        if cfg.max_steps is not None:
+            self.total = int(cfg.max_steps)
+        else:
+            self.total = int(cfg.epochs) * self.cxr_stream.batches_per_epoch
+
+        self.scheds = {k: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=self.total, eta_min=0.0)
+                       for k, o in self.opts.items()}
+        fp16 = self.amp and self.amp_dtype == torch.float16
+        self.scalers = {p: torch.amp.GradScaler("cuda", enabled=fp16) for p in self.phases}
+
+        self.loss = XPGANLoss(self.nets.get("G"), self.nets.get("D"), self.nets["C"], mode=cfg.mode,
+                              lambda_l1=cfg.lambda_l1, r1_gamma=cfg.r1_gamma, r1_interval=cfg.r1_interval,
+                              amp_dtype=self.amp_dtype if self.amp else None)
+        self.step = 0
+        if self.resume_state is not None:
+            self._load(self.resume_state)
+        else:
+            # per-rank streams of noise, restorable from the checkpoint
+            seed_everything(cfg.seed * 1000 + 17 + self.rank)
+
+    def _load(self, st: dict) -> None:
+        for k, m in self.nets.items():
+            m.load_state_dict(st["models"][k])
+        if self.G_ema is not None:
+            self.G_ema.load_state_dict(st["models"]["G_ema"])
+        for k, o in self.opts.items():
+            o.load_state_dict(st["optimizers"][k])
+        for k, s in self.scheds.items():
+            s.load_state_dict(st["schedulers"][k])
+            if s.T_max != self.total:
+                s.T_max = self.total
+        for k, s in self.scalers.items():
+            if k in st.get("scalers", {}):
+                s.load_state_dict(st["scalers"][k])
+        self.step = int(st["step"])
+        self.cxr_stream.load_state_dict(st["streams"]["cxr"])
+        if self.ct_stream is not None:
+            self.ct_stream.load_state_dict(st["streams"]["ct"])
+        rngs = st["rng"]
+        ckpt_io.set_rng_state(rngs[self.rank] if self.rank < len(rngs) else rngs[0])
+
+    def _state(self) -> dict:
+        rngs = [ckpt_io.rng_state()]
+        if dist.is_initialized() and self.world > 1:
+            gathered: list = [None] * self.world
+            torch.distributed.all_gather_object(gathered, rngs[0])
+            rngs = gathered
+        models = {k: m.state_dict() for k, m in self.nets.items()}
+        if self.G_ema is not None:
+            models["G_ema"] = self.G_ema.state_dict()
+        return {
+            "version": ckpt_io.CHECKPOINT_VERSION,
+            "config": self.cfg.to_dict(),
+            "net": self.net_cfg.to_dict(),
+            "models": models,
+            "optimizers": {k: o.state_dict() for k, o in self.opts.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.scheds.items()},
+            "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
+            "step": self.step,
+            "streams": {"cxr": self.cxr_stream.state_dict(),
+                        **({"ct": self.ct_stream.state_dict()} if self.ct_stream is not None else {})},
+            "rng": rngs,
+        }
+
+    def _save_checkpoint(self) -> Optional[Path]:
+        state = self._state()          # every rank takes part (RNG gather)
+        path = None
+        if self.main:
+            path = ckpt_io.save_atomic(state, ckpt_io.checkpoint_path(self.run_dir, self.step))
+            ckpt_io.prune(self.run_dir, self.cfg.keep_checkpoints)
+        dist.barrier()
+        self.last_checkpoint = path
+        return path
+
+    # ------------------------------------------------------------------------------------- step
+    def _next_batch(self) -> dict:
+        batch = _to_device(next(self.cxr_stream), self.device)
+        if self.ct_stream is not None:
+            batch.update(_to_device(next(self.ct_stream), self.device))
+        return batch
+
+    def _train_step(self, batch: dict) -> dict[str, float]:
+        stats: dict[str, float] = {}
+        bad: Optional[tuple[str, float]] = None
+        for phase in self.phases:
+            if phase == "Dreg" and self.step % self.cfg.r1_interval != 0:
+                continue
+            net_name = "D" if phase == "Dreg" else phase
+            net, opt, scaler = self.nets[net_name], self.opts[net_name], self.scalers[phase]
+            for name, m in self.nets.items():
+                m.requires_grad_(name == net_name)
+            opt.zero_grad(set_to_none=True)
+            s = self.loss.accumulate_gradients(phase, batch, scaler=scaler if scaler.is_enabled() else None)
+            for k, v in s.items():
+                v = float(v)
+                if not math.isfinite(v) and bad is None:
+                    bad = (k, v)
+                stats[k] = v
+            if dist.any_rank(bad is not None, self.device):
+                return {"__bad__": bad or ("a term on another rank", float("nan")), "__phase__": phase}
+            dist.all_reduce_grads(net.parameters())
+            if scaler.is_enabled():
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+        for m in self.nets.values():
+            m.requires_grad_(False)
+        return stats
+
+    def _after_step(self) -> None:
+        cfg = self.cfg
+        for s in self.scheds.values():
+            s.step()
+        if self.G_ema is not None:
+            batch_total = cfg.batch_size * self.world
+            ema_nimg = cfg.ema_kimg * 1000.0
+            if cfg.ema_rampup is not None:
+                ema_nimg = min(ema_nimg, (self.step + 1) * batch_total * cfg.ema_rampup)
+            beta = 0.5 ** (batch_total / max(ema_nimg, 1e-8))
+            _ema_update(self.G_ema, self.nets["G"], beta)
+        for m in self.nets.values():
+            dist.broadcast_buffers(m)
+
+    # ---------------------------------------------------------------------------------- logging
+    def _sample_grid(self, batch: dict) -> np.ndarray:
+        cols = []
+        with torch.no_grad():
+            if "ct" in batch:
+                ct = batch["ct"]                                          # [N, 1, D, H, W]
+                mid = ct[:, :, ct.shape[2] // 2]                          # [N, 1, H, W] axial mid-slice
+                r = self.net_cfg.img_res
+                mid = torch.nn.functional.interpolate(mid.float(), size=(r, r), mode="bilinear",
+                                                      align_corners=False)
+                cols.append((mid + 1.0) / 2.0)
+            if "drr" in batch:
+                cols.append(batch["drr"])
+            if self.G_ema is not None and "ct" in batch:
+                cols.append(self.G_ema(batch["ct"][:8], noise_mode="const"))
+            cols.append(batch["cxr"])
+        return _image_grid(cols)
+
+    def _log(self, stats: dict[str, float], sec_per_step: float) -> None:
+        stats = dist.all_reduce_mean(stats, self.device)
+        if not self.main:
+            return
+        lrs = {f"lr/{k}": o.param_groups[0]["lr"] for k, o in self.opts.items()}
+        record = {"step": self.step, **stats, **lrs, "sec_per_step": sec_per_step}
+        with open(self.run_dir / "log.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for k, v in {**stats, **lrs}.items():
+                self.writer.add_scalar(k, v, self.step)
+            self.writer.add_scalar("perf/sec_per_step", sec_per_step, self.step)
+
+    def _write_sample(self, batch: dict) -> None:
+        grid = self._sample_grid(batch)
+        if not self.main:
+            return
+        _save_png(grid, self.run_dir / "samples" / f"step-{self.step:08d}.png")
+        if self.writer is not None:
+            self.writer.add_image("samples/ct_drr_gct_cxr", grid[None], self.step)
+
+    # -------------------------------------------------------------------------------------- run
+    def run(self) -> TrainResult:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        self._setup()
+        self.last_checkpoint = getattr(self, "resume_path", None)
+        self.writer = None
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_config(cfg, self.run_dir)
+            (self.run_dir / "net_config.json").write_text(json.dumps(self.net_cfg.to_dict(), indent=2) + "\n")
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.writer = SummaryWriter(str(self.run_dir / "tb"))
+            except ImportError:  # tensorboard is a dependency; keep training if it is broken
+                self.writer = None
+        end = self.total if cfg.stop_at is None else min(self.total, int(cfg.stop_at))
+        start_step = self.step
+        bar = tqdm(total=self.total, initial=self.step, disable=not (self.main and cfg.progress),
+                   desc=f"train {cfg.mode}", unit="step", dynamic_ncols=True)
+        t0 = time.perf_counter()
+        t_log, stats = t0, {}
+        batch = None
+        try:
+            while self.step < end:
+                batch = self._next_batch()
+                stats = self._train_step(batch)
+                if "__bad__" in stats:
+                    term, value = stats["__bad__"]
+                    where = (f"; the last good checkpoint {self.last_checkpoint} is untouched"
+                             if self.last_checkpoint else "; no checkpoint was written yet")
+                    raise XPGANError(f"step {self.step + 1}: loss term {term} is {value} in phase "
+                                     f"{stats['__phase__']}; training stopped{where}")
+                self._after_step()
+                self.step += 1
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == end:
+                    now = time.perf_counter()
+                    n = cfg.log_every if self.step % cfg.log_every == 0 else max(1, self.step - start_step)
+                    self._log(stats, (now - t_log) / n)
+                    t_log = now
+                    if self.main and cfg.progress:
+                        bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in list(stats.items())[:4]})
+                if cfg.sample_every and self.step % cfg.sample_every == 0:
+                    self._write_sample(batch)
+                if self.step % cfg.checkpoint_every == 0 and self.step < end:
+                    self._save_checkpoint()
+            seconds = time.perf_counter() - t0
+            if batch is not None and self.step > start_step:
+                self._save_checkpoint()
+                if cfg.sample_every and self.step % cfg.sample_every != 0:
+                    self._write_sample(batch)
+        finally:
+            bar.close()
+            self.cxr_stream.close()
+            if self.ct_stream is not None:
+                self.ct_stream.close()
+            if self.writer is not None:
+                self.writer.close()
+        steps = self.step - start_step
+        per_step_items = cfg.cxr_batch + (cfg.batch_size if self.ct_stream is not None else 0)
+        return TrainResult(run_dir=str(self.run_dir), step=self.step, total_steps=self.total,
+                           checkpoint=str(self.last_checkpoint) if self.last_checkpoint else None,
+                           seconds=seconds, steps_per_s=steps / seconds if seconds > 0 else 0.0,
+                           samples_per_s=steps * per_step_items * self.world / seconds if seconds > 0 else 0.0,
+                           last_stats={k: v for k, v in stats.items() if not k.startswith("__")})
+
+
+def _phases_for(mode: str) -> tuple[str, ...]:
+    from xpgan.model.losses import PHASES_FOR_MODE
+
+    if mode not in PHASES_FOR_MODE:
+        raise XPGANError(f"--mode must be one of {', '.join(PHASES_FOR_MODE)}, got {mode!r}")
+    return tuple(PHASES_FOR_MODE[mode])

@@ -1,0 +1,260 @@
+"""Discovery of labelled chest X-rays: class folders, manifest CSVs and Cohen-style `metadata.csv`.
+
+Every SRC gives an ordered list of `CXRItem` (deterministic: same files -> same order), with a binary
+label, a *raw* patient key used only to group the split and to compute the salted hash (it never reaches
+a store), and a source name (stored in `source`).
+
+Kinds of SRC (mixed freely, in the order given):
+
+- **Class folders**: a folder with one sub-folder per class (`covid/`, `normal/`, ...). A sub-folder whose
+  name (case-insensitive) is one of `positive` gives label 1, any other gives 0. Images are found
+  recursively inside each sub-folder (PNG/JPEG/DICOM by suffix, or DICOM by its `DICM` magic); files at
+  the top level are not labelled and are skipped (counted). The patient id is the file stem, i.e. every
+  file is its own patient: give a manifest when several images belong to one patient.
+- **Manifest CSV** (`path,label[,patient_id][,source]`): paths relative to the CSV's folder (absolute
+  paths kept); label `0`/`1`, or a class name mapped like a sub-folder name (in `positive` -> 1, else 0);
+  patient id defaults to the file stem. Rows with an unusable label are reported as failures.
+- **Cohen metadata.csv** (COVID-19 image data collection; the CSV itself or its folder): columns
+  `patientid, finding, view, modality, folder, filename` (others ignored; a trailing comma's unnamed
+  column ignored; rows with extra trailing fields tolerated). Kept: modality X-ray and a view in `views`
+  (case-insensitive). Label 1 where the finding contains COVID-19 (hierarchical findings such as
+  `Pneumonia/Viral/COVID-19`), else 0; rows whose finding is empty or `todo` (unlabelled) are skipped.
+  Image path: `<csv folder>/<folder>/<filename>` (`folder` defaults to `images`). A missing image file is
+  still an item: it fails when processed (reported, not fatal), and succeeds on a rerun once restored.
+
+The source name is `source_names[i]` when given, else the SRC folder's name (for a CSV, the name of the
+folder holding it), or a manifest's `source` column. Patient keys are namespaced by source: the same id
+in two sources is two patients (give both the same source name when they share a patient register).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from xpgan.errors import InputError
+from xpgan.pipeline.cxr_io import is_cxr_image
+
+DEFAULT_POSITIVE = ("covid", "covid-19", "covid19")
+DEFAULT_VIEWS = ("PA", "AP", "AP Supine")
+COHEN_COLUMNS = ("patientid", "finding", "view", "modality", "filename")
+XRAY_MODALITIES = ("x-ray", "xray", "x ray", "cr", "dx")
+_COVID = re.compile(r"covid[-_ ]?19", re.IGNORECASE)
+_UNLABELLED_FINDINGS = ("", "todo", "unknown")
+
+
+@dataclass(frozen=True)
+class CXRItem:
+    path: Path  # never stored
+    label: int  # 1 positive, 0 negative
+    patient_key: str  # "<source>/<raw patient id>": for grouping and hashing only, never stored
+    source: str
+
+
+@dataclass
+class Discovery:
+    items: list[CXRItem] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): unusable rows
+    excluded: Counter = field(default_factory=Counter)  # reason -> count (filtered on purpose)
+    source_kinds: dict[str, list[str]] = field(default_factory=dict)  # source name -> kinds of its SRCs
+
+    def add_kind(self, source: str, kind: str) -> None:
+        kinds = self.source_kinds.setdefault(source, [])
+        if kind not in kinds:
+            kinds.append(kind)
+
+
+def _norm(text: str) -> str:
+    return " ".join(str(text).split()).lower()
+
+
+def _make_key(source: str, patient_id: str) -> str:
+    return f"{source}/{patient_id}"
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Header (lower-cased, stripped) and rows; tolerant of a BOM, a trailing comma and extra fields."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+            reader = csv.reader(fh)
+            try:
+                header = next(reader)
+            except StopIteration:
+                raise InputError(path, "empty CSV file") from None
+            cols = [_norm(c) for c in header]
+            rows = []
+            for values in reader:
+                if not any(v.strip() for v in values):
+                    continue
+                # a trailing comma makes an unnamed column: keep only named columns, pad short rows
+                row = {c: (values[i].strip() if i < len(values) else "") for i, c in enumerate(cols) if c}
+                rows.append(row)
+    except OSError as exc:
+        raise InputError(path, f"cannot read CSV ({exc.strerror or exc})") from None
+    except csv.Error as exc:
+        raise InputError(path, f"malformed CSV ({exc})") from None
+    return cols, rows
+
+
+def is_cohen_header(cols: Iterable[str]) -> bool:
+    return set(COHEN_COLUMNS) <= set(cols)
+
+
+def _resolve(base: Path, rel: str) -> Path:
+    p = Path(rel)
+    return p if p.is_absolute() else base / p
+
+
+def discover_cohen(csv_path: Path, source: str, *, views: Sequence[str], into: Discovery) -> None:
+    cols, rows = _read_csv(csv_path)
+    if not is_cohen_header(cols):
+        missing = sorted(set(COHEN_COLUMNS) - set(cols))
+        raise InputError(csv_path, f"not a Cohen-style metadata.csv (missing columns: {', '.join(missing)})")
+    wanted_views = {_norm(v) for v in views}
+    base = csv_path.parent
+    for row in rows:
+        if _norm(row.get("modality", "")) not in XRAY_MODALITIES:
+            into.excluded["modality not X-ray"] += 1
+            continue
+        if _norm(row.get("view", "")) not in wanted_views:
+            into.excluded["view not selected"] += 1
+            continue
+        finding = row.get("finding", "")
+        if _norm(finding) in _UNLABELLED_FINDINGS:
+            into.excluded["finding unlabelled"] += 1
+            continue
+        filename = row.get("filename", "")
+        if not filename:
+            into.problems.append((str(csv_path), "row without filename"))
+            continue
+        path = base / (row.get("folder") or "images") / filename
+        pid = row.get("patientid", "") or Path(filename).stem
+        label = 1 if _COVID.search(finding) else 0
+        into.items.append(CXRItem(path=path, label=label, patient_key=_make_key(source, pid), source=source))
+
+
+def _parse_label(text: str, positive: set[str]) -> int | None:
+    t = _norm(text)
+    if t in ("0", "1"):
+        return int(t)
+    if t in ("0.0", "1.0"):
+        return int(float(t))
+    if not t or t[0].isdigit() or t[0] in "+-.":
+        return None
+    return 1 if t in positive else 0
+
+
+def discover_manifest(csv_path: Path, source: str, *, positive: Sequence[str], into: Discovery) -> None:
+    cols, rows = _read_csv(csv_path)
+    if "path" not in cols or "label" not in cols:
+        raise InputError(csv_path, "manifest CSV needs the columns path,label[,patient_id][,source]")
+    pos = {_norm(p) for p in positive}
+    base = csv_path.parent
+    for n, row in enumerate(rows, start=2):
+        if not row.get("path"):
+            into.problems.append((f"{csv_path}:{n}", "manifest row without path"))
+            continue
+        path = _resolve(base, row["path"])
+        label = _parse_label(row.get("label", ""), pos)
+        if label is None:
+            into.problems.append((str(path), f"manifest label {row.get('label', '')!r} is not 0, 1 or a class name"))
+            continue
+        src = row.get("source") or source
+        pid = row.get("patient_id") or path.stem
+        into.items.append(CXRItem(path=path, label=label, patient_key=_make_key(src, pid), source=src))
+
+
+def discover_class_folders(root: Path, source: str, *, positive: Sequence[str], into: Discovery) -> None:
+    pos = {_norm(p) for p in positive}
+    found = 0
+    for entry in sorted(root.iterdir(), key=lambda p: p.name):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_file():
+            if is_cxr_image(entry):
+                into.excluded["image outside a class folder"] += 1
+            continue
+        if not entry.is_dir():
+            continue
+        label = 1 if _norm(entry.name) in pos else 0
+        files = sorted((p for p in entry.rglob("*") if p.is_file() and is_cxr_image(p)),
+                       key=lambda p: p.relative_to(entry).as_posix())
+        for path in files:
+            if any(part.startswith(".") for part in path.relative_to(entry).parts):
+                continue
+            into.items.append(CXRItem(path=path, label=label, patient_key=_make_key(source, path.stem),
+                                      source=source))
+            found += 1
+    if found == 0:
+        raise InputError(root, "no images in class sub-folders (expected e.g. covid/ and normal/ holding "
+                               "PNG/JPEG/DICOM files)")
+
+
+def discover(sources: Sequence[str | os.PathLike], *, positive: Sequence[str] = DEFAULT_POSITIVE,
+             views: Sequence[str] = DEFAULT_VIEWS, source_names: Sequence[str] | None = None) -> Discovery:
+    """All items of all SRCs, in order. Raises InputError for an unusable SRC (not for a bad row/file)."""
+    if not sources:
+        raise InputError("SRC", "no source given")
+    if source_names is not None and len(source_names) not in (0, len(sources)):
+        raise InputError("--source-name", f"give one per SRC ({len(sources)}), got {len(source_names)}")
+    found = Discovery()
+    for i, src in enumerate(sources):
+        src = Path(src)
+        if not src.exists():
+            raise InputError(src, "does not exist")
+        default_name = (src.parent.resolve().name if src.is_file() else src.resolve().name) or "source"
+        name = source_names[i] if source_names else default_name
+        if not str(name).strip():
+            raise InputError("--source-name", "source names must not be empty")
+        if src.is_dir():
+            meta = src / "metadata.csv"
+            if meta.is_file() and is_cohen_header(_read_csv(meta)[0]):
+                discover_cohen(meta, name, views=views, into=found)
+                found.add_kind(name, "cohen_metadata")
+            else:
+                discover_class_folders(src, name, positive=positive, into=found)
+                found.add_kind(name, "class_folders")
+        elif src.suffix.lower() == ".csv":
+            cols, _ = _read_csv(src)
+            if is_cohen_header(cols):
+                discover_cohen(src, name, views=views, into=found)
+                found.add_kind(name, "cohen_metadata")
+            elif "path" in cols and "label" in cols:
+                discover_manifest(src, name, positive=positive, into=found)
+                found.add_kind(name, "manifest")
+            else:
+                raise InputError(src, "CSV is neither a manifest (path,label[,patient_id]) nor a Cohen-style "
+                                      "metadata.csv (patientid,finding,view,modality,folder,filename)")
+        else:
+            raise InputError(src, "expected a folder of class sub-folders, a manifest CSV or a metadata.csv "
+                                  "(a single image has no label)")
+    # the same file reached twice (overlapping SRCs) is kept once, at its first place
+    seen: set[str] = set()
+    unique = []
+    for item in found.items:
+        key = os.path.normcase(os.path.abspath(item.path))
+        if key in seen:
+            found.excluded["duplicate path"] += 1
+            continue
+        seen.add(key)
+        unique.append(item)
+    found.items = unique
+    return found
+
+
+def items_fingerprint(items: Sequence[CXRItem], salt: bytes) -> str:
+    """Keyed digest of the discovered list (paths, labels, patients, sources, order): lets a resumed run
+    check it is filling the same slots, without storing any file name."""
+    mac = hmac.new(salt, b"xpgan-cxr-items-v1", hashlib.sha256)
+    for item in items:
+        for part in (os.path.abspath(item.path), str(item.label), item.patient_key, item.source):
+            mac.update(part.encode("utf-8", "surrogateescape"))
+            mac.update(b"\x1f")
+        mac.update(b"\x1e")
+    return mac.hexdigest()[:32]

@@ -1,0 +1,215 @@
+"""`xpgan demo`: the whole pipeline on built-in synthetic data, in a few minutes on a laptop CPU.
+
+Steps (plain function calls, the same ones the commands make):
+  1. archives  `write_mosmed_archive` (NIfTI, MosMed tree) + `write_cxr_archive` (Cohen-style collection)
+  2. prep drr  archives/mosmed -> stores/ct.zarr   (resized volumes + cone-beam PA DRRs)
+  3. prep cxr  archives/cxr    -> stores/cxr.zarr  (letterboxed images, patient-grouped 80:20 split)
+  4. inspect   contact sheets of both stores and one CT item (DRR beside axial/coronal/sagittal slices)
+  5. train     `--mode xpgan --preset tiny` on the CPU for a short while
+  6. eval      metrics.json + ROC/PR curves on the CXR test split
+  7. generate  G's X-rays for the CT studies, and a grid beside their DRRs
+
+Sizes are chosen so the whole run stays under about 3 minutes on 2 cores; they are fields of DemoConfig.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from xpgan.errors import XPGANError
+
+MARKER = ".xpgan-demo"
+_PARTS = ("archives", "stores", "sheets", "runs")
+
+
+@dataclass
+class DemoConfig:
+    out: str = "demo_out"                       # output folder (created; reused only if it holds a demo)
+    seed: int = 0
+    n_ct: int = 20                              # CT studies written
+    ct_shape: tuple[int, int, int] = (40, 512, 512)   # (d, h, w) of the written studies, voxels (d varies +-4)
+    prep_shape: tuple[int, int, int] = (32, 128, 128)  # (d, h, w) of the store's volumes, voxels
+    drr_size: int = 128                         # DRR pixels per side
+    n_cxr: int = 80                             # frontal radiographs written (plus a few lateral/CT rows)
+    cxr_positive_fraction: float = 0.2
+    cxr_image_px: int = 256                     # rows of the written radiographs, pixels
+    cxr_size: int = 128                         # CXR store pixels per side (must equal drr_size for training)
+    train_steps: int = 60
+    batch_size: int = 4
+    workers: Optional[int] = None               # Dask workers for prep (None: the machine's cores)
+    progress: bool = True
+
+
+@dataclass
+class DemoResult:
+    out: str
+    paths: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+    def text(self) -> str:
+        lines = [f"demo finished in {sum(self.seconds.values()):.0f} s "
+                 f"({', '.join(f'{k} {v:.0f} s' for k, v in self.seconds.items())})", "outputs:"]
+        w = max(len(k) for k in self.paths) if self.paths else 0
+        lines += [f"  {k:<{w}}  {v}" for k, v in self.paths.items()]
+        m = self.metrics
+        if m:
+            def num(key):
+                v = m.get(key)
+                return f"{v:.3f}" if isinstance(v, (int, float)) else str(v)
+            lines.append("test metrics (tiny network, a minute of CPU training: expect little): "
+                         + ", ".join(f"{k} {num(k)}" for k in ("precision", "recall", "f1", "auroc") if k in m))
+        return "\n".join(lines)
+
+
+def _prepare_out(out: Path) -> None:
+    """Create `out`, or clear the parts a previous demo left there; refuse any other non-empty folder."""
+    if out.exists():
+        if not out.is_dir():
+            raise XPGANError(f"{out}: exists and is not a folder")
+        if any(out.iterdir()) and not (out / MARKER).exists():
+            raise XPGANError(f"{out}: folder is not empty and was not made by `xpgan demo`; choose another --out")
+        for part in _PARTS:
+            p = out / part
+            if p.is_dir():
+                shutil.rmtree(p)
+        for p in out.glob("stores/*.salt"):
+            p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by xpgan demo; the folder is cleared on the next run\n")
+
+
+def run_demo(cfg: DemoConfig, *, log: Callable[[str], None] = print) -> DemoResult:
+    """Run every step of the demo into cfg.out; returns where each output is and how long each step took."""
+    from xpgan.pipeline.phantoms import write_cxr_archive, write_mosmed_archive
+
+    if cfg.cxr_size != cfg.drr_size:
+        raise XPGANError(f"cxr_size ({cfg.cxr_size}) must equal drr_size ({cfg.drr_size}): the networks see one "
+                         "image size")
+    out = Path(cfg.out)
+    _prepare_out(out)
+    res = DemoResult(out=str(out))
+    paths, secs = res.paths, res.seconds
+
+    def step(name: str):
+        log(f"[demo] {name} ...")
+        return time.perf_counter()
+
+    # 1. archives
+    t = step(f"writing synthetic archives ({cfg.n_ct} CT studies {cfg.ct_shape[2]}x{cfg.ct_shape[1]}x~"
+             f"{cfg.ct_shape[0]}, {cfg.n_cxr} radiographs)")
+    mosmed, cxr_src = out / "archives" / "mosmed", out / "archives" / "cxr"
+    write_mosmed_archive(mosmed, cfg.n_ct, seed=cfg.seed, shape=cfg.ct_shape)
+    write_cxr_archive(cxr_src, cfg.n_cxr, seed=cfg.seed, positive_fraction=cfg.cxr_positive_fraction,
+                      size=cfg.cxr_image_px)
+    paths["CT archive"], paths["CXR archive"] = str(mosmed), str(cxr_src)
+    secs["archives"] = time.perf_counter() - t
+
+    # 2. prep drr
+    from xpgan.drr import ConeGeometry
+    from xpgan.pipeline.prep_drr import prep_drr
+
+    t = step(f"prep drr -> volumes {'x'.join(map(str, cfg.prep_shape))}, DRRs {cfg.drr_size}x{cfg.drr_size}")
+    ct_store = out / "stores" / "ct.zarr"
+    s = prep_drr(str(mosmed), str(ct_store), shape=cfg.prep_shape, geometry=ConeGeometry(view="pa", size=cfg.drr_size),
+                 workers=cfg.workers, progress=cfg.progress)
+    _check_summary("prep drr", s)
+    log(s.text() if hasattr(s, "text") else str(s))
+    paths["CT store"] = str(ct_store)
+    secs["prep drr"] = time.perf_counter() - t
+
+    # 3. prep cxr
+    from xpgan.pipeline.prep_cxr import prep_cxr
+
+    t = step(f"prep cxr -> images {cfg.cxr_size}x{cfg.cxr_size}")
+    cxr_store = out / "stores" / "cxr.zarr"
+    s = prep_cxr([str(cxr_src)], str(cxr_store), size=cfg.cxr_size, seed=cfg.seed, workers=cfg.workers,
+                 progress=cfg.progress)
+    _check_summary("prep cxr", s)
+    log(s.text() if hasattr(s, "text") else str(s))
+    paths["CXR store"] = str(cxr_store)
+    secs["prep cxr"] = time.perf_counter() - t
+
+    # 4. inspect
+    from xpgan.pipeline.inspect import inspect_store
+
+    t = step("inspect: contact sheets")
+    sheets = out / "sheets"
+    sheets.mkdir(parents=True, exist_ok=True)
+    log(inspect_store(ct_store, sheet=sheets / "ct_sheet.png"))
+    log(inspect_store(cxr_store, sheet=sheets / "cxr_sheet.png"))
+    item = _most_severe_item(ct_store)
+    inspect_store(ct_store, sheet=sheets / "ct_item.png", item=item)
+    paths["CT contact sheet"] = str(sheets / "ct_sheet.png")
+    paths["CXR contact sheet"] = str(sheets / "cxr_sheet.png")
+    paths[f"CT item {item} sheet"] = str(sheets / "ct_item.png")
+    secs["inspect"] = time.perf_counter() - t
+
+    # 5. train
+    from xpgan.model.config import TrainConfig
+    from xpgan.model.train import train
+
+    t = step(f"train --mode xpgan --preset tiny, {cfg.train_steps} steps on the CPU")
+    run_dir = out / "runs" / "xpgan"
+    tcfg = TrainConfig(ct=str(ct_store), cxr=str(cxr_store), mode="xpgan", out=str(run_dir),
+                       max_steps=cfg.train_steps, batch_size=cfg.batch_size, seed=cfg.seed, preset="tiny",
+                       device="cpu", num_workers=0, checkpoint_every=cfg.train_steps, keep_checkpoints=1,
+                       log_every=max(1, cfg.train_steps // 6), sample_every=cfg.train_steps,
+                       progress=cfg.progress).validate()
+    tr = train(tcfg)
+    if not tr.checkpoint:
+        raise XPGANError("demo: training wrote no checkpoint")
+    paths["run dir (TensorBoard logs, samples)"] = str(run_dir)
+    paths["checkpoint"] = str(tr.checkpoint)
+    secs["train"] = time.perf_counter() - t
+
+    # 6. eval
+    from xpgan.model.evaluate import evaluate
+
+    t = step("eval on the CXR test split")
+    eval_dir = run_dir / "eval-test"
+    res.metrics = evaluate(tr.checkpoint, cxr_store, split="test", out_dir=eval_dir, device="cpu")
+    paths["metrics"] = str(eval_dir / "metrics.json")
+    for name in ("roc.png", "pr.png"):
+        if (eval_dir / name).exists():
+            paths[name] = str(eval_dir / name)
+    secs["eval"] = time.perf_counter() - t
+
+    # 7. generate
+    from xpgan.model.generate import generate
+
+    t = step("generate X-rays from the CT store")
+    gen_dir = run_dir / "generated"
+    g = generate(tr.checkpoint, ct_store, gen_dir, device="cpu")
+    paths["generated images"] = str(gen_dir)
+    if g.get("grid"):
+        paths["generated grid (DRR | G(ct))"] = str(g["grid"])
+    secs["generate"] = time.perf_counter() - t
+
+    (out / "demo_summary.json").write_text(json.dumps({"paths": paths, "seconds": secs}, indent=2))
+    paths["summary"] = str(out / "demo_summary.json")
+    return res
+
+
+def _check_summary(what: str, s) -> None:
+    failed = getattr(s, "failed", 0)
+    if failed:
+        reasons = "; ".join(f"{p}: {r}" for p, r in list(getattr(s, "failures", []))[:3])
+        raise XPGANError(f"demo: {what} failed on {failed} item(s): {reasons}")
+
+
+def _most_severe_item(ct_store: Path) -> int:
+    """Index of a done item with the highest severity (a visibly positive study), else 0."""
+    from xpgan.pipeline.store import open_store
+
+    g = open_store(ct_store)
+    import numpy as np
+
+    done = np.asarray(g["done"][:], bool)
+    sev = np.where(done, np.asarray(g["severity"][:]), -99)
+    return int(np.argmax(sev)) if done.any() else 0

@@ -1,0 +1,224 @@
+"""`xpgan inspect STORE`: a text summary of a CT or CXR store and an optional PNG contact sheet.
+
+Public API
+----------
+inspect_store(store, *, sheet=None, item=None, max_tiles=48) -> str
+    Summary: item and done counts, counts per label and severity (CT) or per split x label x source (CXR),
+    failures, and the geometry / physics / resize attributes. With `sheet` a PNG is written:
+    - CT: a grid of DRRs (done items, evenly spread), each titled with study id, label and severity;
+    - CXR: one row block per (split, label) with sample images, titled with source and label;
+    - `item=I` (CT): the DRR beside axial, coronal and sagittal mid-slices of volume I (lung window,
+      aspect from the voxel spacing); (CXR): the image. Images are drawn in display orientation: head at the
+      top and the patient's right on the image's left (DRR, coronal); axial: anterior at the top, patient
+      right on the left; sagittal: anterior on the left. Never draws a patient hash.
+summarize_store(group) -> str
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from xpgan.errors import XPGANError
+
+LABEL_NAMES = {1: "pos", 0: "neg", -1: "unk"}
+SPLIT_NAMES = {0: "train", 1: "test"}
+
+
+def _str_array(arr) -> list[str]:
+    return [str(s) for s in np.asarray(arr[:]).tolist()]
+
+
+def _fmt_attrs(d: dict, indent: str = "  ") -> list[str]:
+    lines = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            lines.append(f"{indent}{k}:")
+            lines += _fmt_attrs(v, indent + "  ")
+        else:
+            lines.append(f"{indent}{k}: {v}")
+    return lines
+
+
+def summarize_store(group, path: str = "") -> str:
+    meta = dict(group.attrs["xpgan"])
+    kind = meta.get("kind", "?")
+    done = np.asarray(group["done"][:], dtype=bool)
+    n = int(done.size)
+    lines = [f"{path}: {kind} store, {n} items, {int(done.sum())} done, {n - int(done.sum())} not done"
+             + ("" if meta.get("complete", True) else " (last run did not finish: rerun to resume)")]
+    arrays = ", ".join(f"{name} {group[name].dtype} {tuple(group[name].shape)}" for name in sorted(group.array_keys()))
+    lines.append(f"arrays: {arrays}")
+    label = np.asarray(group["label"][:]) if "label" in group else np.full(n, -1)
+    if kind == "ct":
+        counts = Counter(int(v) for v in label[done])
+        lines.append("label (done items): " + ", ".join(f"{LABEL_NAMES.get(k, k)}={counts[k]}"
+                                                       for k in sorted(counts, reverse=True)))
+        if "severity" in group:
+            sev = np.asarray(group["severity"][:])[done]
+            sc = Counter(int(v) for v in sev)
+            lines.append("severity (done items): " + ", ".join(
+                (f"CT-{k}={sc[k]}" if k >= 0 else f"unknown={sc[k]}") for k in sorted(sc)))
+    elif kind == "cxr":
+        split = np.asarray(group["split"][:]) if "split" in group else np.zeros(n, int)
+        source = _str_array(group["source"]) if "source" in group else [""] * n
+        table = Counter((source[i], int(split[i]), int(label[i])) for i in np.flatnonzero(done))
+        lines.append("counts (done items): source / split: neg pos")
+        for src in sorted({k[0] for k in table}):
+            for sp in (0, 1):
+                neg, pos = table[(src, sp, 0)], table[(src, sp, 1)]
+                if neg or pos:
+                    lines.append(f"  {src or '-'} / {SPLIT_NAMES.get(sp, sp)}: {neg} {pos}")
+        if "patient" in group:
+            pats = _str_array(group["patient"])
+            tr = {pats[i] for i in np.flatnonzero(done & (split == 0)) if pats[i]}
+            te = {pats[i] for i in np.flatnonzero(done & (split == 1)) if pats[i]}
+            lines.append(f"patients: {len(tr)} train, {len(te)} test, {len(tr & te)} on both sides")
+    failures = list(group.attrs.get("failures", []))
+    lines.append(f"failures: {len(failures)}")
+    for f in failures[:20]:
+        where = f.get("path") or f.get("source") or f.get("id") or ""
+        lines.append(f"  [{f.get('index')}] {where}: {f.get('reason', '')}")
+    if len(failures) > 20:
+        lines.append(f"  ... and {len(failures) - 20} more")
+    skip = {"identity", "failures"}
+    lines.append("attributes:")
+    lines += _fmt_attrs({k: v for k, v in meta.items() if k not in skip}, "  ")
+    return "\n".join(lines)
+
+
+def _even_pick(indices: np.ndarray, k: int) -> np.ndarray:
+    if indices.size <= k:
+        return indices
+    return indices[np.linspace(0, indices.size - 1, k).round().astype(int)]
+
+
+def _figure(ncols: int, nrows: int, tile_in: float = 1.8):
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * tile_in, nrows * (tile_in + 0.3)), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    return fig, axes
+
+
+def _save(fig, sheet: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    sheet.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(sheet, dpi=100, facecolor="white")
+    plt.close(fig)
+
+
+def _ct_grid(group, sheet: Path, max_tiles: int) -> int:
+    done = np.flatnonzero(np.asarray(group["done"][:], dtype=bool))
+    pick = _even_pick(done, max_tiles)
+    if pick.size == 0:
+        raise XPGANError(f"{sheet}: no done items to draw")
+    ids = _str_array(group["study_id"])
+    label = np.asarray(group["label"][:])
+    sev = np.asarray(group["severity"][:]) if "severity" in group else np.full(label.shape, -1)
+    ncols = int(min(8, pick.size))
+    nrows = int(np.ceil(pick.size / ncols))
+    fig, axes = _figure(ncols, nrows)
+    for ax, i in zip(axes.flat, pick):
+        ax.imshow(group["drr"][int(i)], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        s = f" CT-{sev[i]}" if sev[i] >= 0 else ""
+        ax.set_title(f"{ids[i][-18:]}\n{LABEL_NAMES.get(int(label[i]), label[i])}{s}", fontsize=7)
+    fig.suptitle("DRRs (head at top, patient right on image left)", fontsize=9)
+    fig.tight_layout()
+    _save(fig, sheet)
+    return int(pick.size)
+
+
+def _cxr_grid(group, sheet: Path, max_tiles: int) -> int:
+    done = np.asarray(group["done"][:], dtype=bool)
+    label = np.asarray(group["label"][:])
+    split = np.asarray(group["split"][:]) if "split" in group else np.zeros(label.shape, int)
+    source = _str_array(group["source"]) if "source" in group else [""] * label.size
+    blocks = [(sp, lb) for sp in (0, 1) for lb in (1, 0)]
+    per_row = 8
+    rows = []
+    for sp, lb in blocks:
+        idx = np.flatnonzero(done & (split == sp) & (label == lb))
+        if idx.size:
+            rows.append((sp, lb, _even_pick(idx, per_row)))
+    if not rows:
+        raise XPGANError(f"{sheet}: no done items to draw")
+    ncols = max(r[2].size for r in rows)
+    fig, axes = _figure(ncols, len(rows))
+    for r, (sp, lb, idx) in enumerate(rows):
+        for c, i in enumerate(idx):
+            ax = axes[r, c]
+            ax.imshow(group["image"][int(i)], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            ax.set_title(f"{SPLIT_NAMES.get(sp, sp)} {LABEL_NAMES.get(lb, lb)}\n{source[i][-18:]}", fontsize=7)
+    fig.suptitle("CXR store: one row per split x label", fontsize=9)
+    fig.tight_layout()
+    _save(fig, sheet)
+    return int(sum(r[2].size for r in rows))
+
+
+def _ct_item(group, sheet: Path, i: int) -> None:
+    vol = np.asarray(group["volume"][i], dtype=np.float32)  # [D, H, W] HU
+    sd, sh, sw = (float(v) for v in group["spacing"][i])
+    ids = _str_array(group["study_id"])
+    label = int(group["label"][i])
+    d, h, w = vol.shape
+    win = {"cmap": "gray", "vmin": -1000.0, "vmax": 400.0, "interpolation": "nearest"}
+    fig, axes = _figure(4, 1, tile_in=3.0)
+    axes[0, 0].imshow(group["drr"][i], cmap="gray", vmin=0.0, vmax=1.0)
+    axes[0, 0].set_title("DRR", fontsize=9)
+    axes[0, 1].imshow(vol[d // 2], aspect=sh / sw, **win)  # rows anterior->posterior, cols right->left
+    axes[0, 1].set_title(f"axial d={d // 2}", fontsize=9)
+    axes[0, 2].imshow(vol[:, h // 2, :], aspect=sd / sw, **win)  # rows superior->inferior, cols right->left
+    axes[0, 2].set_title(f"coronal h={h // 2}", fontsize=9)
+    axes[0, 3].imshow(vol[:, :, w // 2], aspect=sd / sh, **win)  # rows superior->inferior, cols anterior->posterior
+    axes[0, 3].set_title(f"sagittal w={w // 2}", fontsize=9)
+    fig.suptitle(f"item {i}: {ids[i]}  label {LABEL_NAMES.get(label, label)}  spacing "
+                 f"({sd:.2f}, {sh:.2f}, {sw:.2f}) mm  [window -1000..400 HU]", fontsize=9)
+    fig.tight_layout()
+    _save(fig, sheet)
+
+
+def _cxr_item(group, sheet: Path, i: int) -> None:
+    fig, axes = _figure(1, 1, tile_in=4.0)
+    axes[0, 0].imshow(group["image"][i], cmap="gray", vmin=0.0, vmax=1.0)
+    src = _str_array(group["source"])[i] if "source" in group else ""
+    axes[0, 0].set_title(f"item {i} {src} label {int(group['label'][i])}", fontsize=9)
+    fig.tight_layout()
+    _save(fig, sheet)
+
+
+def inspect_store(store: str | os.PathLike, *, sheet: str | os.PathLike | None = None, item: int | None = None,
+                  max_tiles: int = 48) -> str:
+    """Summary text of a CT or CXR store; writes a PNG contact sheet when `sheet` is given."""
+    from xpgan.pipeline.store import open_store
+
+    store = Path(store)
+    group = open_store(store)
+    kind = group.attrs["xpgan"].get("kind")
+    if kind not in ("ct", "cxr"):
+        raise XPGANError(f"{store}: unknown store kind {kind!r} (expected ct or cxr)")
+    text = summarize_store(group, str(store))
+    n = int(group["done"].shape[0])
+    if item is not None:
+        if not 0 <= item < n:
+            raise XPGANError(f"--item {item} is out of range: the store has items 0..{n - 1}")
+        if not bool(group["done"][item]):
+            raise XPGANError(f"--item {item} is not done (failed or not yet processed)")
+        if sheet is None:
+            sheet = store.with_name(f"{store.name}.item{item}.png")
+    if sheet is not None:
+        sheet = Path(sheet)
+        if item is not None:
+            (_ct_item if kind == "ct" else _cxr_item)(group, sheet, item)
+            text += f"\nsheet: {sheet} (item {item})"
+        else:
+            k = (_ct_grid if kind == "ct" else _cxr_grid)(group, sheet, max_tiles)
+            text += f"\nsheet: {sheet} ({k} images)"
+    return text

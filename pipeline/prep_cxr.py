@@ -1,0 +1,207 @@
+"""`xpgan prep cxr`: labelled chest X-rays -> a Zarr v3 store with a patient-grouped stratified split.
+
+Steps: discover every item of every SRC (`cxr_sources`, deterministic order) -> split the full list
+(`split.grouped_stratified_split`, strata = source x patient label, before anything is processed, so a
+resumed run gets the identical split) -> create or reopen the store (identity = options + a keyed digest of
+the item list; a changed archive or option is refused unless --overwrite) -> read + letterbox each item on
+Dask workers (`cxr_io.load_cxr`) -> write from this process only (`store.write_items`, one shard at a time)
+-> failures into the store attributes (index, source, reason: no path) and `<store>.failures.csv` beside it
+(with paths, for the operator) -> a Table-1-like count per source x split x label.
+
+Store (DESIGN.md): `image` float32 [N, size, size] in [0, 1], `label` int8 (1 COVID-19, 0 not), `patient`
+str (salted HMAC of "<source>/<patient id>", never the raw id), `source` str, `split` int8 (0 train,
+1 test), `done` bool. Failed items keep done=False (label/split fill -1). Nothing else about a file is
+stored: no file names, no DICOM attributes.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+import xpgan
+from xpgan.errors import InputError, XPGANError
+from xpgan.pipeline.cxr_io import INTENSITY_ATTRS, load_cxr
+from xpgan.pipeline.cxr_sources import DEFAULT_POSITIVE, DEFAULT_VIEWS, discover, items_fingerprint
+from xpgan.pipeline.runner import PrepSummary, Task, run_items
+from xpgan.pipeline.split import check_grouping, grouped_stratified_split
+
+KIND = "cxr"
+VERSION = 1
+ITEMS_PER_SHARD = 64  # 64 x 256 x 256 float32 = 16 MiB per shard at the default size
+LABEL_NAMES = {0: "negative", 1: "positive"}
+
+
+@dataclass
+class CXRPrepSummary(PrepSummary):
+    # rows (source, split name, negatives, positives) over done items, then "all" rows
+    table: list[tuple[str, str, int, int]] = field(default_factory=list)
+    excluded: dict[str, int] = field(default_factory=dict)  # rows/files left out on purpose, by reason
+
+    def text(self, max_failures: int = 20) -> str:
+        lines = [super().text(max_failures)]
+        if self.excluded:
+            lines.append("  excluded (not failures): " + ", ".join(f"{k}: {v}" for k, v in sorted(self.excluded.items())))
+        lines.append(format_table(self.table))
+        return "\n".join(lines)
+
+
+def format_table(table: Sequence[tuple[str, str, int, int]]) -> str:
+    """Counts per source x split x label, like the paper's Table 1."""
+    width = max([len("source")] + [len(r[0]) for r in table])
+    head = f"  {'source':<{width}}  {'split':<5}  {'negative':>8}  {'positive':>8}  {'total':>7}"
+    out = [head, "  " + "-" * (len(head) - 2)]
+    for src, split, neg, pos in table:
+        out.append(f"  {src:<{width}}  {split:<5}  {neg:>8}  {pos:>8}  {neg + pos:>7}")
+    return "\n".join(out)
+
+
+def count_table(source: np.ndarray, split: np.ndarray, label: np.ndarray) -> list[tuple[str, str, int, int]]:
+    """Rows (source, split, negatives, positives) for every source in sorted order, then 'all'."""
+    rows = []
+    names = sorted(set(source.tolist()))
+    for name in names + ["all"]:
+        sel = np.ones(len(source), bool) if name == "all" else (source == name)
+        for s, sname in ((0, "train"), (1, "test")):
+            m = sel & (split == s)
+            rows.append((name, sname, int((m & (label == 0)).sum()), int((m & (label == 1)).sum())))
+    return rows
+
+
+def _process(payload: tuple[str, int]) -> dict:
+    """Worker side: one file -> {"image": float32 [size, size]}. Errors carry no path (see `_reason`)."""
+    path, size = payload
+    try:
+        return {"image": load_cxr(path, size)}
+    except InputError as exc:
+        raise XPGANError(exc.reason) from None  # the path is known to the caller; keep it out of reasons
+
+
+def _reason(reason: str, path: Path) -> str:
+    """A failure reason fit for the store: the file's path, name and stem replaced by <file>."""
+    for part in sorted({str(path), os.path.abspath(path), path.name, path.stem}, key=len, reverse=True):
+        if part and len(part) >= 3:
+            reason = reason.replace(part, "<file>")
+    return reason
+
+
+def _write_failures_csv(out: Path, rows: list[dict]) -> None:
+    from xpgan.pipeline.store import failures_csv_path
+
+    csv_path = failures_csv_path(out)
+    if not rows:
+        csv_path.unlink(missing_ok=True)
+        return
+    tmp = csv_path.with_name(csv_path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=("index", "id", "path", "reason"))
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, csv_path)
+
+
+def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, size: int = 256,
+             test_fraction: float = 0.2, seed: int = 0, positive: Sequence[str] = DEFAULT_POSITIVE,
+             views: Sequence[str] = DEFAULT_VIEWS, source_names: Sequence[str] | None = None,
+             workers: int | None = None, scheduler: str | None = None, overwrite: bool = False,
+             progress: bool = True, salt_file: str | os.PathLike | None = None,
+             processes: bool = True) -> CXRPrepSummary:
+    """Build (or resume) a CXR store from `sources`; see the module docstring. Raises XPGANError for bad
+    options or sources; per-file problems are failures in the summary, not exceptions."""
+    from xpgan.pipeline import store as st
+    from xpgan.pipeline.privacy import load_or_create_salt, patient_hash
+
+    if int(size) < 8:
+        raise XPGANError(f"--size must be at least 8 pixels, got {size}")
+    if not 0.0 <= float(test_fraction) < 1.0:
+        raise XPGANError(f"--test-fraction must be in [0, 1), got {test_fraction}")
+    if not views:
+        raise XPGANError("--views must name at least one view")
+    size = int(size)
+    out = Path(out)
+    found = discover(sources, positive=positive, views=views, source_names=source_names)
+    items = found.items
+    if not items:
+        excl = ", ".join(f"{k}: {v}" for k, v in sorted(found.excluded.items())) or "none"
+        raise XPGANError(f"no images found in the sources (excluded: {excl})")
+
+    labels = np.array([it.label for it in items], dtype=np.int8)
+    split = grouped_stratified_split(labels, [it.patient_key for it in items], test_fraction=test_fraction,
+                                     seed=seed, strata=[it.source for it in items])
+    assert not check_grouping(split, [it.patient_key for it in items])
+
+    with st.StoreLock(out):
+        salt = load_or_create_salt(out, salt_file)
+        patients = [patient_hash(it.patient_key, salt) for it in items]
+        source_names_used = sorted({it.source for it in items})
+        identity = {
+            "items": items_fingerprint(items, salt), "n_items": len(items), "size": size,
+            "test_fraction": float(test_fraction), "seed": int(seed),
+            "positive": sorted({p.lower() for p in positive}), "views": sorted({v.lower() for v in views}),
+        }
+        attrs = {
+            "version": VERSION,
+            "size": size,
+            "padding": {"mode": "letterbox", "value": 0.0, "align": "centre",
+                        "scale": "size / max(height, width)", "odd_margin": "bottom/right"},
+            "resample": "Pillow bilinear (triangle filter widened by the down-sampling factor: anti-aliased)",
+            "intensity": dict(INTENSITY_ATTRS),
+            "split": {"test_fraction": float(test_fraction), "seed": int(seed), "grouped_by": "patient",
+                      "stratified_by": ["source", "patient label (max of its images)"], "train": 0, "test": 1},
+            "labels": {"1": "COVID-19 positive", "0": "negative", "-1": "not written (failed item)"},
+            "positive_classes": sorted({p.lower() for p in positive}),
+            "views": list(views),
+            "sources": [{"name": n, "kinds": found.source_kinds.get(n, ["manifest"]),
+                         "items": int(sum(it.source == n for it in items))} for n in source_names_used],
+            "excluded": dict(sorted(found.excluded.items())),
+            "patient": "HMAC-SHA256(salt, '<source>/<patient id>')[:16]; salt kept beside the store",
+            "package_version": xpgan.__version__,
+        }
+        group = st.create_or_open(
+            out, kind=KIND, overwrite=overwrite, n_items=len(items), attrs=attrs, identity=identity,
+            items_per_shard=ITEMS_PER_SHARD,
+            arrays={"image": st.ArraySpec("float32", (size, size), 0.0), "label": st.ArraySpec("int8", (), -1),
+                    "patient": st.ArraySpec("str"), "source": st.ArraySpec("str"),
+                    "split": st.ArraySpec("int8", (), -1)})
+        done_before = st.done_mask(group)
+        todo = [Task(i, (str(items[i].path), size), str(items[i].path)) for i in range(len(items))
+                if not done_before[i]]
+
+        def write(batch: dict[int, dict]) -> None:
+            st.write_items(group, {i: {"image": r["image"], "label": int(labels[i]), "patient": patients[i],
+                                       "source": items[i].source, "split": int(split[i])}
+                                   for i, r in batch.items()})
+
+        st.set_complete(group, False)
+        result = run_items(todo, _process, write, group_size=st.items_per_shard(group), workers=workers,
+                           scheduler=scheduler, processes=processes, progress=progress, desc="prep cxr")
+
+        # Failures of this run replace earlier records of the same items; items done now drop theirs.
+        done_now = st.done_mask(group)
+        old = {int(f["index"]): f for f in st.get_failures(group) if not done_now[int(f["index"])]}
+        csv_rows: dict[int, dict] = {}
+        for i, reason in result.failed.items():
+            clean = _reason(reason, items[i].path)
+            old[i] = {"index": i, "id": f"{items[i].source}:{i}", "path": "", "reason": clean}
+            csv_rows[i] = {"index": i, "id": f"{items[i].source}:{i}", "path": str(items[i].path), "reason": clean}
+        for i, f in old.items():  # earlier failures not retried in this run (none today: kept for safety)
+            csv_rows.setdefault(i, {**f, "path": str(items[i].path)})
+        st.set_failures(group, out, [old[i] for i in sorted(old)])  # store: no paths
+        rows = [csv_rows[i] for i in sorted(csv_rows)]
+        rows += [{"index": "", "id": "", "path": p, "reason": r} for p, r in found.problems]
+        _write_failures_csv(out, rows)  # beside the store, with paths, for the operator
+        st.set_complete(group, not result.failed and not found.problems)
+
+        table = count_table(np.array([str(x) for x in group["source"][:]], dtype=object)[done_now],
+                            np.asarray(group["split"][:])[done_now], np.asarray(group["label"][:])[done_now])
+
+    failures = [(str(items[i].path), _reason(r, items[i].path)) for i, r in sorted(result.failed.items())]
+    failures += list(found.problems)
+    return CXRPrepSummary(total=len(items), done=int(done_now.sum()), skipped=int(done_before.sum()),
+                          failed=len(failures), failures=failures, seconds=result.seconds, store=str(out),
+                          table=table, excluded=dict(found.excluded))

@@ -1,0 +1,219 @@
+"""`xpgan prep drr`: a CT archive -> a Zarr v3 store of resized volumes and their DRRs, through Dask.
+
+Public API
+----------
+prep_drr(src, out, *, shape=(64, 256, 256), geometry=None, mu_water=0.02, backend="auto", workers=None,
+         scheduler=None, overwrite=False, progress=True, memory_limit_gb=6.0, salt_file=None,
+         items_per_shard=None, processes=True) -> PrepSummary
+    src: MosMed tree, folder of NIfTI files / DICOM series folders, or manifest CSV (see
+    xpgan.pipeline.discover). out: the store path (`OUT.zarr`). geometry: a ConeGeometry /
+    ParallelGeometry or its dict (default: cone, PA). memory_limit_gb: an item whose header says reading
+    and resizing it would need more than this (estimate: voxels x (stored bytes per voxel + 8)) is refused
+    before any pixel is read. Rerunning resumes (items with done set are skipped, failed ones retried);
+    `overwrite=True` starts again. Returns a PrepSummary (summary.failed > 0: some items failed; they are
+    listed in the store's "failures" attribute and in `OUT.zarr.failures.csv`).
+process_ct(path, *, job) -> {"volume": int16 [D, H, W], "drr": float32 [S, S], "spacing": float32 [3]}
+    One item, as a worker runs it: probe -> read -> resize -> round/clip to int16 -> DRR of the stored
+    int16 volume with its spacing (so drr[i] can be re-rendered exactly from volume[i] and spacing[i]).
+CT_STORE_VERSION = 1
+
+Store (DESIGN.md): volume int16 (N, D, H, W), drr float32 (N, S, S), label int8, severity int8,
+study_id str, spacing float32 (N, 3), done bool; plus `patient` (str, salted hash) only when a manifest gives
+patient ids. Group attribute `xpgan`: kind "ct", version, shape, drr_size, geometry, physics (mu_water,
+image map), resize method, source (format, root, item count), package version, discovery notes,
+items_per_shard. Rows with done=False (failed or not yet processed) hold fill values: select rows by `done`.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from xpgan.errors import InputError, XPGANError
+from xpgan.pipeline.runner import PrepSummary, Task
+
+CT_STORE_VERSION = 1
+DEFAULT_SHAPE = (64, 256, 256)
+DEFAULT_MEMORY_LIMIT_GB = 6.0
+_INT16 = np.iinfo(np.int16)
+
+__all__ = ["CT_STORE_VERSION", "DEFAULT_SHAPE", "PrepSummary", "estimate_item_bytes", "prep_drr", "process_ct"]
+
+
+@dataclass(frozen=True)
+class DRRJob:
+    shape: tuple[int, int, int]  # (D, H, W) of the stored volume, voxels
+    geometry: dict  # geometry.to_dict()
+    mu_water: float  # 1/mm
+    backend: str  # "auto" | "cpu" | "cuda"
+    memory_limit_bytes: int
+
+
+def estimate_item_bytes(shape, stored_itemsize: int) -> int:
+    """Working memory to read and resize one volume: stored array + float32 HU + first resize pass."""
+    n = int(np.prod([int(s) for s in shape], dtype=np.int64))
+    return n * (int(stored_itemsize) + 8)
+
+
+def process_ct(path: str, *, job: DRRJob) -> dict:
+    """Read, resize and render one CT (runs on a Dask worker)."""
+    from xpgan.drr import geometry_from_dict, render_drr
+    from xpgan.pipeline.io import probe_ct, read_ct
+    from xpgan.pipeline.resize import resize_volume
+
+    header = probe_ct(path)
+    if len(header.shape) != 3 or min(header.shape) < 2:
+        raise InputError(path, f"not a 3D volume (shape {tuple(header.shape)})")
+    need = estimate_item_bytes(header.shape, np.dtype(header.dtype).itemsize)
+    if need > job.memory_limit_bytes:
+        raise InputError(path, f"header shape {tuple(header.shape)} would need about {need / 1e9:.1f} GB to read "
+                               f"and resize, over the {job.memory_limit_bytes / 1e9:.1f} GB memory limit "
+                               "(--memory-limit-gb)")
+    ct = read_ct(path)
+    hu, spacing_in = ct.hu, ct.spacing
+    del ct
+    if hu.ndim != 3 or min(hu.shape) < 2:
+        raise InputError(path, f"not a 3D volume (shape {hu.shape})")
+    vol, spacing = resize_volume(hu, spacing_in, job.shape)  # [D, H, W] float32, mm
+    del hu
+    if not np.isfinite(vol).all():
+        raise InputError(path, "the volume holds non-finite values (NaN or inf)")
+    vol16 = np.clip(np.rint(vol), _INT16.min, _INT16.max).astype(np.int16)  # [D, H, W]
+    del vol
+    geometry = geometry_from_dict(job.geometry)
+    drr = render_drr(vol16, spacing, geometry, backend=job.backend, output="image", mu_water=job.mu_water)
+    return {"volume": vol16, "drr": np.asarray(drr, dtype=np.float32),
+            "spacing": np.asarray(spacing, dtype=np.float32)}
+
+
+def _relative_reason(reason: str, path: str, rel: str) -> str:
+    """Failure reasons name files by archive-relative paths, and drop a leading repeat of the item's path."""
+    reason = reason.replace(path, rel)
+    return reason[len(rel) + 2:] if reason.startswith(rel + ": ") else reason
+
+
+def _check_options(shape, mu_water, memory_limit_gb, backend):
+    from xpgan.drr import BACKENDS
+    from xpgan.drr.physics import check_mu_water
+
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < 2:
+        raise XPGANError(f"--shape needs three sizes D H W of at least 2 voxels, got {shape}")
+    if not (memory_limit_gb and memory_limit_gb > 0):
+        raise XPGANError(f"--memory-limit-gb must be > 0, got {memory_limit_gb}")
+    if backend not in BACKENDS:
+        raise XPGANError(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    return shape, float(check_mu_water(mu_water))
+
+
+def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 0.02, backend: str = "auto",
+             workers: int | None = None, scheduler: str | None = None, overwrite: bool = False,
+             progress: bool = True, memory_limit_gb: float = DEFAULT_MEMORY_LIMIT_GB, salt_file=None,
+             items_per_shard: int | None = None, processes: bool = True) -> PrepSummary:
+    """Convert a CT archive into a CT store (see module docstring)."""
+    import xpgan
+    from xpgan.drr import ConeGeometry, ParallelGeometry, geometry_from_dict, image_map_attrs
+    from xpgan.pipeline import store as st
+    from xpgan.pipeline.discover import discover_ct
+    from xpgan.pipeline.resize import RESIZE_METHOD
+    from xpgan.pipeline.runner import run_items
+
+    shape, mu_water = _check_options(shape, mu_water, memory_limit_gb, backend)
+    if geometry is None:
+        geometry = ConeGeometry(view="pa", size=256)
+    elif isinstance(geometry, dict):
+        geometry = geometry_from_dict(geometry)
+    elif not isinstance(geometry, (ConeGeometry, ParallelGeometry)):
+        raise XPGANError(f"geometry must be a ConeGeometry, ParallelGeometry or dict, got {type(geometry).__name__}")
+    out = Path(out)
+    disc = discover_ct(src)
+    items = disc.items
+    n = len(items)
+    size = int(geometry.size)
+
+    with st.StoreLock(out):
+        patients = None
+        if any(it.patient_id for it in items):
+            from xpgan.pipeline.privacy import load_or_create_salt, patient_hash
+
+            salt = load_or_create_salt(out, salt_file)
+            patients = [patient_hash(it.patient_id or "", salt) for it in items]
+        arrays = {
+            "volume": st.ArraySpec("int16", shape, 0),
+            "drr": st.ArraySpec("float32", (size, size), 0.0),
+            "label": st.ArraySpec("int8", (), -1),
+            "severity": st.ArraySpec("int8", (), -1),
+            "study_id": st.ArraySpec("str"),
+            "spacing": st.ArraySpec("float32", (3,), 0.0),
+        }
+        if patients is not None:
+            arrays["patient"] = st.ArraySpec("str")
+        physics = {"mu_water_per_mm": mu_water, "image_map": image_map_attrs()}
+        identity = {
+            "version": CT_STORE_VERSION,
+            "shape": list(shape),
+            "geometry": geometry.to_dict(),
+            "mu_water_per_mm": mu_water,
+            "resize": RESIZE_METHOD["method"],
+            "arrays": sorted(arrays),
+            "items": st.digest([[it.study_id, it.rel, it.label, it.severity] for it in items]
+                               + ([patients] if patients is not None else [])),
+        }
+        attrs = {
+            "version": CT_STORE_VERSION,
+            "shape": list(shape),
+            "drr_size": size,
+            "geometry": geometry.to_dict(),
+            "physics": physics,
+            "resize": RESIZE_METHOD,
+            "source": {"format": disc.format, "root": disc.root, "n_items": n},
+            "notes": list(disc.notes),
+            "labels": {"1": "COVID-19 positive", "0": "negative", "-1": "unknown"},
+            "severity": "MosMed CT-0..CT-4 grade, -1 unknown",
+            "study_id": {"mosmed": "file name without extension",
+                         "folder": "path relative to the archive root, without extension",
+                         "manifest": "study_id column, else the path without extension"}[disc.format],
+            "package_version": getattr(xpgan, "__version__", "unknown"),
+            "backend": backend,
+        }
+        group = st.create_or_open(out, kind="ct", arrays=arrays, n_items=n, attrs=attrs, identity=identity,
+                                  overwrite=overwrite, items_per_shard=items_per_shard)
+        done_before = st.done_mask(group)
+        old_failures = {int(f["index"]): f for f in st.get_failures(group)}
+        st.set_complete(group, False)
+        tasks = [Task(i, it.path, it.rel) for i, it in enumerate(items) if not done_before[i]]
+
+        def write(batch: dict[int, dict]) -> None:
+            for i, r in batch.items():
+                it = items[i]
+                r.update(label=it.label, severity=it.severity, study_id=it.study_id)
+                if patients is not None:
+                    r["patient"] = patients[i]
+            st.write_items(group, batch)
+
+        job = DRRJob(shape=shape, geometry=geometry.to_dict(), mu_water=mu_water, backend=backend,
+                     memory_limit_bytes=int(memory_limit_gb * 1e9))
+        item_gb = 4 * float(np.prod(shape)) / 1e9
+        res = run_items(tasks, functools.partial(process_ct, job=job), write,
+                        group_size=st.items_per_shard(group), workers=workers, scheduler=scheduler,
+                        processes=processes, progress=progress, desc="prep drr",
+                        memory_per_worker_gb=min(memory_limit_gb, 2.0) + 4 * item_gb)
+        done_now = st.done_mask(group)
+        failures = []
+        for i in range(n):
+            if done_now[i]:
+                continue
+            if i in res.failed:
+                reason = _relative_reason(res.failed[i], items[i].path, items[i].rel)
+            elif i in old_failures:
+                reason = old_failures[i].get("reason", "")
+            else:
+                continue
+            failures.append({"index": i, "id": items[i].study_id, "path": items[i].rel, "reason": reason})
+        st.set_failures(group, out, failures)
+        st.set_complete(group, True)
+    return PrepSummary(total=n, done=int(done_now.sum()), skipped=int(done_before.sum()), failed=len(res.failed),
+                       failures=[(f["path"], f["reason"]) for f in failures], seconds=res.seconds, store=str(out))

@@ -1,0 +1,296 @@
+"""Run one function over many items on Dask, with a single writer, progress and failure isolation.
+
+Generic: nothing here knows about CT or CXR.
+
+Public API
+----------
+Task(index, payload, path)
+    One item: `index` is its slot in the store, `payload` what `process_fn` receives (picklable), `path`
+    names it in failure reports.
+run_items(tasks, process_fn, write_fn, *, group_size=1, workers=None, scheduler=None, processes=True,
+          progress=True, desc="items", max_in_flight=None, memory_per_worker_gb=None) -> RunResult
+    Calls `process_fn(payload) -> dict` on Dask workers. Each exception raised by process_fn (XPGANError
+    or any other) becomes a failure of that item only: its message is recorded, the rest goes on. A worker
+    that dies on an item (killed for memory, segfault) also fails just that item.
+    Results travel back to this (client) process, which is the ONLY writer: `write_fn({index: result})`
+    is called here, sequentially, once per complete group of `group_size` consecutive indices (use the
+    store's shard size so every shard is written whole, by one writer, in one go). Failed items are left
+    out of the dict. Tasks are submitted in index order, at most `max_in_flight` at a time (default:
+    2 per worker thread + one group), which bounds the memory held by results waiting for their group.
+    Scheduling:
+      - scheduler=None: a local distributed cluster of `workers` single-threaded worker processes
+        (default: one per core, fewer if `memory_per_worker_gb` says the RAM cannot hold them);
+        `processes=False` uses threads in this process instead (tests).
+      - scheduler="ADDRESS" (e.g. "tcp://10.0.0.5:8786"): an existing cluster; its workers must be able to
+        import xpgan and read the inputs.
+      - workers=0 and no scheduler: run in this process without Dask (debugging).
+    Numba threads: each task sets numba.set_num_threads(cores of its host // worker threads on its host),
+    so numba-parallel kernels in several worker processes do not oversubscribe the cores.
+    Progress: a tqdm bar on stderr (done/failed, rate, ETA) when `progress` and stderr is a terminal.
+    KeyboardInterrupt stops the cluster; everything already written stays valid (resume later).
+RunResult(done, failed, seconds)
+    done: list of indices written; failed: {index: reason}.
+PrepSummary(total, done, skipped, failed, failures, seconds, store)
+    What `prep drr` / `prep cxr` return; `.text()` gives the summary printed by the CLI.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from xpgan.errors import XPGANError
+
+
+@dataclass(frozen=True)
+class Task:
+    index: int
+    payload: Any
+    path: str = ""
+
+
+@dataclass
+class RunResult:
+    done: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class PrepSummary:
+    total: int  # items in the store
+    done: int  # items valid in the store after this run (including skipped ones)
+    skipped: int  # items already done before this run
+    failed: int  # items that failed in this run
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    seconds: float = 0.0
+    store: str = ""
+
+    def text(self, max_failures: int = 20) -> str:
+        rate = (self.done - self.skipped) / self.seconds if self.seconds > 0 else 0.0
+        lines = [f"{self.store}: {self.done}/{self.total} items done ({self.skipped} already done, "
+                 f"{self.done - self.skipped} new in {self.seconds:.1f} s, {rate:.2f} items/s), "
+                 f"{self.failed} failed"]
+        for path, reason in self.failures[:max_failures]:
+            lines.append(f"  failed: {path}: {reason}")
+        if len(self.failures) > max_failures:
+            lines.append(f"  ... and {len(self.failures) - max_failures} more (see the failures CSV)")
+        return "\n".join(lines)
+
+
+def usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def default_workers(memory_per_worker_gb: float | None = None) -> int:
+    """One worker per core, fewer when the machine's RAM cannot hold `memory_per_worker_gb` each."""
+    n = usable_cores()
+    if memory_per_worker_gb:
+        try:
+            import psutil
+
+            total_gb = psutil.virtual_memory().total / 1e9
+            n = min(n, max(1, int(0.8 * total_gb // memory_per_worker_gb)))
+        except ImportError:
+            pass
+    return max(1, n)
+
+
+def _set_numba_threads(host_threads: Mapping[str, int] | None) -> None:
+    """Share the host's cores between the worker threads on it (avoids oversubscription)."""
+    if "numba" not in sys.modules and host_threads is None:
+        return
+    threads_here = 1
+    if host_threads:
+        try:
+            from distributed import get_worker
+
+            host = get_worker().address.rsplit(":", 1)[0]
+            threads_here = int(host_threads.get(host, 1))
+        except (ImportError, ValueError):
+            threads_here = 1
+    try:
+        import numba
+
+        n = max(1, min(usable_cores() // max(1, threads_here), numba.config.NUMBA_NUM_THREADS))
+        numba.set_num_threads(n)
+    except ImportError:
+        pass
+
+
+def _call(process_fn: Callable[[Any], Any], payload: Any, host_threads: Mapping[str, int] | None):
+    """Worker side: run one item; every exception is turned into ("fail", reason)."""
+    _set_numba_threads(host_threads)
+    try:
+        return ("ok", process_fn(payload))
+    except XPGANError as exc:
+        return ("fail", str(exc))
+    except MemoryError:
+        return ("fail", "out of memory while processing this item")
+    except Exception as exc:  # isolate any bug or library error to this item
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        return ("fail", f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__)
+
+
+class _Progress:
+    def __init__(self, total: int, desc: str, enabled: bool):
+        self.failed = 0
+        self.bar = None
+        if enabled and total and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="item", file=sys.stderr, dynamic_ncols=True,
+                            smoothing=0.1)
+
+    def update(self, ok: bool) -> None:
+        if not ok:
+            self.failed += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(f"failed={self.failed}", refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _Groups:
+    """Collect results per group of consecutive indices; hand a group to the writer once it is complete."""
+
+    def __init__(self, tasks: Sequence[Task], group_size: int, write_fn, result: RunResult):
+        self.size = max(1, int(group_size))
+        self.pending: dict[int, int] = defaultdict(int)
+        for t in tasks:
+            self.pending[t.index // self.size] += 1
+        self.buffer: dict[int, dict[int, Any]] = defaultdict(dict)
+        self.write_fn = write_fn
+        self.result = result
+
+    def add(self, index: int, value: Any | None) -> None:
+        g = index // self.size
+        if value is not None:
+            self.buffer[g][index] = value
+        self.pending[g] -= 1
+        if self.pending[g] == 0:
+            batch = self.buffer.pop(g, {})
+            del self.pending[g]
+            if batch:
+                self.write_fn(batch)
+                self.result.done.extend(sorted(batch))
+
+
+def _run_inline(tasks, process_fn, groups: _Groups, bar: _Progress, result: RunResult) -> None:
+    for t in tasks:
+        status, value = _call(process_fn, t.payload, None)
+        if status == "ok":
+            groups.add(t.index, value)
+        else:
+            result.failed[t.index] = value
+            groups.add(t.index, None)
+        bar.update(status == "ok")
+
+
+def _start_client(workers: int | None, scheduler: str | None, processes: bool,
+                  memory_per_worker_gb: float | None):
+    import dask
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError) as exc:
+            raise XPGANError(f"cannot connect to the Dask scheduler at {scheduler}: {exc}") from None
+        return client, None
+    n = workers if workers else default_workers(memory_per_worker_gb)
+    # A worker killed while processing an item (e.g. out of memory) should fail that item, not be retried
+    # on every other worker.
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
+                               dashboard_address=None, silence_logs=logging.ERROR)
+    return Client(cluster), cluster
+
+
+def _host_threads(client) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for addr, w in client.scheduler_info(n_workers=-1).get("workers", {}).items():
+        out[addr.rsplit(":", 1)[0]] += int(w.get("nthreads", 1))
+    return dict(out)
+
+
+def run_items(tasks: Sequence[Task], process_fn: Callable[[Any], Any],
+              write_fn: Callable[[dict[int, Any]], None], *, group_size: int = 1, workers: int | None = None,
+              scheduler: str | None = None, processes: bool = True, progress: bool = True,
+              desc: str = "items", max_in_flight: int | None = None,
+              memory_per_worker_gb: float | None = None) -> RunResult:
+    """Process `tasks` on Dask and write their results from this process only (see module docstring)."""
+    tasks = sorted(tasks, key=lambda t: t.index)
+    result = RunResult()
+    t0 = time.perf_counter()
+    if not tasks:
+        return result
+    groups = _Groups(tasks, group_size, write_fn, result)
+    bar = _Progress(len(tasks), desc, progress)
+    try:
+        if workers == 0 and not scheduler:
+            _run_inline(tasks, process_fn, groups, bar, result)
+        else:
+            _run_dask(tasks, process_fn, groups, bar, result, workers=workers, scheduler=scheduler,
+                      processes=processes, max_in_flight=max_in_flight,
+                      memory_per_worker_gb=memory_per_worker_gb)
+    finally:
+        bar.close()
+        result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _run_dask(tasks, process_fn, groups: _Groups, bar: _Progress, result: RunResult, *, workers, scheduler,
+              processes, max_in_flight, memory_per_worker_gb) -> None:
+    from distributed import as_completed
+
+    client, cluster = _start_client(workers, scheduler, processes, memory_per_worker_gb)
+    try:
+        host_threads = _host_threads(client)
+        total_threads = max(1, sum(host_threads.values()))
+        limit = max_in_flight or (2 * total_threads + groups.size)
+        by_key: dict[str, Task] = {}
+        queue = iter(tasks)
+        ac = as_completed()
+
+        def submit_next() -> bool:
+            t = next(queue, None)
+            if t is None:
+                return False
+            fut = client.submit(_call, process_fn, t.payload, host_threads, pure=False,
+                                key=f"xpgan-item-{t.index}-{os.getpid()}-{time.monotonic_ns()}")
+            by_key[fut.key] = t
+            ac.add(fut)
+            return True
+
+        for _ in range(limit):
+            if not submit_next():
+                break
+        for fut in ac:
+            t = by_key.pop(fut.key)
+            try:
+                status, value = fut.result()
+            except Exception as exc:  # the worker died on this item (KilledWorker) or the cluster failed
+                status, value = "fail", f"worker failed on this item: {type(exc).__name__}: {exc}"
+            fut.release()
+            if status == "ok":
+                groups.add(t.index, value)
+            else:
+                result.failed[t.index] = value
+                groups.add(t.index, None)
+            bar.update(status == "ok")
+            submit_next()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

@@ -1,0 +1,332 @@
+"""Zarr v3 item stores: creation/resume, a one-writer lock, per-item done flags and failure records.
+
+Generic: nothing here knows about CT or CXR. A store is a Zarr v3 group holding N item slots; every array
+has the item axis first, plus a bool `done` array. Group attributes: `xpgan` (the kind-specific metadata
+dict, must contain "kind") and `failures` (list of failure records, see below).
+
+Public API (used by prep drr and prep cxr)
+------------------------------------------
+ArraySpec(dtype, item_shape=(), fill_value=None)
+    One per-item array. dtype: a NumPy dtype string ("int16", "float32", "bool", ...) or "str" for a
+    variable-length UTF-8 string array.
+create_or_open(path, *, kind, arrays, n_items, attrs, identity, overwrite=False, items_per_shard=None)
+    -> zarr.Group
+    Creates the store (or reopens it to resume). `arrays` maps name -> ArraySpec (or (dtype, item_shape));
+    `done` is added. `attrs` is written as group attribute "xpgan" (with "kind" set). `identity` is a
+    JSON-able dict (options, item list digest...) that must match to resume; a mismatch raises XPGANError
+    telling the user to pass --overwrite. `overwrite=True` deletes an existing store first (only if it is a
+    Zarr store or an empty folder). Call it while holding StoreLock.
+    Layout: arrays whose items have 2+ dimensions (images, volumes) get chunks of one item inside shards of
+    `items_per_shard` items (default: ~128 MiB of the largest such array); arrays of scalars or short
+    vectors (label, spacing, ids, done) are one unsharded chunk.
+items_per_shard(group) -> int
+    The shard size along the item axis (write whole shards at once from a single writer).
+write_items(group, results)
+    results: {index: {array name: value}}. Writes every array of those items, then sets their done flags
+    (done is written last, so done[i] implies every other array of item i is on disk). NOT safe to call
+    from two processes or threads at once: concurrent writes into one Zarr shard lose data (zarr-python
+    #3514, #3682). The runner calls it from the client process only.
+done_mask(group) -> bool [N]
+set_failures(group, path, failures) / get_failures(group)
+    failures: list of dicts with keys index, id, path, reason. Stored in group attribute "failures" and
+    written to `<store>.failures.csv` beside the store (removed when there are none).
+StoreLock(path)
+    Context manager: an exclusive fcntl.flock on `<store>.lock` beside the store. The OS drops it when the
+    process dies (even on SIGKILL), so no stale lock survives; a second writer gets XPGANError.
+open_store(path) -> zarr.Group (read-only; checks it is an xpgan store)
+lock_path(path), failures_csv_path(path)
+
+Failed or not-yet-processed items keep done=False and their arrays' fill values; readers must select rows
+with `done`.
+"""
+from __future__ import annotations
+
+import csv
+import errno
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from xpgan.errors import XPGANError
+
+SHARD_TARGET_BYTES = 128 * 2**20
+FAILURE_FIELDS = ("index", "id", "path", "reason")
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    dtype: str  # numpy dtype string, or "str" for variable-length UTF-8
+    item_shape: tuple[int, ...] = ()
+    fill_value: Any = None
+
+    @property
+    def is_str(self) -> bool:
+        return self.dtype == "str"
+
+    @property
+    def sharded(self) -> bool:
+        return len(self.item_shape) >= 2 and not self.is_str
+
+    @property
+    def item_bytes(self) -> int:
+        itemsize = 64 if self.is_str else np.dtype(self.dtype).itemsize
+        return itemsize * int(np.prod(self.item_shape, dtype=np.int64))
+
+
+def _spec(v) -> ArraySpec:
+    if isinstance(v, ArraySpec):
+        return v
+    dtype, item_shape = v
+    return ArraySpec(str(dtype), tuple(int(s) for s in item_shape))
+
+
+def lock_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".lock")
+
+
+def failures_csv_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".failures.csv")
+
+
+class StoreLock:
+    """Exclusive one-writer lock on a store (flock on `<store>.lock`); released by the OS if we die."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.store = Path(path)
+        self.path = lock_path(path)
+        self._fd: int | None = None
+
+    def acquire(self) -> "StoreLock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = ""
+            try:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            except OSError:
+                pass
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                who = f" (pid {holder})" if holder else ""
+                raise XPGANError(
+                    f"{self.store}: another process{who} is writing this store (lock {self.path} is held); "
+                    "wait for it to finish or stop it, then rerun") from None
+            raise XPGANError(f"{self.path}: cannot lock the store: {exc.strerror}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            import fcntl
+
+            try:
+                os.ftruncate(self._fd, 0)
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self._fd)
+                self._fd = None
+
+    def __enter__(self) -> "StoreLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _is_zarr_store(path: Path) -> bool:
+    return (path / "zarr.json").is_file()
+
+
+def _remove_store(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        raise XPGANError(f"{path}: exists and is not a Zarr store; refusing to overwrite it")
+    if path.is_dir():
+        if not _is_zarr_store(path) and any(path.iterdir()):
+            raise XPGANError(f"{path}: is a non-empty folder that is not a Zarr store; refusing to overwrite it")
+        shutil.rmtree(path)
+    failures_csv_path(path).unlink(missing_ok=True)
+
+
+def digest(obj) -> str:
+    """SHA-256 of a JSON-able object (sorted keys): a short fingerprint for identities."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def default_items_per_shard(specs: Mapping[str, ArraySpec], n_items: int) -> int:
+    big = [s.item_bytes for s in specs.values() if s.sharded]
+    if not big:
+        return max(1, n_items)
+    return int(max(1, min(n_items, SHARD_TARGET_BYTES // max(big))))
+
+
+def create_or_open(path: str | os.PathLike, *, kind: str, arrays: Mapping[str, Any], n_items: int,
+                   attrs: Mapping[str, Any], identity: Mapping[str, Any], overwrite: bool = False,
+                   items_per_shard: int | None = None):
+    """Create a store of `n_items` slots, or reopen a matching one to resume (see module docstring)."""
+    import zarr
+
+    path = Path(path)
+    if n_items < 1:
+        raise XPGANError(f"{path}: nothing to store (0 items)")
+    specs = {name: _spec(v) for name, v in arrays.items()}
+    if "done" in specs:
+        raise ValueError("'done' is added by create_or_open; do not pass it")
+    specs["done"] = ArraySpec("bool", (), False)
+    ident = json.loads(json.dumps(dict(identity), default=str))
+    if overwrite:
+        _remove_store(path)
+    if path.exists():
+        if not _is_zarr_store(path):
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+            else:
+                raise XPGANError(f"{path}: exists and is not a Zarr store; choose another output path")
+        else:
+            return _reopen(path, kind=kind, specs=specs, n_items=n_items, identity=ident)
+    k = int(items_per_shard) if items_per_shard else default_items_per_shard(specs, n_items)
+    k = max(1, min(k, n_items))
+    tmp_attrs = dict(attrs)
+    tmp_attrs["kind"] = kind
+    tmp_attrs["items_per_shard"] = k
+    tmp_attrs["identity"] = ident
+    tmp_attrs["complete"] = False
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    for name, s in specs.items():
+        shape = (n_items,) + s.item_shape
+        if s.is_str:
+            group.create_array(name, shape=shape, dtype=str, chunks=shape, fill_value="")
+        elif s.sharded:
+            group.create_array(name, shape=shape, dtype=s.dtype, chunks=(1,) + s.item_shape,
+                               shards=(k,) + s.item_shape, fill_value=s.fill_value)
+        else:
+            group.create_array(name, shape=shape, dtype=s.dtype, chunks=shape, fill_value=s.fill_value)
+    # Written last: a store whose attributes lack "xpgan" was interrupted while being created.
+    group.attrs.update({"xpgan": tmp_attrs, "failures": []})
+    return group
+
+
+def _reopen(path: Path, *, kind: str, specs: Mapping[str, ArraySpec], n_items: int, identity: dict):
+    import zarr
+
+    hint = "rerun with --overwrite to start again (this deletes it)"
+    group = zarr.open_group(str(path), mode="r+", zarr_format=3)
+    meta = group.attrs.get("xpgan")
+    if not isinstance(meta, dict):
+        raise XPGANError(f"{path}: not an xpgan store or its creation was interrupted; {hint}")
+    if meta.get("kind") != kind:
+        raise XPGANError(f"{path}: holds a {meta.get('kind')!r} store, not {kind!r}; {hint}")
+    old = meta.get("identity", {})
+    if old != identity:
+        keys = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+        raise XPGANError(f"{path}: was made from different inputs or options (differs in: {', '.join(keys)}); "
+                         f"{hint}")
+    for name, s in specs.items():
+        if name not in group:
+            raise XPGANError(f"{path}: array {name!r} is missing; {hint}")
+        arr = group[name]
+        if tuple(arr.shape) != (n_items,) + s.item_shape:
+            raise XPGANError(f"{path}: array {name!r} has shape {arr.shape}; {hint}")
+    return group
+
+
+def open_store(path: str | os.PathLike):
+    """Open an xpgan store read-only; XPGANError if it is not one."""
+    import zarr
+
+    path = Path(path)
+    if not _is_zarr_store(path):
+        raise XPGANError(f"{path}: not a Zarr store")
+    try:
+        group = zarr.open_group(str(path), mode="r", zarr_format=3)
+    except Exception as exc:  # zarr raises several types for a damaged store
+        raise XPGANError(f"{path}: cannot open the Zarr store: {exc}") from None
+    if not isinstance(group.attrs.get("xpgan"), dict) or "done" not in group:
+        raise XPGANError(f"{path}: not an xpgan store (no 'xpgan' attribute or 'done' array)")
+    return group
+
+
+def items_per_shard(group) -> int:
+    return int(group.attrs["xpgan"].get("items_per_shard", 1))
+
+
+def done_mask(group) -> np.ndarray:
+    return np.asarray(group["done"][:], dtype=bool)
+
+
+def _runs(indices: list[int]) -> list[tuple[int, int]]:
+    """Contiguous [start, stop) runs of sorted unique indices."""
+    runs: list[tuple[int, int]] = []
+    for i in indices:
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
+
+
+def write_items(group, results: Mapping[int, Mapping[str, Any]]) -> None:
+    """Write every array of the given items, then their done flags (single writer only)."""
+    if not results:
+        return
+    indices = sorted(int(i) for i in results)
+    names = [n for n in group.array_keys() if n != "done"]
+    for name in names:
+        arr = group[name]
+        if name not in results[indices[0]]:
+            raise KeyError(f"result for item {indices[0]} lacks array {name!r}")
+        sharded = getattr(arr, "shards", None) is not None
+        if sharded:
+            for a, b in _runs(indices):
+                block = np.stack([np.asarray(results[i][name]) for i in range(a, b)]).astype(arr.dtype, copy=False)
+                arr[a:b] = block
+        else:
+            # One small chunk: read, patch, write back whole (cheaper than a chunk rewrite per item).
+            whole = arr[...]
+            for i in indices:
+                whole[i] = results[i][name]
+            arr[...] = whole
+    done = group["done"]
+    flags = np.asarray(done[...], dtype=bool)
+    flags[indices] = True
+    done[...] = flags
+
+
+def get_failures(group) -> list[dict]:
+    return [dict(f) for f in group.attrs.get("failures", [])]
+
+
+def set_failures(group, path: str | os.PathLike, failures: list[Mapping[str, Any]]) -> None:
+    """Record failures in the store attributes and in `<store>.failures.csv` (removed when empty)."""
+    rows = [{k: f.get(k, "") for k in FAILURE_FIELDS} for f in sorted(failures, key=lambda f: int(f["index"]))]
+    group.attrs["failures"] = rows
+    csv_path = failures_csv_path(path)
+    if not rows:
+        csv_path.unlink(missing_ok=True)
+        return
+    tmp = csv_path.with_name(csv_path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=FAILURE_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, csv_path)
+
+
+def set_complete(group, complete: bool) -> None:
+    """Mark whether the last run finished every item (done or failed)."""
+    meta = dict(group.attrs["xpgan"])
+    meta["complete"] = bool(complete)
+    group.attrs["xpgan"] = meta

@@ -1,0 +1,39 @@
+"""Tiny DRR cases rendered with backend="cuda"; run as a script under NUMBA_ENABLE_CUDASIM=1.
+
+    python cudasim_cases.py OUT.npz   -> writes one float32 array per case (line integrals)
+
+A separate process because the simulator switch must be set before numba.cuda is first imported.
+"""
+import sys
+
+import numpy as np
+
+from xpgan.drr import ConeGeometry, ParallelGeometry
+
+
+def cases():
+    rng = np.random.default_rng(11)
+    vol = rng.uniform(-1000, 1500, size=(4, 5, 6)).astype(np.float32)
+    vol16 = rng.integers(-1000, 2000, size=(4, 5, 6)).astype(np.int16)
+    sp = (1.2, 0.9, 1.5)
+    return {
+        "cone_pa": (vol, sp, ConeGeometry(view="pa", sdd_mm=40.0, sid_mm=25.0, size=5)),
+        "cone_ap": (vol, sp, ConeGeometry(view="ap", sdd_mm=40.0, sid_mm=25.0, size=5)),
+        "parallel_int16": (vol16, sp, ParallelGeometry(size=5)),
+    }
+
+
+def main(out_path):
+    from numba import config
+
+    assert config.ENABLE_CUDASIM, "run with NUMBA_ENABLE_CUDASIM=1"
+    from xpgan.drr import render_drr, render_drr_batch
+
+    results = {name: render_drr(v, sp, g, backend="cuda", output="line_integral") for name, (v, sp, g) in cases().items()}
+    v, sp, g = cases()["cone_pa"]
+    results["batch"] = render_drr_batch(np.stack([v, v[::-1].copy()]), [sp, sp], g, backend="cuda", output="line_integral")
+    np.savez(out_path, **results)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

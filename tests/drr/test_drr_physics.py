@@ -1,0 +1,59 @@
+"""HU -> mu, the image map and its attributes, mu_water scaling."""
+import json
+
+import numpy as np
+import pytest
+
+from xpgan.drr import (P_REF, ParallelGeometry, hu_to_mu, image_map_attrs, image_to_line_integral,
+                       line_integral_to_image, render_drr)
+
+
+def test_hu_to_mu_closed_form():
+    mu = hu_to_mu(np.array([-1200.0, -1000.0, -850.0, 0.0, 1000.0]), mu_water=0.02)
+    np.testing.assert_allclose(mu, [0.0, 0.0, 0.003, 0.02, 0.04], rtol=1e-6, atol=0)
+    assert mu[1] == 0.0 and mu[2] > 0  # air exactly 0, lung distinct from air
+
+
+def test_image_map_is_monotone_fixed_and_in_unit_range():
+    p = np.linspace(0, 50, 1001, dtype=np.float32)
+    img = line_integral_to_image(p)
+    assert img[0] == 0.0 and np.all(np.diff(img) >= 0) and img[-1] <= 1.0
+    np.testing.assert_allclose(line_integral_to_image(np.float32(P_REF)), 1 - np.exp(-1), rtol=1e-6)
+    np.testing.assert_allclose(image_to_line_integral(img[:200]), p[:200], rtol=1e-4, atol=1e-5)
+
+
+def test_image_output_is_the_map_of_line_integrals():
+    rng = np.random.default_rng(2)
+    hu = rng.uniform(-1000, 1500, size=(5, 6, 7)).astype(np.float32)
+    g = ParallelGeometry(size=8)
+    p = render_drr(hu, (1.0, 2.0, 1.5), g, backend="cpu", output="line_integral")
+    img = render_drr(hu, (1.0, 2.0, 1.5), g, backend="cpu", output="image")
+    np.testing.assert_allclose(img, line_integral_to_image(p), rtol=1e-6)
+
+
+def test_line_integral_scales_with_mu_water():
+    hu = np.full((3, 4, 5), 250.0, dtype=np.float32)
+    g = ParallelGeometry(size=3, pixel_mm=0.5)
+    a = render_drr(hu, (1, 1, 1), g, backend="cpu", output="line_integral", mu_water=0.02)
+    b = render_drr(hu, (1, 1, 1), g, backend="cpu", output="line_integral", mu_water=0.03)
+    np.testing.assert_allclose(b, 1.5 * a, rtol=1e-6)
+    np.testing.assert_allclose(a, 0.02 * 1.25 * 4, rtol=1e-6)
+
+
+def test_image_map_attrs_are_json_and_name_parameters():
+    attrs = image_map_attrs()
+    assert json.loads(json.dumps(attrs)) == attrs
+    assert attrs["p_ref"] == P_REF and "exp" in attrs["formula"]
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(backend="gpu"), "auto, cpu, cuda"),
+                                           (dict(output="png"), "image, line_integral"),
+                                           (dict(mu_water=-1.0), "mu_water")])
+def test_bad_render_arguments_raise_value_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        render_drr(np.zeros((2, 2, 2), np.float32), (1, 1, 1), ParallelGeometry(size=2), **kwargs)
+
+
+def test_non_3d_volume_is_rejected():
+    with pytest.raises(ValueError, match="3 dimensions"):
+        render_drr(np.zeros((4, 4), np.float32), (1, 1, 1), ParallelGeometry(size=2))

@@ -1,0 +1,118 @@
+"""xpgan.pipeline.store: layout, done flags, resume identity, overwrite safety, lock, failure records."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from xpgan.errors import XPGANError
+from xpgan.pipeline import store as st
+
+ARRAYS = {"image": ("float32", (6, 5)), "label": ("int8", ()), "name": st.ArraySpec("str")}
+
+
+def make(path, n=10, identity=None, **kw):
+    return st.create_or_open(path, kind="test", arrays=ARRAYS, n_items=n, attrs={"note": "x"},
+                             identity=identity or {"opt": 1}, items_per_shard=4, **kw)
+
+
+def item(i):
+    return {"image": np.full((6, 5), i, np.float32), "label": i % 3 - 1, "name": f"item-{i}"}
+
+
+def test_round_trip_and_done_flags(tmp_path):
+    g = make(tmp_path / "s.zarr")
+    st.write_items(g, {i: item(i) for i in (0, 1, 2, 3, 7)})
+    done = st.done_mask(g)
+    assert done.tolist() == [i in (0, 1, 2, 3, 7) for i in range(10)]
+    for i in (0, 1, 2, 3, 7):
+        np.testing.assert_array_equal(g["image"][i], np.full((6, 5), i, np.float32))
+        assert int(g["label"][i]) == i % 3 - 1
+        assert str(g["name"][i]) == f"item-{i}"
+    assert g.attrs["xpgan"]["kind"] == "test" and g.attrs["xpgan"]["note"] == "x"
+
+
+def test_images_are_sharded_small_arrays_are_not(tmp_path):
+    g = make(tmp_path / "s.zarr")
+    assert g["image"].shards == (4, 6, 5) and g["image"].chunks == (1, 6, 5)
+    assert g["label"].shards is None and g["label"].chunks == (10,)
+    assert st.items_per_shard(g) == 4
+
+
+def test_reopen_resumes_with_same_identity(tmp_path):
+    g = make(tmp_path / "s.zarr")
+    st.write_items(g, {5: item(5)})
+    g2 = make(tmp_path / "s.zarr")
+    assert st.done_mask(g2)[5] and st.done_mask(g2).sum() == 1
+
+
+def test_reopen_with_other_identity_is_refused(tmp_path):
+    make(tmp_path / "s.zarr")
+    with pytest.raises(XPGANError, match="--overwrite"):
+        make(tmp_path / "s.zarr", identity={"opt": 2})
+
+
+def test_overwrite_starts_again(tmp_path):
+    g = make(tmp_path / "s.zarr")
+    st.write_items(g, {5: item(5)})
+    g2 = make(tmp_path / "s.zarr", identity={"opt": 2}, overwrite=True)
+    assert st.done_mask(g2).sum() == 0
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_store(tmp_path):
+    d = tmp_path / "precious"
+    d.mkdir()
+    (d / "thesis.txt").write_text("do not delete")
+    with pytest.raises(XPGANError, match="not a Zarr store"):
+        make(d, overwrite=True)
+    assert (d / "thesis.txt").exists()
+
+
+def test_failures_in_attrs_and_csv(tmp_path):
+    g = make(tmp_path / "s.zarr")
+    st.set_failures(g, tmp_path / "s.zarr", [{"index": 3, "id": "b", "path": "x/b.nii", "reason": "truncated"},
+                                             {"index": 1, "id": "a", "path": "x/a.nii", "reason": "2D"}])
+    assert [f["index"] for f in st.get_failures(g)] == [1, 3]
+    with open(st.failures_csv_path(tmp_path / "s.zarr")) as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["path"], r["reason"]) for r in rows] == [("x/a.nii", "2D"), ("x/b.nii", "truncated")]
+    st.set_failures(g, tmp_path / "s.zarr", [])
+    assert not st.failures_csv_path(tmp_path / "s.zarr").exists()
+
+
+def test_second_lock_is_refused_while_first_is_held(tmp_path):
+    with st.StoreLock(tmp_path / "s.zarr"):
+        with pytest.raises(XPGANError, match="another process"):
+            st.StoreLock(tmp_path / "s.zarr").acquire()
+    st.StoreLock(tmp_path / "s.zarr").acquire().release()
+
+
+def test_lock_of_a_sigkilled_process_is_released(tmp_path):
+    code = ("import sys, time; from xpgan.pipeline.store import StoreLock; "
+            f"StoreLock({str(tmp_path / 's.zarr')!r}).acquire(); print('held', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with pytest.raises(XPGANError, match=f"pid {proc.pid}"):
+            st.StoreLock(tmp_path / "s.zarr").acquire()
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    deadline = time.time() + 5
+    while True:
+        try:
+            st.StoreLock(tmp_path / "s.zarr").acquire().release()
+            break
+        except XPGANError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_open_store_rejects_non_stores(tmp_path):
+    with pytest.raises(XPGANError):
+        st.open_store(tmp_path)

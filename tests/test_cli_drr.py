@@ -1,0 +1,100 @@
+"""`xpgan drr render` and `xpgan bench drr` through typer's CliRunner, including bad input."""
+import gzip
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from xpgan.cli import app
+from xpgan.pipeline.writers import write_nifti
+
+runner = CliRunner()
+
+
+def marker_volume():
+    hu = np.full((20, 16, 24), -1000.0, dtype=np.float32)  # [d, h, w]: S->I, A->P, R->L
+    hu[4:10, 3:13, 3:21] = 0.0                             # a water body
+    hu[1:4, 6:9, 1:4] = 2500.0                             # dense marker: superior, patient right
+    return hu
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("axcodes", [("I", "P", "L"), ("R", "A", "S"), ("L", "P", "S")])
+@pytest.mark.parametrize("geometry, view", [("cone", "pa"), ("cone", "ap"), ("parallel", "pa")])
+def test_marker_at_right_superior_lands_top_left_through_reader_and_cli(tmp_path, axcodes, geometry, view):
+    ct = write_nifti(tmp_path / "ct.nii.gz", marker_volume(), (2.0, 2.5, 1.5), axcodes=axcodes)
+    out = tmp_path / "drr.npy"
+    res = run("drr", "render", ct, out, "--geometry", geometry, "--view", view, "--size", 32, "--backend", "cpu",
+              "--sdd", 500, "--sid", 400)
+    assert res.exit_code == 0, res.output
+    img = np.load(out)
+    assert img.dtype == np.float32 and img.shape == (32, 32)
+    r, c = np.unravel_index(np.argmax(img), img.shape)
+    assert r < 8 and c < 8
+
+
+def test_png_output_is_8_bit(tmp_path):
+    from PIL import Image
+
+    ct = write_nifti(tmp_path / "ct.nii.gz", marker_volume(), (2.0, 2.5, 1.5))
+    res = run("drr", "render", ct, tmp_path / "drr.png", "--size", 24, "--backend", "cpu", "--output", "line-integral")
+    assert res.exit_code == 0, res.output
+    img = np.asarray(Image.open(tmp_path / "drr.png"))
+    assert img.dtype == np.uint8 and img.shape == (24, 24) and img.max() == 255
+
+
+def assert_one_line_error(res, *fragments):
+    assert res.exit_code != 0
+    text = res.output.strip()
+    assert "Traceback" not in text and len(text.splitlines()) == 1, text
+    assert text.startswith("error:")
+    for f in fragments:
+        assert f in text, text
+
+
+def test_missing_file_is_one_line_error(tmp_path):
+    assert_one_line_error(run("drr", "render", tmp_path / "nope.nii.gz", tmp_path / "o.npy", "--backend", "cpu"),
+                          "nope.nii.gz")
+
+
+def test_non_image_file_is_one_line_error(tmp_path):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not a CT")
+    assert_one_line_error(run("drr", "render", bad, tmp_path / "o.npy", "--backend", "cpu"), "notes.txt")
+
+
+def test_truncated_nifti_is_one_line_error(tmp_path):
+    ct = write_nifti(tmp_path / "ct.nii.gz", marker_volume(), (2.0, 2.5, 1.5))
+    raw = gzip.decompress(ct.read_bytes())
+    (tmp_path / "cut.nii.gz").write_bytes(gzip.compress(raw[: len(raw) // 2])[:-20])
+    assert_one_line_error(run("drr", "render", tmp_path / "cut.nii.gz", tmp_path / "o.npy", "--backend", "cpu"),
+                          "cut.nii.gz")
+
+
+def test_2d_image_is_one_line_error(tmp_path):
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.zeros((16, 16), np.int16), np.eye(4)), str(tmp_path / "flat.nii"))
+    assert_one_line_error(run("drr", "render", tmp_path / "flat.nii", tmp_path / "o.npy", "--backend", "cpu"),
+                          "flat.nii")
+
+
+@pytest.mark.parametrize("args, fragment", [(["--geometry", "fan"], "cone, parallel"),
+                                            (["--backend", "gpu"], "auto, cpu, cuda"),
+                                            (["--sid", "5"], "source inside the volume")])
+def test_bad_options_are_one_line_errors(tmp_path, args, fragment):
+    ct = write_nifti(tmp_path / "ct.nii.gz", marker_volume(), (2.0, 2.5, 1.5))
+    assert_one_line_error(run("drr", "render", ct, tmp_path / "o.npy", "--sdd", 600, *args), fragment)
+
+
+def test_bad_output_suffix_is_one_line_error(tmp_path):
+    assert_one_line_error(run("drr", "render", tmp_path / "ct.nii.gz", tmp_path / "o.jpg"), ".npy or .png")
+
+
+def test_bench_drr_prints_figures():
+    res = run("bench", "drr", "--depth", 8, "--height", 16, "--width", 16, "--size", 16, "--repeats", 2)
+    assert res.exit_code == 0, res.output
+    assert "DRRs/s" in res.output and "ns per step per core" in res.output and "JIT" in res.output
