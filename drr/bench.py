@@ -18,6 +18,7 @@ from xpgan.drr.geometry import ConeGeometry, Geometry, ParallelGeometry
 class DRRBenchResult:
     backend: str
     volume_shape: tuple   # (d, h, w)
+    spacing_mm: tuple     # (sd, sh, sw)
     detector: int         # pixels per side
     geometry: str
     batch: int            # DRRs per call
@@ -28,19 +29,25 @@ class DRRBenchResult:
     steps_per_drr: int    # ray-voxel steps (voxels crossed) per DRR
     steps_per_s: float
     ns_per_step_core: float  # threads / steps_per_s (cpu), or 1/steps_per_s (cuda), in ns
+    cpu_ns_per_step: float | None = None  # process CPU time per step (all threads), ns: insensitive to other load
     kernel_only_drrs_per_s: float | None = None  # cuda: volumes already on the GPU
     load_avg_1min: float | None = None
 
     def lines(self) -> list[str]:
         d, h, w = self.volume_shape
         out = [
-            f"backend {self.backend}, {self.geometry} geometry, volume {d}x{h}x{w} (d x h x w), "
+            f"backend {self.backend}, {self.geometry} geometry, chest-like int16 volume {d}x{h}x{w} (d x h x w) at "
+            f"{'x'.join(f'{s:g}' for s in self.spacing_mm)} mm, "
             f"detector {self.detector}x{self.detector}, batch {self.batch}, threads {self.threads or '-'}",
             f"JIT/compile time: {self.compile_s:.2f} s (excluded below)",
             f"best call: {self.best_call_s * 1e3:.2f} ms -> {self.drrs_per_s:.1f} DRRs/s",
             f"ray-voxel steps: {self.steps_per_drr / 1e6:.2f} M per DRR -> {self.steps_per_s / 1e6:.0f} M steps/s, "
-            f"{self.ns_per_step_core:.2f} ns per step per core",
+            f"{self.ns_per_step_core:.2f} ns per step " + ("per core (wall time)" if self.backend == "cpu" else "(whole GPU)"),
         ]
+        if self.cpu_ns_per_step is not None:
+            out.append(f"CPU time (all threads, best call): {self.cpu_ns_per_step:.2f} ns per step "
+                       f"-> {max(1, self.threads) * 1e9 / (self.cpu_ns_per_step * max(1, self.steps_per_drr)):.1f} DRRs/s "
+                       f"if each of the {self.threads} threads had a core to itself")
         if self.kernel_only_drrs_per_s is not None:
             out.append(f"kernel only (volume resident on GPU): {self.kernel_only_drrs_per_s:.0f} DRRs/s")
         if self.load_avg_1min is not None:
@@ -108,11 +115,12 @@ def bench_drr(*, shape=(64, 256, 256), spacing_mm=(5.0, 1.4, 1.4), size: int = 2
     t = time.perf_counter()
     call()
     first = time.perf_counter() - t
-    times = []
+    times, cpu_times = [], []
     for _ in range(max(1, repeats)):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         call()
         times.append(time.perf_counter() - t)
+        cpu_times.append(time.process_time() - c)
     best = min(times)
     steps = count_steps(shape, spacing_mm, geom)
     rate = batch / best
@@ -121,30 +129,32 @@ def bench_drr(*, shape=(64, 256, 256), spacing_mm=(5.0, 1.4, 1.4), size: int = 2
 
         threads = numba.get_num_threads()
         ns = threads / (steps * rate) * 1e9
+        cpu_ns = min(cpu_times) / (batch * steps) * 1e9
         kernel_rate = None
     else:
         threads = 0
         ns = 1e9 / (steps * rate)
+        cpu_ns = None
         kernel_rate = _cuda_kernel_only_rate(vol, spacing_mm, geom, batch, repeats)
-    return DRRBenchResult(backend, tuple(shape), size, geometry, batch, threads, max(0.0, first - best), best,
-                          rate, steps, steps * rate, ns, kernel_rate, load)
+    return DRRBenchResult(backend, tuple(shape), tuple(float(s) for s in spacing_mm), size, geometry, batch, threads, max(0.0, first - best), best,
+                          rate, steps, steps * rate, ns, cpu_ns, kernel_rate, load)
 
 
 def _cuda_kernel_only_rate(vol, spacing_mm, geom, batch, repeats) -> float:
     from numba import cuda
 
-    from xpgan.drr.siddon_cuda import hu_to_mu_device, render_mu_device
+    from xpgan.drr.siddon_cuda import prefix_sums_device, render_device
 
-    mu = hu_to_mu_device(cuda.to_device(np.ascontiguousarray(vol)[None]), 0.02)
+    vol_dev = prefix_sums_device(cuda.to_device(np.ascontiguousarray(vol)[None]), 1000.0)
     rays = np.repeat(geom.rays(vol.shape, spacing_mm).as_array()[None], batch, axis=0)
     spacing = np.repeat(np.asarray(spacing_mm, np.float64)[None], batch, axis=0)
     vol_index = np.zeros(batch, np.int64)
-    out = render_mu_device(mu, vol_index, spacing, rays, geom.size)
+    out = render_device(vol_dev, vol_index, spacing, rays, geom.size)
     cuda.synchronize()
     best = np.inf
     for _ in range(max(1, repeats)):
         t = time.perf_counter()
-        render_mu_device(mu, vol_index, spacing, rays, geom.size, out_dev=out)
+        render_device(vol_dev, vol_index, spacing, rays, geom.size, out_dev=out)
         cuda.synchronize()
         best = min(best, time.perf_counter() - t)
     return batch / best

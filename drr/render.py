@@ -13,6 +13,7 @@ from typing import Sequence, Union
 import numpy as np
 
 from xpgan.drr.geometry import ConeGeometry, DRRArgumentError, Geometry, ParallelGeometry
+from xpgan.errors import XPGANError
 from xpgan.drr.physics import OUTPUTS, check_mu_water, line_integral_to_image, MU_WATER_PER_MM
 
 BACKENDS = ("auto", "cpu", "cuda")
@@ -31,7 +32,15 @@ def resolve_backend(backend: str) -> str:
         raise DRRArgumentError(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
     if backend == "auto":
         return "cuda" if cuda_available() else "cpu"
+    if backend == "cuda" and not _cuda_usable():
+        raise XPGANError("backend 'cuda' requested but no CUDA GPU is available (use --backend cpu or auto)")
     return backend
+
+
+def _cuda_usable() -> bool:
+    from numba import config
+
+    return bool(config.ENABLE_CUDASIM) or cuda_available()
 
 
 def _check_output(output: str) -> None:
@@ -103,7 +112,7 @@ def render_drr(volume_hu: np.ndarray, spacing_mm, geometry: Geometry, *, backend
     spacing_mm: (sd, sh, sw) voxel spacing, mm.
     geometry: ConeGeometry or ParallelGeometry.
     backend: "auto" (cuda when a real GPU is present, else cpu) | "cpu" | "cuda".
-    output: "image" (1 - exp(-p / P_REF), in [0, 1]) | "line_integral" (p = integral of mu dl).
+    output: "image" (1 - exp(-(p / P_REF)^2), in [0, 1]) | "line_integral" (p = integral of mu dl).
     mu_water: attenuation of water, 1/mm.
     Returns float32 [size, size], rows superior->inferior, columns patient right->left.
     """

@@ -91,6 +91,20 @@ def prune(run_dir: str | Path, keep: int) -> None:
         p.unlink(missing_ok=True)
 
 
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over a state_dict's keys and raw tensor bytes (to compare weights across ranks/runs)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key, t in state_dict.items():
+        h.update(key.encode())
+        if isinstance(t, torch.Tensor):
+            t = t.detach().cpu().contiguous()
+            h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 # ------------------------------------------------------------------------------------------ RNG states
 def rng_state() -> dict[str, Any]:
     py = random.getstate()

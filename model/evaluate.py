@@ -111,6 +111,8 @@ def evaluate(checkpoint: str | Path, cxr_store: str | Path, *, split: str = "tes
         "counts": {"items": int(len(y)), "positive": int(y.sum()), "negative": int(len(y) - y.sum()),
                    "val_items": int(len(y_val)), "val_positive": int(y_val.sum())},
         "auroc": M.auroc(y, s),
+        # headline figures at threshold 0.5 (the same numbers as in "at_0.5")
+        **{k: v for k, v in M.prf(M.confusion(y, s, 0.5)).items()},
         "at_0.5": M.summary(y, s, 0.5),
         "at_best_val_f1": {**M.summary(y, s, best_t), "threshold_source": threshold_source},
         "val": {"auroc": M.auroc(y_val, s_val) if len(y_val) else float("nan"),

@@ -71,17 +71,22 @@ def pr_curve(y_true, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def best_f1_threshold(y_true, scores) -> float:
-    """The threshold (one of the scores) with the highest F1; ties go to the highest threshold;
-    0.5 when there are no scores or no positives."""
+    """The threshold with the highest F1 on (y_true, scores): the best cut between distinct scores
+    (ties go to the highest), placed midway between the lowest score it accepts and the next lower
+    score, so that it generalises rather than sitting on a positive's score. 0.5 when there are no
+    scores or no positives."""
     y, s = _check(y_true, scores)
     if s.size == 0 or y.sum() == 0:
         return 0.5
-    best_t, best_f = 0.5, -1.0
-    for t in np.unique(s)[::-1]:
+    uniq = np.unique(s)[::-1]
+    best_i, best_f = 0, -1.0
+    for i, t in enumerate(uniq):
         f = prf(confusion(y, s, t))["f1"]
         if f > best_f:
-            best_t, best_f = float(t), f
-    return best_t
+            best_i, best_f = i, f
+    if best_i + 1 < len(uniq):
+        return float((uniq[best_i] + uniq[best_i + 1]) / 2.0)
+    return float(uniq[best_i])
 
 
 def summary(y_true, scores, threshold: float) -> dict:

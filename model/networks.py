@@ -376,8 +376,7 @@ def _read_state_dict(path: str) -> dict[str, Tensor]:
     return out
 
 
-def _load_imagenet_weights(net: nn.Module, path: str) -> None:
-    sd = _read_state_dict(path)
+def _load_imagenet_weights(net: nn.Module, sd: dict[str, Tensor], path: str) -> None:
     sd = {k: v for k, v in sd.items() if not k.startswith("classifier.")}   # drop the 1000-class head
     conv0 = sd.get("features.conv0.weight")
     if conv0 is not None and conv0.ndim == 4 and conv0.shape[1] == 3:
@@ -404,6 +403,7 @@ def build_classifier(cfg: NetConfig, weights_path: str | None = None) -> nn.Modu
 
     if cfg.img_res < 32:
         raise XPGANError(f"the DenseNet121 classifier needs img_res >= 32, got {cfg.img_res}")
+    sd = _read_state_dict(os.fspath(weights_path)) if weights_path is not None else None   # fail fast
     net = densenet121(weights=None)                                   # never downloads
     old = net.features.conv0
     net.features.conv0 = nn.Conv2d(1, old.out_channels, kernel_size=old.kernel_size, stride=old.stride,
@@ -411,8 +411,8 @@ def build_classifier(cfg: NetConfig, weights_path: str | None = None) -> nn.Modu
     nn.init.kaiming_normal_(net.features.conv0.weight)
     net.classifier = nn.Linear(net.classifier.in_features, 2)
     nn.init.zeros_(net.classifier.bias)
-    if weights_path is not None:
-        _load_imagenet_weights(net, os.fspath(weights_path))
+    if sd is not None:
+        _load_imagenet_weights(net, sd, os.fspath(weights_path))
     return Classifier(net)
 
 

@@ -42,6 +42,7 @@ class TrainResult:
     steps_per_s: float
     samples_per_s: float              # CT + CXR items per second, all ranks
     last_stats: dict[str, float] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)   # sha256 of each network's weights (this rank)
 
 
 # ---------------------------------------------------------------------------------------- networks
@@ -189,6 +190,10 @@ class _Trainer:
         from xpgan.model.networks import PRESETS, net_config_for
 
         cfg, device = self.cfg, self.device
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         cxr_info = cxr_store_info(cfg.cxr)
         img_res = cxr_info.img_res
         ct_shape = PRESETS[cfg.preset].ct_shape
@@ -234,7 +239,9 @@ class _Trainer:
         self.ct_stream = None
         if cfg.mode in ("xpgan", "drr"):
             self.ct_stream = BatchStream(
-                CTDataset(cfg.ct, hu_window=self.net_cfg.hu_window, with_volume=cfg.mode == "xpgan"),
+                # mode xpgan also learns G/D from CTs of unknown label (-1; the loss skips them in CE)
+                CTDataset(cfg.ct, hu_window=self.net_cfg.hu_window, with_volume=cfg.mode == "xpgan",
+                          labelled_only=cfg.mode == "drr"),
                 batch_size=cfg.batch_size, seed=cfg.seed + 1, rank=self.rank, world_size=self.world,
                 num_workers=cfg.num_workers, pin_memory=device.type == "cuda", name=str(cfg.ct))
         if cfg.max_steps is not None:
@@ -466,7 +473,14 @@ class _Trainer:
                            checkpoint=str(self.last_checkpoint) if self.last_checkpoint else None,
                            seconds=seconds, steps_per_s=steps / seconds if seconds > 0 else 0.0,
                            samples_per_s=steps * per_step_items * self.world / seconds if seconds > 0 else 0.0,
-                           last_stats={k: v for k, v in stats.items() if not k.startswith("__")})
+                           last_stats={k: v for k, v in stats.items() if not k.startswith("__")},
+                           digests=self._digests())
+
+    def _digests(self) -> dict[str, str]:
+        out = {k: ckpt_io.weights_digest(m.state_dict()) for k, m in self.nets.items()}
+        if self.G_ema is not None:
+            out["G_ema"] = ckpt_io.weights_digest(self.G_ema.state_dict())
+        return out
 
 
 def _phases_for(mode: str) -> tuple[str, ...]:

@@ -177,13 +177,11 @@ def read_dicom_cxr(path: str | os.PathLike) -> np.ndarray:
         if photometric in ("MONOCHROME1", "MONOCHROME2"):
             if raw.ndim != 2:
                 raise InputError(path, f"unexpected pixel array shape {raw.shape}")
-            x = _dicom_grey_to_unit(raw, ds, apply_modality_lut, apply_voi_lut)
-            if photometric == "MONOCHROME1":
-                x = 1.0 - x
+            x = _dicom_grey_to_unit(raw, ds, apply_modality_lut, apply_voi_lut,
+                                    invert=photometric == "MONOCHROME1")
         elif photometric == "PALETTE COLOR":
-            rgb = apply_color_lut(raw, ds).astype(np.float64)
-            bits = int(ds.get("BitsAllocated", 8) or 8)
-            x = _grey_from_rgb(rgb / (255.0 if rgb.max() <= 255 else 65535.0 if bits <= 16 else rgb.max()))
+            rgb = np.asarray(apply_color_lut(raw, ds))  # uint8 or uint16 by the palette's entry size
+            x = _grey_from_rgb(rgb.astype(np.float64) / float(np.iinfo(rgb.dtype).max))
         elif raw.ndim == 3 and raw.shape[-1] == 3:  # RGB, and YBR converted to RGB by pydicom
             bits = int(ds.get("BitsStored", 8) or 8)
             x = _grey_from_rgb(raw.astype(np.float64) / float(2 ** bits - 1))
@@ -193,20 +191,31 @@ def read_dicom_cxr(path: str | os.PathLike) -> np.ndarray:
         raise
     except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
         raise InputError(path, f"cannot apply DICOM LUTs ({type(exc).__name__}: {exc})") from None
-    return _check_image(np.clip(x, 0.0, 1.0).astype(np.float32), path)
+    return _check_image(x if x.dtype == np.float32 and photometric.startswith("MONOCHROME")
+                        else np.clip(x, 0.0, 1.0).astype(np.float32), path)
 
 
-def _dicom_grey_to_unit(raw: np.ndarray, ds, apply_modality_lut, apply_voi_lut) -> np.ndarray:
-    """Stored grey values [H, W] -> float [H, W] in [0, 1] (before any MONOCHROME1 inversion)."""
+def _dicom_grey_to_unit(raw: np.ndarray, ds, apply_modality_lut, apply_voi_lut, invert: bool) -> np.ndarray:
+    """Stored grey values [H, W] -> float32 [H, W] in [0, 1], inverted (1 - x) for MONOCHROME1."""
     if raw.dtype.kind in "iu" and raw.dtype.itemsize <= 2:
-        # Integer data of <= 16 bits: run pydicom's LUTs once per stored value in [min, max] (at most
-        # 65536 values) and gather, instead of on every pixel: ~10x faster on a 3000 x 2500 plate.
-        lo, hi = int(raw.min()), int(raw.max())
-        domain = np.arange(lo, hi + 1, dtype=np.int64)
-        counts = np.bincount((raw.astype(np.int64) - lo).ravel() if lo else raw.ravel(), minlength=hi - lo + 1)
-        table = _grey_map(domain, counts, ds, apply_modality_lut, apply_voi_lut)
-        return table[(raw.astype(np.int64) - lo) if lo else raw]
-    return _grey_map(raw, None, ds, apply_modality_lut, apply_voi_lut)
+        # Integer data of <= 16 bits: run pydicom's LUTs once on every possible stored value (65536 at most)
+        # and gather through the bit pattern, instead of on every pixel (~10x faster on a large plate).
+        code_t = np.uint8 if raw.dtype.itemsize == 1 else np.uint16
+        codes = raw.view(code_t)  # [H, W]: the bit pattern indexes the table
+        domain = np.arange(np.iinfo(code_t).max + 1, dtype=code_t).view(raw.dtype).astype(np.int64)
+        needs_counts = not (ds.get("VOILUTSequence") or ("WindowCenter" in ds and "WindowWidth" in ds))
+        counts = np.bincount(codes.ravel(), minlength=domain.size) if needs_counts else None
+        if counts is not None:  # only values present in the image take part in the percentiles
+            present = counts > 0
+            table = np.zeros(domain.size, dtype=np.float64)
+            table[present] = _grey_map(domain[present], counts[present], ds, apply_modality_lut, apply_voi_lut)
+        else:
+            table = _grey_map(domain, None, ds, apply_modality_lut, apply_voi_lut)
+        if invert:
+            table = 1.0 - table
+        return table.astype(np.float32)[codes]
+    x = _grey_map(raw, None, ds, apply_modality_lut, apply_voi_lut)
+    return (1.0 - x if invert else x).astype(np.float32)
 
 
 def _percentiles(values: np.ndarray, weights: np.ndarray | None, qs) -> tuple[float, float]:

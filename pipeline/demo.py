@@ -31,18 +31,23 @@ _PARTS = ("archives", "stores", "sheets", "runs")
 class DemoConfig:
     out: str = "demo_out"                       # output folder (created; reused only if it holds a demo)
     seed: int = 0
-    n_ct: int = 20                              # CT studies written
+    n_ct: int = 16                              # CT studies written
     ct_shape: tuple[int, int, int] = (40, 512, 512)   # (d, h, w) of the written studies, voxels (d varies +-4)
-    prep_shape: tuple[int, int, int] = (32, 128, 128)  # (d, h, w) of the store's volumes, voxels
-    drr_size: int = 128                         # DRR pixels per side
+    size: int = 64                              # DRR and CXR store pixels per side (the networks' resolution)
+    prep_depth: int = 32                        # slices of the store's volumes (volumes are depth x size x size)
     n_cxr: int = 80                             # frontal radiographs written (plus a few lateral/CT rows)
     cxr_positive_fraction: float = 0.2
     cxr_image_px: int = 256                     # rows of the written radiographs, pixels
-    cxr_size: int = 128                         # CXR store pixels per side (must equal drr_size for training)
-    train_steps: int = 60
+    cxr_phantom_shape: tuple[int, int, int] = (64, 112, 112)  # phantom projected per radiograph, voxels
+    train_steps: int = 40
     batch_size: int = 4
     workers: Optional[int] = None               # Dask workers for prep (None: the machine's cores)
+    processes: bool = False                     # Dask worker processes (True) or threads (False: starts faster)
     progress: bool = True
+
+    @property
+    def prep_shape(self) -> tuple[int, int, int]:
+        return (self.prep_depth, self.size, self.size)
 
 
 @dataclass
@@ -88,9 +93,8 @@ def run_demo(cfg: DemoConfig, *, log: Callable[[str], None] = print) -> DemoResu
     """Run every step of the demo into cfg.out; returns where each output is and how long each step took."""
     from xpgan.pipeline.phantoms import write_cxr_archive, write_mosmed_archive
 
-    if cfg.cxr_size != cfg.drr_size:
-        raise XPGANError(f"cxr_size ({cfg.cxr_size}) must equal drr_size ({cfg.drr_size}): the networks see one "
-                         "image size")
+    if cfg.size < 16 or cfg.n_ct < 2 or cfg.n_cxr < 8 or cfg.train_steps < 1:
+        raise XPGANError("demo: size must be >= 16 px, with at least 2 CT studies, 8 radiographs and 1 step")
     out = Path(cfg.out)
     _prepare_out(out)
     res = DemoResult(out=str(out))
@@ -106,7 +110,7 @@ def run_demo(cfg: DemoConfig, *, log: Callable[[str], None] = print) -> DemoResu
     mosmed, cxr_src = out / "archives" / "mosmed", out / "archives" / "cxr"
     write_mosmed_archive(mosmed, cfg.n_ct, seed=cfg.seed, shape=cfg.ct_shape)
     write_cxr_archive(cxr_src, cfg.n_cxr, seed=cfg.seed, positive_fraction=cfg.cxr_positive_fraction,
-                      size=cfg.cxr_image_px)
+                      size=cfg.cxr_image_px, phantom_shape=cfg.cxr_phantom_shape)
     paths["CT archive"], paths["CXR archive"] = str(mosmed), str(cxr_src)
     secs["archives"] = time.perf_counter() - t
 
@@ -114,10 +118,10 @@ def run_demo(cfg: DemoConfig, *, log: Callable[[str], None] = print) -> DemoResu
     from xpgan.drr import ConeGeometry
     from xpgan.pipeline.prep_drr import prep_drr
 
-    t = step(f"prep drr -> volumes {'x'.join(map(str, cfg.prep_shape))}, DRRs {cfg.drr_size}x{cfg.drr_size}")
+    t = step(f"prep drr -> volumes {'x'.join(map(str, cfg.prep_shape))}, DRRs {cfg.size}x{cfg.size}")
     ct_store = out / "stores" / "ct.zarr"
-    s = prep_drr(str(mosmed), str(ct_store), shape=cfg.prep_shape, geometry=ConeGeometry(view="pa", size=cfg.drr_size),
-                 workers=cfg.workers, progress=cfg.progress)
+    s = prep_drr(str(mosmed), str(ct_store), shape=cfg.prep_shape, geometry=ConeGeometry(view="pa", size=cfg.size),
+                 workers=cfg.workers, progress=cfg.progress, processes=cfg.processes)
     _check_summary("prep drr", s)
     log(s.text() if hasattr(s, "text") else str(s))
     paths["CT store"] = str(ct_store)
@@ -126,10 +130,10 @@ def run_demo(cfg: DemoConfig, *, log: Callable[[str], None] = print) -> DemoResu
     # 3. prep cxr
     from xpgan.pipeline.prep_cxr import prep_cxr
 
-    t = step(f"prep cxr -> images {cfg.cxr_size}x{cfg.cxr_size}")
+    t = step(f"prep cxr -> images {cfg.size}x{cfg.size}")
     cxr_store = out / "stores" / "cxr.zarr"
-    s = prep_cxr([str(cxr_src)], str(cxr_store), size=cfg.cxr_size, seed=cfg.seed, workers=cfg.workers,
-                 progress=cfg.progress)
+    s = prep_cxr([str(cxr_src)], str(cxr_store), size=cfg.size, seed=cfg.seed, workers=cfg.workers,
+                 progress=cfg.progress, processes=cfg.processes)
     _check_summary("prep cxr", s)
     log(s.text() if hasattr(s, "text") else str(s))
     paths["CXR store"] = str(cxr_store)

@@ -48,7 +48,8 @@ def summarize_store(group, path: str = "") -> str:
     done = np.asarray(group["done"][:], dtype=bool)
     n = int(done.size)
     lines = [f"{path}: {kind} store, {n} items, {int(done.sum())} done, {n - int(done.sum())} not done"
-             + ("" if meta.get("complete", True) else " (last run did not finish: rerun to resume)")]
+             + ("" if meta.get("complete", True) else " (last run incomplete: interrupted or items failed; "
+                                                        "rerun to resume and retry)")]
     arrays = ", ".join(f"{name} {group[name].dtype} {tuple(group[name].shape)}" for name in sorted(group.array_keys()))
     lines.append(f"arrays: {arrays}")
     label = np.asarray(group["label"][:]) if "label" in group else np.full(n, -1)

@@ -413,10 +413,9 @@ def _paint_lesions(cv: _Canvas, lung: np.ndarray, rng: np.random.Generator, seve
     scale = SEVERITY_RADIUS_SCALE[severity]
     core_frac = SEVERITY_CONSOLIDATION[severity] if pattern == "covid" else 0.55
 
-    inc_g = np.zeros(cv.shape, np.float32)   # HU added by ground glass (max over lesions)
-    w_g = np.zeros(cv.shape, np.float32)
-    inc_c = np.zeros(cv.shape, np.float32)
-    w_c = np.zeros(cv.shape, np.float32)
+    inc_g = np.zeros(cv.shape, np.float32)   # HU added to the lung (max over lesions)
+    w_g = np.zeros(cv.shape, np.float32)     # ground-glass weight
+    w_c = np.zeros(cv.shape, np.float32)     # consolidation-core weight
     base = cv.hu
     for les in lesions[:n]:
         r, ry, rz = les["r"] * scale, les["ry"] * scale, les["rz"] * scale
@@ -438,13 +437,15 @@ def _paint_lesions(cv: _Canvas, lung: np.ndarray, rng: np.random.Generator, seve
         w = _smoothstep((1.0 - q) * np.float32(1 / 0.35))
         w *= 0.88 + 0.12 * tex
         np.maximum(w_g[box], w, out=w_g[box])
-        np.maximum(inc_g[box], w * (les["target"] - HU_LUNG), out=inc_g[box])
+        inc = w * (les["target"] - HU_LUNG)
         if core_frac > 0 and les["has_core"]:
             wc = _smoothstep((core_frac - q) / (0.25 * core_frac))
             np.maximum(w_c[box], wc, out=w_c[box])
-            np.maximum(inc_c[box], wc * (les["cons"] - les["target"]), out=inc_c[box])
+            inc += wc * (les["cons"] - les["target"])
+        # Overlapping lesions: the densest wins (no stacking beyond consolidation).
+        np.maximum(inc_g[box], inc, out=inc_g[box])
     sel = lung & (w_g > 0)
-    base[sel] = base[sel] + inc_g[sel] + inc_c[sel]
+    base[sel] = base[sel] + inc_g[sel]
     lab = cv.lab
     lab[sel & (w_g > 0.5)] = GGO
     lab[sel & (w_c > 0.5)] = CONSOLIDATION
@@ -718,7 +719,7 @@ def simulate_radiograph(
     log_e = np.log10(intensity)
     # Anchor: the film's mid-density sits between the lung fields and the mediastinum of this image.
     body = p > 0.5
-    ref = np.percentile(log_e[body], 35) if body.any() else np.median(log_e)
+    ref = np.percentile(log_e[body], 40) if body.any() else np.median(log_e)
     ref += 0.15 * np.log10(exposure)
     img = 1.0 / (1.0 + np.exp(gamma * np.log(10.0) * (log_e - ref)))  # low exposure -> bright
     if unsharp:
@@ -850,7 +851,7 @@ def write_cxr_archive(
     positive_fraction: float = 0.18,     # share of frontal images whose finding is COVID-19
     size: int = 320,                     # radiograph rows (columns vary a little around it), pixels
     phantom_shape: Sequence[int] = (72, 128, 128),  # CT phantom projected for each patient, voxels
-    z_margin_mm: float = 60.0,           # body above and below the chest in the projected phantom, mm
+    z_margin_mm: float = 35.0,           # body above and below the chest in the projected phantom, mm
     dicom_fraction: float = 0.15,        # share of frontal images saved as DICOM (a few MONOCHROME1)
     n_lateral: int | None = None,        # extra lateral (L) rows, to be filtered out; None: n_images // 20
     n_ct_rows: int | None = None,        # extra modality "CT" rows (an axial slice image); None: 1 if n >= 20
@@ -934,8 +935,8 @@ def write_cxr_archive(
         img = simulate_radiograph(
             p, img_rng, exposure=float(np.exp(img_rng.normal(0.0, 0.35))),
             photons=float(img_rng.uniform(1500.0, 12000.0)), scatter=float(img_rng.uniform(0.2, 0.9)),
-            gamma=float(img_rng.uniform(2.0, 4.0)), blur_px=float(img_rng.uniform(0.6, 1.8)),
-            unsharp=float(img_rng.uniform(0.0, 0.6)))
+            gamma=float(img_rng.uniform(1.0, 1.6)), blur_px=float(img_rng.uniform(0.6, 1.6)),
+            unsharp=float(img_rng.uniform(0.0, 0.4)))
         r0, c0 = (side - rows_px) // 2, (side - cols_px) // 2
         img = img[r0:r0 + rows_px, c0:c0 + cols_px].copy()
         if img_rng.uniform() < 0.6:
@@ -994,7 +995,7 @@ def write_cxr_archive(
             fname = f"cxr_{j:04d}_{int(rng.integers(0, 16 ** 6)):06x}{ext}"
         img_rng = np.random.default_rng([int(seed), 303, j])
         rows_px = size
-        cols_px = int(round(size * img_rng.uniform(0.85, 1.15) / 2)) * 2
+        cols_px = int(round(size * img_rng.uniform(0.82, 1.05) / 2)) * 2
         pseed = 10 ** 9 + int(seed) * 100_003 + pi
         if j in missing:
             fmt = "missing"

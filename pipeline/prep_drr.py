@@ -38,7 +38,6 @@ from xpgan.pipeline.runner import PrepSummary, Task
 CT_STORE_VERSION = 1
 DEFAULT_SHAPE = (64, 256, 256)
 DEFAULT_MEMORY_LIMIT_GB = 6.0
-_INT16 = np.iinfo(np.int16)
 
 __all__ = ["CT_STORE_VERSION", "DEFAULT_SHAPE", "PrepSummary", "estimate_item_bytes", "prep_drr", "process_ct"]
 
@@ -62,7 +61,7 @@ def process_ct(path: str, *, job: DRRJob) -> dict:
     """Read, resize and render one CT (runs on a Dask worker)."""
     from xpgan.drr import geometry_from_dict, render_drr
     from xpgan.pipeline.io import probe_ct, read_ct
-    from xpgan.pipeline.resize import resize_volume
+    from xpgan.pipeline.resize import quantize_int16, resize_volume
 
     header = probe_ct(path)
     if len(header.shape) != 3 or min(header.shape) < 2:
@@ -79,10 +78,10 @@ def process_ct(path: str, *, job: DRRJob) -> dict:
         raise InputError(path, f"not a 3D volume (shape {hu.shape})")
     vol, spacing = resize_volume(hu, spacing_in, job.shape)  # [D, H, W] float32, mm
     del hu
-    if not np.isfinite(vol).all():
-        raise InputError(path, "the volume holds non-finite values (NaN or inf)")
-    vol16 = np.clip(np.rint(vol), _INT16.min, _INT16.max).astype(np.int16)  # [D, H, W]
+    vol16, n_bad = quantize_int16(vol)  # [D, H, W] int16 = round(clip(vol))
     del vol
+    if n_bad:
+        raise InputError(path, f"the volume holds non-finite values (NaN or inf) in {n_bad} resized voxels")
     geometry = geometry_from_dict(job.geometry)
     drr = render_drr(vol16, spacing, geometry, backend=job.backend, output="image", mu_water=job.mu_water)
     return {"volume": vol16, "drr": np.asarray(drr, dtype=np.float32),

@@ -39,6 +39,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -209,11 +210,14 @@ def _start_client(workers: int | None, scheduler: str | None, processes: bool,
             raise XPGANError(f"cannot connect to the Dask scheduler at {scheduler}: {exc}") from None
         return client, None
     n = workers if workers else default_workers(memory_per_worker_gb)
-    # A worker killed while processing an item (e.g. out of memory) should fail that item, not be retried
-    # on every other worker.
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+    # A worker killed while processing an item (e.g. out of memory) should fail that item after a few
+    # tries, not be retried on every worker; items merely queued on a dying worker get the same count, so
+    # allow 3 attempts to keep such bystanders alive.
+    with dask.config.set({"distributed.scheduler.allowed-failures": 2}), warnings.catch_warnings():
+        # The scheduler's small HTTP server (health routes) moves off a busy port 8787 with a warning.
+        warnings.filterwarnings("ignore", message=".*already in use", category=UserWarning)
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
-                               dashboard_address=None, silence_logs=logging.ERROR)
+                               dashboard_address=None, silence_logs=logging.CRITICAL)
     return Client(cluster), cluster
 
 
@@ -281,7 +285,8 @@ def _run_dask(tasks, process_fn, groups: _Groups, bar: _Progress, result: RunRes
             try:
                 status, value = fut.result()
             except Exception as exc:  # the worker died on this item (KilledWorker) or the cluster failed
-                status, value = "fail", f"worker failed on this item: {type(exc).__name__}: {exc}"
+                first = str(exc).split(". ")[0].strip()
+                status, value = "fail", f"worker failed on this item ({type(exc).__name__}: {first})"
             fut.release()
             if status == "ok":
                 groups.add(t.index, value)

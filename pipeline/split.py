@@ -7,8 +7,10 @@ Rules:
   source name, so every source is split ~80:20 on its own, like the paper's Table 1). In each stratum the
   groups, sorted by key, are shuffled with a generator seeded by (seed, a stable digest of the stratum),
   then taken in that order into the test side whenever that brings the test image count closer to
-  `round(test_fraction * images in the stratum)`. Adding or removing a whole source therefore leaves the
-  other sources' splits unchanged.
+  `round(test_fraction * images in the stratum)`. When no group fits (all overshoot) but the target is at
+  least one image and the stratum has two groups or more, the smallest group goes to test, so a label is
+  not missing from the test side of a small source. Adding or removing a whole source leaves the other
+  sources' splits unchanged.
 """
 from __future__ import annotations
 
@@ -58,10 +60,16 @@ def grouped_stratified_split(labels: Sequence[int], groups: Sequence[Hashable], 
         target = int(round(float(test_fraction) * sizes.sum()))
         rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, _stable_int(f"{key[0]}|{key[1]}")])
         taken = 0
-        for j in rng.permutation(len(gs)):
+        order = rng.permutation(len(gs))
+        for j in order:
             if abs(taken + sizes[j] - target) < abs(taken - target):
                 taken += sizes[j]
                 split[members[gs[j]]] = TEST
+        if taken == 0 and target >= 1 and len(gs) >= 2:
+            # every group overshoots the target (e.g. 7 positives in groups of 3, 2, 2 at 20 %): rather than
+            # a test side without this label, take the smallest group (first in the shuffled order)
+            j = min(order, key=lambda k: sizes[k])
+            split[members[gs[j]]] = TEST
     return split
 
 

@@ -17,8 +17,9 @@ create_or_open(path, *, kind, arrays, n_items, attrs, identity, overwrite=False,
     telling the user to pass --overwrite. `overwrite=True` deletes an existing store first (only if it is a
     Zarr store or an empty folder). Call it while holding StoreLock.
     Layout: arrays whose items have 2+ dimensions (images, volumes) get chunks of one item inside shards of
-    `items_per_shard` items (default: ~128 MiB of the largest such array); arrays of scalars or short
-    vectors (label, spacing, ids, done) are one unsharded chunk.
+    `items_per_shard` items (default: ~128 MiB of the largest such array), compressed with Blosc LZ4 +
+    byte shuffle (fast to write and to read back in training); arrays of scalars or short vectors (label,
+    spacing, ids, done) are one unsharded chunk (zarr's default zstd).
 items_per_shard(group) -> int
     The shard size along the item axis (write whole shards at once from a single writer).
 write_items(group, results)
@@ -166,6 +167,14 @@ def digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _fast_codec():
+    """Blosc LZ4 with byte shuffle for images/volumes: ~5x faster to write and ~6x faster to read than
+    zarr's default zstd on CT volumes (bench/prep_bench.py), at a somewhat lower ratio."""
+    from zarr.codecs import BloscCodec
+
+    return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+
+
 def default_items_per_shard(specs: Mapping[str, ArraySpec], n_items: int) -> int:
     big = [s.item_bytes for s in specs.values() if s.sharded]
     if not big:
@@ -211,7 +220,8 @@ def create_or_open(path: str | os.PathLike, *, kind: str, arrays: Mapping[str, A
             group.create_array(name, shape=shape, dtype=str, chunks=shape, fill_value="")
         elif s.sharded:
             group.create_array(name, shape=shape, dtype=s.dtype, chunks=(1,) + s.item_shape,
-                               shards=(k,) + s.item_shape, fill_value=s.fill_value)
+                               shards=(k,) + s.item_shape, fill_value=s.fill_value,
+                               compressors=[_fast_codec()])
         else:
             group.create_array(name, shape=shape, dtype=s.dtype, chunks=shape, fill_value=s.fill_value)
     # Written last: a store whose attributes lack "xpgan" was interrupted while being created.

@@ -2,7 +2,7 @@
 
 Original Siddon form: collect every voxel-plane crossing of the ray inside the box, sort them, and
 charge each segment to the voxel containing its midpoint.  Independent of the incremental kernel.
-Same conventions as xpgan.drr.siddon_core: ray a + t (b - a), t >= 0, voxel i covers [i s, (i+1) s).
+Same conventions as xpgan.drr.siddon_cpu: ray a + t (b - a), t >= 0, voxel i covers [i s, (i+1) s).
 """
 from __future__ import annotations
 

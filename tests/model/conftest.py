@@ -109,6 +109,51 @@ def toy_stores(tmp_path_factory):
     return ct, cxr
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def store_writers():
     return write_ct_store, write_cxr_store
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny CPU training is faster and steadier on one intra-op thread on a shared 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_xpgan_config(ct, cxr, out, **over):
+    """A few-second xpgan run: tiny preset, batches of 2, Dreg every 2 steps."""
+    from xpgan.model.config import TrainConfig
+
+    kw = dict(ct=str(ct), cxr=str(cxr), mode="xpgan", out=str(out), max_steps=4, batch_size=2,
+              cxr_batch_size=2, preset="tiny", device="cpu", num_workers=0, r1_interval=2, log_every=1,
+              sample_every=2, checkpoint_every=100, progress=False, seed=3)
+    kw.update(over)
+    return TrainConfig(**kw)
+
+
+@pytest.fixture(scope="session")
+def tiny_xpgan_run(toy_stores, tmp_path_factory):
+    """(config, TrainResult) of one uninterrupted 4-step xpgan run on the toy stores."""
+    import torch
+
+    from xpgan.model.train import train
+
+    ct, cxr = toy_stores
+    cfg = tiny_xpgan_config(ct, cxr, tmp_path_factory.mktemp("runs") / "full")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = train(cfg)
+    finally:
+        torch.set_num_threads(before)
+    return cfg, result
+
+
+@pytest.fixture
+def xpgan_config():
+    return tiny_xpgan_config

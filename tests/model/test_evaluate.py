@@ -25,8 +25,10 @@ def test_auroc_counts_ordered_pairs():
 
 
 def test_best_f1_threshold_by_hand():
-    # thresholds 0.9, 0.8, 0.7, 0.4, 0.3, 0.1 give F1 1/2, 2/5, 2/3, 6/7, 3/4, 2/3
-    assert M.best_f1_threshold(Y, S) == pytest.approx(0.4)
+    # thresholds 0.9, 0.8, 0.7, 0.4, 0.3, 0.1 give F1 1/2, 2/5, 2/3, 6/7, 3/4, 2/3; the cut below 0.4
+    # sits midway to the next score 0.3
+    assert M.best_f1_threshold(Y, S) == pytest.approx(0.35)
+    assert M.prf(M.confusion(Y, S, 0.35))["f1"] == pytest.approx(6 / 7)
     assert M.prf(M.confusion(Y, S, 0.4))["f1"] == pytest.approx(6 / 7)
 
 

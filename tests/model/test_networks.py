@@ -16,6 +16,15 @@ from xpgan.model.networks import (GREY_MEAN, GREY_STD, PRESETS, Discriminator, G
                                   normalize_ct)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # many small ops: one thread avoids OpenMP spin-waiting when other jobs share the 2 cores
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
@@ -256,7 +265,7 @@ def test_classifier_loads_old_style_keys(tmp_path, fake_imagenet_state_dict):
     torch.testing.assert_close(C.net.state_dict()[key], fake_imagenet_state_dict[key])
 
 
-def test_classifier_weights_errors(tmp_path, fake_imagenet_state_dict):
+def test_classifier_weights_errors(tmp_path):
     cfg = net_config_for("tiny", (8, 32, 32), 32)
     with pytest.raises(XPGANError, match="not found"):
         build_classifier(cfg, weights_path=str(tmp_path / "missing.pth"))
@@ -264,13 +273,11 @@ def test_classifier_weights_errors(tmp_path, fake_imagenet_state_dict):
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(XPGANError, match="cannot read"):
         build_classifier(cfg, weights_path=str(garbage))
-    resnet = tmp_path / "resnet.pth"
-    torch.save(torchvision.models.resnet18(weights=None).state_dict(), resnet)
+    other = tmp_path / "other.pth"                                   # a ResNet-like key set
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "fc.weight": torch.zeros(1000, 512)}, other)
     with pytest.raises(XPGANError, match="DenseNet121"):
-        build_classifier(cfg, weights_path=str(resnet))
-    bad = dict(fake_imagenet_state_dict)
-    bad["features.norm5.weight"] = torch.zeros(7)
+        build_classifier(cfg, weights_path=str(other))
     wrong = tmp_path / "wrong.pth"
-    torch.save(bad, wrong)
+    torch.save({"features.norm5.weight": torch.zeros(7)}, wrong)
     with pytest.raises(XPGANError, match="wrong shape"):
         build_classifier(cfg, weights_path=str(wrong))

@@ -178,3 +178,20 @@ def test_dicom_without_decoder_or_pixels_is_input_error(tmp_path):
     ds.save_as(tmp_path / "nopix.dcm", enforce_file_format=True)
     with pytest.raises(InputError, match="without pixel data"):
         read_cxr(tmp_path / "nopix.dcm")
+
+
+def test_dicom_voi_lut_sequence_scaled_by_lut_range(tmp_path):
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    stored = np.arange(100, dtype=np.uint16).reshape(10, 10) + 50  # 50..149
+    write_dicom_cxr(tmp_path / "v.dcm", stored)
+    ds = pydicom.dcmread(tmp_path / "v.dcm")
+    item = Dataset()
+    item.add_new("LUTDescriptor", "US", [200, 0, 16])  # 200 entries from stored value 0
+    item.add_new("LUTData", "US", [min(4000, 40 * max(0, v - 50)) for v in range(200)])  # ramp on 50..150
+    ds.VOILUTSequence = Sequence([item])
+    ds.save_as(tmp_path / "lut.dcm", enforce_file_format=True)
+    x = read_cxr(tmp_path / "lut.dcm")
+    np.testing.assert_allclose(x, (stored - 50) * 40 / 4000.0, atol=1e-6)

@@ -266,3 +266,65 @@ def test_cli_with_dask_worker_exit_codes(tmp_path):
     assert res.exit_code == 1 and "bad.png" in res.output
     res = runner.invoke(app, ["prep", "cxr", str(tmp_path / "nothing"), str(tmp_path / "o3.zarr")])
     assert res.exit_code == 2 and "error:" in res.output and "does not exist" in res.output
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+import xpgan.pipeline.prep_cxr as pc
+real = pc._process
+def dying(payload):
+    if payload[0].endswith(sys.argv[3]):
+        os.kill(os.getpid(), signal.SIGKILL)  # die mid-run, as a killed job would
+    return real(payload)
+pc._process = dying
+pc.prep_cxr([sys.argv[1]], sys.argv[2], size=32, workers=0, progress=False)
+"""
+
+
+def test_resume_after_sigkill_is_bit_identical(tmp_path):
+    import subprocess
+    import sys
+
+    root = tmp_path / "a"
+    for i in range(100):
+        _png8(root / "covid" / f"c{i:03d}.png", seed=i, shape=(40, 36))
+        _png8(root / "normal" / f"n{i:03d}.png", seed=500 + i, shape=(36, 40))
+    out = tmp_path / "k.zarr"
+    # items are ordered covid/c000..c099, normal/n000..n099; shards hold 64 items: dying on item 150
+    # leaves shards 0 and 1 written and shard 2 in flight
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(root), str(out), "n050.png"],
+                          capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    g = zarr.open_group(str(out), mode="r")
+    assert g["done"][:].sum() == 128 and g["done"][:128].all()
+    resumed = prep_cxr([root], out, size=32, workers=0, progress=False)  # the OS released the lock
+    assert resumed.skipped == 128 and resumed.done == 200 and resumed.failed == 0
+    ref = prep_cxr([root], tmp_path / "ref.zarr", size=32, workers=0, progress=False,
+                   salt_file=Path(str(out) + ".salt"))
+    assert ref.done == 200
+    g, r = zarr.open_group(str(out), mode="r"), zarr.open_group(str(tmp_path / "ref.zarr"), mode="r")
+    for name in ("image", "label", "split", "done"):
+        np.testing.assert_array_equal(g[name][:], r[name][:])
+    for name in ("patient", "source"):
+        assert g[name][:].tolist() == r[name][:].tolist()
+
+
+def test_cli_options_positive_views_source_names(tmp_path):
+    h = tmp_path / "h"
+    for i in range(3):
+        _png8(h / "pneumonia" / f"p{i}.png", seed=i)
+        _png8(h / "normal" / f"n{i}.png", seed=10 + i)
+    c = tmp_path / "c"
+    lines = [COHEN_HEADER]
+    for i, view in enumerate(["PA", "AP", "PA", "AP Supine"]):
+        _png8(c / "images" / f"x{i}.png", seed=20 + i)
+        lines.append(f"q{i},0,F,40,Pneumonia/Viral/COVID-19,,{view},X-ray,2020,X,images,x{i}.png,,,n,")
+    (c / "metadata.csv").write_text("\n".join(lines) + "\n")
+    res = CliRunner().invoke(app, ["prep", "cxr", str(h), str(c / "metadata.csv"), str(tmp_path / "o.zarr"),
+                                   "--size", "16", "--workers", "0", "--positive", "pneumonia", "--views", "PA",
+                                   "--source-name", "H", "--source-name", "C", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    g = zarr.open_group(str(tmp_path / "o.zarr"), mode="r")
+    assert [str(s) for s in g["source"][:]] == ["H"] * 6 + ["C"] * 2  # AP and AP Supine rows left out
+    assert g["label"][:].tolist() == [0, 0, 0, 1, 1, 1, 1, 1]  # normal/ then pneumonia/ (sorted), Cohen COVID
+    assert "view not selected: 2" in res.output

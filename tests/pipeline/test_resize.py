@@ -108,3 +108,14 @@ def test_input_is_not_modified_and_output_is_float32():
 def test_bad_arguments_raise(vol, spacing, shape):
     with pytest.raises(ValueError):
         resize_volume(vol, spacing, shape)
+
+
+def test_quantize_int16_rounds_half_to_even_clips_and_counts_nonfinite():
+    from xpgan.pipeline.resize import quantize_int16
+
+    x = np.array([[0.5, 1.5, -2.5, 40000.0], [-40000.0, np.nan, np.inf, 12.49]], np.float32)
+    q, bad = quantize_int16(x)
+    assert q.dtype == np.int16 and bad == 2
+    assert q.tolist() == [[0, 2, -2, 32767], [-32768, 0, 0, 12]]
+    y = np.random.default_rng(2).normal(0, 2000, size=(5, 7, 9)).astype(np.float32)
+    np.testing.assert_array_equal(quantize_int16(y)[0], np.clip(np.rint(y), -32768, 32767).astype(np.int16))

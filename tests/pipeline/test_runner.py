@@ -74,3 +74,36 @@ def test_summary_text_names_failures():
                     store="x.zarr")
     text = s.text()
     assert "2/3 items done" in text and "failed: a/b.nii.gz: truncated" in text
+
+
+def numba_threads(_):
+    import numba
+
+    return {"n": numba.get_num_threads()}
+
+
+def test_numba_threads_share_the_cores_between_workers():
+    from xpgan.pipeline.runner import usable_cores
+
+    got = {}
+    run_items([Task(i, i) for i in range(4)], numba_threads, got.update, workers=2, processes=False, progress=False)
+    assert {r["n"] for r in got.values()} == {max(1, usable_cores() // 2)}
+
+
+def test_progress_bar_shows_done_failed_rate_eta(monkeypatch):
+    import io
+    import sys
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    err = Tty()
+    monkeypatch.setattr(sys, "stderr", err)
+    run_items([Task(i, i) for i in range(10)], fail_some, lambda b: None, workers=0, progress=True, desc="prep")
+    text = err.getvalue()
+    assert "prep" in text and "10/10" in text and "failed=3" in text and "item/s" in text and "<" in text
+    quiet = Tty()
+    monkeypatch.setattr(sys, "stderr", quiet)
+    run_items([Task(i, i) for i in range(3)], slow_item, lambda b: None, workers=0, progress=False)
+    assert quiet.getvalue() == ""

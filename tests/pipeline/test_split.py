@@ -83,3 +83,13 @@ def test_bad_arguments():
         grouped_stratified_split([0, 1], ["a"], test_fraction=0.2)
     with pytest.raises(ValueError):
         grouped_stratified_split([0, 1], ["a", "b"], test_fraction=1.0)
+
+
+def test_small_stratum_still_reaches_test():
+    # 7 positives in patients of 3, 2, 2 images: target round(1.4) = 1 fits no group; the smallest goes to test
+    labels = [1] * 7 + [0] * 30
+    groups = ["a"] * 3 + ["b"] * 2 + ["c"] * 2 + [f"n{i}" for i in range(30)]
+    for seed in range(5):
+        split = grouped_stratified_split(labels, groups, test_fraction=0.2, seed=seed)
+        assert split[:7].sum() == 2 and split[:3].sum() == 0
+        assert split[7:].sum() == 6

@@ -1,0 +1,115 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from xpgan.errors import XPGANError
+from xpgan.model import checkpoint as ckpt_io
+from xpgan.model.config import TrainConfig
+from xpgan.model.data import BlockShuffleSampler, CXRDataset
+from xpgan.model.evaluate import evaluate
+from xpgan.model.train import train
+
+
+@pytest.fixture(scope="module")
+def e2e_cxr(tmp_path_factory, store_writers):
+    return store_writers[1](tmp_path_factory.mktemp("e2e") / "cxr.zarr", n=160, not_done=(79,))
+
+
+def test_train_then_eval_learns_separable_toy(e2e_cxr, tmp_path, one_thread):
+    cfg = TrainConfig(cxr=str(e2e_cxr), mode="baseline", out=str(tmp_path / "run"), max_steps=30, batch_size=8,
+                      preset="tiny", device="cpu", num_workers=0, val_fraction=0.3, log_every=10,
+                      sample_every=15, checkpoint_every=1000, progress=False, seed=0)
+    result = train(cfg)
+    m = evaluate(result.checkpoint, e2e_cxr, split="test", out_dir=tmp_path / "eval", device="cpu")
+    assert m["counts"]["items"] == 39 and m["counts"]["val_items"] > 0
+    assert m["auroc"] > 0.95 and m["f1"] == m["at_0.5"]["f1"]
+    assert m["at_0.5"]["f1"] > 0.9
+    assert m["at_best_val_f1"]["f1"] > 0.9
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["at_0.5"]["confusion_matrix"] == m["at_0.5"]["confusion_matrix"]
+    assert (tmp_path / "eval" / "roc.png").stat().st_size > 0 and (tmp_path / "eval" / "pr.png").stat().st_size > 0
+
+
+def test_run_dir_holds_config_logs_samples(tiny_xpgan_run):
+    cfg, result = tiny_xpgan_run
+    run = ckpt_io.Path(result.run_dir)
+    assert json.loads((run / "config.json").read_text())["mode"] == "xpgan"
+    lines = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3, 4]
+    assert {"loss/G_adv", "loss/D_real", "loss/D_r1", "loss/C_real", "lr/G"} <= set(lines[1]) | set(lines[0])
+    assert lines[-1]["lr/C"] == pytest.approx(0.0, abs=1e-12)        # cosine annealed to zero
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step-00000002.png", "step-00000004.png"]
+    assert any((run / "tb").iterdir())
+    from PIL import Image
+
+    grid = np.asarray(Image.open(run / "samples" / "step-00000004.png"))
+    assert grid.shape == (2 * 32, 4 * 32)        # rows: batch items; columns: CT slice | DRR | G(ct) | CXR
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, store_writers, one_thread):
+    cxr = store_writers[1](tmp_path / "cxr.zarr", n=40)
+    cfg = TrainConfig(cxr=str(cxr), mode="baseline", out=str(tmp_path / "run"), max_steps=6, batch_size=4,
+                      preset="tiny", device="cpu", num_workers=0, checkpoint_every=1, sample_every=0,
+                      progress=False, seed=5)
+    # poison the first item of the third batch (the trainer's real order) with a NaN pixel
+    ds = CXRDataset(cxr, part="train", val_fraction=cfg.val_fraction)
+    pos = BlockShuffleSampler(ds.block_ids, seed=cfg.seed).epoch_order(0)[2 * cfg.batch_size]
+    img = zarr.open_group(str(cxr), mode="r+")["image"]
+    item = img[int(ds.indices[pos])]
+    item[3, 3] = np.nan
+    img[int(ds.indices[pos])] = item
+    with pytest.raises(XPGANError, match=r"step 3: loss term loss/C\w* is nan.*step-00000002.pt is untouched"):
+        train(cfg)
+    found = ckpt_io.list_checkpoints(tmp_path / "run")
+    assert [p.name for p in found] == ["step-00000001.pt", "step-00000002.pt"]
+    st = ckpt_io.load(found[-1])
+    assert st["step"] == 2
+    assert all(torch.isfinite(v).all() for v in st["models"]["C"].values() if v.is_floating_point())
+
+
+def test_mode_drr_trains_classifier_on_drrs(toy_stores, tmp_path, one_thread):
+    ct, cxr = toy_stores
+    cfg = TrainConfig(ct=str(ct), cxr=str(cxr), mode="drr", out=str(tmp_path / "run"), max_steps=2, batch_size=4,
+                      preset="tiny", device="cpu", num_workers=2, log_every=1, sample_every=0, progress=False)
+    result = train(cfg)
+    assert result.step == 2 and set(ckpt_io.load(result.checkpoint)["models"]) == {"C"}
+    assert "loss/C_drr" in result.last_stats
+
+
+def test_store_size_mismatch_is_an_error(tmp_path, store_writers):
+    ct = store_writers[0](tmp_path / "ct.zarr", n=4, drr_size=64)
+    cxr = store_writers[1](tmp_path / "cxr.zarr", n=8)
+    cfg = TrainConfig(ct=str(ct), cxr=str(cxr), mode="drr", out=str(tmp_path / "run"), max_steps=1,
+                      batch_size=2, preset="tiny", device="cpu", num_workers=0, progress=False)
+    with pytest.raises(XPGANError, match="64 px but CXR images are 32 px"):
+        train(cfg)
+
+
+def test_cli_train_eval_generate_bench(toy_stores, tiny_xpgan_run, tmp_path, one_thread):
+    from typer.testing import CliRunner
+
+    from xpgan.cli import app
+
+    ct, cxr = toy_stores
+    runner = CliRunner()
+    run = tmp_path / "run"
+    res = runner.invoke(app, ["train", "--cxr", str(cxr), "--mode", "baseline", "--out", str(run), "--max-steps", "1",
+                              "--batch-size", "4", "--preset", "tiny", "--device", "cpu", "--num-workers", "0",
+                              "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "trained to step 1/1" in res.output
+    res = runner.invoke(app, ["eval", str(run / "checkpoints" / "step-00000001.pt"), "--cxr", str(cxr),
+                              "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert (run / "eval-test" / "metrics.json").is_file() and "AUROC" in res.output
+    res = runner.invoke(app, ["generate", tiny_xpgan_run[1].checkpoint, "--ct", str(ct), "--out", str(tmp_path / "g"),
+                              "--limit", "2", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "g" / "grid.png").is_file()
+    res = runner.invoke(app, ["bench", "loader", "--ct", str(ct), "--cxr", str(cxr), "--batches", "2",
+                              "--num-workers", "0"])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("samples/s") == 2

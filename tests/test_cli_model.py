@@ -1,0 +1,31 @@
+import json
+
+from typer.testing import CliRunner
+
+from xpgan.cli import app
+
+runner = CliRunner()
+
+
+def test_train_dry_run_prints_resolved_config(tmp_path):
+    res = runner.invoke(app, ["train", "--ct", str(tmp_path / "ct.zarr"), "--cxr", str(tmp_path / "cxr.zarr"),
+                              "--mode", "drr", "--out", str(tmp_path / "run"), "--max-steps", "7",
+                              "--batch-size", "3", "--preset", "tiny", "--device", "cpu", "--dry-run"])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads(res.output)
+    assert cfg["mode"] == "drr" and cfg["max_steps"] == 7 and cfg["batch_size"] == 3 and cfg["lr"] == 0.002
+    assert cfg["lambda_l1"] == 2.0 and cfg["preset"] == "tiny"
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_bad_option_is_one_line_error(tmp_path):
+    res = runner.invoke(app, ["train", "--cxr", str(tmp_path / "cxr.zarr"), "--mode", "baseline",
+                              "--max-steps", "0", "--dry-run"])
+    assert res.exit_code == 2
+    assert "error: --max-steps must be >= 1" in res.output
+
+
+def test_eval_missing_checkpoint_is_one_line_error(tmp_path):
+    res = runner.invoke(app, ["eval", str(tmp_path / "nope.pt"), "--cxr", str(tmp_path / "cxr.zarr")])
+    assert res.exit_code == 2
+    assert "no such checkpoint" in res.output
