@@ -71,7 +71,8 @@ def _write_drr_file(out: Path, image, output: str) -> None:
 @user_errors
 def drr_render(
     ct_path: Path = typer.Argument(..., help="CT volume: NIfTI file (.nii, .nii.gz) or DICOM series folder."),
-    out: Path = typer.Argument(..., help="Output file: .npy (float32) or .png (8-bit)."),
+    out: Path = typer.Argument(..., help="Output file: .npy (float32) or .png (8-bit; line integrals are scaled "
+                                         "to the image's maximum)."),
     geometry: str = typer.Option("cone", "--geometry", help="Ray geometry: cone | parallel."),
     view: str = typer.Option("pa", "--view", help="Cone beam direction: pa (source posterior) | ap."),
     size: int = typer.Option(256, "--size", help="Detector size, pixels per side (square)."),
@@ -327,7 +328,7 @@ def train_command(
     result = train(cfg)
     if is_main():
         typer.echo(f"trained to step {result.step}/{result.total_steps} in {result.seconds:.1f} s "
-                   f"({result.steps_per_s:.3f} steps/s, {result.samples_per_s:.1f} samples/s); "
+                   f"({result.steps_per_s:.3g} steps/s, {result.samples_per_s:.3g} samples/s); "
                    f"checkpoint {result.checkpoint}")
 
 

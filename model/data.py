@@ -99,7 +99,10 @@ def read_strings(arr) -> list[str]:
 def normalize_hu(volume_hu: np.ndarray, hu_window: Sequence[float]) -> np.ndarray:
     """HU -> [-1, 1] over the window (lo, hi), clipped; float32."""
     lo, hi = float(hu_window[0]), float(hu_window[1])
-    x = (volume_hu.astype(np.float32) - lo) * (2.0 / (hi - lo)) - 1.0
+    x = volume_hu.astype(np.float32)                 # one copy, then in place
+    x -= lo
+    x *= 2.0 / (hi - lo)
+    x -= 1.0
     return np.clip(x, -1.0, 1.0, out=x)
 
 
@@ -116,6 +119,7 @@ class _LazyStoreDataset(Dataset):
     def __init__(self, path):
         self.path = str(path)
         self._group = None
+        self._arrays: dict = {}
 
     def _g(self):
         if self._group is None:
@@ -124,9 +128,16 @@ class _LazyStoreDataset(Dataset):
             self._group = zarr.open_group(self.path, mode="r")
         return self._group
 
+    def _a(self, name: str):
+        """Array handle, opened once per process (reopening reads its metadata from disk each time)."""
+        arr = self._arrays.get(name)
+        if arr is None:
+            arr = self._arrays[name] = self._g()[name]
+        return arr
+
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_group"] = None     # each process opens its own handle
+        state["_group"], state["_arrays"] = None, {}    # each process opens its own handles
         return state
 
     def __len__(self) -> int:
@@ -158,12 +169,11 @@ class CTDataset(_LazyStoreDataset):
         self.with_volume = with_volume
 
     def __getitem__(self, i: int) -> dict:
-        g = self._g()
         j = int(self.indices[i])
-        out = {"drr": np.asarray(g["drr"][j], np.float32)[None],          # [1, R, R]
+        out = {"drr": np.asarray(self._a("drr")[j], np.float32)[None],    # [1, R, R]
                "ct_label": int(self.labels[i]), "index": j}
         if self.with_volume:
-            out["ct"] = normalize_hu(np.asarray(g["volume"][j]), self.hu_window)[None]  # [1, D, H, W]
+            out["ct"] = normalize_hu(np.asarray(self._a("volume")[j]), self.hu_window)[None]  # [1, D, H, W]
         return out
 
 
@@ -203,7 +213,7 @@ class CXRDataset(_LazyStoreDataset):
 
     def __getitem__(self, i: int) -> dict:
         j = int(self.indices[i])
-        return {"cxr": np.asarray(self._g()["image"][j], np.float32)[None],   # [1, R, R]
+        return {"cxr": np.asarray(self._a("image")[j], np.float32)[None],   # [1, R, R]
                 "cxr_label": int(self.labels[i]), "index": j}
 
 

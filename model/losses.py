@@ -34,6 +34,7 @@ Mixed precision: pass `amp_dtype` (torch.float16 / torch.bfloat16) and the forwa
 from __future__ import annotations
 
 import contextlib
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -79,7 +80,7 @@ class XPGANLoss:
         self.r1_gamma, self.r1_interval = float(r1_gamma), int(r1_interval)
         self.amp_dtype = amp_dtype
         self.reuse_fakes = bool(reuse_fakes)
-        self._cache: tuple[Tensor, int, Tensor] | None = None
+        self._cache: tuple[weakref.ref, int, Tensor] | None = None
         self._phase_net: str | None = None
 
     # ------------------------------------------------------------------------------------------ API
@@ -206,11 +207,12 @@ class XPGANLoss:
         """G(ct) as float32; with grad=False a cached detached copy from this batch's phase "G" is reused."""
         if not grad and self.reuse_fakes and self._cache is not None:
             ref, version, fake = self._cache
-            if ref is ct and ref._version == version:
+            if ref() is ct and ct._version == version:
                 return fake
         with self._autocast(ct), torch.set_grad_enabled(grad and torch.is_grad_enabled()):
             fake = self._run("G", ct).float()                         # [N, 1, R, R]
-        self._cache = (ct, ct._version, fake.detach()) if self.reuse_fakes else None
+        # a weak reference: the cache must not keep a finished step's CT batch alive
+        self._cache = (weakref.ref(ct), ct._version, fake.detach()) if self.reuse_fakes else None
         return fake
 
 

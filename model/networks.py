@@ -15,7 +15,8 @@ Generator, in order:
   * `SynthesisNetwork`: a learned 4x4 constant, then per resolution (4, 8, ..., img_res) modulated 3x3
     convolutions with demodulation (the first one of each block after x2 bilinear upsampling), per-layer
     noise with learned strength, and a 1x1 modulated "to-grey" layer whose output is upsampled and summed
-    across resolutions (StyleGAN2 skip generator).
+    across resolutions (StyleGAN2 skip generator); the sum is scaled by 1/sqrt(number of resolutions) so
+    that the untrained generator's image is not saturated by the output map.
   * Output map: the summed skip image y is mapped to [0, 1] by ``(tanh(y) + 1) / 2`` (= sigmoid(2y)), so
     y = 0 gives mid grey and G's raw output lives in the same [-1, 1] range that D works in.
 
@@ -267,6 +268,9 @@ class SynthesisNetwork(nn.Module):
             blocks.append(SynthesisBlock(in_ch, out_ch, cfg.w_dim, res))
             in_ch = out_ch
         self.blocks = nn.ModuleList(blocks)
+        # each to-grey output starts with roughly unit variance (and a random offset); scaling the sum by
+        # 1/sqrt(#blocks) keeps the initial image inside tanh's near-linear range instead of saturated
+        self.skip_gain = 1.0 / math.sqrt(len(self.blocks))
 
     def forward(self, w: Tensor, noise_mode: str = "random") -> Tensor:
         if noise_mode not in NOISE_MODES:
@@ -274,7 +278,7 @@ class SynthesisNetwork(nn.Module):
         x = img = None
         for block in self.blocks:
             x, img = block(x, img, w, noise_mode)
-        return img
+        return img * self.skip_gain
 
 
 class Generator(nn.Module):

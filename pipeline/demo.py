@@ -145,8 +145,8 @@ def run_demo(cfg: DemoConfig, *, log: Callable[[str], None] = print) -> DemoResu
     t = step("inspect: contact sheets")
     sheets = out / "sheets"
     sheets.mkdir(parents=True, exist_ok=True)
-    log(inspect_store(ct_store, sheet=sheets / "ct_sheet.png"))
-    log(inspect_store(cxr_store, sheet=sheets / "cxr_sheet.png"))
+    log(_head(inspect_store(ct_store, sheet=sheets / "ct_sheet.png")))
+    log(_head(inspect_store(cxr_store, sheet=sheets / "cxr_sheet.png")))
     item = _most_severe_item(ct_store)
     inspect_store(ct_store, sheet=sheets / "ct_item.png", item=item)
     paths["CT contact sheet"] = str(sheets / "ct_sheet.png")
@@ -198,6 +198,13 @@ def run_demo(cfg: DemoConfig, *, log: Callable[[str], None] = print) -> DemoResu
     (out / "demo_summary.json").write_text(json.dumps({"paths": paths, "seconds": secs}, indent=2))
     paths["summary"] = str(out / "demo_summary.json")
     return res
+
+
+def _head(text: str, n: int = 5) -> str:
+    """The first lines of an inspect summary (counts), and the line naming the sheet."""
+    lines = text.splitlines()
+    keep = lines[:n] + [ln for ln in lines[n:] if ln.startswith("sheet:")]
+    return "\n".join(keep)
 
 
 def _check_summary(what: str, s) -> None:

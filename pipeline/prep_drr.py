@@ -26,7 +26,6 @@ items_per_shard. Rows with done=False (failed or not yet processed) hold fill va
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -104,10 +104,13 @@ def default_workers(memory_per_worker_gb: float | None = None) -> int:
     return max(1, n)
 
 
-def _set_numba_threads(host_threads: Mapping[str, int] | None) -> None:
-    """Share the host's cores between the worker threads on it (avoids oversubscription)."""
-    if "numba" not in sys.modules and host_threads is None:
-        return
+def _set_numba_threads(host_threads: Mapping[str, int] | None, client_pid: int | None = None) -> None:
+    """Share the host's cores between the worker threads on it (avoids oversubscription).
+
+    In a worker process that has not imported numba yet, NUMBA_NUM_THREADS is set (numba reads it at import;
+    an operator's own setting wins), so tasks that never use numba do not pay for importing it. Worker threads
+    inside the client process (processes=False) set numba's per-thread count instead.
+    """
     threads_here = 1
     if host_threads:
         try:
@@ -117,18 +120,21 @@ def _set_numba_threads(host_threads: Mapping[str, int] | None) -> None:
             threads_here = int(host_threads.get(host, 1))
         except (ImportError, ValueError):
             threads_here = 1
-    try:
-        import numba
+    if host_threads is None:
+        return  # in-process run without Dask: numba's defaults (all cores) are right
+    n = max(1, usable_cores() // max(1, threads_here))
+    if "numba" not in sys.modules and os.getpid() != client_pid:
+        os.environ.setdefault("NUMBA_NUM_THREADS", str(n))
+        return
+    import numba
 
-        n = max(1, min(usable_cores() // max(1, threads_here), numba.config.NUMBA_NUM_THREADS))
-        numba.set_num_threads(n)
-    except ImportError:
-        pass
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
 
 
-def _call(process_fn: Callable[[Any], Any], payload: Any, host_threads: Mapping[str, int] | None):
+def _call(process_fn: Callable[[Any], Any], payload: Any, host_threads: Mapping[str, int] | None,
+          client_pid: int | None = None):
     """Worker side: run one item; every exception is turned into ("fail", reason)."""
-    _set_numba_threads(host_threads)
+    _set_numba_threads(host_threads, client_pid)
     try:
         return ("ok", process_fn(payload))
     except XPGANError as exc:
@@ -142,20 +148,23 @@ def _call(process_fn: Callable[[Any], Any], payload: Any, host_threads: Mapping[
 
 class _Progress:
     def __init__(self, total: int, desc: str, enabled: bool):
-        self.failed = 0
+        self.ok = self.failed = 0
         self.bar = None
         if enabled and total and sys.stderr.isatty():
             from tqdm import tqdm
 
+            # n/total counts processed items; the postfix splits them into ok and failed.
             self.bar = tqdm(total=total, desc=desc, unit="item", file=sys.stderr, dynamic_ncols=True,
-                            smoothing=0.1)
+                            smoothing=0.1, postfix="ok=0 failed=0")
 
     def update(self, ok: bool) -> None:
-        if not ok:
+        if ok:
+            self.ok += 1
+        else:
             self.failed += 1
         if self.bar is not None:
+            self.bar.set_postfix_str(f"ok={self.ok} failed={self.failed}", refresh=False)
             self.bar.update(1)
-            self.bar.set_postfix_str(f"failed={self.failed}", refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -271,7 +280,7 @@ def _run_dask(tasks, process_fn, groups: _Groups, bar: _Progress, result: RunRes
             t = next(queue, None)
             if t is None:
                 return False
-            fut = client.submit(_call, process_fn, t.payload, host_threads, pure=False,
+            fut = client.submit(_call, process_fn, t.payload, host_threads, os.getpid(), pure=False,
                                 key=f"xpgan-item-{t.index}-{os.getpid()}-{time.monotonic_ns()}")
             by_key[fut.key] = t
             ac.add(fut)

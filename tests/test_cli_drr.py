@@ -98,3 +98,22 @@ def test_bench_drr_prints_figures():
     res = run("bench", "drr", "--depth", 8, "--height", 16, "--width", 16, "--size", 16, "--repeats", 2)
     assert res.exit_code == 0, res.output
     assert "DRRs/s" in res.output and "ns per step per core" in res.output and "JIT" in res.output
+
+
+def test_folder_without_images_is_one_line_error(tmp_path):
+    folder = tmp_path / "series"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("no DICOM here")
+    assert_one_line_error(run("drr", "render", folder, tmp_path / "o.npy", "--backend", "cpu"), "series")
+
+
+def test_dicom_series_renders_like_nifti(tmp_path):
+    from xpgan.pipeline.writers import write_dicom_series
+
+    hu = marker_volume()
+    write_dicom_series(tmp_path / "dcm", hu, (2.0, 2.5, 1.5))
+    write_nifti(tmp_path / "ct.nii.gz", hu, (2.0, 2.5, 1.5))
+    for src, out in ((tmp_path / "dcm", tmp_path / "a.npy"), (tmp_path / "ct.nii.gz", tmp_path / "b.npy")):
+        res = run("drr", "render", src, out, "--size", 24, "--backend", "cpu", "--output", "line-integral")
+        assert res.exit_code == 0, res.output
+    np.testing.assert_allclose(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"), rtol=1e-5, atol=1e-6)

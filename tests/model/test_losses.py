@@ -311,3 +311,27 @@ def test_all_phases_run_under_bf16_autocast(real_nets, real_batch):
         assert grads and all(torch.isfinite(g).all() for g in grads)
         assert all(g.dtype == torch.float32 for g in grads)
     _zero(G, D, C)
+
+
+def test_r1_is_computed_in_float32_even_with_amp(real_nets, real_batch):
+    G, D, _ = real_nets
+    C = LinearC(32)
+    got = []
+    for amp in (None, torch.bfloat16):
+        _zero(G, D)
+        got.append(XPGANLoss(G, D, C, amp_dtype=amp).accumulate_gradients("Dreg", real_batch))
+        got.append(D.out.weight.grad.clone())
+    assert got[0] == got[2]
+    torch.testing.assert_close(got[1], got[3], rtol=0, atol=0)
+    _zero(G, D)
+
+
+def test_fakes_cache_does_not_keep_the_ct_batch_alive(nets, batch):
+    import weakref
+
+    G, D, C = nets
+    loss = XPGANLoss(G, D, C)
+    loss.accumulate_gradients("G", batch)
+    ref = weakref.ref(batch["ct"])
+    del batch["ct"]
+    assert ref() is None

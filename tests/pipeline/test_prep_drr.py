@@ -1,6 +1,5 @@
 """xpgan prep drr: store layout, values, resume, failure isolation, lock, privacy (tiny phantoms)."""
 import csv
-import os
 import subprocess
 import sys
 
@@ -90,7 +89,8 @@ def test_values_come_from_read_resize_render(inline_store, archive):
         drr = render_drr(a["volume"][i], a["spacing"][i].astype(np.float64), geometry_from_dict(GEOM),
                          backend="cpu")
         np.testing.assert_allclose(a["drr"][i], drr, rtol=1e-5, atol=1e-6)
-        assert 0.0 <= a["drr"][i].min() and a["drr"][i].max() <= 1.0 and a["drr"][i].max() > 0.1
+        assert 0.0 <= a["drr"][i].min() and a["drr"][i].max() <= 1.0
+        assert (a["drr"][i] > 0).mean() > 0.3  # the body covers much of the fitted field of view
 
 
 def test_dask_cluster_gives_the_same_store(inline_store, archive, tmp_path):

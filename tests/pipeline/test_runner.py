@@ -102,7 +102,7 @@ def test_progress_bar_shows_done_failed_rate_eta(monkeypatch):
     monkeypatch.setattr(sys, "stderr", err)
     run_items([Task(i, i) for i in range(10)], fail_some, lambda b: None, workers=0, progress=True, desc="prep")
     text = err.getvalue()
-    assert "prep" in text and "10/10" in text and "failed=3" in text and "item/s" in text and "<" in text
+    assert "prep" in text and "10/10" in text and "ok=7 failed=3" in text and "item/s" in text and "<" in text
     quiet = Tty()
     monkeypatch.setattr(sys, "stderr", quiet)
     run_items([Task(i, i) for i in range(3)], slow_item, lambda b: None, workers=0, progress=False)

@@ -1,0 +1,53 @@
+"""`xpgan demo` end to end on a reduced size: every output exists and the metrics parse."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from xpgan.cli import app
+from xpgan.errors import XPGANError
+from xpgan.pipeline.demo import DemoConfig, run_demo
+
+
+def _tiny(out: Path) -> DemoConfig:
+    return DemoConfig(out=str(out), seed=1, n_ct=5, ct_shape=(12, 64, 64), size=32, prep_depth=16, n_cxr=16,
+                      cxr_image_px=64, cxr_phantom_shape=(24, 40, 40), train_steps=2, batch_size=2,
+                      workers=1, progress=False)
+
+
+@pytest.mark.timeout(300)
+def test_demo_pipeline_reduced(tmp_path):
+    out = tmp_path / "demo"
+    logs = []
+    res = run_demo(_tiny(out), log=logs.append)
+    text = res.text()
+    for key in ("CT archive", "CXR archive", "CT store", "CXR store", "CT contact sheet", "CXR contact sheet",
+                "checkpoint", "metrics", "generated images", "summary"):
+        assert key in res.paths, key
+        assert Path(res.paths[key]).exists(), (key, res.paths[key])
+        assert res.paths[key] in text
+    for sheet in ("ct_sheet.png", "cxr_sheet.png", "ct_item.png"):
+        assert (out / "sheets" / sheet).stat().st_size > 1000
+    metrics = json.loads(Path(res.paths["metrics"]).read_text())
+    assert isinstance(metrics, dict) and metrics
+    assert any(k in json.dumps(metrics) for k in ("auroc", "f1"))
+    assert list((out / "runs" / "xpgan" / "generated").glob("*.png"))
+    assert (out / "archives" / "mosmed" / "dataset_registry.csv").exists()
+    assert (out / "archives" / "cxr" / "metadata.csv").exists()
+    assert set(res.seconds) == {"archives", "prep drr", "prep cxr", "inspect", "train", "eval", "generate"}
+
+
+def test_demo_refuses_a_foreign_folder(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(XPGANError, match="not made by `xpgan demo`"):
+        run_demo(_tiny(tmp_path), log=lambda s: None)
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_demo_cli_reports_bad_options_in_one_line(tmp_path):
+    r = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "d"), "--size", "8"])
+    assert r.exit_code == 2
+    assert "error:" in r.output and "Traceback" not in r.output
