@@ -119,10 +119,12 @@ def bench_drr_command(
     backend: str = typer.Option("cpu", "--backend", help="auto | cpu | cuda."),
     batch: int = typer.Option(1, "--batch", help="DRRs per call (render_drr_batch when > 1)."),
     repeats: int = typer.Option(20, "--repeats", help="Timed calls after warm-up; the best is reported."),
+    dtype: str = typer.Option("int16", "--dtype", help="HU voxel type: int16 (CT store) | float32 (read_ct)."),
 ) -> None:
     """Print DRRs/s, ray-voxel steps/s and ns per step per core (JIT time reported separately)."""
     _choice(geometry, DRR_GEOMETRIES, "--geometry")
     _choice(backend, DRR_BACKENDS, "--backend")
+    _choice(dtype, ("int16", "float32"), "--dtype")
     for name, value in (("--depth", depth), ("--height", height), ("--width", width), ("--size", size),
                         ("--batch", batch), ("--repeats", repeats)):
         if value < 1:
@@ -130,7 +132,7 @@ def bench_drr_command(
     from xpgan.drr.bench import bench_drr
 
     result = bench_drr(shape=(depth, height, width), size=size, geometry=geometry, backend=backend, batch=batch,
-                       repeats=repeats)
+                       repeats=repeats, dtype=dtype)
     for line in result.lines():
         typer.echo(line)
 # ---- end section: drr ----
@@ -270,7 +272,9 @@ def prep_cxr_cmd(
 def _train_config_from_options(**opts):
     from xpgan.model.config import TrainConfig
 
-    return TrainConfig(**{k: (str(v) if isinstance(v, Path) else v) for k, v in opts.items()})
+    # input paths are stored absolute so that a resume from another folder finds them
+    return TrainConfig(**{k: (str(v.absolute()) if k in ("ct", "cxr", "classifier_weights") else str(v))
+                          if isinstance(v, Path) else v for k, v in opts.items()})
 
 
 @app.command("train")

@@ -14,6 +14,7 @@ Figures, not a test: run it on an otherwise idle machine for meaningful numbers.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import resource
 import shutil
@@ -69,6 +70,26 @@ def warm_worker() -> None:
 
 def worker_peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system, all threads) used so far by this process."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def timed_run(client, fn) -> tuple[float, float, float, object]:
+    """Run fn(); returns (wall s, workers' CPU s, this process's CPU s (client, scheduler, writer), result).
+
+    CPU seconds do not depend on what else runs on the machine (unlike wall time), so their ratio is the
+    figure to compare on a shared machine.
+    """
+    w0, c0 = client.run(cpu_seconds), cpu_seconds()
+    t = time.perf_counter()
+    out = fn()
+    wall = time.perf_counter() - t
+    w1, c1 = client.run(cpu_seconds), cpu_seconds()
+    return wall, sum(w1[k] - w0[k] for k in w1), c1 - c0, out
 
 
 def stage_times(files, out_shape, k: int = 3) -> None:
@@ -130,33 +151,38 @@ def main(argv=None) -> int:
     stage_times(files, tuple(args.out_shape))
 
     def cluster():
-        return LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=None,
-                            silence_logs=logging.ERROR)
+        from xpgan.pipeline import runner
+
+        # the same worker environment as prep drr's own local cluster (no MALLOC_TRIM_THRESHOLD_)
+        env = runner.worker_environ() if hasattr(runner, "worker_environ") else contextlib.nullcontext()
+        with env:
+            return LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=None,
+                                silence_logs=logging.ERROR)
 
     # Warm both clusters' workers (imports, numba cache) before timing, so start-up is not counted.
     with cluster() as lc, Client(lc) as client:
         addr = lc.scheduler_address
         client.run(warm_worker)
-        t = time.perf_counter()
-        res = run_items([Task(i, f) for i, f in enumerate(files)], read_only, lambda b: None, scheduler=addr,
-                        progress=False)
-        t_read = time.perf_counter() - t
+        t_read, w_read, c_read, res = timed_run(client, lambda: run_items(
+            [Task(i, f) for i, f in enumerate(files)], read_only, lambda b: None, scheduler=addr, progress=False))
         assert not res.failed, res.failed
 
     out = Path(tempfile.mkdtemp()) / "bench.zarr"
     with cluster() as lc, Client(lc) as client:
         addr = lc.scheduler_address
         client.run(warm_worker)
-        t = time.perf_counter()
-        s = prep_drr(args.archive, out, shape=tuple(args.out_shape), scheduler=addr, progress=False, overwrite=True)
-        t_prep = time.perf_counter() - t
+        t_prep, w_prep, c_prep, s = timed_run(client, lambda: prep_drr(
+            args.archive, out, shape=tuple(args.out_shape), scheduler=addr, progress=False, overwrite=True))
         rss = client.run(worker_peak_rss_mb)
     shutil.rmtree(out.parent)
     n = len(files)
-    print(f"read+gunzip only: {n} volumes in {t_read:.2f} s = {n / t_read:.2f} volumes/s ({args.workers} workers)")
+    print(f"read+gunzip only: {n} volumes in {t_read:.2f} s = {n / t_read:.2f} volumes/s ({args.workers} workers); "
+          f"CPU {1000 * w_read / n:.0f} ms/volume in workers + {1000 * c_read / n:.0f} in the client")
     print(f"prep drr end-to-end: {s.done} volumes in {t_prep:.2f} s = {n / t_prep:.2f} volumes/s "
-          f"({args.workers} workers, output {tuple(args.out_shape)}, DRR 256 px, zarr write included)")
-    print(f"ratio end-to-end / read-only = {t_prep / t_read:.2f} (goal <= 1.5)")
+          f"({args.workers} workers, output {tuple(args.out_shape)}, DRR 256 px, zarr write included); "
+          f"CPU {1000 * w_prep / n:.0f} ms/volume in workers + {1000 * c_prep / n:.0f} in the client (writer)")
+    print(f"ratio end-to-end / read-only = {t_prep / t_read:.2f} wall (goal <= 1.5), "
+          f"{(w_prep + c_prep) / (w_read + c_read):.2f} in CPU time (independent of the machine's load)")
     print("peak RSS per worker, MB: " + ", ".join(f"{v:.0f}" for v in rss.values())
           + f"  (client {worker_peak_rss_mb():.0f})")
     return 0 if s.failed == 0 else 1

@@ -18,6 +18,7 @@ from xpgan.drr.geometry import ConeGeometry, Geometry, ParallelGeometry
 class DRRBenchResult:
     backend: str
     volume_shape: tuple   # (d, h, w)
+    dtype: str            # voxel type of the HU volume
     spacing_mm: tuple     # (sd, sh, sw)
     detector: int         # pixels per side
     geometry: str
@@ -25,6 +26,7 @@ class DRRBenchResult:
     threads: int          # CPU threads (cpu backend) or 0
     compile_s: float      # first call minus a steady call, s
     best_call_s: float    # best wall time of one call (batch DRRs), s
+    median_call_s: float  # median wall time of one call, s
     drrs_per_s: float
     steps_per_drr: int    # ray-voxel steps (voxels crossed) per DRR
     steps_per_s: float
@@ -36,11 +38,12 @@ class DRRBenchResult:
     def lines(self) -> list[str]:
         d, h, w = self.volume_shape
         out = [
-            f"backend {self.backend}, {self.geometry} geometry, chest-like int16 volume {d}x{h}x{w} (d x h x w) at "
+            f"backend {self.backend}, {self.geometry} geometry, chest-like {self.dtype} volume {d}x{h}x{w} (d x h x w) at "
             f"{'x'.join(f'{s:g}' for s in self.spacing_mm)} mm, "
             f"detector {self.detector}x{self.detector}, batch {self.batch}, threads {self.threads or '-'}",
             f"JIT/compile time: {self.compile_s:.2f} s (excluded below)",
-            f"best call: {self.best_call_s * 1e3:.2f} ms -> {self.drrs_per_s:.1f} DRRs/s",
+            f"best call: {self.best_call_s * 1e3:.2f} ms -> {self.drrs_per_s:.1f} DRRs/s "
+            f"(median call {self.median_call_s * 1e3:.2f} ms -> {self.batch / self.median_call_s:.1f} DRRs/s)",
             f"ray-voxel steps: {self.steps_per_drr / 1e6:.2f} M per DRR -> {self.steps_per_s / 1e6:.0f} M steps/s, "
             f"{self.ns_per_step_core:.2f} ns per step " + ("per core (wall time)" if self.backend == "cpu" else "(whole GPU)"),
         ]
@@ -88,7 +91,8 @@ def count_steps(shape, spacing_mm, geometry: Geometry) -> int:
         t1 = np.where(dvec != 0, (ext - a) / dvec, np.inf)
     tmin = np.maximum(0.0, np.minimum(t0, t1).max(axis=1))
     tmax = np.maximum(t0, t1).min(axis=1)
-    hit = tmin < tmax
+    inside = np.where(dvec != 0, True, (a >= 0) & (a < ext)).all(axis=1)  # rays parallel to a slab must lie in it
+    hit = (tmin < tmax) & inside
     p_in = a[hit] + tmin[hit, None] * dvec[hit]
     p_out = a[hit] + tmax[hit, None] * dvec[hit]
     i_in = np.clip(np.floor(p_in / spacing), 0, np.array(shape) - 1)
@@ -97,13 +101,13 @@ def count_steps(shape, spacing_mm, geometry: Geometry) -> int:
 
 
 def bench_drr(*, shape=(64, 256, 256), spacing_mm=(5.0, 1.4, 1.4), size: int = 256, geometry: str = "cone",
-              backend: str = "cpu", batch: int = 1, repeats: int = 20) -> DRRBenchResult:
+              backend: str = "cpu", batch: int = 1, repeats: int = 20, dtype: str = "int16") -> DRRBenchResult:
     """Time render_drr (batch 1) or render_drr_batch (batch > 1) on a chest-like volume."""
     from xpgan.drr.render import render_drr, render_drr_batch, resolve_backend
 
     backend = resolve_backend(backend)
     geom = ConeGeometry(size=size) if geometry == "cone" else ParallelGeometry(size=size)
-    vol = chest_like_volume(shape)
+    vol = chest_like_volume(shape).astype(dtype)  # int16 as in the CT store; float32 as read_ct returns
     vols = np.broadcast_to(vol, (batch,) + vol.shape)
 
     def call():
@@ -136,8 +140,12 @@ def bench_drr(*, shape=(64, 256, 256), spacing_mm=(5.0, 1.4, 1.4), size: int = 2
         ns = 1e9 / (steps * rate)
         cpu_ns = None
         kernel_rate = _cuda_kernel_only_rate(vol, spacing_mm, geom, batch, repeats)
-    return DRRBenchResult(backend, tuple(shape), tuple(float(s) for s in spacing_mm), size, geometry, batch, threads, max(0.0, first - best), best,
-                          rate, steps, steps * rate, ns, cpu_ns, kernel_rate, load)
+    return DRRBenchResult(backend=backend, volume_shape=tuple(shape), dtype=str(np.dtype(dtype)),
+                          spacing_mm=tuple(float(s) for s in spacing_mm), detector=size, geometry=geometry,
+                          batch=batch, threads=threads, compile_s=max(0.0, first - best), best_call_s=best,
+                          median_call_s=float(np.median(times)), drrs_per_s=rate, steps_per_drr=steps,
+                          steps_per_s=steps * rate, ns_per_step_core=ns, cpu_ns_per_step=cpu_ns,
+                          kernel_only_drrs_per_s=kernel_rate, load_avg_1min=load)
 
 
 def _cuda_kernel_only_rate(vol, spacing_mm, geom, batch, repeats) -> float:

@@ -20,6 +20,7 @@ _prefix_column_dev = cuda.jit(device=True)(prefix_column)
 
 BLOCK = (32, 4, 1)  # (columns, rows, items): a warp walks one detector row segment along w
 KERNEL_DTYPES = (np.dtype(np.int16), np.dtype(np.float32))
+MAX_GRID_Z = 65535
 
 
 @cuda.jit
@@ -85,11 +86,16 @@ def render_device(psum_dev, vol_index: np.ndarray, spacing: np.ndarray, rays: np
     shape = np.array([nd, nh1 - 1, nw], dtype=np.int64)
     if out_dev is None:
         out_dev = cuda.device_array((nb, size, size), dtype=np.float32)
-    grid = ((size + BLOCK[0] - 1) // BLOCK[0], (size + BLOCK[1] - 1) // BLOCK[1], nb)
-    _render_kernel[grid, BLOCK](psum_dev.reshape(psum_dev.size), cuda.to_device(shape),
-                                cuda.to_device(np.ascontiguousarray(vol_index, dtype=np.int64)),
-                                cuda.to_device(np.ascontiguousarray(spacing, dtype=np.float64)),
-                                cuda.to_device(np.ascontiguousarray(rays, dtype=np.float64)), float(scale), out_dev)
+    flat = psum_dev.reshape(psum_dev.size)
+    shape_dev = cuda.to_device(shape)
+    for lo in range(0, nb, MAX_GRID_Z):  # grid z (one item per block layer) is limited to 65535
+        hi = min(nb, lo + MAX_GRID_Z)
+        grid = ((size + BLOCK[0] - 1) // BLOCK[0], (size + BLOCK[1] - 1) // BLOCK[1], hi - lo)
+        _render_kernel[grid, BLOCK](flat, shape_dev,
+                                    cuda.to_device(np.ascontiguousarray(vol_index[lo:hi], dtype=np.int64)),
+                                    cuda.to_device(np.ascontiguousarray(spacing[lo:hi], dtype=np.float64)),
+                                    cuda.to_device(np.ascontiguousarray(rays[lo:hi], dtype=np.float64)), float(scale),
+                                    out_dev[lo:hi])
     return out_dev
 
 

@@ -16,7 +16,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -137,6 +137,8 @@ def _merge_resume_config(saved: dict, cfg: TrainConfig) -> TrainConfig:
     """The checkpoint's config with this invocation's operational options (and a new length if given)."""
     merged = saved.copy()
     for k in RESUME_OVERRIDES:
+        if k in ("ct", "cxr") and getattr(cfg, k) is None:
+            continue                        # stores default to the ones the run was trained on
         merged[k] = getattr(cfg, k)
     if cfg.max_steps is not None or cfg.epochs is not None:
         merged["max_steps"], merged["epochs"] = cfg.max_steps, cfg.epochs
@@ -180,6 +182,9 @@ class _Trainer:
                               "from here, so the result differs from an uninterrupted run")
         self.cfg = cfg.validate()
         self.run_dir = Path(cfg.out)
+        if self.resume_state is None and ckpt_io.list_checkpoints(self.run_dir):
+            raise XPGANError(f"{self.run_dir} already holds checkpoints of a run; continue it with "
+                             "--resume latest, or choose a new --out")
         self.phases = _phases_for(cfg.mode)
         self.amp = bool(cfg.amp and device.type == "cuda")
         self.amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bf16" else torch.float16

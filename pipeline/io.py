@@ -23,7 +23,8 @@ Conventions and choices:
 - A single DICOM file is refused (pass the folder of its series): a folder is one series, and reading "the
   folder of this file" would silently pick up whatever else lies beside it.
 - Reading is header-first: `probe_ct` reads headers only (NIfTI header; DICOM headers with the pixel data
-  left unread) so callers can refuse absurd sizes before allocating.
+  left unread) so callers can refuse absurd sizes before allocating; `read_ct(path, max_bytes=...)` does
+  that check itself between parsing the headers and reading the pixels (one header parse).
 - Speed: a .nii.gz is decompressed in one call (ISA-L through the `isal` package when installed, else
   zlib) and viewed in place; the stored values are then converted to float32, scaled and reoriented in a
   single pass into the output array (`_native_view`). Peak memory: the decompressed file plus the float32
@@ -79,6 +80,25 @@ class CTHeader:
     def nbytes_float32(self) -> int:
         """Bytes of the float32 volume read_ct would return."""
         return int(np.prod(self.shape, dtype=np.int64)) * 4
+
+    @property
+    def read_bytes(self) -> int:
+        """Peak memory of read_ct: the stored voxels (decompressed file or raw DICOM slices) + float32 output."""
+        return int(np.prod(self.shape, dtype=np.int64)) * (np.dtype(self.dtype).itemsize + 4)
+
+
+class MemoryLimitError(InputError):
+    """read_ct refused a CT whose headers say reading it would need more than `max_bytes`."""
+
+    def __init__(self, path, need_bytes: int, limit_bytes: int, shape):
+        self.need_bytes, self.limit_bytes = int(need_bytes), int(limit_bytes)
+        super().__init__(path, f"header shape {tuple(shape)} would need about {need_bytes / 1e9:.1f} GB to read, "
+                               f"over the {limit_bytes / 1e9:.1f} GB memory limit")
+
+
+def _check_memory(header: CTHeader, max_bytes: int | None, path: Path) -> None:
+    if max_bytes is not None and header.read_bytes > max_bytes:
+        raise MemoryLimitError(path, header.read_bytes, max_bytes, header.shape)
 
 
 # --------------------------------------------------------------------------------------------- dispatch
@@ -152,12 +172,18 @@ def _classify(path: Path) -> str:
     raise InputError(path, "not a NIfTI file (.nii, .nii.gz) or a DICOM series folder")
 
 
-def read_ct(path: str | os.PathLike) -> CTVolume:
-    """Read a CT (NIfTI file or DICOM series folder) as float32 HU in canonical [d, h, w] orientation."""
+def read_ct(path: str | os.PathLike, *, max_bytes: int | None = None) -> CTVolume:
+    """Read a CT (NIfTI file or DICOM series folder) as float32 HU in canonical [d, h, w] orientation.
+
+    max_bytes: refuse (MemoryLimitError, an InputError naming the limit) a CT whose headers say reading it
+    would need more (`CTHeader.read_bytes`), before its pixel data is read or its volume allocated. The
+    headers are parsed once (no separate probe_ct call needed). For a DICOM series the files are first
+    checked by their size on disk (the raw slices are read together with the headers).
+    """
     path = Path(path)
     if _classify(path) == "nifti":
-        return _read_nifti(path)
-    return _read_dicom_series(path)
+        return _read_nifti(path, max_bytes)
+    return _read_dicom_series(path, max_bytes)
 
 
 def probe_ct(path: str | os.PathLike) -> CTHeader:
@@ -253,8 +279,9 @@ def _probe_nifti(path: Path):
     return CTHeader(shape=out_shape, dtype=np.dtype(dtype), spacing=spacing, kind="nifti"), img, transform
 
 
-def _read_nifti(path: Path) -> CTVolume:
+def _read_nifti(path: Path, max_bytes: int | None = None) -> CTVolume:
     header, img, transform = _probe_nifti(path)
+    _check_memory(header, max_bytes, path)
     proxy = img.dataobj
     try:
         if path.name.lower().endswith(".gz") and hasattr(proxy, "get_unscaled"):
@@ -498,8 +525,17 @@ def _scan_dicom_series(folder: Path, *, defer_pixels: bool) -> _DicomSeries:
     )
 
 
-def _read_dicom_series(folder: Path) -> CTVolume:
+def _read_dicom_series(folder: Path, max_bytes: int | None = None) -> CTVolume:
+    if max_bytes is not None:
+        try:
+            on_disk = sum(f.stat().st_size for f in _dir_files(folder))
+        except OSError as e:
+            raise InputError(folder, f"cannot list the folder ({_one_line(e)})") from None
+        if on_disk > max_bytes:  # the one-pass scan reads every file whole: bound it before reading
+            raise InputError(folder, f"the series' files hold {on_disk / 1e9:.1f} GB, over the "
+                                     f"{max_bytes / 1e9:.1f} GB memory limit")
     series = _scan_dicom_series(folder, defer_pixels=False)
+    _check_memory(series.header, max_bytes, folder)
     out = _allocate(series.header, folder)  # [d, h, w]
     native = _native_view(out, series.transform)  # [slice, row, col] view of out
     for k, (ds, f) in enumerate(zip(series.datasets, series.files)):

@@ -15,7 +15,6 @@ stored: no file names, no DICOM attributes.
 """
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,41 +80,12 @@ def _process(payload: tuple[str, int]) -> dict:
         raise XPGANError(exc.reason) from None  # the path is known to the caller; keep it out of reasons
 
 
-def _worker_environ():
-    """Dask config for local worker processes: without Dask's default MALLOC_TRIM_THRESHOLD_=65536.
-
-    That setting stops glibc from raising its mmap threshold, so every large NumPy temporary (a decoded
-    plate is 10-40 MB) is a fresh mmap with page faults: measured ~25 % more CPU per CXR item in a worker.
-    Our per-item memory is small and bounded, so the heap may keep it.
-    """
-    import dask
-
-    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
-    env.pop("MALLOC_TRIM_THRESHOLD_", None)
-    return dask.config.set({"distributed.nanny.pre-spawn-environ": env})
-
-
 def _reason(reason: str, path: Path) -> str:
     """A failure reason fit for the store: the file's path, name and stem replaced by <file>."""
     for part in sorted({str(path), os.path.abspath(path), path.name, path.stem}, key=len, reverse=True):
         if part and len(part) >= 3:
             reason = reason.replace(part, "<file>")
     return reason
-
-
-def _write_failures_csv(out: Path, rows: list[dict]) -> None:
-    from xpgan.pipeline.store import failures_csv_path
-
-    csv_path = failures_csv_path(out)
-    if not rows:
-        csv_path.unlink(missing_ok=True)
-        return
-    tmp = csv_path.with_name(csv_path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=("index", "id", "path", "reason"))
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, csv_path)
 
 
 def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, size: int = 256,
@@ -192,24 +162,18 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
                                    for i, r in batch.items()})
 
         st.set_complete(group, False)
-        with _worker_environ():
-            result = run_items(todo, _process, write, group_size=st.items_per_shard(group), workers=workers,
-                               scheduler=scheduler, processes=processes, progress=progress, desc="prep cxr")
+        result = run_items(todo, _process, write, group_size=st.items_per_shard(group), workers=workers,
+                           scheduler=scheduler, processes=processes, progress=progress, desc="prep cxr")
 
         # Failures of this run replace earlier records of the same items; items done now drop theirs.
         done_now = st.done_mask(group)
-        old = {int(f["index"]): f for f in st.get_failures(group) if not done_now[int(f["index"])]}
-        csv_rows: dict[int, dict] = {}
+        recs = {int(f["index"]): f for f in st.get_failures(group) if not done_now[int(f["index"])]}
         for i, reason in result.failed.items():
-            clean = _reason(reason, items[i].path)
-            old[i] = {"index": i, "id": f"{items[i].source}:{i}", "path": "", "reason": clean}
-            csv_rows[i] = {"index": i, "id": f"{items[i].source}:{i}", "path": str(items[i].path), "reason": clean}
-        for i, f in old.items():  # earlier failures not retried in this run (none today: kept for safety)
-            csv_rows.setdefault(i, {**f, "path": str(items[i].path)})
-        st.set_failures(group, out, [old[i] for i in sorted(old)])  # store: no paths
-        rows = [csv_rows[i] for i in sorted(csv_rows)]
-        rows += [{"index": "", "id": "", "path": p, "reason": r} for p, r in found.problems]
-        _write_failures_csv(out, rows)  # beside the store, with paths, for the operator
+            recs[i] = {"index": i, "id": f"{items[i].source}:{i}", "reason": _reason(reason, items[i].path)}
+        # The store gets no paths (file names may embed names); the CSV beside it names files for the operator.
+        st.set_failures(group, out, [{**recs[i], "path": str(items[i].path)} for i in sorted(recs)],
+                        paths_in_store=False,
+                        csv_only=[{"path": p, "reason": r} for p, r in found.problems])
         st.set_complete(group, not result.failed and not found.problems)
 
         table = count_table(np.array([str(x) for x in group["source"][:]], dtype=object)[done_now],

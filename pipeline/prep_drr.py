@@ -8,12 +8,12 @@ prep_drr(src, out, *, shape=(64, 256, 256), geometry=None, mu_water=0.02, backen
     src: MosMed tree, folder of NIfTI files / DICOM series folders, or manifest CSV (see
     xpgan.pipeline.discover). out: the store path (`OUT.zarr`). geometry: a ConeGeometry /
     ParallelGeometry or its dict (default: cone, PA). memory_limit_gb: an item whose header says reading
-    and resizing it would need more than this (estimate: voxels x (stored bytes per voxel + 8)) is refused
-    before any pixel is read. Rerunning resumes (items with done set are skipped, failed ones retried);
+    it would need more than this (estimate: voxels x (stored bytes per voxel + 4), the reader's peak) is
+    refused before any pixel is read. Rerunning resumes (items with done set are skipped, failed ones retried);
     `overwrite=True` starts again. Returns a PrepSummary (summary.failed > 0: some items failed; they are
     listed in the store's "failures" attribute and in `OUT.zarr.failures.csv`).
 process_ct(path, *, job) -> {"volume": int16 [D, H, W], "drr": float32 [S, S], "spacing": float32 [3]}
-    One item, as a worker runs it: probe -> read -> resize -> round/clip to int16 -> DRR of the stored
+    One item, as a worker runs it: read (headers checked against the memory limit first) -> resize -> round/clip to int16 -> DRR of the stored
     int16 volume with its spacing (so drr[i] can be re-rendered exactly from volume[i] and spacing[i]).
 CT_STORE_VERSION = 1
 
@@ -51,26 +51,22 @@ class DRRJob:
 
 
 def estimate_item_bytes(shape, stored_itemsize: int) -> int:
-    """Working memory to read and resize one volume: stored array + float32 HU + first resize pass."""
+    """Peak working memory of one item: the stored voxels + their float32 HU (the reader's peak; the resize
+    passes that follow hold less, as the first pass shrinks an axis or works on an output-sized grid)."""
     n = int(np.prod([int(s) for s in shape], dtype=np.int64))
-    return n * (int(stored_itemsize) + 8)
+    return n * (int(stored_itemsize) + 4)
 
 
 def process_ct(path: str, *, job: DRRJob) -> dict:
     """Read, resize and render one CT (runs on a Dask worker)."""
     from xpgan.drr import geometry_from_dict, render_drr
-    from xpgan.pipeline.io import probe_ct, read_ct
+    from xpgan.pipeline.io import MemoryLimitError, read_ct
     from xpgan.pipeline.resize import quantize_int16, resize_volume
 
-    header = probe_ct(path)
-    if len(header.shape) != 3 or min(header.shape) < 2:
-        raise InputError(path, f"not a 3D volume (shape {tuple(header.shape)})")
-    need = estimate_item_bytes(header.shape, np.dtype(header.dtype).itemsize)
-    if need > job.memory_limit_bytes:
-        raise InputError(path, f"header shape {tuple(header.shape)} would need about {need / 1e9:.1f} GB to read "
-                               f"and resize, over the {job.memory_limit_bytes / 1e9:.1f} GB memory limit "
-                               "(--memory-limit-gb)")
-    ct = read_ct(path)
+    try:
+        ct = read_ct(path, max_bytes=job.memory_limit_bytes)  # refused from its header, before allocating
+    except MemoryLimitError as exc:
+        raise InputError(path, f"{exc.reason} (--memory-limit-gb)") from None
     hu, spacing_in = ct.hu, ct.spacing
     del ct
     if hu.ndim != 3 or min(hu.shape) < 2:

@@ -28,9 +28,11 @@ write_items(group, results)
     from two processes or threads at once: concurrent writes into one Zarr shard lose data (zarr-python
     #3514, #3682). The runner calls it from the client process only.
 done_mask(group) -> bool [N]
-set_failures(group, path, failures) / get_failures(group)
+set_failures(group, path, failures, *, paths_in_store=True, csv_only=()) / get_failures(group)
     failures: list of dicts with keys index, id, path, reason. Stored in group attribute "failures" and
     written to `<store>.failures.csv` beside the store (removed when there are none).
+    paths_in_store=False: the store's records get path "" (the CSV keeps the paths); csv_only: rows for
+    problems without an item slot, written to the CSV only.
 StoreLock(path)
     Context manager: an exclusive fcntl.flock on `<store>.lock` beside the store. The OS drops it when the
     process dies (even on SIGKILL), so no stale lock survives; a second writer gets XPGANError.
@@ -50,7 +52,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -319,10 +321,18 @@ def get_failures(group) -> list[dict]:
     return [dict(f) for f in group.attrs.get("failures", [])]
 
 
-def set_failures(group, path: str | os.PathLike, failures: list[Mapping[str, Any]]) -> None:
-    """Record failures in the store attributes and in `<store>.failures.csv` (removed when empty)."""
+def set_failures(group, path: str | os.PathLike, failures: list[Mapping[str, Any]], *,
+                 paths_in_store: bool = True, csv_only: Sequence[Mapping[str, Any]] = ()) -> None:
+    """Record failures in the store attributes and in `<store>.failures.csv` (removed when empty).
+
+    `paths_in_store=False` keeps file paths out of the store (its records get path ""), e.g. when file
+    names may identify a person; the CSV beside the store, for the operator, still names them.
+    `csv_only`: extra rows for problems that have no item slot (e.g. a manifest row naming a missing file),
+    written to the CSV after the item rows (missing keys become "").
+    """
     rows = [{k: f.get(k, "") for k in FAILURE_FIELDS} for f in sorted(failures, key=lambda f: int(f["index"]))]
-    group.attrs["failures"] = rows
+    group.attrs["failures"] = rows if paths_in_store else [{**r, "path": ""} for r in rows]
+    rows += [{k: f.get(k, "") for k in FAILURE_FIELDS} for f in csv_only]
     csv_path = failures_csv_path(path)
     if not rows:
         csv_path.unlink(missing_ok=True)

@@ -101,6 +101,9 @@ def test_cli_train_eval_generate_bench(toy_stores, tiny_xpgan_run, tmp_path, one
                               "--no-progress"])
     assert res.exit_code == 0, res.output
     assert "trained to step 1/1" in res.output
+    again = runner.invoke(app, ["train", "--cxr", str(cxr), "--mode", "baseline", "--out", str(run), "--max-steps", "1",
+                                "--preset", "tiny", "--device", "cpu"])
+    assert again.exit_code == 2 and "already holds checkpoints" in again.output
     res = runner.invoke(app, ["eval", str(run / "checkpoints" / "step-00000001.pt"), "--cxr", str(cxr),
                               "--device", "cpu"])
     assert res.exit_code == 0, res.output
@@ -113,3 +116,13 @@ def test_cli_train_eval_generate_bench(toy_stores, tiny_xpgan_run, tmp_path, one
                               "--num-workers", "0"])
     assert res.exit_code == 0, res.output
     assert res.output.count("samples/s") == 2
+
+
+def test_epochs_count_passes_over_cxr_train_part(toy_stores, tmp_path, one_thread):
+    _, cxr = toy_stores
+    cfg = TrainConfig(cxr=str(cxr), mode="baseline", out=str(tmp_path / "run"), epochs=1, batch_size=20,
+                      preset="tiny", device="cpu", num_workers=0, sample_every=0, progress=False)
+    n_train = len(CXRDataset(cxr, part="train", val_fraction=cfg.val_fraction))
+    result = train(cfg)
+    assert result.total_steps == result.step == n_train // 20
+    assert ckpt_io.load(result.checkpoint)["streams"]["cxr"] == {"epoch": 1, "batch": 0}

@@ -9,7 +9,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from xpgan.errors import InputError
-from xpgan.pipeline.io import probe_ct, read_ct
+from xpgan.pipeline.io import MemoryLimitError, probe_ct, read_ct
 from xpgan.pipeline.writers import marker_phantom, write_dicom_series, write_nifti
 
 SPACING = (2.0, 0.8, 0.8)
@@ -218,3 +218,37 @@ def test_gantry_tilted_series(tmp_path, phantom):
         ds.ImagePositionPatient = [f"{x:.4f}", f"{y + z * np.tan(np.deg2rad(15)):.4f}", f"{z:.4f}"]
         ds.save_as(p)
     _refused(tmp_path, "gantry tilt")
+
+
+def test_memory_limit_refuses_from_the_header_before_reading(tmp_path):
+    hdr = nib.Nifti1Header()
+    hdr.set_data_dtype(np.int16)
+    hdr.set_data_shape((2000, 2000, 2000))
+    hdr.set_sform(np.diag([0.5, 0.5, 0.5, 1.0]), code="scanner")
+    path = tmp_path / "huge.nii"
+    path.write_bytes(hdr.binaryblock + b"\0" * 1004)  # the header claims 16 GB; the data is not there
+    with pytest.raises(MemoryLimitError) as info:
+        read_ct(path, max_bytes=10**9)
+    msg = str(info.value)
+    assert str(path) in msg and "48.0 GB" in msg and "1.0 GB memory limit" in msg, msg  # 8e9 x (2 + 4)
+    assert isinstance(info.value, InputError)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_memory_need_is_stored_bytes_plus_float32_per_voxel(tmp_path, phantom, dtype):
+    path = tmp_path / "v.nii.gz"
+    write_nifti(path, phantom, SPACING, dtype=dtype)
+    need = phantom.size * (np.dtype(dtype).itemsize + 4)
+    assert probe_ct(path).read_bytes == need
+    np.testing.assert_array_equal(read_ct(path, max_bytes=need).hu, read_ct(path).hu)
+    with pytest.raises(MemoryLimitError):
+        read_ct(path, max_bytes=need - 1)
+
+
+def test_memory_limit_bounds_a_dicom_series_by_its_files(tmp_path, phantom):
+    folder = tmp_path / "series"
+    write_dicom_series(folder, phantom, SPACING)
+    on_disk = sum(f.stat().st_size for f in folder.iterdir())
+    with pytest.raises(InputError, match="memory limit"):
+        read_ct(folder, max_bytes=on_disk - 1)
+    np.testing.assert_array_equal(read_ct(folder, max_bytes=on_disk + phantom.size * 6).hu, read_ct(folder).hu)

@@ -84,6 +84,17 @@ def test_failures_in_attrs_and_csv(tmp_path):
     assert not st.failures_csv_path(tmp_path / "s.zarr").exists()
 
 
+def test_failures_paths_kept_out_of_store_but_in_csv(tmp_path):
+    g = make(tmp_path / "s.zarr")
+    st.set_failures(g, tmp_path / "s.zarr", [{"index": 2, "id": "b", "path": "x/Jane_Doe.png", "reason": "bad"}],
+                    paths_in_store=False, csv_only=[{"path": "x/gone.png", "reason": "not found"}])
+    assert st.get_failures(g) == [{"index": 2, "id": "b", "path": "", "reason": "bad"}]
+    with open(st.failures_csv_path(tmp_path / "s.zarr")) as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["index"], r["path"], r["reason"]) for r in rows] == [("2", "x/Jane_Doe.png", "bad"),
+                                                                   ("", "x/gone.png", "not found")]
+
+
 def test_second_lock_is_refused_while_first_is_held(tmp_path):
     with st.StoreLock(tmp_path / "s.zarr"):
         with pytest.raises(XPGANError, match="another process"):
