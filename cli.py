@@ -402,7 +402,7 @@ def demo_command(
                              "resolution; 128 looks nicer and trains about 3x slower)."),
     n_ct: int = typer.Option(16, "--ct", help="Synthetic CT studies (512x512x~40 voxels each)."),
     n_cxr: int = typer.Option(80, "--cxr", help="Synthetic frontal chest X-rays."),
-    steps: int = typer.Option(40, "--steps", help="Training steps (tiny networks on the CPU)."),
+    steps: int = typer.Option(30, "--steps", help="Training steps (tiny networks on the CPU)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr (tty only)."),
 ):
     """Run the whole pipeline on built-in synthetic data: archives, prep drr, prep cxr, inspect, train, eval,

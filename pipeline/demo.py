@@ -39,8 +39,8 @@ class DemoConfig:
     cxr_positive_fraction: float = 0.2
     cxr_image_px: int = 256                     # rows of the written radiographs, pixels
     cxr_phantom_shape: tuple[int, int, int] = (64, 112, 112)  # phantom projected per radiograph, voxels
-    train_steps: int = 40
-    batch_size: int = 4
+    train_steps: int = 30
+    batch_size: int = 2
     workers: Optional[int] = None               # Dask workers for prep (None: the machine's cores)
     processes: bool = False                     # Dask worker processes (True) or threads (False: starts faster)
     progress: bool = True
