@@ -67,7 +67,7 @@ class DemoResult:
             def num(key):
                 v = m.get(key)
                 return f"{v:.3f}" if isinstance(v, (int, float)) else str(v)
-            lines.append("test metrics (tiny network, a minute of CPU training: expect little): "
+            lines.append("test metrics at threshold 0.5 (tiny network, a minute of CPU training: expect little): "
                          + ", ".join(f"{k} {num(k)}" for k in ("precision", "recall", "f1", "auroc") if k in m))
         return "\n".join(lines)
 
@@ -108,9 +108,10 @@ def run_demo(cfg: DemoConfig, *, log: Callable[[str], None] = print) -> DemoResu
     t = step(f"writing synthetic archives ({cfg.n_ct} CT studies {cfg.ct_shape[2]}x{cfg.ct_shape[1]}x~"
              f"{cfg.ct_shape[0]}, {cfg.n_cxr} radiographs)")
     mosmed, cxr_src = out / "archives" / "mosmed", out / "archives" / "cxr"
-    write_mosmed_archive(mosmed, cfg.n_ct, seed=cfg.seed, shape=cfg.ct_shape)
+    n_proc = cfg.workers if cfg.workers is not None else min(4, os.cpu_count() or 1)
+    write_mosmed_archive(mosmed, cfg.n_ct, seed=cfg.seed, shape=cfg.ct_shape, workers=n_proc)
     write_cxr_archive(cxr_src, cfg.n_cxr, seed=cfg.seed, positive_fraction=cfg.cxr_positive_fraction,
-                      size=cfg.cxr_image_px, phantom_shape=cfg.cxr_phantom_shape)
+                      size=cfg.cxr_image_px, phantom_shape=cfg.cxr_phantom_shape, workers=n_proc)
     paths["CT archive"], paths["CXR archive"] = str(mosmed), str(cxr_src)
     secs["archives"] = time.perf_counter() - t
 

@@ -25,6 +25,8 @@ Conventions and choices:
 - Reading is header-first: `probe_ct` reads headers only (NIfTI header; DICOM headers with the pixel data
   left unread) so callers can refuse absurd sizes before allocating; `read_ct(path, max_bytes=...)` does
   that check itself between parsing the headers and reading the pixels (one header parse).
+- `read_ct_stored` stops before the float32 conversion: a canonical view of the stored voxels plus their
+  slope and intercept, for consumers that convert while they compute (prep drr's resize).
 - Speed: a .nii.gz is decompressed in one call (ISA-L through the `isal` package when installed, else
   zlib) and viewed in place; the stored values are then converted to float32, scaled and reoriented in a
   single pass into the output array (`_native_view`). Peak memory: the decompressed file plus the float32
@@ -279,7 +281,42 @@ def _probe_nifti(path: Path):
     return CTHeader(shape=out_shape, dtype=np.dtype(dtype), spacing=spacing, kind="nifti"), img, transform
 
 
-def _read_nifti(path: Path, max_bytes: int | None = None) -> CTVolume:
+@dataclass
+class StoredCT:
+    """A CT's voxels as stored, seen in canonical orientation: HU = float32(data) * scale + offset."""
+    data: np.ndarray  # [d, h, w] canonical view of the stored array (any numeric dtype, maybe mirrored axes)
+    scale: float  # scl_slope / RescaleSlope
+    offset: float  # scl_inter / RescaleIntercept, HU
+    spacing: tuple[float, float, float]  # (sd, sh, sw), mm
+    kind: str  # "nifti" | "dicom"
+    source: str
+    patient_id: str | None = field(default=None, repr=False)  # as CTVolume.patient_id
+
+
+def read_ct_stored(path: str | os.PathLike, *, max_bytes: int | None = None) -> StoredCT:
+    """Like read_ct, without the float32 conversion: a canonical view of the stored voxels and their scaling.
+
+    For a NIfTI file the view shares the decompressed data (no copy; read-only), so a consumer that converts
+    while it computes (`xpgan.pipeline.resize.resize_volume(data, ..., scale=, offset=)`) never holds a
+    full-size float32 volume. DICOM series (whose slices may each have their own rescale) are read with
+    read_ct: data is the float32 HU volume, scale 1, offset 0. Same errors and `max_bytes` check as read_ct.
+    """
+    path = Path(path)
+    if _classify(path) == "nifti":
+        header, raw, slope, inter, transform = _nifti_stored(path, max_bytes)
+        from nibabel.orientations import apply_orientation
+
+        data = apply_orientation(raw, transform)  # views only (flips and a transpose)
+        assert data.shape == header.shape and np.may_share_memory(data, raw)
+        return StoredCT(data=data, scale=slope, offset=inter, spacing=header.spacing, kind="nifti",
+                        source=str(path))
+    ct = _read_dicom_series(path, max_bytes)
+    return StoredCT(data=ct.hu, scale=1.0, offset=0.0, spacing=ct.spacing, kind="dicom", source=ct.source,
+                    patient_id=ct.patient_id)
+
+
+def _nifti_stored(path: Path, max_bytes: int | None):
+    """(header, stored array in on-disk axis order, slope, inter, transform to canonical)."""
     header, img, transform = _probe_nifti(path)
     _check_memory(header, max_bytes, path)
     proxy = img.dataobj
@@ -297,6 +334,13 @@ def _read_nifti(path: Path, max_bytes: int | None = None) -> CTVolume:
         raise InputError(path, f"cannot read the image data, truncated or corrupt? ({_one_line(e, path)})") from None
     if raw.ndim == 4:
         raw = raw[..., 0]
+    if not (np.isfinite(slope) and np.isfinite(inter)):
+        slope, inter = 1.0, 0.0
+    return header, raw, slope, inter, transform
+
+
+def _read_nifti(path: Path, max_bytes: int | None = None) -> CTVolume:
+    header, raw, slope, inter, transform = _nifti_stored(path, max_bytes)
     out = _allocate(header, path)  # [d, h, w]
     _scaled_copy(_native_view(out, transform), raw, slope, inter)
     return CTVolume(hu=out, spacing=header.spacing, kind="nifti", source=str(path))

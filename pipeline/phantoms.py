@@ -15,6 +15,21 @@ lesions of grade k+1 contain those of grade k, so involvement grows with severit
 
 The archive writers (`write_mosmed_archive`, `write_cxr_archive`) are at the edges; the phantom and the
 radiograph simulation (`simulate_radiograph`) are pure array functions.
+
+Public API
+----------
+chest_phantom(seed, *, shape=(40, 512, 512), severity=0, pattern="covid", noise_hu=12.0, z_margin_mm=0.0)
+    -> Phantom(hu float32 [d, h, w], labels uint8 [d, h, w], spacing (sd, sh, sw) mm, severity, seed)
+    Phantom.lung_involvement() -> fraction of the lungs covered by GGO/consolidation labels.
+    Labels: AIR, FAT, SOFT, LUNG, VESSEL, HEART, BONE, AIRWAY, GGO, CONSOLIDATION, TABLE (TISSUE_NAMES).
+write_mosmed_archive(out_dir, n_studies, *, seed=0, shape=(40, 512, 512), slice_jitter=4,
+                     axcodes=("L", "P", "S"), as_dicom=False, categories=None, noise_hu=12.0, workers=1)
+    -> list[StudyRecord(study_id, category, path, dicom_dir, seed, shape, spacing)]
+simulate_radiograph(p, rng, *, exposure, photons, scatter, gamma, blur_px, unsharp) -> float32 [H, W] in [0, 1]
+write_cxr_archive(out_dir, n_images, *, seed=0, positive_fraction=0.18, size=320, phantom_shape=(72, 128, 128),
+                  z_margin_mm=35.0, dicom_fraction=0.15, n_lateral=None, n_ct_rows=None, n_missing=0, workers=1)
+    -> list[CXRRecord(patientid, filename, view, modality, finding, label, fmt, seed)]
+Everything is deterministic in its arguments (the worker count included).
 """
 from __future__ import annotations
 
@@ -27,6 +42,9 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+__all__ = ["Phantom", "StudyRecord", "CXRRecord", "chest_phantom", "write_mosmed_archive", "write_cxr_archive",
+           "simulate_radiograph", "TISSUE_NAMES", "COHEN_HEADER"]
 
 # Tissue labels of `Phantom.labels`.
 AIR, FAT, SOFT, LUNG, VESSEL, HEART, BONE, AIRWAY, GGO, CONSOLIDATION, TABLE = range(11)
@@ -42,7 +60,7 @@ HU_SOFT = 40.0
 HU_LIVER = 60.0
 HU_LUNG = -850.0
 HU_BLOOD = 40.0
-HU_CANCELLOUS = 260.0
+HU_CANCELLOUS = 400.0
 HU_CORTICAL = 1100.0
 HU_CARTILAGE = 140.0
 HU_TABLE = 150.0
@@ -510,7 +528,7 @@ def _paint_bones(cv: _Canvas, geo: dict, y_vb: float) -> None:
     cart = rib & (phi >= phi_end) & (phi < 0.93 * np.pi) & (k < 7)
     hu1[shell[cart]] = HU_CARTILAGE
     lab1[shell[cart]] = SOFT
-    hu1[shell[bony]] = np.where(qr[bony] > 0.6, HU_CORTICAL, 380.0)
+    hu1[shell[bony]] = np.where(qr[bony] > 0.6, HU_CORTICAL, 450.0)
     lab1[shell[bony]] = BONE
 
     # Scapulae: thin triangular plates behind the upper ribs.
@@ -529,7 +547,7 @@ def _paint_bones(cv: _Canvas, geo: dict, y_vb: float) -> None:
     for i in np.flatnonzero(zr):
         hu2[i, st] = 900.0
         lab2[i, st] = BONE
-        hu2[i, st_core] = 320.0
+        hu2[i, st_core] = 420.0
 
     # Clavicles: tubes from the sternal notch out to the shoulders, above the lung apices.
     sd, sh, sw = cv.spacing
@@ -569,6 +587,7 @@ def chest_phantom(
     an = _draw_anatomy(anat_rng)
     d, h, w = shape
     spacing = (round((an.coverage + 2.0 * z_margin_mm) / d, 3), round(an.fov / h, 4), round(an.fov / w, 4))
+    # (keep in step with _phantom_spacing)
     cv = _Canvas(shape, spacing, an, z0=float(z_margin_mm))
     geo = _paint_body(cv)
     _paint_chest(cv, geo, np.random.default_rng([seed, 1]), severity, pattern, anat_rng)
@@ -604,6 +623,25 @@ def _categories(n: int, rng: np.random.Generator) -> list[int]:
     return sorted(int(c) for c in cats)
 
 
+def _phantom_spacing(seed: int, shape) -> tuple[float, float, float]:
+    """The spacing chest_phantom(seed, shape=shape) will have (it depends on the anatomy draw only)."""
+    an = _draw_anatomy(np.random.default_rng([int(seed), 0]))
+    d, h, w = shape
+    return (round(an.coverage / d, 3), round(an.fov / h, 4), round(an.fov / w, 4))
+
+
+def _write_study(job: dict) -> None:
+    from xpgan.pipeline.writers import write_dicom_series, write_nifti
+
+    ph = chest_phantom(job["seed"], shape=job["shape"], severity=job["severity"], noise_hu=job["noise_hu"])
+    hu16 = np.clip(np.rint(ph.hu), -1024, 3071).astype(np.int16)
+    write_nifti(job["path"], hu16, ph.spacing, axcodes=job["axcodes"], extra_affine_shift=job["origin"])
+    if job["dicom_dir"]:
+        write_dicom_series(job["dicom_dir"], hu16, ph.spacing, orientation="axial",
+                           patient_name=job["patient_name"], patient_id=job["patient_id"],
+                           birth_date=job["birth_date"], seed=job["seed"])
+
+
 def write_mosmed_archive(
     out_dir: str | os.PathLike,
     n_studies: int,
@@ -615,6 +653,7 @@ def write_mosmed_archive(
     as_dicom: bool = False,                 # also write each study as a DICOM series under `dicom/`
     categories: Sequence[int] | None = None,  # grades per study; None: drawn (every grade when n >= 5)
     noise_hu: float = 12.0,                 # CT image noise, HU
+    workers: int = 1,                       # processes writing studies (the result does not depend on it)
 ) -> list[StudyRecord]:
     """A MosMedData-like tree: `studies/CT-k/study_NNNN.nii.gz` (int16 HU) and `dataset_registry.csv`.
 
@@ -623,8 +662,6 @@ def write_mosmed_archive(
     `dicom/study_NNNN/IMxxxx.dcm` hold the same volumes as DICOM series with made-up patient names, IDs and
     birth dates (which no store may ever contain). Deterministic in (seed, n_studies, shape, ...).
     """
-    from xpgan.pipeline.writers import write_dicom_series, write_nifti
-
     out = Path(out_dir)
     n_studies = int(n_studies)
     if n_studies < 1:
@@ -636,26 +673,23 @@ def write_mosmed_archive(
     d0, h, w = (int(s) for s in shape)
     records: list[StudyRecord] = []
     rows = []
+    jobs = []
     for i, cat in enumerate(cats):
         sid = f"study_{i + 1:04d}"
         p_seed = int(seed) * 100_003 + i
         d = max(4, d0 + int(rng.integers(-slice_jitter, slice_jitter + 1))) if slice_jitter else d0
-        ph = chest_phantom(p_seed, shape=(d, h, w), severity=cat, noise_hu=noise_hu)
-        hu16 = np.clip(np.rint(ph.hu), -1024, 3071).astype(np.int16)
         origin = (float(rng.uniform(-200, -150)), float(rng.uniform(-180, -120)), float(rng.uniform(-400, -300)))
         path = out / "studies" / f"CT-{cat}" / f"{sid}.nii.gz"
-        write_nifti(path, hu16, ph.spacing, axcodes=tuple(axcodes), extra_affine_shift=origin)
-        ddir = None
-        if as_dicom:
-            ddir = out / "dicom" / sid
-            first, last = _FAKE_NAMES[i % len(_FAKE_NAMES)]
-            write_dicom_series(ddir, hu16, ph.spacing, orientation="axial", patient_name=f"{last}^{first}",
-                               patient_id=f"MRN{7_000_000 + 37 * i + int(seed)}",
-                               birth_date=f"19{40 + (i * 7) % 50:02d}{1 + i % 12:02d}{1 + (i * 5) % 28:02d}",
-                               seed=p_seed)
-        records.append(StudyRecord(sid, cat, path, ddir, p_seed, (d, h, w), ph.spacing))
+        ddir = out / "dicom" / sid if as_dicom else None
+        first, last = _FAKE_NAMES[i % len(_FAKE_NAMES)]
+        jobs.append(dict(seed=p_seed, shape=(d, h, w), severity=cat, noise_hu=noise_hu, path=str(path),
+                         axcodes=tuple(axcodes), origin=origin, dicom_dir=str(ddir) if ddir else None,
+                         patient_name=f"{last}^{first}", patient_id=f"MRN{7_000_000 + 37 * i + int(seed)}",
+                         birth_date=f"19{40 + (i * 7) % 50:02d}{1 + i % 12:02d}{1 + (i * 5) % 28:02d}"))
+        records.append(StudyRecord(sid, cat, path, ddir, p_seed, (d, h, w), _phantom_spacing(p_seed, (d, h, w))))
         rows.append({"study_id": sid, "category": f"CT-{cat}",
                      "study_file": path.relative_to(out).as_posix()})
+    _run_groups(_write_study, jobs, workers)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "dataset_registry.csv", "w", newline="") as fh:
         wr = csv.DictWriter(fh, fieldnames=["study_id", "category", "study_file"])
@@ -843,6 +877,58 @@ def _write_cxr_dicom(path: Path, img: np.ndarray, *, monochrome1: bool, view: st
     ds.save_as(path, enforce_file_format=True)
 
 
+def _run_groups(fn, groups: list, workers: int) -> None:
+    """fn(group) for every group, in `workers` spawned processes when > 1 (results are files)."""
+    workers = max(1, min(int(workers), len(groups)))
+    if workers == 1:
+        for g in groups:
+            fn(g)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
+        for _ in ex.map(fn, groups):
+            pass
+
+
+def _render_cxr_jobs(group: list[dict]) -> None:
+    """Render and save the images of one patient (one phantom, several views/exposures)."""
+    from PIL import Image
+
+    spec = group[0]["spec"]
+    ph = chest_phantom(spec["seed"], shape=spec["shape"], severity=spec["severity"], pattern=spec["pattern"],
+                       noise_hu=0.0, z_margin_mm=spec["z_margin_mm"])
+    for jb in group:
+        path = Path(jb["path"])
+        if jb["kind"] == "ct_slice":
+            sl = ph.hu[ph.hu.shape[0] // 2]
+            Image.fromarray((np.clip((sl + 1000.0) / 1400.0, 0, 1) * 255).astype(np.uint8)).save(path)
+            continue
+        img_rng = np.random.default_rng(list(jb["img_seed"]))
+        rows_px, cols_px = jb["rows"], jb["cols"]
+        side = max(rows_px, cols_px)
+        p = _line_integrals(ph, jb["view"], side)
+        img = simulate_radiograph(
+            p, img_rng, exposure=float(np.exp(img_rng.normal(0.0, 0.35))),
+            photons=float(img_rng.uniform(1500.0, 12000.0)), scatter=float(img_rng.uniform(0.2, 0.9)),
+            gamma=float(img_rng.uniform(1.0, 1.6)), blur_px=float(img_rng.uniform(0.6, 1.6)),
+            unsharp=float(img_rng.uniform(0.0, 0.4)))
+        r0, c0 = (side - rows_px) // 2, (side - cols_px) // 2
+        img = img[r0:r0 + rows_px, c0:c0 + cols_px].copy()
+        if img_rng.uniform() < 0.6:
+            _add_marker(img, "L" if img_rng.uniform() < 0.7 else "R", img_rng)
+        if img_rng.uniform() < 0.3:
+            _collimate(img, img_rng)
+        fmt = jb["fmt"]
+        if fmt == "png8":
+            Image.fromarray(np.rint(img * 255).astype(np.uint8)).save(path)
+        elif fmt == "png16":
+            Image.fromarray(np.rint(img * 65535).astype(np.uint16)).save(path)
+        else:
+            _write_cxr_dicom(path, img, monochrome1=(fmt == "dicom_m1"), view=jb["view"], **jb["dicom"])
+
+
 def write_cxr_archive(
     out_dir: str | os.PathLike,
     n_images: int,
@@ -856,6 +942,7 @@ def write_cxr_archive(
     n_lateral: int | None = None,        # extra lateral (L) rows, to be filtered out; None: n_images // 20
     n_ct_rows: int | None = None,        # extra modality "CT" rows (an axial slice image); None: 1 if n >= 20
     n_missing: int = 0,                  # rows whose image file is not written (reported, not fatal)
+    workers: int = 1,                    # processes rendering images (the result does not depend on it)
 ) -> list[CXRRecord]:
     """A Cohen-style chest X-ray collection: `metadata.csv` + `images/` (PNG 8/16-bit and DICOM).
 
@@ -868,8 +955,6 @@ def write_cxr_archive(
     unnamed last column), mixed date formats, free-text columns. DICOM files carry made-up names, IDs and
     birth dates; some file names embed a made-up name.
     """
-    from PIL import Image
-
     out = Path(out_dir)
     n_images = int(n_images)
     if n_images < 1:
@@ -900,7 +985,6 @@ def write_cxr_archive(
     img_dir.mkdir(parents=True, exist_ok=True)
     records: list[CXRRecord] = []
     rows: list[list[str]] = []
-    phantoms: dict[tuple[int, int], Phantom] = {}
     pat_info = {}
     n_dicom = int(round(dicom_fraction * n_images))
     fmt_plan = ["dicom_m1" if j % 4 == 3 else "dicom_m2" for j in range(n_dicom)]
@@ -922,39 +1006,19 @@ def write_cxr_archive(
                 day0=_dt.date(2020, 1, 20) + _dt.timedelta(days=int(rng.integers(0, 120))))
         return pat_info[pi]
 
-    def render(pi: int, view: str, img_rng: np.random.Generator, rows_px: int, cols_px: int) -> np.ndarray:
-        info = patient_meta(pi)
-        key = (pi, info["severity"])
-        if key not in phantoms:
-            pseed = 10 ** 9 + int(seed) * 100_003 + pi
-            phantoms[key] = chest_phantom(pseed, shape=phantom_shape, severity=info["severity"],
-                                          pattern="bacterial" if info["pattern"] == "bacterial" else "covid",
-                                          noise_hu=0.0, z_margin_mm=z_margin_mm)
-        side = max(rows_px, cols_px)
-        p = _line_integrals(phantoms[key], view, side)
-        img = simulate_radiograph(
-            p, img_rng, exposure=float(np.exp(img_rng.normal(0.0, 0.35))),
-            photons=float(img_rng.uniform(1500.0, 12000.0)), scatter=float(img_rng.uniform(0.2, 0.9)),
-            gamma=float(img_rng.uniform(1.0, 1.6)), blur_px=float(img_rng.uniform(0.6, 1.6)),
-            unsharp=float(img_rng.uniform(0.0, 0.4)))
-        r0, c0 = (side - rows_px) // 2, (side - cols_px) // 2
-        img = img[r0:r0 + rows_px, c0:c0 + cols_px].copy()
-        if img_rng.uniform() < 0.6:
-            _add_marker(img, "L" if img_rng.uniform() < 0.7 else "R", img_rng)
-        if img_rng.uniform() < 0.3:
-            _collimate(img, img_rng)
-        return img
+    jobs: dict[int, list[dict]] = {}   # patient index -> images to render from that patient's phantom
 
-    def save(img: np.ndarray, fmt: str, fname: str, info: dict, view: str, pseed: int) -> None:
-        path = img_dir / fname
-        if fmt == "png8":
-            Image.fromarray(np.rint(img * 255).astype(np.uint8)).save(path)
-        elif fmt == "png16":
-            Image.fromarray(np.rint(img * 65535).astype(np.uint16)).save(path)
-        else:
-            birth = f"{2020 - info['age']}0{1 + pseed % 9}1{pseed % 9}"
-            _write_cxr_dicom(path, img, monochrome1=(fmt == "dicom_m1"), view=view, patient=info["name"],
-                             patient_id=f"PID{info['pid']}", birth_date=birth, seed=pseed)
+    def job(pi: int, **kw) -> None:
+        info = patient_meta(pi)
+        spec = dict(seed=10 ** 9 + int(seed) * 100_003 + pi, shape=tuple(int(v) for v in phantom_shape),
+                    severity=info["severity"], pattern="bacterial" if info["pattern"] == "bacterial" else "covid",
+                    z_margin_mm=float(z_margin_mm))
+        kw.setdefault("dicom", None)
+        jobs.setdefault(pi, []).append(dict(spec=spec, **kw))
+
+    def dicom_meta(info: dict, pseed: int) -> dict:
+        return dict(patient=info["name"], patient_id=f"PID{info['pid']}",
+                    birth_date=f"{2020 - info['age']}0{1 + pseed % 9}1{pseed % 9}", seed=pseed)
 
     def row(info: dict, offset: int, finding: str, view: str, modality: str, fname: str) -> list[str]:
         date = info["day0"] + _dt.timedelta(days=offset)
@@ -993,14 +1057,14 @@ def write_cxr_archive(
             fname = f"{info['name'][1].lower()}_{info['name'][0].lower()}_{j:04d}{ext}"
         else:
             fname = f"cxr_{j:04d}_{int(rng.integers(0, 16 ** 6)):06x}{ext}"
-        img_rng = np.random.default_rng([int(seed), 303, j])
         rows_px = size
-        cols_px = int(round(size * img_rng.uniform(0.82, 1.05) / 2)) * 2
+        cols_px = int(round(size * np.random.default_rng([int(seed), 505, j]).uniform(0.82, 1.05) / 2)) * 2
         pseed = 10 ** 9 + int(seed) * 100_003 + pi
         if j in missing:
             fmt = "missing"
         else:
-            save(render(pi, view, img_rng, rows_px, cols_px), fmt, fname, info, view, pseed)
+            job(pi, kind="xray", view=view, img_seed=(int(seed), 303, j), rows=rows_px, cols=cols_px, fmt=fmt,
+                path=str(img_dir / fname), dicom=dicom_meta(info, pseed) if fmt.startswith("dicom") else None)
         records.append(CXRRecord(info["pid"], fname, view, "X-ray", finding_of(info), label, fmt, pseed))
         rows.append(row(info, 3 * visit, finding_of(info), view, "X-ray", fname))
 
@@ -1010,21 +1074,19 @@ def write_cxr_archive(
         pi = pis[int(rng.integers(0, len(pis)))]
         info = patient_meta(pi)
         fname = f"lateral_{j:03d}.png"
-        img_rng = np.random.default_rng([int(seed), 404, j])
-        save(render(pi, "L", img_rng, size, size), "png8", fname, info, "L", 0)
+        job(pi, kind="xray", view="L", img_seed=(int(seed), 404, j), rows=size, cols=size, fmt="png8",
+            path=str(img_dir / fname))
         records.append(CXRRecord(info["pid"], fname, "L", "X-ray", finding_of(info), patients[pi], "png8", 0))
         rows.append(row(info, 0, finding_of(info), "L", "X-ray", fname))
     for j in range(n_ct_rows):
         pi = pis[int(rng.integers(0, len(pis)))]
         info = patient_meta(pi)
-        key = next((k for k in phantoms if k[0] == pi), None)
-        ph = phantoms[key] if key else chest_phantom(10 ** 9 + pi, shape=phantom_shape, noise_hu=0.0)
-        sl = ph.hu[ph.hu.shape[0] // 2]
         fname = f"ct_axial_{j:03d}.png"
-        Image.fromarray((np.clip((sl + 1000.0) / 1400.0, 0, 1) * 255).astype(np.uint8)).save(img_dir / fname)
+        job(pi, kind="ct_slice", path=str(img_dir / fname))
         records.append(CXRRecord(info["pid"], fname, "Axial", "CT", finding_of(info), patients[pi], "png8", 0))
         rows.append(row(info, 0, finding_of(info), "Axial", "CT", fname))
 
+    _run_groups(_render_cxr_jobs, [jobs[k] for k in sorted(jobs)], workers)
     with open(out / "metadata.csv", "w", newline="") as fh:
         wr = csv.writer(fh, lineterminator="\n")
         # The collection's header and rows end with a comma: pandas sees an extra "Unnamed" column.

@@ -13,7 +13,8 @@ prep_drr(src, out, *, shape=(64, 256, 256), geometry=None, mu_water=0.02, backen
     `overwrite=True` starts again. Returns a PrepSummary (summary.failed > 0: some items failed; they are
     listed in the store's "failures" attribute and in `OUT.zarr.failures.csv`).
 process_ct(path, *, job) -> {"volume": int16 [D, H, W], "drr": float32 [S, S], "spacing": float32 [3]}
-    One item, as a worker runs it: read (headers checked against the memory limit first) -> resize -> round/clip to int16 -> DRR of the stored
+    One item, as a worker runs it: read the stored voxels (headers checked against the memory limit first)
+    -> resize, converting to HU inside the first pass -> round/clip to int16 -> DRR of the stored
     int16 volume with its spacing (so drr[i] can be re-rendered exactly from volume[i] and spacing[i]).
 CT_STORE_VERSION = 1
 
@@ -51,8 +52,9 @@ class DRRJob:
 
 
 def estimate_item_bytes(shape, stored_itemsize: int) -> int:
-    """Peak working memory of one item: the stored voxels + their float32 HU (the reader's peak; the resize
-    passes that follow hold less, as the first pass shrinks an axis or works on an output-sized grid)."""
+    """Memory bound of one item checked before reading: the stored voxels + 4 bytes per voxel (read_ct's
+    peak, the stored array plus its float32 HU; process_ct holds less: the stored array plus the first
+    resize pass's float32 output, which shrinks an axis or is output-sized)."""
     n = int(np.prod([int(s) for s in shape], dtype=np.int64))
     return n * (int(stored_itemsize) + 4)
 
@@ -60,19 +62,18 @@ def estimate_item_bytes(shape, stored_itemsize: int) -> int:
 def process_ct(path: str, *, job: DRRJob) -> dict:
     """Read, resize and render one CT (runs on a Dask worker)."""
     from xpgan.drr import geometry_from_dict, render_drr
-    from xpgan.pipeline.io import MemoryLimitError, read_ct
+    from xpgan.pipeline.io import MemoryLimitError, read_ct_stored
     from xpgan.pipeline.resize import quantize_int16, resize_volume
 
     try:
-        ct = read_ct(path, max_bytes=job.memory_limit_bytes)  # refused from its header, before allocating
+        ct = read_ct_stored(path, max_bytes=job.memory_limit_bytes)  # refused from its header, before reading
     except MemoryLimitError as exc:
         raise InputError(path, f"{exc.reason} (--memory-limit-gb)") from None
-    hu, spacing_in = ct.hu, ct.spacing
+    if ct.data.ndim != 3 or min(ct.data.shape) < 2:
+        raise InputError(path, f"not a 3D volume (shape {ct.data.shape})")
+    # HU = float32(stored) * scale + offset, converted inside the first resize pass (no full-size float32 copy)
+    vol, spacing = resize_volume(ct.data, ct.spacing, job.shape, scale=ct.scale, offset=ct.offset)  # [D, H, W]
     del ct
-    if hu.ndim != 3 or min(hu.shape) < 2:
-        raise InputError(path, f"not a 3D volume (shape {hu.shape})")
-    vol, spacing = resize_volume(hu, spacing_in, job.shape)  # [D, H, W] float32, mm
-    del hu
     vol16, n_bad = quantize_int16(vol)  # [D, H, W] int16 = round(clip(vol))
     del vol
     if n_bad:

@@ -2,13 +2,15 @@
 
 Public API
 ----------
-resize_volume(hu, spacing, out_shape) -> (float32 [D, H, W], (sd, sh, sw))
+resize_volume(hu, spacing, out_shape, *, scale=1.0, offset=0.0) -> (float32 [D, H, W], (sd, sh, sw))
     Separable resampling with a triangle (linear) kernel whose support is stretched by the down-sampling
     factor on every axis that shrinks (so it low-pass filters before decimating, like PIL's and torch's
     antialiased bilinear), and plain linear interpolation on axes that grow. Sample centres are aligned
     (pixel-area convention: output sample o sits at input coordinate (o + 0.5) * n_in / n_out - 0.5), taps
     falling outside the volume are dropped and the remaining weights renormalised (no edge darkening).
     The new spacing keeps the physical extent: new = old * n_in / n_out per axis.
+    `hu` may also be a CT's stored voxels (any numeric dtype, a canonical view with mirrored axes) with
+    HU = float32(stored) * scale + offset: converted inside the first pass (xpgan.pipeline.io.read_ct_stored).
 resample_axis(x, axis, n_out) -> float32 array
     The same 1D operation along one axis (used by resize_volume; handy for tests).
 axis_taps(n_in, n_out) -> (idx int32 [n_out, K], w float32 [n_out, K])
@@ -72,8 +74,12 @@ def _get_kernels():
     if _kernels is None:
         import numba
 
+        # x may be of any numeric dtype (the stored CT voxels): each load is converted to float32 and scaled,
+        # float32(x) * scale + offset, the same two float32 roundings as the reader's conversion (exact for
+        # scale 1, offset 0). Tap k of output o reads x[first[o] + step * k] (step -1: a mirrored axis, see
+        # _oriented_taps), so the weights are summed in the same order in either orientation.
         @numba.njit(parallel=True, cache=True)
-        def _resample_mid(x, first, w, out):  # x [A, N, B], out [A, M, B]
+        def _resample_mid(x, first, step, w, scale, offset, out):  # x [A, N, B], out [A, M, B] float32
             a_n, m, b_n = out.shape
             k_n = w.shape[1]
             for job in numba.prange(a_n * m):
@@ -84,26 +90,27 @@ def _get_kernels():
                 for k in range(k_n):
                     wk = w[o, k]
                     if wk != 0.0:  # zero for every tap outside the axis
-                        i = first[o] + k
+                        i = first[o] + step * k
                         for b in range(b_n):
-                            out[a, o, b] += wk * x[a, i, b]
+                            out[a, o, b] += wk * (np.float32(x[a, i, b]) * scale + offset)
 
         @numba.njit(parallel=True, cache=True)
-        def _resample_last(x, first, w, out):  # x [R, N], out [R, M]
+        def _resample_last(x, first, step, w, scale, offset, out):  # x [R, N], out [R, M] float32
             r_n, m = out.shape
             k_n = w.shape[1]
             n = x.shape[1]
             for r in numba.prange(r_n):
                 for o in range(m):
                     f = first[o]
+                    lo = f if step > 0 else f - (k_n - 1)
                     acc = np.float32(0.0)
-                    if f >= 0 and f + k_n <= n:  # interior: consecutive loads
+                    if lo >= 0 and lo + k_n <= n:  # interior: every tap inside the axis
                         for k in range(k_n):
-                            acc += w[o, k] * x[r, f + k]
+                            acc += w[o, k] * (np.float32(x[r, f + step * k]) * scale + offset)
                     else:
                         for k in range(k_n):
                             if w[o, k] != 0.0:
-                                acc += w[o, k] * x[r, f + k]
+                                acc += w[o, k] * (np.float32(x[r, f + step * k]) * scale + offset)
                     out[r, o] = acc
 
         @numba.njit(parallel=True, cache=True)
@@ -131,31 +138,59 @@ def quantize_int16(x: np.ndarray) -> tuple[np.ndarray, int]:
     return out, int(bad)
 
 
+def _oriented_taps(n_in: int, n_out: int, mirrored: bool) -> tuple[np.ndarray, int, np.ndarray]:
+    """(first, step, w) for resampling an axis stored mirrored (memory index = n - 1 - canonical index).
+
+    Output memory row o is canonical output n_out - 1 - o; its taps are the canonical ones read from the
+    mirrored positions, in the same order, so the result is bit-identical to resampling a flipped copy.
+    """
+    first, w = _taps(n_in, n_out)
+    if not mirrored:
+        return first, 1, w
+    return np.ascontiguousarray(n_in - 1 - first[::-1]), -1, np.ascontiguousarray(w[::-1])
+
+
+def _resample(x: np.ndarray, axis: int, n_out: int, *, mirrored: bool = False, scale: float = 1.0,
+              offset: float = 0.0) -> np.ndarray:
+    """One pass on a C-contiguous `x` of any numeric dtype -> float32 C-contiguous."""
+    n_in = x.shape[axis]
+    first, step, w = _oriented_taps(n_in, n_out, mirrored)
+    mid, last, _ = _get_kernels()
+    lead = int(np.prod(x.shape[:axis], dtype=np.int64))
+    trail = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
+    out_shape = x.shape[:axis] + (n_out,) + x.shape[axis + 1:]
+    scale, offset = np.float32(scale), np.float32(offset)
+    if trail == 1:
+        out = np.empty((lead, n_out), dtype=np.float32)
+        last(x.reshape(lead, n_in), first, step, w, scale, offset, out)
+    else:
+        out = np.empty((lead, n_out, trail), dtype=np.float32)
+        mid(x.reshape(lead, n_in, trail), first, step, w, scale, offset, out)
+    return out.reshape(out_shape)
+
+
 def resample_axis(x: np.ndarray, axis: int, n_out: int) -> np.ndarray:
     """Resample float32 `x` along `axis` to `n_out` samples with the antialiased linear kernel."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim < 1:
         raise ValueError("resample_axis needs an array with at least one axis")
     axis = axis % x.ndim
-    n_in = x.shape[axis]
-    if n_out == n_in:
+    if n_out == x.shape[axis]:
         return x.copy()
-    first, w = _taps(n_in, n_out)
-    mid, last, _ = _get_kernels()
-    lead = int(np.prod(x.shape[:axis], dtype=np.int64))
-    trail = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
-    out_shape = x.shape[:axis] + (n_out,) + x.shape[axis + 1:]
-    if trail == 1:
-        out = np.empty((lead, n_out), dtype=np.float32)
-        last(x.reshape(lead, n_in), first, w, out)
-    else:
-        out = np.empty((lead, n_out, trail), dtype=np.float32)
-        mid(x.reshape(lead, n_in, trail), first, w, out)
-    return out.reshape(out_shape)
+    return _resample(x, axis, n_out)
 
 
-def resize_volume(hu: np.ndarray, spacing, out_shape) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """Resize a [d, h, w] volume to `out_shape` (D, H, W); returns (float32 volume, new spacing in mm)."""
+def resize_volume(hu: np.ndarray, spacing, out_shape, *, scale: float = 1.0,
+                  offset: float = 0.0) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Resize a [d, h, w] volume to `out_shape` (D, H, W); returns (float32 volume, new spacing in mm).
+
+    `hu` may be the stored voxels of a CT in any numeric dtype, with `scale` and `offset` (NIfTI scl_slope
+    and scl_inter, DICOM RescaleSlope and RescaleIntercept) giving HU = float32(stored) * scale + offset:
+    the first pass then converts while it resamples, so the full-size float32 volume is never made. A view
+    with mirrored axes (negative strides, as the readers' canonical views of on-disk data are) is resampled
+    in memory order and mirrored back at the end; the result is bit-identical to resizing
+    `np.ascontiguousarray(hu, dtype=np.float32) * scale + offset`.
+    """
     hu = np.asarray(hu)
     if hu.ndim != 3:
         raise ValueError(f"resize_volume needs a 3D [d, h, w] volume, got shape {hu.shape}")
@@ -167,16 +202,27 @@ def resize_volume(hu: np.ndarray, spacing, out_shape) -> tuple[np.ndarray, tuple
     spacing = tuple(float(s) for s in spacing)  # mm per voxel (sd, sh, sw)
     if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
         raise ValueError(f"spacing must be three positive mm values, got {spacing}")
-    if not np.issubdtype(hu.dtype, np.number):
-        raise ValueError(f"resize_volume needs a numeric volume, got dtype {hu.dtype}")
-    x = np.ascontiguousarray(hu, dtype=np.float32)
+    if not np.issubdtype(hu.dtype, np.number) or np.issubdtype(hu.dtype, np.complexfloating):
+        raise ValueError(f"resize_volume needs a real numeric volume, got dtype {hu.dtype}")
+    new_spacing = tuple(spacing[a] * hu.shape[a] / out_shape[a] for a in range(3))
+    mirrored = tuple(hu.strides[a] < 0 and hu.shape[a] > 1 for a in range(3))
+    x = hu[tuple(slice(None, None, -1) if m else slice(None) for m in mirrored)]  # memory order, strides > 0
+    if not x.flags.c_contiguous or x.dtype.byteorder not in "=|" or out_shape == hu.shape:
+        # general layouts: one conversion pass to a canonical float32 array first
+        x = np.ascontiguousarray(hu, dtype=np.float32)
+        if scale != 1.0 or offset != 0.0:
+            x = x * np.float32(scale) + np.float32(offset)
+        mirrored = (False, False, False)
+        scale, offset = 1.0, 0.0
     # Shrink the most-reduced axis first: every later pass then runs on a smaller array.
     # Ties go to the inner-contiguous (d, h) passes first, which vectorise better than the w gather pass.
     order = sorted(range(3), key=lambda a: (out_shape[a] / hu.shape[a], a == 2))
     for a in order:
         if x.shape[a] != out_shape[a]:
-            x = resample_axis(x, a, out_shape[a])
+            x = _resample(x, a, out_shape[a], mirrored=mirrored[a], scale=scale, offset=offset)
+            scale, offset = 1.0, 0.0  # applied by the first pass
+    if any(mirrored):
+        x = np.ascontiguousarray(x[tuple(slice(None, None, -1) if m else slice(None) for m in mirrored)])
     if x is hu or np.shares_memory(x, hu):
         x = x.copy()
-    new_spacing = tuple(spacing[a] * hu.shape[a] / out_shape[a] for a in range(3))
     return x, new_spacing

@@ -51,3 +51,14 @@ def test_demo_cli_reports_bad_options_in_one_line(tmp_path):
     r = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "d"), "--size", "8"])
     assert r.exit_code == 2
     assert "error:" in r.output and "Traceback" not in r.output
+
+
+def test_demo_folder_is_cleared_on_rerun(tmp_path):
+    from xpgan.pipeline.demo import MARKER, _prepare_out
+
+    _prepare_out(tmp_path / "d")
+    (tmp_path / "d" / "stores" / "ct.zarr").mkdir(parents=True)
+    (tmp_path / "d" / "stores" / "ct.zarr.salt").write_text("x" * 32)
+    _prepare_out(tmp_path / "d")
+    assert (tmp_path / "d" / MARKER).exists()
+    assert not (tmp_path / "d" / "stores").exists()
