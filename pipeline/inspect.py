@@ -102,7 +102,8 @@ def _figure(ncols: int, nrows: int, tile_in: float = 1.8):
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * tile_in, nrows * (tile_in + 0.3)), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * tile_in, nrows * (tile_in + 0.4)), squeeze=False,
+                             layout="constrained")
     for ax in axes.flat:
         ax.set_axis_off()
     return fig, axes
@@ -132,7 +133,6 @@ def _ct_grid(group, sheet: Path, max_tiles: int) -> int:
         s = f" CT-{sev[i]}" if sev[i] >= 0 else ""
         ax.set_title(f"{ids[i][-18:]}\n{LABEL_NAMES.get(int(label[i]), label[i])}{s}", fontsize=7)
     fig.suptitle("DRRs (head at top, patient right on image left)", fontsize=9)
-    fig.tight_layout()
     _save(fig, sheet)
     return int(pick.size)
 
@@ -159,7 +159,6 @@ def _cxr_grid(group, sheet: Path, max_tiles: int) -> int:
             ax.imshow(group["image"][int(i)], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
             ax.set_title(f"{SPLIT_NAMES.get(sp, sp)} {LABEL_NAMES.get(lb, lb)}\n{source[i][-18:]}", fontsize=7)
     fig.suptitle("CXR store: one row per split x label", fontsize=9)
-    fig.tight_layout()
     _save(fig, sheet)
     return int(sum(r[2].size for r in rows))
 
@@ -182,7 +181,6 @@ def _ct_item(group, sheet: Path, i: int) -> None:
     axes[0, 3].set_title(f"sagittal w={w // 2}", fontsize=9)
     fig.suptitle(f"item {i}: {ids[i]}  label {LABEL_NAMES.get(label, label)}  spacing "
                  f"({sd:.2f}, {sh:.2f}, {sw:.2f}) mm  [window -1000..400 HU]", fontsize=9)
-    fig.tight_layout()
     _save(fig, sheet)
 
 
@@ -191,7 +189,6 @@ def _cxr_item(group, sheet: Path, i: int) -> None:
     axes[0, 0].imshow(group["image"][i], cmap="gray", vmin=0.0, vmax=1.0)
     src = _str_array(group["source"])[i] if "source" in group else ""
     axes[0, 0].set_title(f"item {i} {src} label {int(group['label'][i])}", fontsize=9)
-    fig.tight_layout()
     _save(fig, sheet)
 
 
