@@ -84,6 +84,14 @@ def process_ct(path: str, *, job: DRRJob) -> dict:
             "spacing": np.asarray(spacing, dtype=np.float32)}
 
 
+def _process_encoded(path: str, *, job: DRRJob, encoders: dict) -> dict:
+    """process_ct, then the store's chunk encoding of the volume and DRR, on the worker: compression runs in
+    parallel, half the bytes travel, and the single writer only assembles shards (store.write_items)."""
+    from xpgan.pipeline.store import encode_items
+
+    return encode_items(process_ct(path, job=job), encoders)
+
+
 def _relative_reason(reason: str, path: str, rel: str) -> str:
     """Failure reasons name files by archive-relative paths, and drop a leading repeat of the item's path."""
     reason = reason.replace(path, rel)
@@ -192,7 +200,8 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
         job = DRRJob(shape=shape, geometry=geometry.to_dict(), mu_water=mu_water, backend=backend,
                      memory_limit_bytes=int(memory_limit_gb * 1e9))
         item_gb = 4 * float(np.prod(shape)) / 1e9
-        res = run_items(tasks, functools.partial(process_ct, job=job), write,
+        process = functools.partial(_process_encoded, job=job, encoders=st.item_encoders(group))
+        res = run_items(tasks, process, write,
                         group_size=st.items_per_shard(group), workers=workers, scheduler=scheduler,
                         processes=processes, progress=progress, desc="prep drr",
                         memory_per_worker_gb=min(memory_limit_gb, 2.0) + 4 * item_gb)

@@ -139,15 +139,13 @@ def quantize_int16(x: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def _oriented_taps(n_in: int, n_out: int, mirrored: bool) -> tuple[np.ndarray, int, np.ndarray]:
-    """(first, step, w) for resampling an axis stored mirrored (memory index = n - 1 - canonical index).
-
-    Output memory row o is canonical output n_out - 1 - o; its taps are the canonical ones read from the
-    mirrored positions, in the same order, so the result is bit-identical to resampling a flipped copy.
-    """
+    """(first, step, w) for resampling an axis whose input is stored mirrored (memory index = n_in - 1 -
+    canonical index): output o (in canonical order) reads its canonical taps at the mirrored positions, in
+    the same order, so the result is bit-identical to resampling a flipped copy, and no longer mirrored."""
     first, w = _taps(n_in, n_out)
     if not mirrored:
         return first, 1, w
-    return np.ascontiguousarray(n_in - 1 - first[::-1]), -1, np.ascontiguousarray(w[::-1])
+    return np.ascontiguousarray(n_in - 1 - first), -1, w
 
 
 def _resample(x: np.ndarray, axis: int, n_out: int, *, mirrored: bool = False, scale: float = 1.0,
@@ -187,8 +185,9 @@ def resize_volume(hu: np.ndarray, spacing, out_shape, *, scale: float = 1.0,
     `hu` may be the stored voxels of a CT in any numeric dtype, with `scale` and `offset` (NIfTI scl_slope
     and scl_inter, DICOM RescaleSlope and RescaleIntercept) giving HU = float32(stored) * scale + offset:
     the first pass then converts while it resamples, so the full-size float32 volume is never made. A view
-    with mirrored axes (negative strides, as the readers' canonical views of on-disk data are) is resampled
-    in memory order and mirrored back at the end; the result is bit-identical to resizing
+    with mirrored axes (negative strides, as the readers' canonical views of on-disk data are) is read in
+    memory order; each mirrored axis is put back in canonical order by its own pass (axes that keep their
+    size are flipped at the end); the result is bit-identical to resizing
     `np.ascontiguousarray(hu, dtype=np.float32) * scale + offset`.
     """
     hu = np.asarray(hu)
@@ -207,7 +206,9 @@ def resize_volume(hu: np.ndarray, spacing, out_shape, *, scale: float = 1.0,
     new_spacing = tuple(spacing[a] * hu.shape[a] / out_shape[a] for a in range(3))
     mirrored = tuple(hu.strides[a] < 0 and hu.shape[a] > 1 for a in range(3))
     x = hu[tuple(slice(None, None, -1) if m else slice(None) for m in mirrored)]  # memory order, strides > 0
-    if not x.flags.c_contiguous or x.dtype.byteorder not in "=|" or out_shape == hu.shape:
+    if x.dtype.isnative:
+        x = x.view(x.dtype.newbyteorder("="))  # e.g. '<i2' from a NIfTI header: the same type for Numba
+    if not x.flags.c_contiguous or not x.dtype.isnative or out_shape == hu.shape:
         # general layouts: one conversion pass to a canonical float32 array first
         x = np.ascontiguousarray(hu, dtype=np.float32)
         if scale != 1.0 or offset != 0.0:
@@ -221,7 +222,8 @@ def resize_volume(hu: np.ndarray, spacing, out_shape, *, scale: float = 1.0,
         if x.shape[a] != out_shape[a]:
             x = _resample(x, a, out_shape[a], mirrored=mirrored[a], scale=scale, offset=offset)
             scale, offset = 1.0, 0.0  # applied by the first pass
-    if any(mirrored):
+            mirrored = mirrored[:a] + (False,) + mirrored[a + 1:]  # the pass wrote axis a in canonical order
+    if any(mirrored):  # mirrored axes that kept their size
         x = np.ascontiguousarray(x[tuple(slice(None, None, -1) if m else slice(None) for m in mirrored)])
     if x is hu or np.shares_memory(x, hu):
         x = x.copy()

@@ -22,8 +22,12 @@ create_or_open(path, *, kind, arrays, n_items, attrs, identity, overwrite=False,
     spacing, ids, done) are one unsharded chunk (zarr's default zstd).
 items_per_shard(group) -> int
     The shard size along the item axis (write whole shards at once from a single writer).
+item_encoders(group) -> {name: ItemEncoder}; encode_items(result, encoders) -> result
+    Workers may encode their items of sharded arrays (Blosc, as zarr would) with the store's encoders; the
+    writer then assembles new shard files from those bytes without re-encoding (existing shards, e.g. on
+    resume, are decoded and merged through zarr). ItemEncoder and EncodedItem are small and picklable.
 write_items(group, results)
-    results: {index: {array name: value}}. Writes every array of those items, then sets their done flags
+    results: {index: {array name: value}} (values of sharded arrays may be EncodedItem). Writes every array of those items, then sets their done flags
     (done is written last, so done[i] implies every other array of item i is on disk). NOT safe to call
     from two processes or threads at once: concurrent writes into one Zarr shard lose data (zarr-python
     #3514, #3682). The runner calls it from the client process only.
@@ -279,6 +283,111 @@ def done_mask(group) -> np.ndarray:
     return np.asarray(group["done"][:], dtype=bool)
 
 
+@dataclass(frozen=True)
+class EncodedItem:
+    """One item of a sharded array, already encoded as its Zarr chunk (made on a worker by ItemEncoder)."""
+    data: bytes
+
+
+_MAX_U64 = 2**64 - 1
+_SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
+
+
+@dataclass(frozen=True)
+class ItemEncoder:
+    """Encodes one item of a sharded array exactly as the array's inner Zarr codecs do (bytes, little
+    endian -> Blosc), so that workers compress in parallel and the single writer only assembles shards."""
+    dtype: str
+    item_shape: tuple[int, ...]
+    cname: str
+    clevel: int
+    shuffle: int
+    blocksize: int
+    typesize: int
+
+    def _codec(self):
+        from numcodecs import Blosc
+
+        return Blosc(cname=self.cname, clevel=self.clevel, shuffle=self.shuffle, blocksize=self.blocksize,
+                     typesize=self.typesize)
+
+    def __call__(self, value) -> EncodedItem:
+        a = np.ascontiguousarray(value, dtype=np.dtype(self.dtype).newbyteorder("<"))
+        if a.shape != self.item_shape:
+            raise ValueError(f"item of shape {a.shape}, expected {self.item_shape}")
+        return EncodedItem(bytes(self._codec().encode(a.reshape(-1).view(np.uint8))))
+
+    def decode(self, item: EncodedItem) -> np.ndarray:
+        raw = self._codec().decode(item.data)
+        return np.frombuffer(raw, dtype=np.dtype(self.dtype).newbyteorder("<")).reshape(self.item_shape)
+
+
+def item_encoders(group) -> dict[str, ItemEncoder]:
+    """ItemEncoders for the sharded arrays whose layout is the one create_or_open makes (one item per chunk,
+    bytes + Blosc inside, index at the end with crc32c) in a local store; other arrays are left out (their
+    items are written through zarr as arrays)."""
+    from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec, ShardingCodecIndexLocation
+    from zarr.storage import LocalStore
+
+    out: dict[str, ItemEncoder] = {}
+    if not isinstance(group.store, LocalStore):
+        return out
+    for name in group.array_keys():
+        arr = group[name]
+        if getattr(arr, "shards", None) is None:
+            continue
+        codecs = getattr(arr.metadata, "codecs", ())
+        if len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
+            continue
+        sc = codecs[0]
+        inner, index = tuple(sc.codecs), tuple(sc.index_codecs)
+        if (tuple(sc.chunk_shape) != (1,) + tuple(arr.shape[1:]) or len(inner) != 2
+                or not isinstance(inner[0], BytesCodec) or not isinstance(inner[1], BloscCodec)
+                or len(index) != 2 or not isinstance(index[0], BytesCodec) or not isinstance(index[1], Crc32cCodec)
+                or sc.index_location != ShardingCodecIndexLocation.end or np.dtype(arr.dtype).byteorder == ">"
+                or index[0].endian is None or index[0].endian.value != "little"
+                or (inner[0].endian is not None and inner[0].endian.value != "little")):
+            continue
+        b = inner[1]
+        out[name] = ItemEncoder(dtype=np.dtype(arr.dtype).str, item_shape=tuple(arr.shape[1:]),
+                                cname=b.cname.value, clevel=int(b.clevel), shuffle=_SHUFFLE[b.shuffle.value],
+                                blocksize=int(b.blocksize), typesize=int(b.typesize))
+    return out
+
+
+def encode_items(result: Mapping[str, Any], encoders: Mapping[str, ItemEncoder]) -> dict[str, Any]:
+    """A worker's result with its sharded arrays encoded (EncodedItem); write_items takes either form."""
+    return {k: (encoders[k](v) if k in encoders else v) for k, v in result.items()}
+
+
+def _shard_file(group, arr, shard: int) -> Path:
+    key = arr.metadata.encode_chunk_key((shard,) + (0,) * (arr.ndim - 1))
+    return Path(group.store.root) / arr.path / key
+
+
+def _write_encoded_shard(path: Path, k: int, first: int, chunks: Mapping[int, EncodedItem]) -> None:
+    """A shard file from encoded chunks (zarr v3 sharding_indexed: the chunks, then the index of k
+    (offset, nbytes) uint64 little-endian pairs, missing chunks 2**64-1, then its crc32c), written whole."""
+    import google_crc32c
+
+    index = np.full((k, 2), _MAX_U64, dtype="<u8")
+    parts, offset = [], 0
+    for j in range(k):
+        c = chunks.get(first + j)
+        if c is None:
+            continue  # failed or beyond the array: read back as the fill value
+        index[j] = (offset, len(c.data))
+        parts.append(c.data)
+        offset += len(c.data)
+    index_bytes = index.tobytes()
+    parts += [index_bytes, np.array([google_crc32c.value(index_bytes)], dtype="<u4").tobytes()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.writelines(parts)
+    os.replace(tmp, path)
+
+
 def _runs(indices: list[int]) -> list[tuple[int, int]]:
     """Contiguous [start, stop) runs of sorted unique indices."""
     runs: list[tuple[int, int]] = []
@@ -304,9 +413,25 @@ def write_items(group, results: Mapping[int, Mapping[str, Any]]) -> None:
         if sharded:
             # Skip zarr's per-chunk "all fill value?" scan (half of its write CPU): our items are never empty.
             arr = arr.with_config({"write_empty_chunks": True})
-            for a, b in _runs(indices):
-                block = np.stack([np.asarray(results[i][name]) for i in range(a, b)]).astype(arr.dtype, copy=False)
-                arr[a:b] = block
+            k = int(arr.shards[0])
+            values = {i: results[i][name] for i in indices}
+            encoder = None
+            if any(isinstance(v, EncodedItem) for v in values.values()):
+                encoder = item_encoders(group).get(name)
+                if encoder is None:
+                    raise ValueError(f"array {name!r} has no item encoder; pass arrays, not EncodedItem")
+            for shard in sorted({i // k for i in indices}):
+                members = [i for i in indices if i // k == shard]
+                path = _shard_file(group, arr, shard) if encoder is not None else None
+                if path is not None and not path.exists() \
+                        and all(isinstance(values[i], EncodedItem) for i in members):
+                    # a new shard, encoded by the workers: assemble it, no zarr re-encoding
+                    _write_encoded_shard(path, k, shard * k, {i: values[i] for i in members})
+                    continue
+                for a, b in _runs(members):  # an existing shard: zarr merges (read, modify, write)
+                    block = np.stack([encoder.decode(values[i]) if isinstance(values[i], EncodedItem)
+                                      else np.asarray(values[i]) for i in range(a, b)])
+                    arr[a:b] = block.astype(arr.dtype, copy=False)
         else:
             # One small chunk: read, patch, write back whole (cheaper than a chunk rewrite per item).
             whole = arr[...]

@@ -95,6 +95,39 @@ def test_failures_paths_kept_out_of_store_but_in_csv(tmp_path):
                                                                    ("", "x/gone.png", "not found")]
 
 
+def _shard_files(store):
+    return {p.relative_to(store): p.read_bytes() for p in sorted(store.rglob("*"))
+            if p.is_file() and "c" in p.relative_to(store).parts}
+
+
+def test_worker_encoded_items_make_the_same_shard_files_as_zarr(tmp_path):
+    # Items encoded with the store's ItemEncoders (on workers) are assembled into shard files byte-identical
+    # to zarr's own, including a missing (failed) item and a last shard that runs past the array's end.
+    items = {i: item(i) for i in range(10) if i != 5}
+    plain, fast = make(tmp_path / "plain.zarr"), make(tmp_path / "fast.zarr")
+    st.write_items(plain, items)
+    enc = st.item_encoders(fast)
+    assert sorted(enc) == ["image"]  # the sharded array; small arrays stay plain
+    st.write_items(fast, {i: st.encode_items(r, enc) for i, r in items.items()})
+    want, got = _shard_files(tmp_path / "plain.zarr"), _shard_files(tmp_path / "fast.zarr")
+    assert len(got) == 3 + 1 + 1 + 1  # image: 3 shards of 4 items; label, name, done: one chunk each
+    assert got == want
+    g = st.open_store(tmp_path / "fast.zarr")
+    assert st.done_mask(g).tolist() == [i != 5 for i in range(10)]
+    for i in items:
+        np.testing.assert_array_equal(g["image"][i], item(i)["image"])
+
+
+def test_encoded_item_into_an_existing_shard_keeps_its_other_items(tmp_path):
+    g = make(tmp_path / "s.zarr")
+    enc = st.item_encoders(g)
+    st.write_items(g, {i: st.encode_items(item(i), enc) for i in (0, 1, 3)})
+    st.write_items(g, {2: st.encode_items(item(2), enc)})  # a resumed run: shard 0 is on disk already
+    for i in range(4):
+        np.testing.assert_array_equal(g["image"][i], item(i)["image"])
+    assert st.done_mask(g).tolist()[:4] == [True] * 4
+
+
 def test_second_lock_is_refused_while_first_is_held(tmp_path):
     with st.StoreLock(tmp_path / "s.zarr"):
         with pytest.raises(XPGANError, match="another process"):
