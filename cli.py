@@ -181,7 +181,8 @@ def prep_drr_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete OUT and start again (default: resume)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr (tty only)."),
     memory_limit_gb: float = typer.Option(6.0, "--memory-limit-gb", help="Refuse items whose header says reading "
-                                          "and resizing needs more than this, GB (checked before reading)."),
+                                          "needs more than this, GB (stored bytes + 4 per voxel; checked "
+                                          "before reading)."),
     salt_file: Optional[Path] = typer.Option(None, "--salt-file", help="Salt for patient-id hashes (manifest "
                                              "patient_id); default OUT.salt, created if missing."),
 ):
@@ -196,6 +197,32 @@ def prep_drr_command(
                        memory_limit_gb=memory_limit_gb, salt_file=salt_file)
     typer.echo(summary.text())
     if summary.failures:
+        raise typer.Exit(1)
+
+
+@bench_app.command("prep")
+@user_errors
+def bench_prep_command(
+    n: int = typer.Option(24, "--n", help="Volumes in the generated MosMed-like archive."),
+    shape: tuple[int, int, int] = typer.Option((40, 512, 512), "--shape", help="Archive volume size D H W, voxels "
+                                               "(int16 .nii.gz)."),
+    out_shape: tuple[int, int, int] = typer.Option((64, 256, 256), "--out-shape", help="prep drr --shape D H W, "
+                                                   "voxels."),
+    workers: int = typer.Option(2, "--workers", help="Local Dask worker processes for both runs."),
+    stages: int = typer.Option(3, "--stages", help="Volumes timed stage by stage in one process (0: skip)."),
+    archive: Optional[Path] = typer.Option(None, "--archive", help="Where the archive is generated (reused when "
+                                           "it is already there); default: a folder in the temp dir."),
+):
+    """Print prep drr volumes/s end-to-end vs read+gunzip only (wall and CPU ratios, goal <= 1.5), per-stage
+    CPU ms and peak RSS per worker."""
+    if n < 1 or workers < 1 or stages < 0:
+        raise XPGANError("--n and --workers must be >= 1, --stages >= 0")
+    from xpgan.pipeline.bench_prep import bench_prep
+
+    result = bench_prep(n=n, shape=shape, out_shape=out_shape, workers=workers, archive=archive, stages=stages)
+    for line in result.lines():
+        typer.echo(line)
+    if result.failed:
         raise typer.Exit(1)
 
 

@@ -15,6 +15,7 @@ stored: no file names, no DICOM attributes.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,13 @@ def _process(payload: tuple[str, int]) -> dict:
         return {"image": load_cxr(path, size)}
     except InputError as exc:
         raise XPGANError(exc.reason) from None  # the path is known to the caller; keep it out of reasons
+
+
+def _process_encoded(payload: tuple[str, int], encoders: dict) -> dict:
+    """_process, then the image encoded as its Zarr chunk (store.item_encoders): compression on the workers."""
+    from xpgan.pipeline.store import encode_items
+
+    return encode_items(_process(payload), encoders)
 
 
 def _reason(reason: str, path: Path) -> str:
@@ -162,7 +170,8 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
                                    for i, r in batch.items()})
 
         st.set_complete(group, False)
-        result = run_items(todo, _process, write, group_size=st.items_per_shard(group), workers=workers,
+        process = functools.partial(_process_encoded, encoders=st.item_encoders(group))
+        result = run_items(todo, process, write, group_size=st.items_per_shard(group), workers=workers,
                            scheduler=scheduler, processes=processes, progress=progress, desc="prep cxr")
 
         # Failures of this run replace earlier records of the same items; items done now drop theirs.

@@ -21,7 +21,8 @@ run_items(tasks, process_fn, write_fn, *, group_size=1, workers=None, scheduler=
       - scheduler=None: a local distributed cluster of `workers` single-threaded worker processes
         (default: one per core, fewer if `memory_per_worker_gb` says the RAM cannot hold them);
         `processes=False` uses threads in this process instead (tests).
-        Worker processes start without Dask's MALLOC_TRIM_THRESHOLD_ (see `worker_environ`).
+        Worker processes start without Dask's MALLOC_TRIM_THRESHOLD_ and without the statistical profiler
+        (see `local_worker_config`).
       - scheduler="ADDRESS" (e.g. "tcp://10.0.0.5:8786"): an existing cluster; its workers must be able to
         import xpgan and read the inputs.
       - workers=0 and no scheduler: run in this process without Dask (debugging).
@@ -29,8 +30,9 @@ run_items(tasks, process_fn, write_fn, *, group_size=1, workers=None, scheduler=
     so numba-parallel kernels in several worker processes do not oversubscribe the cores.
     Progress: a tqdm bar on stderr (done/failed, rate, ETA) when `progress` and stderr is a terminal.
     KeyboardInterrupt stops the cluster; everything already written stays valid (resume later).
-worker_environ() -> context manager
-    Dask config for a LocalCluster made elsewhere (benchmarks) to get the same worker environment.
+worker_environ(), local_worker_config() -> context managers
+    Dask config for a LocalCluster made elsewhere (benchmarks) to get the same workers (enter around its
+    constructor).
 RunResult(done, failed, seconds)
     done: list of indices written; failed: {index: reason}.
 PrepSummary(total, done, skipped, failed, failures, seconds, store)
@@ -227,6 +229,20 @@ def worker_environ():
     return dask.config.set({"distributed.nanny.pre-spawn-environ": env})
 
 
+def local_worker_config():
+    """Dask config context for starting a LocalCluster: `worker_environ()` plus the workers' statistical
+    profiler off (it samples the task thread's stack every 10 ms for the dashboard, which our clusters do
+    not serve: measured ~10 ms CPU per 150 ms item). Workers of a local cluster receive the client's config."""
+    import contextlib
+
+    import dask
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(worker_environ())
+    stack.enter_context(dask.config.set({"distributed.worker.profile.enabled": False}))
+    return stack
+
+
 def _start_client(workers: int | None, scheduler: str | None, processes: bool,
                   memory_per_worker_gb: float | None):
     import dask
@@ -242,7 +258,7 @@ def _start_client(workers: int | None, scheduler: str | None, processes: bool,
     # A worker killed while processing an item (e.g. out of memory) should fail that item after a few
     # tries, not be retried on every worker; items merely queued on a dying worker get the same count, so
     # allow 3 attempts to keep such bystanders alive.
-    with dask.config.set({"distributed.scheduler.allowed-failures": 2}), worker_environ(), \
+    with dask.config.set({"distributed.scheduler.allowed-failures": 2}), local_worker_config(), \
             warnings.catch_warnings():
         # The scheduler's small HTTP server (health routes) moves off a busy port 8787 with a warning.
         warnings.filterwarnings("ignore", message=".*already in use", category=UserWarning)

@@ -27,10 +27,11 @@ item_encoders(group) -> {name: ItemEncoder}; encode_items(result, encoders) -> r
     writer then assembles new shard files from those bytes without re-encoding (existing shards, e.g. on
     resume, are decoded and merged through zarr). ItemEncoder and EncodedItem are small and picklable.
 write_items(group, results)
-    results: {index: {array name: value}} (values of sharded arrays may be EncodedItem). Writes every array of those items, then sets their done flags
-    (done is written last, so done[i] implies every other array of item i is on disk). NOT safe to call
-    from two processes or threads at once: concurrent writes into one Zarr shard lose data (zarr-python
-    #3514, #3682). The runner calls it from the client process only.
+    results: {index: {array name: value}}; values of sharded arrays may be EncodedItem. Writes every
+    array of those items, then sets their done flags (done is written last, so done[i] implies every
+    other array of item i is on disk). NOT safe to call from two processes or threads at once: concurrent
+    writes into one Zarr shard lose data (zarr-python #3514, #3682). The runner calls it from the client
+    process only. A new shard of EncodedItems is written whole to a temp file and renamed.
 done_mask(group) -> bool [N]
 set_failures(group, path, failures, *, paths_in_store=True, csv_only=()) / get_failures(group)
     failures: list of dicts with keys index, id, path, reason. Stored in group attribute "failures" and
@@ -283,10 +284,12 @@ def done_mask(group) -> np.ndarray:
     return np.asarray(group["done"][:], dtype=bool)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class EncodedItem:
-    """One item of a sharded array, already encoded as its Zarr chunk (made on a worker by ItemEncoder)."""
-    data: bytes
+    """One item of a sharded array, already encoded as its Zarr chunk (made on a worker by ItemEncoder).
+
+    The bytes are held as a uint8 array, which pickle protocol 5 (Dask) ships out of band, unlike `bytes`."""
+    data: np.ndarray  # uint8 [nbytes]
 
 
 _MAX_U64 = 2**64 - 1
@@ -315,7 +318,7 @@ class ItemEncoder:
         a = np.ascontiguousarray(value, dtype=np.dtype(self.dtype).newbyteorder("<"))
         if a.shape != self.item_shape:
             raise ValueError(f"item of shape {a.shape}, expected {self.item_shape}")
-        return EncodedItem(bytes(self._codec().encode(a.reshape(-1).view(np.uint8))))
+        return EncodedItem(np.frombuffer(self._codec().encode(a.reshape(-1).view(np.uint8)), dtype=np.uint8))
 
     def decode(self, item: EncodedItem) -> np.ndarray:
         raw = self._codec().decode(item.data)
@@ -326,33 +329,35 @@ def item_encoders(group) -> dict[str, ItemEncoder]:
     """ItemEncoders for the sharded arrays whose layout is the one create_or_open makes (one item per chunk,
     bytes + Blosc inside, index at the end with crc32c) in a local store; other arrays are left out (their
     items are written through zarr as arrays)."""
-    from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec, ShardingCodecIndexLocation
     from zarr.storage import LocalStore
 
-    out: dict[str, ItemEncoder] = {}
     if not isinstance(group.store, LocalStore):
-        return out
-    for name in group.array_keys():
-        arr = group[name]
-        if getattr(arr, "shards", None) is None:
-            continue
-        codecs = getattr(arr.metadata, "codecs", ())
-        if len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
-            continue
-        sc = codecs[0]
-        inner, index = tuple(sc.codecs), tuple(sc.index_codecs)
-        if (tuple(sc.chunk_shape) != (1,) + tuple(arr.shape[1:]) or len(inner) != 2
-                or not isinstance(inner[0], BytesCodec) or not isinstance(inner[1], BloscCodec)
-                or len(index) != 2 or not isinstance(index[0], BytesCodec) or not isinstance(index[1], Crc32cCodec)
-                or sc.index_location != ShardingCodecIndexLocation.end or np.dtype(arr.dtype).byteorder == ">"
-                or index[0].endian is None or index[0].endian.value != "little"
-                or (inner[0].endian is not None and inner[0].endian.value != "little")):
-            continue
-        b = inner[1]
-        out[name] = ItemEncoder(dtype=np.dtype(arr.dtype).str, item_shape=tuple(arr.shape[1:]),
-                                cname=b.cname.value, clevel=int(b.clevel), shuffle=_SHUFFLE[b.shuffle.value],
-                                blocksize=int(b.blocksize), typesize=int(b.typesize))
-    return out
+        return {}
+    out = {name: _item_encoder(arr) for name, arr in group.arrays()}
+    return {name: enc for name, enc in out.items() if enc is not None}
+
+
+def _item_encoder(arr) -> ItemEncoder | None:
+    from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec, ShardingCodecIndexLocation
+
+    if getattr(arr, "shards", None) is None:
+        return None
+    codecs = getattr(arr.metadata, "codecs", ())
+    if len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
+        return None
+    sc = codecs[0]
+    inner, index = tuple(sc.codecs), tuple(sc.index_codecs)
+    if (tuple(sc.chunk_shape) != (1,) + tuple(arr.shape[1:]) or len(inner) != 2
+            or not isinstance(inner[0], BytesCodec) or not isinstance(inner[1], BloscCodec)
+            or len(index) != 2 or not isinstance(index[0], BytesCodec) or not isinstance(index[1], Crc32cCodec)
+            or sc.index_location != ShardingCodecIndexLocation.end or np.dtype(arr.dtype).byteorder == ">"
+            or index[0].endian is None or index[0].endian.value != "little"
+            or (inner[0].endian is not None and inner[0].endian.value != "little")):
+        return None
+    b = inner[1]
+    return ItemEncoder(dtype=np.dtype(arr.dtype).str, item_shape=tuple(arr.shape[1:]), cname=b.cname.value,
+                       clevel=int(b.clevel), shuffle=_SHUFFLE[b.shuffle.value], blocksize=int(b.blocksize),
+                       typesize=int(b.typesize))
 
 
 def encode_items(result: Mapping[str, Any], encoders: Mapping[str, ItemEncoder]) -> dict[str, Any]:
@@ -376,9 +381,9 @@ def _write_encoded_shard(path: Path, k: int, first: int, chunks: Mapping[int, En
         c = chunks.get(first + j)
         if c is None:
             continue  # failed or beyond the array: read back as the fill value
-        index[j] = (offset, len(c.data))
+        index[j] = (offset, c.data.nbytes)
         parts.append(c.data)
-        offset += len(c.data)
+        offset += c.data.nbytes
     index_bytes = index.tobytes()
     parts += [index_bytes, np.array([google_crc32c.value(index_bytes)], dtype="<u4").tobytes()]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -404,9 +409,10 @@ def write_items(group, results: Mapping[int, Mapping[str, Any]]) -> None:
     if not results:
         return
     indices = sorted(int(i) for i in results)
-    names = [n for n in group.array_keys() if n != "done"]
-    for name in names:
-        arr = group[name]
+    arrays = dict(group.arrays())  # opened once: each group[name] reads metadata from the store
+    for name, arr in arrays.items():
+        if name == "done":
+            continue
         if name not in results[indices[0]]:
             raise KeyError(f"result for item {indices[0]} lacks array {name!r}")
         sharded = getattr(arr, "shards", None) is not None
@@ -417,7 +423,9 @@ def write_items(group, results: Mapping[int, Mapping[str, Any]]) -> None:
             values = {i: results[i][name] for i in indices}
             encoder = None
             if any(isinstance(v, EncodedItem) for v in values.values()):
-                encoder = item_encoders(group).get(name)
+                from zarr.storage import LocalStore
+
+                encoder = _item_encoder(arr) if isinstance(group.store, LocalStore) else None
                 if encoder is None:
                     raise ValueError(f"array {name!r} has no item encoder; pass arrays, not EncodedItem")
             for shard in sorted({i // k for i in indices}):
@@ -438,7 +446,7 @@ def write_items(group, results: Mapping[int, Mapping[str, Any]]) -> None:
             for i in indices:
                 whole[i] = results[i][name]
             arr[...] = whole
-    done = group["done"]
+    done = arrays["done"]
     flags = np.asarray(done[...], dtype=bool)
     flags[indices] = True
     done[...] = flags

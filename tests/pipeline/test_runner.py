@@ -110,12 +110,17 @@ def test_progress_bar_shows_done_failed_rate_eta(monkeypatch):
     assert quiet.getvalue() == ""
 
 
-def test_local_worker_processes_start_without_dask_malloc_trim_threshold():
-    # Dask's default MALLOC_TRIM_THRESHOLD_=65536 costs ~25 % CPU per item (every large temporary an mmap);
-    # the runner drops it for the worker processes of its local cluster and keeps the other defaults.
+def test_local_worker_processes_get_our_worker_config():
+    # Dask's default MALLOC_TRIM_THRESHOLD_=65536 costs ~25 % CPU per item (every large temporary an mmap)
+    # and the statistical profiler (for a dashboard we do not serve) ~7 %: the runner's local cluster drops
+    # both for its worker processes and keeps the other defaults (OMP_NUM_THREADS=1).
+    def worker_settings(_):  # defined here so that it is pickled by value (test modules are not importable)
+        import dask
+
+        return {"trim": os.environ.get("MALLOC_TRIM_THRESHOLD_"), "omp": os.environ.get("OMP_NUM_THREADS"),
+                "profile": dask.config.get("distributed.worker.profile.enabled")}
+
     got = {}
-    res = run_items([Task(0, 0)], lambda _: {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_",
-                                                                           "OMP_NUM_THREADS")},
-                    got.update, workers=1, processes=True, progress=False)
+    res = run_items([Task(0, 0)], worker_settings, got.update, workers=1, processes=True, progress=False)
     assert not res.failed, res.failed
-    assert got[0] == {"MALLOC_TRIM_THRESHOLD_": os.environ.get("MALLOC_TRIM_THRESHOLD_"), "OMP_NUM_THREADS": "1"}
+    assert got[0] == {"trim": os.environ.get("MALLOC_TRIM_THRESHOLD_"), "omp": "1", "profile": False}
