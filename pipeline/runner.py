@@ -253,6 +253,11 @@ def _start_client(workers: int | None, scheduler: str | None, processes: bool,
             client = Client(scheduler, timeout="20s")
         except (OSError, TimeoutError) as exc:
             raise XPGANError(f"cannot connect to the Dask scheduler at {scheduler}: {exc}") from None
+        try:
+            _check_workers(client, scheduler)
+        except BaseException:
+            client.close()
+            raise
         return client, None
     n = workers if workers else default_workers(memory_per_worker_gb)
     # A worker killed while processing an item (e.g. out of memory) should fail that item after a few
@@ -265,6 +270,39 @@ def _start_client(workers: int | None, scheduler: str | None, processes: bool,
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
                                dashboard_address=None, silence_logs=logging.CRITICAL)
     return Client(cluster), cluster
+
+
+def _worker_xpgan_version() -> str:
+    """Runs on a worker: importing this module there proves the worker can run our tasks."""
+    from xpgan import __version__
+
+    return __version__
+
+
+def _check_workers(client, scheduler: str) -> None:
+    """Refuse an existing cluster whose workers cannot import xpgan (or run another version of it).
+
+    Without this check such a worker fails every task while unpickling it, which Dask may retry or leave
+    pending instead of reporting; asking each worker up front turns that into one clear error.
+    """
+    from xpgan import __version__
+
+    try:
+        client.wait_for_workers(1, timeout=30)
+    except TimeoutError:
+        raise XPGANError(f"no worker joined the Dask scheduler at {scheduler} within 30 s") from None
+    try:
+        versions = client.run(_worker_xpgan_version)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise XPGANError(f"the Dask workers at {scheduler} cannot run xpgan ({type(exc).__name__}: {first}); "
+                         f"install xpgan {__version__} in every worker's environment") from None
+    if not versions:
+        raise XPGANError(f"the Dask scheduler at {scheduler} has no workers")
+    other = sorted({v for v in versions.values() if v != __version__})
+    if other:
+        raise XPGANError(f"the Dask workers at {scheduler} run xpgan {', '.join(other)}, this client runs "
+                         f"{__version__}: install the same version everywhere")
 
 
 def _host_threads(client) -> dict[str, int]:
