@@ -143,6 +143,15 @@ class _LazyStoreDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def _select(self, keep, labels, block: int, limit: int | None) -> None:
+        """Use the store items where `keep` is true (the first `limit` of them); `block`: items per shard."""
+        self.indices = np.flatnonzero(keep).astype(np.int64)
+        if limit is not None:
+            self.indices = self.indices[:limit]
+        self.labels = labels[self.indices]
+        self.block = block
+        self.block_ids = self.indices // self.block
+
 
 class CTDataset(_LazyStoreDataset):
     """Finished, labelled CT items: {"ct": [1, D, H, W] in [-1, 1], "drr": [1, R, R] in [0, 1],
@@ -158,12 +167,7 @@ class CTDataset(_LazyStoreDataset):
         done = np.asarray(g["done"][:], bool)
         labels = np.asarray(g["label"][:], np.int64)
         keep = done & ((labels == 0) | (labels == 1)) if labelled_only else done
-        self.indices = np.flatnonzero(keep).astype(np.int64)
-        if limit is not None:
-            self.indices = self.indices[:limit]
-        self.labels = labels[self.indices]
-        self.block = info.block
-        self.block_ids = self.indices // self.block
+        self._select(keep, labels, info.block, limit)
         self.ct_shape, self.img_res = info.ct_shape, info.img_res
         self.hu_window = (float(hu_window[0]), float(hu_window[1]))
         self.with_volume = with_volume
@@ -203,12 +207,7 @@ class CXRDataset(_LazyStoreDataset):
                 is_val = np.array([_patient_is_val(p, val_fraction) for p in patients], bool)
                 keep &= is_val if part == "val" else ~is_val
         self.part = part
-        self.indices = np.flatnonzero(keep).astype(np.int64)
-        if limit is not None:
-            self.indices = self.indices[:limit]
-        self.labels = labels[self.indices]
-        self.block = info.block
-        self.block_ids = self.indices // self.block
+        self._select(keep, labels, info.block, limit)
         self.img_res = info.img_res
 
     def __getitem__(self, i: int) -> dict:

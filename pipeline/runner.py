@@ -188,6 +188,14 @@ class _Groups:
         self.write_fn = write_fn
         self.result = result
 
+    def outcome(self, index: int, status: str, value: Any) -> None:
+        """Record one item's result ("ok", payload) or failure ("fail", reason)."""
+        if status == "ok":
+            self.add(index, value)
+        else:
+            self.result.failed[index] = value
+            self.add(index, None)
+
     def add(self, index: int, value: Any | None) -> None:
         g = index // self.size
         if value is not None:
@@ -201,14 +209,10 @@ class _Groups:
                 self.result.done.extend(sorted(batch))
 
 
-def _run_inline(tasks, process_fn, groups: _Groups, bar: _Progress, result: RunResult) -> None:
+def _run_inline(tasks, process_fn, groups: _Groups, bar: _Progress) -> None:
     for t in tasks:
         status, value = _call(process_fn, t.payload, None)
-        if status == "ok":
-            groups.add(t.index, value)
-        else:
-            result.failed[t.index] = value
-            groups.add(t.index, None)
+        groups.outcome(t.index, status, value)
         bar.update(status == "ok")
 
 
@@ -327,9 +331,9 @@ def run_items(tasks: Sequence[Task], process_fn: Callable[[Any], Any],
     bar = _Progress(len(tasks), desc, progress)
     try:
         if workers == 0 and not scheduler:
-            _run_inline(tasks, process_fn, groups, bar, result)
+            _run_inline(tasks, process_fn, groups, bar)
         else:
-            _run_dask(tasks, process_fn, groups, bar, result, workers=workers, scheduler=scheduler,
+            _run_dask(tasks, process_fn, groups, bar, workers=workers, scheduler=scheduler,
                       processes=processes, max_in_flight=max_in_flight,
                       memory_per_worker_gb=memory_per_worker_gb)
     finally:
@@ -338,7 +342,7 @@ def run_items(tasks: Sequence[Task], process_fn: Callable[[Any], Any],
     return result
 
 
-def _run_dask(tasks, process_fn, groups: _Groups, bar: _Progress, result: RunResult, *, workers, scheduler,
+def _run_dask(tasks, process_fn, groups: _Groups, bar: _Progress, *, workers, scheduler,
               processes, max_in_flight, memory_per_worker_gb) -> None:
     from distributed import as_completed
 
@@ -372,11 +376,7 @@ def _run_dask(tasks, process_fn, groups: _Groups, bar: _Progress, result: RunRes
                 first = str(exc).split(". ")[0].strip()
                 status, value = "fail", f"worker failed on this item ({type(exc).__name__}: {first})"
             fut.release()
-            if status == "ok":
-                groups.add(t.index, value)
-            else:
-                result.failed[t.index] = value
-                groups.add(t.index, None)
+            groups.outcome(t.index, status, value)
             bar.update(status == "ok")
             submit_next()
     finally:
