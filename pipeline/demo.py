@@ -89,6 +89,18 @@ def _prepare_out(out: Path) -> None:
     (out / MARKER).write_text("made by xpgan demo; the folder is cleared on the next run\n")
 
 
+def _demo_salt(out: Path, seed: int) -> Path:
+    """A salt derived from the seed, so the same --seed gives the same patient hashes and hence the same
+    trainer validation carve and the same results. Only for the demo's synthetic patients: real stores get
+    a random secret salt (xpgan.pipeline.privacy)."""
+    import hashlib
+
+    path = out / "stores" / "demo.salt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(hashlib.sha256(f"xpgan demo salt {seed}".encode()).hexdigest())
+    return path
+
+
 def run_demo(cfg: DemoConfig, *, log: Callable[[str], None] = print) -> DemoResult:
     """Run every step of the demo into cfg.out; returns where each output is and how long each step took."""
     from xpgan.pipeline.phantoms import write_cxr_archive, write_mosmed_archive
@@ -121,8 +133,9 @@ def run_demo(cfg: DemoConfig, *, log: Callable[[str], None] = print) -> DemoResu
 
     t = step(f"prep drr -> volumes {'x'.join(map(str, cfg.prep_shape))}, DRRs {cfg.size}x{cfg.size}")
     ct_store = out / "stores" / "ct.zarr"
+    salt = _demo_salt(out, cfg.seed)
     s = prep_drr(str(mosmed), str(ct_store), shape=cfg.prep_shape, geometry=ConeGeometry(view="pa", size=cfg.size),
-                 workers=cfg.workers, progress=cfg.progress, processes=cfg.processes)
+                 workers=cfg.workers, progress=cfg.progress, processes=cfg.processes, salt_file=salt)
     _check_summary("prep drr", s)
     log(s.text() if hasattr(s, "text") else str(s))
     paths["CT store"] = str(ct_store)
@@ -134,7 +147,7 @@ def run_demo(cfg: DemoConfig, *, log: Callable[[str], None] = print) -> DemoResu
     t = step(f"prep cxr -> images {cfg.size}x{cfg.size}")
     cxr_store = out / "stores" / "cxr.zarr"
     s = prep_cxr([str(cxr_src)], str(cxr_store), size=cfg.size, seed=cfg.seed, workers=cfg.workers,
-                 progress=cfg.progress, processes=cfg.processes)
+                 progress=cfg.progress, processes=cfg.processes, salt_file=salt)
     _check_summary("prep cxr", s)
     log(s.text() if hasattr(s, "text") else str(s))
     paths["CXR store"] = str(cxr_store)
