@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -323,10 +324,14 @@ def write_dicom_cxr(
     patient_id: str = "0",
     patient_birth_date: str = "",
     modality: str = "DX",
+    uid_entropy: Sequence[str] | None = None,
+    extra: Mapping[str, object] | None = None,
 ) -> Path:
     """Write a synthetic uncompressed DICOM radiograph (for tests and demos).
 
-    The patient fields exist so that tests can check nothing downstream copies them.
+    The patient fields exist so that tests can check nothing downstream copies them. `uid_entropy`: strings
+    the UIDs are derived from, so the same inputs give the same file (default: random UIDs); `extra`: more
+    data elements by keyword (e.g. {"ViewPosition": "PA", "InstitutionName": ...}).
     """
     import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
@@ -339,13 +344,16 @@ def write_dicom_cxr(
     path = Path(path)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - Presentation
-    meta.MediaStorageSOPInstanceUID = generate_uid()
+    def uid(part: str) -> str:
+        return generate_uid() if uid_entropy is None else generate_uid(entropy_srcs=[*uid_entropy, part])
+
+    meta.MediaStorageSOPInstanceUID = uid("instance")
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
+    ds.StudyInstanceUID = uid("study")
+    ds.SeriesInstanceUID = uid("series")
     ds.Modality = modality
     ds.PatientName = patient_name
     ds.PatientID = patient_id
@@ -365,6 +373,8 @@ def write_dicom_cxr(
     if window is not None:
         ds.WindowCenter = f"{float(window[0]):g}"
         ds.WindowWidth = f"{float(window[1]):g}"
+    for keyword, value in (extra or {}).items():
+        setattr(ds, keyword, value)
     ds.PixelData = np.ascontiguousarray(stored.astype(stored.dtype.newbyteorder("<"))).tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     pydicom.dcmwrite(path, ds, enforce_file_format=True)

@@ -833,48 +833,18 @@ class CXRRecord:
 
 def _write_cxr_dicom(path: Path, img: np.ndarray, *, monochrome1: bool, view: str, patient: tuple[str, str],
                      patient_id: str, birth_date: str, seed: int) -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+    from xpgan.pipeline.cxr_io import write_dicom_cxr
 
-    dx_for_presentation = "1.2.840.10008.5.1.4.1.1.1.1"
-    stored = np.rint(img * 4095.0).astype(np.uint16)
+    stored = np.rint(img * 4095.0).astype(np.uint16)  # 12-bit detector values
     if monochrome1:
         stored = (4095 - stored).astype(np.uint16)
-    sop = generate_uid(entropy_srcs=[str(seed), patient_id, path.name])
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = dx_for_presentation
-    meta.MediaStorageSOPInstanceUID = sop
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = dx_for_presentation
-    ds.SOPInstanceUID = sop
-    ds.StudyInstanceUID = generate_uid(entropy_srcs=[str(seed), patient_id, "study"])
-    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[str(seed), patient_id, "series"])
-    ds.Modality = "DX"
-    ds.PatientName = f"{patient[1]}^{patient[0]}"
-    ds.PatientID = patient_id
-    ds.PatientBirthDate = birth_date
-    ds.PatientSex = "F" if seed % 2 else "M"
-    ds.InstitutionName = "Synthetic General Hospital"
-    ds.ReferringPhysicianName = "Who^Doctor"
-    ds.StudyDate = "20200315"
-    ds.ViewPosition = "AP" if view.startswith("AP") else view  # CS: no "AP Supine"
-    ds.Rows, ds.Columns = int(img.shape[0]), int(img.shape[1])
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
-    ds.RescaleIntercept = "0"
-    ds.RescaleSlope = "1"
-    ds.WindowCenter = "2048"
-    ds.WindowWidth = "4096"
-    ds.PixelData = stored.astype("<u2").tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
+    write_dicom_cxr(
+        path, stored, photometric="MONOCHROME1" if monochrome1 else "MONOCHROME2", window=(2048, 4096),
+        rescale=(1, 0), bits_stored=12, patient_name=f"{patient[1]}^{patient[0]}", patient_id=patient_id,
+        patient_birth_date=birth_date, modality="DX", uid_entropy=[str(seed), patient_id, path.name],
+        extra={"PatientSex": "F" if seed % 2 else "M", "InstitutionName": "Synthetic General Hospital",
+               "ReferringPhysicianName": "Who^Doctor", "StudyDate": "20200315",
+               "ViewPosition": "AP" if view.startswith("AP") else view})  # CS: no "AP Supine"
 
 
 def _run_groups(fn, groups: list, workers: int) -> None:
