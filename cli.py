@@ -67,6 +67,26 @@ def _write_drr_file(out: Path, image, output: str) -> None:
     Image.fromarray(np.round(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)).save(out)
 
 
+def _geometry_from_options(geometry: str, view: Optional[str], size: int, pixel_mm: Optional[float],
+                           sdd: Optional[float], sid: Optional[float]):
+    """The DRR geometry of `drr render` / `prep drr` options; None leaves a cone default in place."""
+    from xpgan.drr import make_geometry
+
+    if geometry == "cone":
+        kw = {"view": view or "pa", "size": size, "pixel_mm": pixel_mm}
+        if sdd is not None:
+            kw["sdd_mm"] = sdd
+        if sid is not None:
+            kw["sid_mm"] = sid
+        return make_geometry("cone", **kw)
+    if geometry == "parallel":
+        if view not in (None, "ap") or sdd is not None or sid is not None:
+            raise XPGANError("--view, --sdd and --sid apply to the cone geometry only (parallel rays run "
+                             "anterior to posterior)")
+        return make_geometry("parallel", size=size, pixel_mm=pixel_mm)
+    raise XPGANError(f"unknown geometry {geometry!r}; allowed: cone, parallel")
+
+
 @drr_app.command("render")
 @user_errors
 def drr_render(
@@ -95,13 +115,12 @@ def drr_render(
         raise XPGANError(f"{out}: output must end in .npy or .png")
     if not out.parent.is_dir():
         raise XPGANError(f"{out}: folder {out.parent} does not exist")
-    from xpgan.drr import make_geometry, render_drr
+    from xpgan.drr import render_drr
     from xpgan.pipeline.io import read_ct
 
-    kwargs = {"size": size, "pixel_mm": pixel_mm}
-    if geometry == "cone":
-        kwargs.update(view=view, sdd_mm=sdd, sid_mm=sid)
-    geom = make_geometry(geometry, **kwargs)
+    cone = geometry == "cone"  # parallel rays ignore the cone-only options' defaults
+    geom = _geometry_from_options(geometry, view if cone else None, size, pixel_mm, sdd if cone else None,
+                                  sid if cone else None)
     ct = read_ct(ct_path)
     image = render_drr(ct.hu, ct.spacing, geom, backend=backend, output=output.replace("-", "_"), mu_water=mu_water)
     _write_drr_file(out, image, output)
@@ -139,25 +158,6 @@ def bench_drr_command(
 
 # ---- section: prep drr + inspect ----
 
-def _prep_geometry(geometry: str, view: Optional[str], size: int, pixel_mm: Optional[float],
-                   sdd: Optional[float], sid: Optional[float]):
-    from xpgan.drr import make_geometry
-
-    if geometry == "cone":
-        kw = {"view": view or "pa", "size": size, "pixel_mm": pixel_mm}
-        if sdd is not None:
-            kw["sdd_mm"] = sdd
-        if sid is not None:
-            kw["sid_mm"] = sid
-        return make_geometry("cone", **kw)
-    if geometry == "parallel":
-        if view not in (None, "ap") or sdd is not None or sid is not None:
-            raise XPGANError("--view, --sdd and --sid apply to the cone geometry only (parallel rays run "
-                             "anterior to posterior)")
-        return make_geometry("parallel", size=size, pixel_mm=pixel_mm)
-    raise XPGANError(f"unknown geometry {geometry!r}; allowed: cone, parallel")
-
-
 @prep_app.command("drr")
 @user_errors
 def prep_drr_command(
@@ -191,7 +191,7 @@ def prep_drr_command(
 
     if workers is not None and workers < 0:
         raise XPGANError(f"--workers must be >= 0, got {workers}")
-    geom = _prep_geometry(geometry, view, size, pixel_mm, sdd, sid)
+    geom = _geometry_from_options(geometry, view, size, pixel_mm, sdd, sid)
     summary = prep_drr(src, out, shape=shape, geometry=geom, mu_water=mu_water, backend=backend, workers=workers,
                        scheduler=scheduler, overwrite=overwrite, progress=progress,
                        memory_limit_gb=memory_limit_gb, salt_file=salt_file)
