@@ -50,13 +50,8 @@ class LinearC(nn.Module):
         return self.lin(img.flatten(1))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # many small ops: one thread avoids OpenMP spin-waiting when other jobs share the 2 cores
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# many small ops: one thread avoids OpenMP spin-waiting when other jobs share the 2 cores (conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _softplus(t):
