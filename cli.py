@@ -233,11 +233,24 @@ def inspect_command(
     sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a PNG contact sheet here."),
     item: Optional[int] = typer.Option(None, "--item", help="Sheet of one item (CT: DRR beside axial, coronal "
                                        "and sagittal mid-slices) instead of the grid."),
+    verify: bool = typer.Option(False, "--verify", help="Read every chunk of every done item back against its "
+                                "checksum (without: shard files, indexes and small chunks only)."),
 ):
-    """Summarise a store (counts per label/severity/split, failures, geometry); optionally a PNG sheet."""
-    from xpgan.pipeline.inspect import inspect_store
+    """Summarise a store (counts per label/severity/split, failures, geometry); optionally a PNG sheet.
+    Exit code 1 when done items have missing or damaged data (listed)."""
+    from xpgan.pipeline.inspect import check_store, inspect_store
+    from xpgan.pipeline.schema import StoreDamageError
 
-    typer.echo(inspect_store(store, sheet=sheet, item=item))
+    report, damaged = check_store(store, full=verify)
+    try:
+        typer.echo(inspect_store(store, sheet=sheet, item=item))
+    except StoreDamageError as exc:
+        if not damaged:
+            raise
+        typer.echo(f"{store}: no summary: {exc}")
+    typer.echo(report)
+    if damaged:
+        raise typer.Exit(1)
 
 
 # ---- end section: prep drr + inspect ----
@@ -335,6 +348,8 @@ def train_command(
     stop_at: Optional[int] = typer.Option(None, "--stop-at", help="End this invocation at this step (resume later)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config as JSON and exit."),
+    allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="Use the done items of a store that "
+                                          "prep is still writing or did not finish (refused by default)."),
 ) -> None:
     """Train a classifier (and in mode xpgan the generator and discriminator); torchrun for several GPUs."""
     if classifier_weights is not None and not classifier_weights.is_file():
@@ -346,7 +361,7 @@ def train_command(
         seed=seed, preset=preset, device=device, amp=amp, amp_dtype=amp_dtype, num_workers=num_workers,
         checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, log_every=log_every,
         sample_every=sample_every, classifier_weights=classifier_weights, resume=resume, stop_at=stop_at,
-        progress=progress)
+        progress=progress, allow_incomplete=allow_incomplete)
     if dry_run:
         from xpgan.model.train import resolve_config
         typer.echo(resolve_config(cfg).to_json())
@@ -372,11 +387,14 @@ def eval_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: RUN_DIR/eval-SPLIT)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass."),
+    allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="Use the done items of a store that "
+                                          "prep is still writing or did not finish."),
 ) -> None:
     """Precision, recall, F1 (at 0.5 and the best validation-F1 threshold), AUROC; PR/ROC plots."""
     from xpgan.model.evaluate import evaluate
 
-    r = evaluate(checkpoint, cxr, split=split, out_dir=out, device=device, batch_size=batch_size)
+    r = evaluate(checkpoint, cxr, split=split, out_dir=out, device=device, batch_size=batch_size,
+                 allow_incomplete=allow_incomplete)
     best = r["at_best_val_f1"]
     typer.echo(f"{split}: {r['counts']['items']} items, AUROC {r['auroc']:.4f}; "
                f"at 0.5 P {r['at_0.5']['precision']:.4f} R {r['at_0.5']['recall']:.4f} F1 {r['at_0.5']['f1']:.4f}; "
@@ -393,11 +411,13 @@ def generate_command(
     out: Path = typer.Option(..., "--out", help="Output folder for PNGs."),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most this many CT items."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="Use the done items of a store that "
+                                          "prep is still writing or did not finish."),
 ) -> None:
     """G_ema's X-ray for each CT item as PNG, plus grid.png (stored DRR | generated)."""
     from xpgan.model.generate import generate
 
-    r = generate(checkpoint, ct, out, limit=limit, device=device)
+    r = generate(checkpoint, ct, out, limit=limit, device=device, allow_incomplete=allow_incomplete)
     typer.echo(f"wrote {len(r['images'])} images and {r['grid']}")
 
 

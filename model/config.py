@@ -50,6 +50,7 @@ class TrainConfig:
     stop_at: Optional[int] = None       # end this invocation at this step (checkpoint written); the
                                         # schedule still spans the whole run, so a resume continues it
     progress: bool = True               # progress bar on rank 0
+    allow_incomplete: bool = False      # train on the done items of a store prep is writing or did not finish
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

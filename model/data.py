@@ -1,4 +1,10 @@
-"""Streaming the CT and CXR Zarr stores (DESIGN.md) into training batches.
+"""Streaming the CT and CXR Zarr stores (docs/design.md, xpgan.pipeline.schema) into training batches.
+
+Stores are opened with the schema's `open_store`; a store whose done items lack data (a deleted shard) is
+refused at open, and a chunk that fails its checksum when read is a one-line StoreDamageError naming the
+store, the array and the item. `ct_store_info` / `cxr_store_info` (what train, eval and generate call
+first) also refuse a store that prep is still writing or whose last prep run did not finish, unless
+`allow_incomplete`.
 
 Datasets keep only the store path and small index arrays; the Zarr group is opened lazily in whichever
 process reads items (so DataLoader workers each open their own handle and datasets pickle cleanly).
@@ -20,33 +26,19 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from xpgan.errors import InputError, XPGANError
+from xpgan.pipeline import schema
+from xpgan.pipeline.schema import open_store  # noqa: F401 (the one open_store; generate uses it from here)
 
-CT_ARRAYS = ("volume", "drr", "label", "done")
-CXR_ARRAYS = ("image", "label", "split", "patient", "done")
 CXR_PARTS = ("train", "val", "test", "train_all")
 
 
 # ---------------------------------------------------------------------------------------------- stores
-def open_store(path: str | Path, kind: str):
-    """Open a store read-only and check its kind and arrays; InputError if it is not usable."""
-    import zarr
+def _open_checked(path, kind: str):
+    """The store, refused (one line) when a done item's data is missing or damaged."""
+    from xpgan.pipeline.verify import check_done_data
 
-    p = Path(path)
-    if not p.exists():
-        raise InputError(p, "no such store")
-    try:
-        g = zarr.open_group(str(p), mode="r")
-    except Exception as exc:  # zarr raises several types for a folder that is not a group
-        raise InputError(p, f"not a Zarr v3 store ({type(exc).__name__}: {exc})") from None
-    meta = dict(g.attrs).get("xpgan")
-    if not isinstance(meta, dict) or meta.get("kind") != kind:
-        found = meta.get("kind") if isinstance(meta, dict) else None
-        raise InputError(p, f"not an xpgan {kind} store (attribute xpgan.kind is {found!r})")
-    need = CT_ARRAYS if kind == "ct" else CXR_ARRAYS
-    names = set(g.array_keys())
-    missing = [a for a in need if a not in names]
-    if missing:
-        raise InputError(p, f"{kind} store lacks array(s) {', '.join(missing)}")
+    g = open_store(path, kind)
+    check_done_data(g, path)
     return g
 
 
@@ -73,8 +65,28 @@ class CXRStoreInfo:
     block: int
 
 
-def ct_store_info(path) -> CTStoreInfo:
-    g = open_store(path, "ct")
+def _ready(g, path, allow_incomplete: bool) -> None:
+    from xpgan.pipeline.verify import check_ready
+
+    check_ready(g, path, allow_incomplete=allow_incomplete)
+
+
+def ct_store_info(path, *, allow_incomplete: bool = False) -> CTStoreInfo:
+    """Sizes of a CT store checked for training: complete and not being written (unless allow_incomplete),
+    every done item's data present."""
+    g = _open_checked(path, "ct")
+    _ready(g, path, allow_incomplete)
+    return _ct_info(g, path)
+
+
+def cxr_store_info(path, *, allow_incomplete: bool = False) -> CXRStoreInfo:
+    """Sizes of a CXR store, checked as ct_store_info does."""
+    g = _open_checked(path, "cxr")
+    _ready(g, path, allow_incomplete)
+    return _cxr_info(g, path)
+
+
+def _ct_info(g, path) -> CTStoreInfo:
     vol, drr = g["volume"], g["drr"]
     if vol.ndim != 4 or drr.ndim != 3 or drr.shape[1] != drr.shape[2] or vol.shape[0] != drr.shape[0]:
         raise InputError(path, f"unexpected shapes volume {vol.shape}, drr {drr.shape} "
@@ -83,17 +95,16 @@ def ct_store_info(path) -> CTStoreInfo:
                        img_res=int(drr.shape[1]), block=_block_size(vol))
 
 
-def cxr_store_info(path) -> CXRStoreInfo:
-    g = open_store(path, "cxr")
+def _cxr_info(g, path) -> CXRStoreInfo:
     img = g["image"]
     if img.ndim != 3 or img.shape[1] != img.shape[2]:
         raise InputError(path, f"unexpected image shape {img.shape} (want [N, R, R])")
     return CXRStoreInfo(n=int(img.shape[0]), img_res=int(img.shape[1]), block=_block_size(img))
 
 
-def read_strings(arr) -> list[str]:
+def read_strings(arr, path="") -> list[str]:
     """A 1-D string array as Python str, whatever string dtype the writer used."""
-    return [str(v) for v in np.asarray(arr[:]).tolist()]
+    return [str(v) for v in schema.read(arr, path, arr.basename).tolist()]
 
 
 def normalize_hu(volume_hu: np.ndarray, hu_window: Sequence[float]) -> np.ndarray:
@@ -123,9 +134,7 @@ class _LazyStoreDataset(Dataset):
 
     def _g(self):
         if self._group is None:
-            import zarr
-
-            self._group = zarr.open_group(self.path, mode="r")
+            self._group = schema.open_group(Path(self.path), "r")
         return self._group
 
     def _a(self, name: str):
@@ -134,6 +143,10 @@ class _LazyStoreDataset(Dataset):
         if arr is None:
             arr = self._arrays[name] = self._g()[name]
         return arr
+
+    def _item(self, name: str, j: int) -> np.ndarray:
+        """Item j of an array; a damaged chunk is a one-line StoreDamageError (store, array, item)."""
+        return schema.read(self._a(name), self.path, name, j, item=j)
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -162,11 +175,12 @@ class CTDataset(_LazyStoreDataset):
     def __init__(self, path, *, hu_window=(-1000.0, 1000.0), with_volume: bool = True,
                  labelled_only: bool = True, limit: Optional[int] = None):
         super().__init__(path)
-        g = open_store(path, "ct")
-        info = ct_store_info(path)
-        done = np.asarray(g["done"][:], bool)
-        labels = np.asarray(g["label"][:], np.int64)
-        keep = done & ((labels == 0) | (labels == 1)) if labelled_only else done
+        g = _open_checked(path, "ct")
+        info = _ct_info(g, path)
+        done = schema.read(g, path, "done").astype(bool)
+        labels = schema.read(g, path, "label").astype(np.int64)
+        keep = done & ((labels == schema.LABEL_NEGATIVE) | (labels == schema.LABEL_POSITIVE)) if labelled_only \
+            else done
         self._select(keep, labels, info.block, limit)
         self.ct_shape, self.img_res = info.ct_shape, info.img_res
         self.hu_window = (float(hu_window[0]), float(hu_window[1]))
@@ -174,10 +188,10 @@ class CTDataset(_LazyStoreDataset):
 
     def __getitem__(self, i: int) -> dict:
         j = int(self.indices[i])
-        out = {"drr": np.asarray(self._a("drr")[j], np.float32)[None],    # [1, R, R]
+        out = {"drr": self._item("drr", j).astype(np.float32, copy=False)[None],    # [1, R, R]
                "ct_label": int(self.labels[i]), "index": j}
         if self.with_volume:
-            out["ct"] = normalize_hu(np.asarray(self._a("volume")[j]), self.hu_window)[None]  # [1, D, H, W]
+            out["ct"] = normalize_hu(self._item("volume", j), self.hu_window)[None]  # [1, D, H, W]
         return out
 
 
@@ -192,18 +206,18 @@ class CXRDataset(_LazyStoreDataset):
         super().__init__(path)
         if part not in CXR_PARTS:
             raise ValueError(f"part must be one of {CXR_PARTS}, got {part!r}")
-        g = open_store(path, "cxr")
-        info = cxr_store_info(path)
-        done = np.asarray(g["done"][:], bool)
-        labels = np.asarray(g["label"][:], np.int64)
-        split = np.asarray(g["split"][:], np.int64)
-        keep = done & ((labels == 0) | (labels == 1))
+        g = _open_checked(path, "cxr")
+        info = _cxr_info(g, path)
+        done = schema.read(g, path, "done").astype(bool)
+        labels = schema.read(g, path, "label").astype(np.int64)
+        split = schema.read(g, path, "split").astype(np.int64)
+        keep = done & ((labels == schema.LABEL_NEGATIVE) | (labels == schema.LABEL_POSITIVE))
         if part == "test":
-            keep &= split == 1
+            keep &= split == schema.SPLIT_TEST
         else:
-            keep &= split == 0
+            keep &= split == schema.SPLIT_TRAIN
             if part in ("train", "val"):
-                patients = read_strings(g["patient"])
+                patients = read_strings(g["patient"], path)
                 is_val = np.array([_patient_is_val(p, val_fraction) for p in patients], bool)
                 keep &= is_val if part == "val" else ~is_val
         self.part = part
@@ -212,7 +226,7 @@ class CXRDataset(_LazyStoreDataset):
 
     def __getitem__(self, i: int) -> dict:
         j = int(self.indices[i])
-        return {"cxr": np.asarray(self._a("image")[j], np.float32)[None],   # [1, R, R]
+        return {"cxr": self._item("image", j).astype(np.float32, copy=False)[None],   # [1, R, R]
                 "cxr_label": int(self.labels[i]), "index": j}
 
 

@@ -72,9 +72,11 @@ def _plot_curves(y: np.ndarray, s: np.ndarray, out_dir: Path, title: str) -> lis
 
 def evaluate(checkpoint: str | Path, cxr_store: str | Path, *, split: str = "test",
              out_dir: Optional[str | Path] = None, device: str = "auto", batch_size: int = 64,
-             num_workers: int = 0) -> dict:
+             num_workers: int = 0, allow_incomplete: bool = False) -> dict:
     """Metrics of the checkpoint's classifier on `split` of the CXR store; writes metrics.json, roc.png
-    and pr.png into out_dir (default: beside the checkpoint, `eval-<split>/`). Returns the metrics."""
+    and pr.png into out_dir (default: beside the checkpoint, `eval-<split>/`). Returns the metrics. The
+    store is refused while prep writes it or when its last prep run did not finish, unless
+    `allow_incomplete`."""
     from xpgan.model.distributed import resolve_device
     from xpgan.model.train import networks_from_checkpoint
 
@@ -83,7 +85,7 @@ def evaluate(checkpoint: str | Path, cxr_store: str | Path, *, split: str = "tes
     dev = resolve_device(device)
     state = ckpt_io.load(checkpoint, map_location="cpu")
     net_res = int(state["net"]["img_res"])
-    info = cxr_store_info(cxr_store)
+    info = cxr_store_info(cxr_store, allow_incomplete=allow_incomplete)
     if info.img_res != net_res:
         raise XPGANError(f"{cxr_store}: images are {info.img_res} px but the classifier was trained at "
                          f"{net_res} px")

@@ -27,10 +27,12 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def generate(checkpoint: str | Path, ct_store: str | Path, out_dir: str | Path, *, limit: Optional[int] = None,
-             device: str = "auto", batch_size: int = 8, grid_items: int = 16, noise_mode: str = "const") -> dict:
+             device: str = "auto", batch_size: int = 8, grid_items: int = 16, noise_mode: str = "const",
+             allow_incomplete: bool = False) -> dict:
     """Write `out_dir/<index>_<study_id>.png` (G_ema(ct), [0, 1] -> 0..255 greyscale) for the finished CT
     items (the first `limit` of them), and `out_dir/grid.png`: rows of [stored DRR | G(ct)]. Returns
-    {"images": [...paths], "grid": path}. Study ids carry no PHI (DESIGN.md)."""
+    {"images": [...paths], "grid": path}. Study ids carry no PHI (docs/design.md). The store is refused
+    while prep writes it or when its last prep run did not finish, unless `allow_incomplete`."""
     from PIL import Image
 
     from xpgan.model.distributed import resolve_device
@@ -42,14 +44,14 @@ def generate(checkpoint: str | Path, ct_store: str | Path, out_dir: str | Path, 
     state = ckpt_io.load(checkpoint, map_location="cpu")
     G = networks_from_checkpoint(state, ("G_ema",), dev)["G_ema"]
     net = state["net"]
-    info = ct_store_info(ct_store)
+    info = ct_store_info(ct_store, allow_incomplete=allow_incomplete)
     if tuple(info.ct_shape) != tuple(net["ct_shape"]):
         raise XPGANError(f"{ct_store}: volumes are {info.ct_shape} but the generator was trained on "
                          f"{tuple(net['ct_shape'])}")
     ds = CTDataset(ct_store, hu_window=net["hu_window"], labelled_only=False, limit=limit)
     if len(ds) == 0:
         raise XPGANError(f"{ct_store}: no finished items")
-    study_ids = read_strings(open_store(ct_store, "ct")["study_id"])
+    study_ids = read_strings(open_store(ct_store, "ct")["study_id"], ct_store)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     images, drrs, fakes = [], [], []

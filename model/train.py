@@ -29,7 +29,7 @@ from xpgan.model.data import BatchStream, CTDataset, CXRDataset, ct_store_info, 
 
 # Options that may differ when resuming (where and how the run executes, not what it computes).
 RESUME_OVERRIDES = ("ct", "cxr", "out", "device", "num_workers", "progress", "checkpoint_every",
-                    "keep_checkpoints", "log_every", "sample_every", "resume", "stop_at")
+                    "keep_checkpoints", "log_every", "sample_every", "resume", "stop_at", "allow_incomplete")
 
 
 @dataclass
@@ -199,11 +199,11 @@ class _Trainer:
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        cxr_info = cxr_store_info(cfg.cxr)
+        cxr_info = cxr_store_info(cfg.cxr, allow_incomplete=cfg.allow_incomplete)
         img_res = cxr_info.img_res
         ct_shape = PRESETS[cfg.preset].ct_shape
         if cfg.mode in ("xpgan", "drr"):
-            ct_info = ct_store_info(cfg.ct)
+            ct_info = ct_store_info(cfg.ct, allow_incomplete=cfg.allow_incomplete)
             if ct_info.img_res != img_res:
                 raise XPGANError(f"CT store DRRs are {ct_info.img_res} px but CXR images are {img_res} px; "
                                  "prepare both stores at one size")

@@ -12,6 +12,9 @@ inspect_store(store, *, sheet=None, item=None, max_tiles=48) -> str
       top and the patient's right on the image's left (DRR, coronal); axial: anterior at the top, patient
       right on the left; sagittal: anterior on the left. Never draws a patient hash.
 summarize_store(group) -> str
+check_store(store, *, full=False) -> (text, damaged item count)
+    The chunks of every done item (xpgan.pipeline.verify): cheap (shard files, indexes, small chunks) or,
+    with `full` (`xpgan inspect --verify`), every chunk read back against its checksum.
 """
 from __future__ import annotations
 
@@ -22,13 +25,19 @@ from pathlib import Path
 import numpy as np
 
 from xpgan.errors import XPGANError
+from xpgan.pipeline import schema
 
-LABEL_NAMES = {1: "pos", 0: "neg", -1: "unk"}
-SPLIT_NAMES = {0: "train", 1: "test"}
+LABEL_NAMES = {schema.LABEL_POSITIVE: "pos", schema.LABEL_NEGATIVE: "neg", schema.LABEL_UNKNOWN: "unk"}
+SPLIT_NAMES = schema.SPLIT_NAMES
 
 
-def _str_array(arr) -> list[str]:
-    return [str(s) for s in np.asarray(arr[:]).tolist()]
+def _read(group, name: str, selection=Ellipsis):
+    """group[name][selection] as NumPy; damaged chunks are a one-line StoreDamageError."""
+    return schema.read(group, getattr(group.store, "root", ""), name, selection)
+
+
+def _str_array(group, name: str) -> list[str]:
+    return [str(s) for s in _read(group, name).tolist()]
 
 
 def _fmt_attrs(d: dict, indent: str = "  ") -> list[str]:
@@ -43,28 +52,28 @@ def _fmt_attrs(d: dict, indent: str = "  ") -> list[str]:
 
 
 def summarize_store(group, path: str = "") -> str:
-    meta = dict(group.attrs["xpgan"])
-    kind = meta.get("kind", "?")
-    done = np.asarray(group["done"][:], dtype=bool)
+    meta = dict(group.attrs[schema.META])
+    kind = meta.get(schema.KIND, "?")
+    done = _read(group, "done").astype(bool)
     n = int(done.size)
     lines = [f"{path}: {kind} store, {n} items, {int(done.sum())} done, {n - int(done.sum())} not done"
              + ("" if meta.get("complete", True) else " (last run incomplete: interrupted or items failed; "
                                                         "rerun to resume and retry)")]
     arrays = ", ".join(f"{name} {group[name].dtype} {tuple(group[name].shape)}" for name in sorted(group.array_keys()))
     lines.append(f"arrays: {arrays}")
-    label = np.asarray(group["label"][:]) if "label" in group else np.full(n, -1)
+    label = _read(group, "label") if "label" in group else np.full(n, -1)
     if kind == "ct":
         counts = Counter(int(v) for v in label[done])
         lines.append("label (done items): " + ", ".join(f"{LABEL_NAMES.get(k, k)}={counts[k]}"
                                                        for k in sorted(counts, reverse=True)))
         if "severity" in group:
-            sev = np.asarray(group["severity"][:])[done]
+            sev = _read(group, "severity")[done]
             sc = Counter(int(v) for v in sev)
             lines.append("severity (done items): " + ", ".join(
                 (f"CT-{k}={sc[k]}" if k >= 0 else f"unknown={sc[k]}") for k in sorted(sc)))
     elif kind == "cxr":
-        split = np.asarray(group["split"][:]) if "split" in group else np.zeros(n, int)
-        source = _str_array(group["source"]) if "source" in group else [""] * n
+        split = _read(group, "split") if "split" in group else np.zeros(n, int)
+        source = _str_array(group, "source") if "source" in group else [""] * n
         table = Counter((source[i], int(split[i]), int(label[i])) for i in np.flatnonzero(done))
         lines.append("counts (done items): source / split: neg pos")
         for src in sorted({k[0] for k in table}):
@@ -73,7 +82,7 @@ def summarize_store(group, path: str = "") -> str:
                 if neg or pos:
                     lines.append(f"  {src or '-'} / {SPLIT_NAMES.get(sp, sp)}: {neg} {pos}")
         if "patient" in group:
-            pats = _str_array(group["patient"])
+            pats = _str_array(group, "patient")
             tr = {pats[i] for i in np.flatnonzero(done & (split == 0)) if pats[i]}
             te = {pats[i] for i in np.flatnonzero(done & (split == 1)) if pats[i]}
             lines.append(f"patients: {len(tr)} train, {len(te)} test, {len(tr & te)} on both sides")
@@ -118,18 +127,18 @@ def _save(fig, sheet: Path) -> None:
 
 
 def _ct_grid(group, sheet: Path, max_tiles: int) -> int:
-    done = np.flatnonzero(np.asarray(group["done"][:], dtype=bool))
+    done = np.flatnonzero(_read(group, "done").astype(bool))
     pick = _even_pick(done, max_tiles)
     if pick.size == 0:
         raise XPGANError(f"{sheet}: no done items to draw")
-    ids = _str_array(group["study_id"])
-    label = np.asarray(group["label"][:])
-    sev = np.asarray(group["severity"][:]) if "severity" in group else np.full(label.shape, -1)
+    ids = _str_array(group, "study_id")
+    label = _read(group, "label")
+    sev = _read(group, "severity") if "severity" in group else np.full(label.shape, -1)
     ncols = int(min(8, pick.size))
     nrows = int(np.ceil(pick.size / ncols))
     fig, axes = _figure(ncols, nrows)
     for ax, i in zip(axes.flat, pick):
-        ax.imshow(group["drr"][int(i)], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.imshow(_read(group, "drr", int(i)), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
         s = f" CT-{sev[i]}" if sev[i] >= 0 else ""
         ax.set_title(f"{ids[i][-18:]}\n{LABEL_NAMES.get(int(label[i]), label[i])}{s}", fontsize=7)
     fig.suptitle("DRRs (head at top, patient right on image left)", fontsize=9)
@@ -138,10 +147,10 @@ def _ct_grid(group, sheet: Path, max_tiles: int) -> int:
 
 
 def _cxr_grid(group, sheet: Path, max_tiles: int) -> int:
-    done = np.asarray(group["done"][:], dtype=bool)
-    label = np.asarray(group["label"][:])
-    split = np.asarray(group["split"][:]) if "split" in group else np.zeros(label.shape, int)
-    source = _str_array(group["source"]) if "source" in group else [""] * label.size
+    done = _read(group, "done").astype(bool)
+    label = _read(group, "label")
+    split = _read(group, "split") if "split" in group else np.zeros(label.shape, int)
+    source = _str_array(group, "source") if "source" in group else [""] * label.size
     blocks = [(sp, lb) for sp in (0, 1) for lb in (1, 0)]
     per_row = 8
     rows = []
@@ -156,7 +165,7 @@ def _cxr_grid(group, sheet: Path, max_tiles: int) -> int:
     for r, (sp, lb, idx) in enumerate(rows):
         for c, i in enumerate(idx):
             ax = axes[r, c]
-            ax.imshow(group["image"][int(i)], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            ax.imshow(_read(group, "image", int(i)), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
             ax.set_title(f"{SPLIT_NAMES.get(sp, sp)} {LABEL_NAMES.get(lb, lb)}\n{source[i][-18:]}", fontsize=7)
     fig.suptitle("CXR store: one row per split x label", fontsize=9)
     _save(fig, sheet)
@@ -164,14 +173,14 @@ def _cxr_grid(group, sheet: Path, max_tiles: int) -> int:
 
 
 def _ct_item(group, sheet: Path, i: int) -> None:
-    vol = np.asarray(group["volume"][i], dtype=np.float32)  # [D, H, W] HU
-    sd, sh, sw = (float(v) for v in group["spacing"][i])
-    ids = _str_array(group["study_id"])
-    label = int(group["label"][i])
+    vol = _read(group, "volume", i).astype(np.float32)  # [D, H, W] HU
+    sd, sh, sw = (float(v) for v in _read(group, "spacing", i))
+    ids = _str_array(group, "study_id")
+    label = int(_read(group, "label", i))
     d, h, w = vol.shape
     win = {"cmap": "gray", "vmin": -1000.0, "vmax": 400.0, "interpolation": "nearest"}
     fig, axes = _figure(4, 1, tile_in=3.0)
-    axes[0, 0].imshow(group["drr"][i], cmap="gray", vmin=0.0, vmax=1.0)
+    axes[0, 0].imshow(_read(group, "drr", i), cmap="gray", vmin=0.0, vmax=1.0)
     axes[0, 0].set_title("DRR", fontsize=9)
     axes[0, 1].imshow(vol[d // 2], aspect=sh / sw, **win)  # rows anterior->posterior, cols right->left
     axes[0, 1].set_title(f"axial d={d // 2}", fontsize=9)
@@ -186,20 +195,18 @@ def _ct_item(group, sheet: Path, i: int) -> None:
 
 def _cxr_item(group, sheet: Path, i: int) -> None:
     fig, axes = _figure(1, 1, tile_in=4.0)
-    axes[0, 0].imshow(group["image"][i], cmap="gray", vmin=0.0, vmax=1.0)
-    src = _str_array(group["source"])[i] if "source" in group else ""
-    axes[0, 0].set_title(f"item {i} {src} label {int(group['label'][i])}", fontsize=9)
+    axes[0, 0].imshow(_read(group, "image", i), cmap="gray", vmin=0.0, vmax=1.0)
+    src = _str_array(group, "source")[i] if "source" in group else ""
+    axes[0, 0].set_title(f"item {i} {src} label {int(_read(group, 'label', i))}", fontsize=9)
     _save(fig, sheet)
 
 
 def inspect_store(store: str | os.PathLike, *, sheet: str | os.PathLike | None = None, item: int | None = None,
                   max_tiles: int = 48) -> str:
     """Summary text of a CT or CXR store; writes a PNG contact sheet when `sheet` is given."""
-    from xpgan.pipeline.store import open_store
-
     store = Path(store)
-    group = open_store(store)
-    kind = group.attrs["xpgan"].get("kind")
+    group = schema.open_store(store)
+    kind = group.attrs[schema.META].get(schema.KIND)
     if kind not in ("ct", "cxr"):
         raise XPGANError(f"{store}: unknown store kind {kind!r} (expected ct or cxr)")
     text = summarize_store(group, str(store))
@@ -207,7 +214,7 @@ def inspect_store(store: str | os.PathLike, *, sheet: str | os.PathLike | None =
     if item is not None:
         if not 0 <= item < n:
             raise XPGANError(f"--item {item} is out of range: the store has items 0..{n - 1}")
-        if not bool(group["done"][item]):
+        if not bool(_read(group, "done", item)):
             raise XPGANError(f"--item {item} is not done (failed or not yet processed)")
         if sheet is None:
             sheet = store.with_name(f"{store.name}.item{item}.png")
@@ -220,3 +227,24 @@ def inspect_store(store: str | os.PathLike, *, sheet: str | os.PathLike | None =
             k = (_ct_grid if kind == "ct" else _cxr_grid)(group, sheet, max_tiles)
             text += f"\nsheet: {sheet} ({k} images)"
     return text
+
+
+def check_store(store: str | os.PathLike, *, full: bool = False) -> tuple[str, int]:
+    """Text about the chunks of every done item, and how many done items have missing or damaged data."""
+    from xpgan.pipeline.verify import scan
+
+    store = Path(store)
+    found = scan(schema.open_store(store), store, full=full)
+    depth = "every chunk read back" if full else "shard files, shard indexes and small chunks checked"
+    if full and found.version < 2:
+        depth += (f" (format version {found.version} has no chunk checksums: chunks were decoded, but changed "
+                  "bytes may go unnoticed; prep again with --overwrite to add them)")
+    damaged = found.damaged_items
+    if not found.problems:
+        return f"verify: {found.n_done} done items OK ({depth})", 0
+    lines = [f"verify: {len(damaged)} of {found.n_done} done items have missing or damaged data ({depth}):"]
+    lines += [f"  {p.line()}" for p in found.problems[:20]]
+    if len(found.problems) > 20:
+        lines.append(f"  ... and {len(found.problems) - 20} more")
+    lines.append(f"  rerun the prep command that made {store} to redo them")
+    return "\n".join(lines), max(1, len(damaged))

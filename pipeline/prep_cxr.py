@@ -8,10 +8,12 @@ Dask workers (`cxr_io.load_cxr`) -> write from this process only (`store.write_i
 -> failures into the store attributes (index, source, reason: no path) and `<store>.failures.csv` beside it
 (with paths, for the operator) -> a Table-1-like count per source x split x label.
 
-Store (DESIGN.md): `image` float32 [N, size, size] in [0, 1], `label` int8 (1 COVID-19, 0 not), `patient`
-str (salted HMAC of "<source>/<patient id>", never the raw id), `source` str, `split` int8 (0 train,
-1 test), `done` bool. Failed items keep done=False (label/split fill -1). Nothing else about a file is
-stored: no file names, no DICOM attributes.
+Store: the "cxr" arrays of xpgan.pipeline.schema (docs/design.md): `image` float32 [N, size, size] in
+[0, 1], `label` int8 (1 COVID-19, 0 not), `patient` str (salted HMAC of "<source>/<patient id>", never the
+raw id), `source` str, `split` int8 (0 train, 1 test), `done` bool. Failed items keep done=False
+(label/split fill -1). Nothing else about a file is stored: no file names, no DICOM attributes. On resume,
+done items whose data is missing or damaged are re-done (verify.repair_for_resume). `complete` is set when
+the run went through every item (failed ones included, as in prep drr).
 """
 from __future__ import annotations
 
@@ -31,9 +33,7 @@ from xpgan.pipeline.runner import PrepSummary, Task, run_items
 from xpgan.pipeline.split import check_grouping, grouped_stratified_split
 
 KIND = "cxr"
-VERSION = 1
 ITEMS_PER_SHARD = 64  # 64 x 256 x 256 float32 = 16 MiB per shard at the default size
-LABEL_NAMES = {0: "negative", 1: "positive"}
 
 
 @dataclass
@@ -104,8 +104,10 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
              processes: bool = True) -> CXRPrepSummary:
     """Build (or resume) a CXR store from `sources`; see the module docstring. Raises XPGANError for bad
     options or sources; per-file problems are failures in the summary, not exceptions."""
+    from xpgan.pipeline import schema
     from xpgan.pipeline import store as st
     from xpgan.pipeline.privacy import load_or_create_salt, patient_hash
+    from xpgan.pipeline.verify import repair_for_resume
 
     if int(size) < 8:
         raise XPGANError(f"--size must be at least 8 pixels, got {size}")
@@ -136,14 +138,14 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
             "positive": sorted({p.lower() for p in positive}), "views": sorted({v.lower() for v in views}),
         }
         attrs = {
-            "version": VERSION,
             "size": size,
             "padding": {"mode": "letterbox", "value": 0.0, "align": "centre",
                         "scale": "size / max(height, width)", "odd_margin": "bottom/right"},
             "resample": "Pillow bilinear (triangle filter widened by the down-sampling factor: anti-aliased)",
             "intensity": dict(INTENSITY_ATTRS),
             "split": {"test_fraction": float(test_fraction), "seed": int(seed), "grouped_by": "patient",
-                      "stratified_by": ["source", "patient label (max of its images)"], "train": 0, "test": 1},
+                      "stratified_by": ["source", "patient label (max of its images)"],
+                      **{name: code for code, name in schema.SPLIT_NAMES.items()}},
             "labels": {"1": "COVID-19 positive", "0": "negative", "-1": "not written (failed item)"},
             "positive_classes": sorted({p.lower() for p in positive}),
             "views": list(views),
@@ -156,9 +158,8 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
         group = st.create_or_open(
             out, kind=KIND, overwrite=overwrite, n_items=len(items), attrs=attrs, identity=identity,
             items_per_shard=ITEMS_PER_SHARD,
-            arrays={"image": st.ArraySpec("float32", (size, size), 0.0), "label": st.ArraySpec("int8", (), -1),
-                    "patient": st.ArraySpec("str"), "source": st.ArraySpec("str"),
-                    "split": st.ArraySpec("int8", (), -1)})
+            arrays=schema.item_arrays(KIND, {"S": size}))
+        redone = repair_for_resume(group, out)
         done_before = st.done_mask(group)
         # absolute paths: workers of a --scheduler cluster may run in another working directory
         todo = [Task(i, (os.path.abspath(items[i].path), size), str(items[i].path)) for i in range(len(items))
@@ -183,7 +184,7 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
         st.set_failures(group, out, [{**recs[i], "path": str(items[i].path)} for i in sorted(recs)],
                         paths_in_store=False,
                         csv_only=[{"path": p, "reason": r} for p, r in found.problems])
-        st.set_complete(group, not result.failed and not found.problems)
+        st.set_complete(group, True)
 
         table = count_table(np.array([str(x) for x in group["source"][:]], dtype=object)[done_now],
                             np.asarray(group["split"][:])[done_now], np.asarray(group["label"][:])[done_now])
@@ -192,4 +193,4 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
     failures += list(found.problems)
     return CXRPrepSummary(total=len(items), done=int(done_now.sum()), skipped=int(done_before.sum()),
                           failed=len(failures), failures=failures, seconds=result.seconds, store=str(out),
-                          table=table, excluded=dict(found.excluded))
+                          table=table, excluded=dict(found.excluded), redone=[p.line() for p in redone])

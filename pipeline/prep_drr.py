@@ -16,13 +16,14 @@ process_ct(path, *, job) -> {"volume": int16 [D, H, W], "drr": float32 [S, S], "
     One item, as a worker runs it: read the stored voxels (headers checked against the memory limit first)
     -> resize, converting to HU inside the first pass -> round/clip to int16 -> DRR of the stored
     int16 volume with its spacing (so drr[i] can be re-rendered exactly from volume[i] and spacing[i]).
-CT_STORE_VERSION = 1
 
-Store (DESIGN.md): volume int16 (N, D, H, W), drr float32 (N, S, S), label int8, severity int8,
-study_id str, spacing float32 (N, 3), done bool; plus `patient` (str, salted hash) only when a manifest gives
-patient ids. Group attribute `xpgan`: kind "ct", version, shape, drr_size, geometry, physics (mu_water,
-image map), resize method, source (format, root, item count), package version, discovery notes,
-items_per_shard. Rows with done=False (failed or not yet processed) hold fill values: select rows by `done`.
+Store: the "ct" arrays of xpgan.pipeline.schema (docs/design.md): volume int16 (N, D, H, W), drr float32
+(N, S, S), label int8, severity int8, study_id str, spacing float32 (N, 3), done bool; plus `patient` (str,
+salted hash) only when a manifest gives patient ids. Group attribute `xpgan`: kind "ct", version, shape,
+drr_size, geometry, physics (mu_water, image map), resize method, source (format, root, item count), package
+version, discovery notes, items_per_shard. Rows with done=False (failed or not yet processed) hold fill
+values: select rows by `done`. On resume, done items whose data is missing or damaged are re-done
+(verify.repair_for_resume) and listed in the summary.
 """
 from __future__ import annotations
 
@@ -35,11 +36,10 @@ import numpy as np
 from xpgan.errors import InputError, XPGANError
 from xpgan.pipeline.runner import PrepSummary, Task
 
-CT_STORE_VERSION = 1
 DEFAULT_SHAPE = (64, 256, 256)
 DEFAULT_MEMORY_LIMIT_GB = 6.0
 
-__all__ = ["CT_STORE_VERSION", "DEFAULT_SHAPE", "PrepSummary", "estimate_item_bytes", "prep_drr", "process_ct"]
+__all__ = ["DEFAULT_SHAPE", "PrepSummary", "estimate_item_bytes", "prep_drr", "process_ct"]
 
 
 @dataclass(frozen=True)
@@ -118,9 +118,11 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
              items_per_shard: int | None = None, processes: bool = True) -> PrepSummary:
     """Convert a CT archive into a CT store (see module docstring)."""
     import xpgan
-    from xpgan.drr import ConeGeometry, ParallelGeometry, geometry_from_dict, image_map_attrs
+    from xpgan.drr import ConeGeometry, ParallelGeometry, geometry_from_dict
+    from xpgan.pipeline import schema
     from xpgan.pipeline import store as st
     from xpgan.pipeline.discover import discover_ct
+    from xpgan.pipeline.verify import repair_for_resume
     from xpgan.pipeline.resize import RESIZE_METHOD
     from xpgan.pipeline.runner import run_items
 
@@ -144,19 +146,11 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
 
             salt = load_or_create_salt(out, salt_file)
             patients = [patient_hash(it.patient_id or "", salt) for it in items]
-        arrays = {
-            "volume": st.ArraySpec("int16", shape, 0),
-            "drr": st.ArraySpec("float32", (size, size), 0.0),
-            "label": st.ArraySpec("int8", (), -1),
-            "severity": st.ArraySpec("int8", (), -1),
-            "study_id": st.ArraySpec("str"),
-            "spacing": st.ArraySpec("float32", (3,), 0.0),
-        }
-        if patients is not None:
-            arrays["patient"] = st.ArraySpec("str")
-        physics = {"mu_water_per_mm": mu_water, "image_map": image_map_attrs()}
+        arrays = schema.item_arrays("ct", {"D": shape[0], "H": shape[1], "W": shape[2], "S": size},
+                                    optional=("patient",) if patients is not None else ())
+        physics = {"mu_water_per_mm": mu_water, "image_map": schema.image_map_attrs()}
         identity = {
-            "version": CT_STORE_VERSION,
+            "version": schema.FORMAT_VERSION,
             "shape": list(shape),
             "geometry": geometry.to_dict(),
             "mu_water_per_mm": mu_water,
@@ -166,7 +160,6 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
                                + ([patients] if patients is not None else [])),
         }
         attrs = {
-            "version": CT_STORE_VERSION,
             "shape": list(shape),
             "drr_size": size,
             "geometry": geometry.to_dict(),
@@ -174,7 +167,7 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
             "resize": RESIZE_METHOD,
             "source": {"format": disc.format, "root": disc.root, "n_items": n},
             "notes": list(disc.notes),
-            "labels": {"1": "COVID-19 positive", "0": "negative", "-1": "unknown"},
+            "labels": {str(k): v for k, v in schema.LABEL_NAMES.items()},
             "severity": "MosMed CT-0..CT-4 grade, -1 unknown",
             "study_id": {"mosmed": "file name without extension",
                          "folder": "path relative to the archive root, without extension",
@@ -184,6 +177,7 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
         }
         group = st.create_or_open(out, kind="ct", arrays=arrays, n_items=n, attrs=attrs, identity=identity,
                                   overwrite=overwrite, items_per_shard=items_per_shard)
+        redone = repair_for_resume(group, out)
         done_before = st.done_mask(group)
         old_failures = {int(f["index"]): f for f in st.get_failures(group)}
         st.set_complete(group, False)
@@ -220,4 +214,5 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
         st.set_failures(group, out, failures)
         st.set_complete(group, True)
     return PrepSummary(total=n, done=int(done_now.sum()), skipped=int(done_before.sum()), failed=len(res.failed),
-                       failures=[(f["path"], f["reason"]) for f in failures], seconds=res.seconds, store=str(out))
+                       failures=[(f["path"], f["reason"]) for f in failures], seconds=res.seconds, store=str(out),
+                       redone=[p.line() for p in redone])

@@ -35,8 +35,10 @@ worker_environ(), local_worker_config() -> context managers
     constructor).
 RunResult(done, failed, seconds)
     done: list of indices written; failed: {index: reason}.
-PrepSummary(total, done, skipped, failed, failures, seconds, store)
-    What `prep drr` / `prep cxr` return; `.text()` gives the summary printed by the CLI.
+PrepSummary(total, done, skipped, failed, failures, seconds, store, redone)
+    What `prep drr` / `prep cxr` return; `.text()` gives the summary printed by the CLI. `redone`: lines
+    saying which done items a resume found with missing or damaged data (verify.repair_for_resume) and
+    re-did.
 """
 from __future__ import annotations
 
@@ -75,12 +77,16 @@ class PrepSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     seconds: float = 0.0
     store: str = ""
+    redone: list[str] = field(default_factory=list)  # problems found on resume, one line each
 
     def text(self, max_failures: int = 20) -> str:
         rate = (self.done - self.skipped) / self.seconds if self.seconds > 0 else 0.0
         lines = [f"{self.store}: {self.done}/{self.total} items done ({self.skipped} already done, "
                  f"{self.done - self.skipped} new in {self.seconds:.1f} s, {rate:.2f} items/s), "
                  f"{self.failed} failed"]
+        if self.redone:
+            lines.append("  re-done because their stored data was missing or damaged:")
+            lines += [f"    {line}" for line in self.redone]
         for path, reason in self.failures[:max_failures]:
             lines.append(f"  failed: {path}: {reason}")
         if len(self.failures) > max_failures:

@@ -19,7 +19,9 @@ create_or_open(path, *, kind, arrays, n_items, attrs, identity, overwrite=False,
     Layout: arrays whose items have 2+ dimensions (images, volumes) get chunks of one item inside shards of
     `items_per_shard` items (default: ~128 MiB of the largest such array), compressed with Blosc LZ4 +
     byte shuffle (fast to write and to read back in training); arrays of scalars or short vectors (label,
-    spacing, ids, done) are one unsharded chunk (zarr's default zstd).
+    spacing, ids, done) are one unsharded chunk (zarr's default zstd). Every chunk ends in a crc32c
+    (schema.chunk_codecs; format version schema.FORMAT_VERSION, written to the "xpgan" attributes). A
+    store of an older format is not resumed (--overwrite re-preps it); damaged metadata is a one-line error.
 items_per_shard(group) -> int
     The shard size along the item axis (write whole shards at once from a single writer).
 item_encoders(group) -> {name: ItemEncoder}; encode_items(result, encoders) -> result
@@ -41,8 +43,10 @@ set_failures(group, path, failures, *, paths_in_store=True, csv_only=()) / get_f
 StoreLock(path)
     Context manager: an exclusive fcntl.flock on `<store>.lock` beside the store. The OS drops it when the
     process dies (even on SIGKILL), so no stale lock survives; a second writer gets XPGANError.
-open_store(path) -> zarr.Group (read-only; checks it is an xpgan store)
-lock_path(path), failures_csv_path(path)
+lock_holder(path) -> None (lock free) | pid text ("" if unknown): is a writer holding the store now?
+set_complete(group, complete)
+    Whether the last prep run went through every item (each is done or has a failure record).
+open_store, lock_path, failures_csv_path, ArraySpec: from xpgan.pipeline.schema (re-exported).
 
 Failed or not-yet-processed items keep done=False and their arrays' fill values; readers must select rows
 with `done`.
@@ -62,29 +66,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from xpgan.errors import XPGANError
+from xpgan.pipeline import schema
+from xpgan.pipeline.schema import ArraySpec, failures_csv_path, lock_path, open_store  # noqa: F401 (re-exported)
 
 SHARD_TARGET_BYTES = 128 * 2**20
 FAILURE_FIELDS = ("index", "id", "path", "reason")
-
-
-@dataclass(frozen=True)
-class ArraySpec:
-    dtype: str  # numpy dtype string, or "str" for variable-length UTF-8
-    item_shape: tuple[int, ...] = ()
-    fill_value: Any = None
-
-    @property
-    def is_str(self) -> bool:
-        return self.dtype == "str"
-
-    @property
-    def sharded(self) -> bool:
-        return len(self.item_shape) >= 2 and not self.is_str
-
-    @property
-    def item_bytes(self) -> int:
-        itemsize = 64 if self.is_str else np.dtype(self.dtype).itemsize
-        return itemsize * int(np.prod(self.item_shape, dtype=np.int64))
 
 
 def _spec(v) -> ArraySpec:
@@ -92,16 +78,6 @@ def _spec(v) -> ArraySpec:
         return v
     dtype, item_shape = v
     return ArraySpec(str(dtype), tuple(int(s) for s in item_shape))
-
-
-def lock_path(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    return path.with_name(path.name + ".lock")
-
-
-def failures_csv_path(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    return path.with_name(path.name + ".failures.csv")
 
 
 class StoreLock:
@@ -155,6 +131,29 @@ class StoreLock:
         self.release()
 
 
+def lock_holder(path: str | os.PathLike) -> str | None:
+    """None when no process holds the store's write lock, else the holder's pid as text ("" if unknown).
+
+    Probes with a shared flock, dropped at once (a prep starting in that instant is told the store is busy)."""
+    import fcntl
+
+    try:
+        fd = os.open(lock_path(path), os.O_RDONLY)
+    except OSError:
+        return None  # no lock file: never written by prep, or not readable
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                return os.pread(fd, 64, 0).decode(errors="replace").strip()
+            return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def _is_zarr_store(path: Path) -> bool:
     return (path / "zarr.json").is_file()
 
@@ -172,14 +171,6 @@ def _remove_store(path: Path) -> None:
 def digest(obj) -> str:
     """SHA-256 of a JSON-able object (sorted keys): a short fingerprint for identities."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _fast_codec():
-    """Blosc LZ4 with byte shuffle for images/volumes: ~5x faster to write and ~6x faster to read than
-    zarr's default zstd on CT volumes (bench/prep_bench.py), at a somewhat lower ratio."""
-    from zarr.codecs import BloscCodec
-
-    return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 
 
 def default_items_per_shard(specs: Mapping[str, ArraySpec], n_items: int) -> int:
@@ -216,23 +207,26 @@ def create_or_open(path: str | os.PathLike, *, kind: str, arrays: Mapping[str, A
     k = int(items_per_shard) if items_per_shard else default_items_per_shard(specs, n_items)
     k = max(1, min(k, n_items))
     tmp_attrs = dict(attrs)
-    tmp_attrs["kind"] = kind
-    tmp_attrs["items_per_shard"] = k
-    tmp_attrs["identity"] = ident
-    tmp_attrs["complete"] = False
+    tmp_attrs[schema.KIND] = kind
+    tmp_attrs[schema.VERSION] = schema.FORMAT_VERSION
+    tmp_attrs[schema.ITEMS_PER_SHARD] = k
+    tmp_attrs[schema.IDENTITY] = ident
+    tmp_attrs[schema.COMPLETE] = False
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     for name, s in specs.items():
         shape = (n_items,) + s.item_shape
         if s.is_str:
-            group.create_array(name, shape=shape, dtype=str, chunks=shape, fill_value="")
+            group.create_array(name, shape=shape, dtype=str, chunks=shape, fill_value="",
+                               compressors=schema.chunk_codecs(False))
         elif s.sharded:
             group.create_array(name, shape=shape, dtype=s.dtype, chunks=(1,) + s.item_shape,
                                shards=(k,) + s.item_shape, fill_value=s.fill_value,
-                               compressors=[_fast_codec()])
+                               compressors=schema.chunk_codecs(True))
         else:
-            group.create_array(name, shape=shape, dtype=s.dtype, chunks=shape, fill_value=s.fill_value)
+            group.create_array(name, shape=shape, dtype=s.dtype, chunks=shape, fill_value=s.fill_value,
+                               compressors=schema.chunk_codecs(False))
     # Written last: a store whose attributes lack "xpgan" was interrupted while being created.
-    group.attrs.update({"xpgan": tmp_attrs, "failures": []})
+    group.attrs.update({schema.META: tmp_attrs, schema.FAILURES: []})
     return group
 
 
@@ -240,13 +234,18 @@ def _reopen(path: Path, *, kind: str, specs: Mapping[str, ArraySpec], n_items: i
     import zarr
 
     hint = "rerun with --overwrite to start again (this deletes it)"
-    group = zarr.open_group(str(path), mode="r+", zarr_format=3)
-    meta = group.attrs.get("xpgan")
+    group = schema.open_group(path, "r+", hint)
+    meta = group.attrs.get(schema.META)
     if not isinstance(meta, dict):
         raise XPGANError(f"{path}: not an xpgan store or its creation was interrupted; {hint}")
-    if meta.get("kind") != kind:
-        raise XPGANError(f"{path}: holds a {meta.get('kind')!r} store, not {kind!r}; {hint}")
-    old = meta.get("identity", {})
+    if meta.get(schema.KIND) != kind:
+        raise XPGANError(f"{path}: holds a {meta.get(schema.KIND)!r} store, not {kind!r}; {hint}")
+    version = schema.check_version(path, meta)
+    if version != schema.FORMAT_VERSION:
+        raise XPGANError(f"{path}: was written in store format version {version} (no chunk checksums), which "
+                         f"this xpgan reads but does not resume; rerun with --overwrite to prep it again in "
+                         f"format {schema.FORMAT_VERSION} (this deletes it)")
+    old = meta.get(schema.IDENTITY, {})
     if old != identity:
         keys = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
         raise XPGANError(f"{path}: was made from different inputs or options (differs in: {', '.join(keys)}); "
@@ -254,30 +253,14 @@ def _reopen(path: Path, *, kind: str, specs: Mapping[str, ArraySpec], n_items: i
     for name, s in specs.items():
         if name not in group:
             raise XPGANError(f"{path}: array {name!r} is missing; {hint}")
-        arr = group[name]
+        arr = schema.open_array(group, path, name, hint)
         if tuple(arr.shape) != (n_items,) + s.item_shape:
             raise XPGANError(f"{path}: array {name!r} has shape {arr.shape}; {hint}")
     return group
 
 
-def open_store(path: str | os.PathLike):
-    """Open an xpgan store read-only; XPGANError if it is not one."""
-    import zarr
-
-    path = Path(path)
-    if not _is_zarr_store(path):
-        raise XPGANError(f"{path}: not a Zarr store")
-    try:
-        group = zarr.open_group(str(path), mode="r", zarr_format=3)
-    except Exception as exc:  # zarr raises several types for a damaged store
-        raise XPGANError(f"{path}: cannot open the Zarr store: {exc}") from None
-    if not isinstance(group.attrs.get("xpgan"), dict) or "done" not in group:
-        raise XPGANError(f"{path}: not an xpgan store (no 'xpgan' attribute or 'done' array)")
-    return group
-
-
 def items_per_shard(group) -> int:
-    return int(group.attrs["xpgan"].get("items_per_shard", 1))
+    return int(group.attrs[schema.META].get(schema.ITEMS_PER_SHARD, 1))
 
 
 def done_mask(group) -> np.ndarray:
@@ -299,7 +282,8 @@ _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 @dataclass(frozen=True)
 class ItemEncoder:
     """Encodes one item of a sharded array exactly as the array's inner Zarr codecs do (bytes, little
-    endian -> Blosc), so that workers compress in parallel and the single writer only assembles shards."""
+    endian -> Blosc -> crc32c appended, the last step absent in format-1 stores), so that workers compress
+    and checksum in parallel and the single writer only assembles shards."""
     dtype: str
     item_shape: tuple[int, ...]
     cname: str
@@ -307,6 +291,7 @@ class ItemEncoder:
     shuffle: int
     blocksize: int
     typesize: int
+    crc32c: bool = True
 
     def _codec(self):
         from numcodecs import Blosc
@@ -318,16 +303,24 @@ class ItemEncoder:
         a = np.ascontiguousarray(value, dtype=np.dtype(self.dtype).newbyteorder("<"))
         if a.shape != self.item_shape:
             raise ValueError(f"item of shape {a.shape}, expected {self.item_shape}")
-        return EncodedItem(np.frombuffer(self._codec().encode(a.reshape(-1).view(np.uint8)), dtype=np.uint8))
+        packed = np.frombuffer(self._codec().encode(a.reshape(-1).view(np.uint8)), dtype=np.uint8)
+        if not self.crc32c:
+            return EncodedItem(packed)
+        import google_crc32c
+
+        out = np.empty(packed.size + 4, dtype=np.uint8)
+        out[:-4] = packed
+        out[-4:] = np.array([google_crc32c.value(packed)], dtype="<u4").view(np.uint8)
+        return EncodedItem(out)
 
     def decode(self, item: EncodedItem) -> np.ndarray:
-        raw = self._codec().decode(item.data)
+        raw = self._codec().decode(item.data[:-4] if self.crc32c else item.data)
         return np.frombuffer(raw, dtype=np.dtype(self.dtype).newbyteorder("<")).reshape(self.item_shape)
 
 
 def item_encoders(group) -> dict[str, ItemEncoder]:
     """ItemEncoders for the sharded arrays whose layout is the one create_or_open makes (one item per chunk,
-    bytes + Blosc inside, index at the end with crc32c) in a local store; other arrays are left out (their
+    bytes + Blosc (+ crc32c) inside, index at the end with crc32c) in a local store; other arrays are left out (their
     items are written through zarr as arrays)."""
     from zarr.storage import LocalStore
 
@@ -347,7 +340,8 @@ def _item_encoder(arr) -> ItemEncoder | None:
         return None
     sc = codecs[0]
     inner, index = tuple(sc.codecs), tuple(sc.index_codecs)
-    if (tuple(sc.chunk_shape) != (1,) + tuple(arr.shape[1:]) or len(inner) != 2
+    crc = len(inner) == 3 and isinstance(inner[2], Crc32cCodec)
+    if (tuple(sc.chunk_shape) != (1,) + tuple(arr.shape[1:]) or len(inner) != 2 + crc
             or not isinstance(inner[0], BytesCodec) or not isinstance(inner[1], BloscCodec)
             or len(index) != 2 or not isinstance(index[0], BytesCodec) or not isinstance(index[1], Crc32cCodec)
             or sc.index_location != ShardingCodecIndexLocation.end or np.dtype(arr.dtype).byteorder == ">"
@@ -357,7 +351,7 @@ def _item_encoder(arr) -> ItemEncoder | None:
     b = inner[1]
     return ItemEncoder(dtype=np.dtype(arr.dtype).str, item_shape=tuple(arr.shape[1:]), cname=b.cname.value,
                        clevel=int(b.clevel), shuffle=_SHUFFLE[b.shuffle.value], blocksize=int(b.blocksize),
-                       typesize=int(b.typesize))
+                       typesize=int(b.typesize), crc32c=crc)
 
 
 def encode_items(result: Mapping[str, Any], encoders: Mapping[str, ItemEncoder]) -> dict[str, Any]:
@@ -453,7 +447,7 @@ def write_items(group, results: Mapping[int, Mapping[str, Any]]) -> None:
 
 
 def get_failures(group) -> list[dict]:
-    return [dict(f) for f in group.attrs.get("failures", [])]
+    return [dict(f) for f in group.attrs.get(schema.FAILURES, [])]
 
 
 def set_failures(group, path: str | os.PathLike, failures: list[Mapping[str, Any]], *,
@@ -466,7 +460,7 @@ def set_failures(group, path: str | os.PathLike, failures: list[Mapping[str, Any
     written to the CSV after the item rows (missing keys become "").
     """
     rows = [{k: f.get(k, "") for k in FAILURE_FIELDS} for f in sorted(failures, key=lambda f: int(f["index"]))]
-    group.attrs["failures"] = rows if paths_in_store else [{**r, "path": ""} for r in rows]
+    group.attrs[schema.FAILURES] = rows if paths_in_store else [{**r, "path": ""} for r in rows]
     rows += [{k: f.get(k, "") for k in FAILURE_FIELDS} for f in csv_only]
     csv_path = failures_csv_path(path)
     if not rows:
@@ -481,7 +475,7 @@ def set_failures(group, path: str | os.PathLike, failures: list[Mapping[str, Any
 
 
 def set_complete(group, complete: bool) -> None:
-    """Mark whether the last run finished every item (done or failed)."""
-    meta = dict(group.attrs["xpgan"])
-    meta["complete"] = bool(complete)
-    group.attrs["xpgan"] = meta
+    """Mark whether the last run went through every item (each is done or has a failure record)."""
+    meta = dict(group.attrs[schema.META])
+    meta[schema.COMPLETE] = bool(complete)
+    group.attrs[schema.META] = meta

@@ -1,7 +1,9 @@
-"""Tiny seeded CT and CXR Zarr v3 stores following DESIGN.md, with a separable toy.
+"""Tiny seeded CT and CXR stores, written through the store writer (xpgan.pipeline.store) in the format of
+xpgan.pipeline.schema (docs/design.md), with a separable toy.
 
 Positives carry a bright blob (CT: a dense nodule inside the lungs, so the DRR shows it too; CXR: a bright
-Gaussian spot); negatives have none. Items listed in `not_done` hold garbage and `done = False`.
+Gaussian spot); negatives have none. Items listed in `not_done` are recorded as failed (done = False, fill
+values); the store is marked complete like a finished prep run.
 """
 from __future__ import annotations
 
@@ -9,7 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import zarr
+
+from xpgan.pipeline import schema
+from xpgan.pipeline import store as st
+
+CT_SPACING = (5.0, 8.0, 8.0)  # mm per voxel (sd, sh, sw): a 32-voxel chest is about 250 mm deep
 
 
 def _blob(shape, centre, radius):
@@ -18,21 +24,29 @@ def _blob(shape, centre, radius):
     return np.exp(-r2 / (2.0 * radius ** 2)).astype(np.float32)
 
 
-def _write_str(g, name, values):
-    arr = g.create_array(name, shape=(len(values),), dtype=str, chunks=(len(values),))
-    arr[:] = np.array(values, dtype=object)
+def _write(path, kind, arrays, items, *, n, not_done, shard, attrs):
+    """A finished store: `items` {index: {array: value}} written, `not_done` recorded as failures."""
+    g = st.create_or_open(path, kind=kind, arrays=arrays, n_items=n, attrs=attrs, identity={"toy": True},
+                          overwrite=True, items_per_shard=shard)
+    st.write_items(g, {i: r for i, r in items.items() if i not in set(not_done)})
+    st.set_failures(g, path, [{"index": i, "id": f"item{i}", "path": "", "reason": "toy failure"}
+                              for i in sorted(not_done)])
+    st.set_complete(g, True)
+    return Path(path)
 
 
 def write_ct_store(path, *, n=40, shape=(8, 32, 32), drr_size=32, seed=0, not_done=(), shard=8):
-    """CT store: volume int16 HU [N, D, H, W], drr float32 [N, R, R], labels alternating 0/1."""
+    """CT store: volume int16 HU [N, D, H, W], drr float32 [N, R, R] (the schema's image map of a parallel
+    AP projection), labels alternating 0/1."""
     rng = np.random.default_rng(seed)
     d, h, w = shape
     labels = (np.arange(n) % 2).astype(np.int8)
-    vol = np.empty((n, d, h, w), np.int16)
-    drr = np.empty((n, drr_size, drr_size), np.float32)
     zz, yy, xx = np.meshgrid(np.linspace(-1, 1, d), np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
     body = (yy / 0.8) ** 2 + (xx / 0.9) ** 2 < 1.0
     lungs = body & ((((xx - 0.4) / 0.3) ** 2 + (yy / 0.55) ** 2 < 1.0) | (((xx + 0.4) / 0.3) ** 2 + (yy / 0.55) ** 2 < 1.0))
+    rows = np.rint(np.linspace(0, d - 1, drr_size)).astype(int)
+    cols = np.rint(np.linspace(0, w - 1, drr_size)).astype(int)
+    items = {}
     for i in range(n):
         hu = np.full(shape, -1000.0, np.float32)
         hu[body] = 40.0
@@ -42,29 +56,16 @@ def write_ct_store(path, *, n=40, shape=(8, 32, 32), drr_size=32, seed=0, not_do
             side = rng.choice([-0.4, 0.4])
             c = (rng.uniform(0.3, 0.7) * (d - 1), rng.uniform(0.35, 0.65) * (h - 1), (side + 1) / 2 * (w - 1))
             hu += 1100.0 * _blob(shape, c, radius=max(w, h) / 10)
-        vol[i] = np.clip(hu, -1024, 3000).astype(np.int16)
-        mu = 0.02 * np.maximum(0.0, 1.0 + vol[i].astype(np.float32) / 1000.0)
-        p = mu.sum(axis=1) * 1.0                                   # [d, w] AP line integral, 1 mm voxels
-        img = 1.0 - np.exp(-p)
-        rows = np.linspace(0, d - 1, drr_size)
-        cols = np.linspace(0, w - 1, drr_size)
+        vol = np.clip(hu, -1024, 3000).astype(np.int16)
+        mu = 0.02 * np.maximum(0.0, 1.0 + vol.astype(np.float32) / 1000.0)     # 1/mm
+        p = mu.sum(axis=1) * CT_SPACING[1]                                     # [d, w] AP line integral
         # nearest-neighbour resize keeps the toy simple; only the label signal matters here
-        drr[i] = img[np.rint(rows).astype(int)][:, np.rint(cols).astype(int)]
-    for i in not_done:
-        vol[i] = 3000
-        drr[i] = np.nan
-    g = zarr.open_group(str(path), mode="w")
-    g.attrs["xpgan"] = {"kind": "ct", "version": 1, "shape": list(shape), "drr_size": drr_size}
-    g.create_array("volume", data=vol, chunks=(1, d, h, w), shards=(shard, d, h, w))
-    g.create_array("drr", data=drr, chunks=(1, drr_size, drr_size), shards=(shard, drr_size, drr_size))
-    g.create_array("label", data=labels, chunks=(n,))
-    g.create_array("severity", data=np.where(labels == 1, 2, 0).astype(np.int8), chunks=(n,))
-    _write_str(g, "study_id", [f"study_{i:04d}" for i in range(n)])
-    g.create_array("spacing", data=np.ones((n, 3), np.float32), chunks=(n, 3))
-    done = np.ones(n, bool)
-    done[list(not_done)] = False
-    g.create_array("done", data=done, chunks=(n,))
-    return Path(path)
+        drr = schema.image_map(p)[rows][:, cols]
+        items[i] = {"volume": vol, "drr": drr, "label": int(labels[i]), "severity": 2 if labels[i] else 0,
+                    "study_id": f"study_{i:04d}", "spacing": np.asarray(CT_SPACING, np.float32)}
+    arrays = schema.item_arrays("ct", {"D": d, "H": h, "W": w, "S": drr_size})
+    return _write(path, "ct", arrays, items, n=n, not_done=not_done, shard=shard,
+                  attrs={"shape": list(shape), "drr_size": drr_size})
 
 
 def write_cxr_store(path, *, n=80, size=32, seed=1, test_every=4, not_done=(), shard=8, poison=()):
@@ -72,32 +73,23 @@ def write_cxr_store(path, *, n=80, size=32, seed=1, test_every=4, not_done=(), s
     `test_every`-th patient is in the test split. `poison` items get a NaN pixel (but stay done)."""
     rng = np.random.default_rng(seed)
     labels = ((np.arange(n) // 2 + np.arange(n)) % 2).astype(np.int8)   # both labels in every patient
-    img = np.empty((n, size, size), np.float32)
     yy, xx = np.meshgrid(np.linspace(-1, 1, size), np.linspace(-1, 1, size), indexing="ij")
     base = np.clip(0.55 - 0.35 * ((yy / 0.8) ** 2 + (xx / 0.9) ** 2 < 1.0), 0, 1).astype(np.float32)
+    patient_idx = np.arange(n) // 2
+    split = np.where(patient_idx % test_every == test_every - 1, schema.SPLIT_TEST, schema.SPLIT_TRAIN)
+    items = {}
     for i in range(n):
         x = base + rng.normal(0, 0.04, (size, size)).astype(np.float32)
         if labels[i] == 1:
             c = (rng.uniform(0.3, 0.7) * (size - 1), rng.uniform(0.2, 0.8) * (size - 1))
             x += 0.5 * _blob((size, size), c, radius=size / 8)
-        img[i] = np.clip(x, 0.0, 1.0)
-    for i in not_done:
-        img[i] = np.nan
-    for i in poison:
-        img[i, 0, 0] = np.nan
-    patient_idx = np.arange(n) // 2
-    split = (patient_idx % test_every == test_every - 1).astype(np.int8)
-    g = zarr.open_group(str(path), mode="w")
-    g.attrs["xpgan"] = {"kind": "cxr", "version": 1, "size": size}
-    g.create_array("image", data=img, chunks=(1, size, size), shards=(shard, size, size))
-    g.create_array("label", data=labels, chunks=(n,))
-    _write_str(g, "patient", [f"p{k:08x}" for k in patient_idx])
-    _write_str(g, "source", ["toy"] * n)
-    g.create_array("split", data=split, chunks=(n,))
-    done = np.ones(n, bool)
-    done[list(not_done)] = False
-    g.create_array("done", data=done, chunks=(n,))
-    return Path(path)
+        img = np.clip(x, 0.0, 1.0)
+        if i in poison:
+            img[0, 0] = np.nan
+        items[i] = {"image": img, "label": int(labels[i]), "patient": f"p{patient_idx[i]:08x}", "source": "toy",
+                    "split": int(split[i])}
+    return _write(path, "cxr", schema.item_arrays("cxr", {"S": size}), items, n=n, not_done=not_done,
+                  shard=shard, attrs={"size": size})
 
 
 @pytest.fixture(scope="session")

@@ -3,11 +3,11 @@ import pickle
 import numpy as np
 import pytest
 import torch
-import zarr
 
 from xpgan.errors import InputError, XPGANError
 from xpgan.model.data import (BatchStream, BlockShuffleSampler, CTDataset, CXRDataset, ct_store_info,
                               cxr_store_info, normalize_hu)
+from xpgan.pipeline.schema import open_store
 
 
 def test_ct_dataset_shapes_and_normalisation(toy_stores):
@@ -16,7 +16,7 @@ def test_ct_dataset_shapes_and_normalisation(toy_stores):
     item = ds[1]
     assert item["ct"].shape == (1, 8, 32, 32) and item["ct"].dtype == np.float32
     assert item["drr"].shape == (1, 32, 32)
-    hu = zarr.open_group(str(ct), mode="r")["volume"][int(ds.indices[1])].astype(np.float32)
+    hu = open_store(ct, "ct")["volume"][int(ds.indices[1])].astype(np.float32)
     np.testing.assert_allclose(item["ct"][0], np.clip(hu / 1000.0, -1, 1), atol=1e-6)
     assert item["ct"].min() >= -1.0 and item["ct"].max() <= 1.0
     assert 0.0 <= item["drr"].min() and item["drr"].max() <= 1.0
@@ -37,7 +37,7 @@ def test_ct_dataset_only_done(toy_stores):
 
 def test_cxr_parts_partition_train_and_filter_test(toy_stores):
     _, cxr = toy_stores
-    g = zarr.open_group(str(cxr), mode="r")
+    g = open_store(cxr, "cxr")
     split, done = g["split"][:], g["done"][:]
     train, val = CXRDataset(cxr, part="train", val_fraction=0.3), CXRDataset(cxr, part="val", val_fraction=0.3)
     test, every = CXRDataset(cxr, part="test"), CXRDataset(cxr, part="train_all")

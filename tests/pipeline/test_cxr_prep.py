@@ -16,6 +16,7 @@ from xpgan.errors import XPGANError
 from xpgan.pipeline.cxr_io import load_cxr, write_dicom_cxr
 from xpgan.pipeline.cxr_sources import discover
 from xpgan.pipeline.prep_cxr import prep_cxr
+from xpgan.pipeline.schema import FORMAT_VERSION
 from xpgan.pipeline.store import StoreLock, failures_csv_path
 
 SIZE = 64
@@ -103,7 +104,7 @@ def test_store_layout_and_attrs(built):
     assert g["label"].dtype == np.int8 and g["split"].dtype == np.int8 and g["done"].dtype == bool
     assert g["patient"].shape == g["source"].shape == (n,)
     meta = g.attrs["xpgan"]
-    assert meta["kind"] == "cxr" and meta["version"] == 1 and meta["size"] == SIZE
+    assert meta["kind"] == "cxr" and meta["version"] == FORMAT_VERSION and meta["size"] == SIZE
     assert meta["padding"]["mode"] == "letterbox" and meta["split"]["test_fraction"] == 0.2
     done = g["done"][:]
     img = g["image"][:][done]

@@ -13,6 +13,7 @@ from xpgan.errors import XPGANError
 from xpgan.pipeline.io import read_ct
 from xpgan.pipeline.prep_drr import prep_drr
 from xpgan.pipeline.resize import resize_volume
+from xpgan.pipeline.schema import FORMAT_VERSION
 from xpgan.pipeline.store import failures_csv_path, open_store
 from xpgan.pipeline.writers import write_dicom_series, write_nifti
 
@@ -66,7 +67,7 @@ def test_store_layout_and_attributes(inline_store):
         assert (str(g[name].dtype), g[name].shape) == (dtype, shape), name
     assert g["study_id"].shape == (6,) and g["volume"].shards == (4, *SHAPE)
     meta = g.attrs["xpgan"]
-    assert meta["kind"] == "ct" and meta["version"] == 1 and meta["shape"] == list(SHAPE)
+    assert meta["kind"] == "ct" and meta["version"] == FORMAT_VERSION and meta["shape"] == list(SHAPE)
     assert geometry_from_dict(meta["geometry"]).to_dict() == GEOM
     assert meta["physics"]["mu_water_per_mm"] == 0.02 and "formula" in meta["physics"]["image_map"]
     assert meta["resize"]["method"] and meta["package_version"] and meta["source"]["format"] == "mosmed"
