@@ -59,12 +59,14 @@ SPLIT_NAMES = {SPLIT_TRAIN: "train", SPLIT_TEST: "test"}
 SEVERITY_UNKNOWN = -1
 SEVERITY_GRADES = (0, 1, 2, 3, 4)  # MosMed CT-0..CT-4
 
+REPREP = "prep the store again (the same command with --overwrite)"
+
 __all__ = ["ArraySpec", "COMPLETE", "FAILURES", "FIELDS", "FORMAT_VERSION", "Field", "IDENTITY", "IMAGE_MAP_NAME",
            "ITEMS_PER_SHARD", "KIND", "KINDS", "LABEL_NAMES", "LABEL_NEGATIVE", "LABEL_POSITIVE", "LABEL_UNKNOWN",
            "MAP_POWER", "META", "P_REF", "READABLE_VERSIONS", "SEVERITY_GRADES", "SEVERITY_UNKNOWN", "SPLIT_NAMES",
            "SPLIT_NONE", "SPLIT_TEST", "SPLIT_TRAIN", "StoreDamageError", "VERSION", "chunk_codecs",
            "failures_csv_path", "image_map", "image_map_attrs", "item_arrays", "lock_path", "open_store",
-           "salt_path", "store_version", "read", "open_group", "open_array", "first_line", "check_version"]
+           "salt_path", "store_version", "read", "open_group", "open_array", "array_names", "first_line", "check_version"]
 
 
 class StoreDamageError(XPGANError):
@@ -205,13 +207,25 @@ def open_group(path: Path, mode: str = "r", hint: str = ""):
 
 
 def open_array(group, path: Path, name: str, hint: str = ""):
-    """group[name]; a damaged array zarr.json is a one-line StoreDamageError."""
+    """group[name]; KeyError if there is no such array; a damaged array zarr.json is a one-line
+    StoreDamageError."""
     try:
         return group[name]
     except KeyError:
         raise
     except Exception as exc:
         raise damaged_metadata(Path(path) / name / "zarr.json", exc, hint) from None
+
+
+def array_names(group, path: Path, hint: str = "") -> list[str]:
+    """Sorted names of the group's arrays; a damaged member zarr.json is a one-line StoreDamageError."""
+    try:
+        return sorted(group.array_keys())
+    except Exception as exc:  # listing parses every member's metadata
+        bad = sorted(p.parent.name for p in Path(path).glob("*/zarr.json"))
+        for name in bad:
+            open_array(group, path, name, hint)
+        raise damaged_metadata(Path(path), exc, hint) from None
 
 
 def read(group_or_array, path, name: str, selection: Any = Ellipsis, item: int | None = None):
@@ -221,8 +235,9 @@ def read(group_or_array, path, name: str, selection: Any = Ellipsis, item: int |
     try:
         return np.asarray(arr[selection])
     except Exception as exc:
+        reason = "checksum mismatch" if "checksum" in str(exc).lower() else first_line(exc)
         what = f" item {item}" if item is not None else (f" item {selection}" if isinstance(selection, int) else "")
-        raise StoreDamageError(f"{path}: array {name!r}{what}: damaged data ({first_line(exc)}); run "
+        raise StoreDamageError(f"{path}: array {name!r}{what}: damaged data ({reason}); run "
                                f"`xpgan inspect --verify {path}`, then rerun prep on it to redo the item(s)") from None
 
 
@@ -251,7 +266,7 @@ def open_store(path: str | os.PathLike, kind: str | None = None):
         raise InputError(p, "no such store")
     if not (p / "zarr.json").is_file():
         raise InputError(p, "not a Zarr store (no zarr.json)")
-    group = open_group(p, "r")
+    group = open_group(p, "r", REPREP)
     meta = group.attrs.get(META)
     found = meta.get(KIND) if isinstance(meta, dict) else None
     if not isinstance(meta, dict) or (kind is not None and found != kind):
@@ -259,13 +274,17 @@ def open_store(path: str | os.PathLike, kind: str | None = None):
         raise InputError(p, f"not {what} (attribute {META}.{KIND} is {found!r})")
     check_version(p, meta)
     fields = FIELDS.get(found, (Field("done", "bool", (), False, ""),))
-    names = set(group.array_keys())
-    missing = [f.name for f in fields if not f.optional and f.name not in names]
+    missing = []
+    for f in fields:
+        try:
+            arr = open_array(group, p, f.name, REPREP)
+        except KeyError:
+            if not f.optional:
+                missing.append(f.name)
+            continue
+        if not _dtype_ok(arr, f.dtype):
+            raise InputError(p, f"array {f.name!r} has dtype {arr.dtype}, expected {f.dtype}")
     if missing:
         raise InputError(p, f"{found} store lacks array(s) {', '.join(missing)}")
-    for f in fields:
-        if f.name in names:
-            arr = open_array(group, p, f.name)
-            if not _dtype_ok(arr, f.dtype):
-                raise InputError(p, f"array {f.name!r} has dtype {arr.dtype}, expected {f.dtype}")
+    array_names(group, p, REPREP)  # every other array's metadata must be readable too
     return group

@@ -251,9 +251,10 @@ def _reopen(path: Path, *, kind: str, specs: Mapping[str, ArraySpec], n_items: i
         raise XPGANError(f"{path}: was made from different inputs or options (differs in: {', '.join(keys)}); "
                          f"{hint}")
     for name, s in specs.items():
-        if name not in group:
-            raise XPGANError(f"{path}: array {name!r} is missing; {hint}")
-        arr = schema.open_array(group, path, name, hint)
+        try:
+            arr = schema.open_array(group, path, name, hint)
+        except KeyError:
+            raise XPGANError(f"{path}: array {name!r} is missing; {hint}") from None
         if tuple(arr.shape) != (n_items,) + s.item_shape:
             raise XPGANError(f"{path}: array {name!r} has shape {arr.shape}; {hint}")
     return group

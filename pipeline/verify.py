@@ -1,11 +1,12 @@
 """Is a store's data really there? Chunk checks for prep resume, `inspect --verify` and the model's readers.
 
 Every item marked done must have a readable chunk in every array. Two depths:
-- cheap (readers at open, prep on resume, plain `inspect`): each shard file of a done item exists and its
-  index (which carries a crc32c) is intact and lists the item's chunk inside the file; each small chunk
-  file exists and its checksum matches (small arrays are read anyway);
-- full (`inspect --verify`; prep on resume for the shards it is about to rewrite): additionally every done
-  item's chunk is checked against its crc32c (format 2) or decoded (format 1, which has no chunk checksums).
+- cheap (readers at open, plain `inspect`): each shard file of a done item exists and its index (which
+  carries a crc32c) is intact and lists the item's chunk inside the file; each small chunk file exists and
+  its checksum matches (small arrays are read anyway);
+- full (`inspect --verify`, prep on resume): additionally every done item's chunk is checked against its
+  crc32c (format 2) or decoded (format 1, which has no chunk checksums). The crc32c runs on the stored
+  (compressed) bytes, without decompressing: the cost is reading the store's files once.
 A finished run (`complete`) also leaves every item done or failed: an item that is neither lost its done flag.
 
 Public API
@@ -19,9 +20,9 @@ check_ready(group, path, *, allow_incomplete=False)
     XPGANError (one line, with the count of done items) when the store's write lock is held or its last
     prep run did not finish, unless allow_incomplete.
 repair_for_resume(group, path) -> list[Problem]
-    Prep, holding the lock: cheap scan, plus full checksums of the shards that still hold items to do (the
-    run rewrites them); unusable files are removed and the affected items' done flags cleared, so the run
-    re-does them. Returns what it found (for the summary).
+    Prep, holding the lock: full scan of the done items; unusable files (and, whatever items they hold,
+    shard or small-chunk files the run will merge new items into that zarr could not read) are removed and
+    the affected items' done flags cleared, so the run re-does them. Returns what it found (for the summary).
 describe(problems, limit) -> str
 """
 from __future__ import annotations
@@ -49,8 +50,8 @@ class Problem:
     def line(self, max_items: int = 8) -> str:
         shown = ", ".join(str(i) for i in self.items[:max_items])
         more = f" and {len(self.items) - max_items} more" if len(self.items) > max_items else ""
-        where = f" {self.file}" if self.file else ""
-        return f"{self.array}{where}: {self.reason} (item{'s' if len(self.items) != 1 else ''} {shown}{more})"
+        items = f" (item{'s' if len(self.items) != 1 else ''} {shown}{more})" if self.items else ""
+        return f"{self.file or self.array}: {self.reason}{items}"
 
 
 @dataclass
@@ -195,7 +196,7 @@ def _scan_chunked(arr, root: Path, idx: np.ndarray, full: bool, out: list[Proble
 
 def _scan_arrays(group, path, root: Path, idx: np.ndarray, full, out: list[Problem], need: bool = True) -> None:
     want = full if callable(full) else (lambda _name, _shard, v=bool(full): v)
-    for name in sorted(group.array_keys()):
+    for name in schema.array_names(group, path):
         arr = schema.open_array(group, path, name)
         if _sharded_layout(arr) is not None:
             _scan_sharded(arr, root, idx, lambda s, n=name: want(n, s), out, need)
@@ -275,15 +276,9 @@ def repair_for_resume(group, path) -> list[Problem]:
     if done is None:
         (root / problem.file).unlink(missing_ok=True)
         done = np.zeros(len(problem.items), dtype=bool)
-    todo = np.flatnonzero(~done)
-    touched = {}
-    for name, arr in group.arrays():
-        layout = _sharded_layout(arr)
-        if layout is not None:
-            touched[name] = set((todo // layout[0]).tolist())
     idx = np.flatnonzero(done)
     if idx.size:
-        _scan_arrays(group, path, root, idx, lambda name, shard: shard in touched.get(name, ()), problems)
+        _scan_arrays(group, path, root, idx, True, problems)
     bad = sorted({i for p in problems for i in p.items})
     done[bad] = False
     # files the run will merge new items into must be readable, whatever items they hold
