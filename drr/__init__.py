@@ -1,6 +1,6 @@
 """Digitally reconstructed radiographs: geometry, physics and exact Siddon ray casting (CPU and CUDA).
 
-Public API (DESIGN.md, COMMON contracts): `ConeGeometry`, `ParallelGeometry`, `geometry_from_dict`,
+Public API (docs/design.md, COMMON contracts): `ConeGeometry`, `ParallelGeometry`, `geometry_from_dict`,
 `render_drr`, `render_drr_batch`, `render_drr_views`, `image_map_attrs`.  No file I/O here.
 """
 from xpgan.drr.geometry import (ConeGeometry, DRRArgumentError, GEOMETRY_KINDS, ParallelGeometry, RayBundle,

@@ -2,7 +2,7 @@
 
 Frame used by every renderer ("volume frame"): millimetres, origin at the outer corner of voxel
 [0, 0, 0], axes along the array axes (d, h, w) = (superior->inferior, anterior->posterior,
-patient right->patient left) of DESIGN.md.  Voxel (i, j, k) occupies
+patient right->patient left) of docs/design.md.  Voxel (i, j, k) occupies
 [i*sd, (i+1)*sd] x [j*sh, (j+1)*sh] x [k*sw, (k+1)*sw].  So "superior" is -d, "anterior" is -h and
 "patient right" is -w.
 

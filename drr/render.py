@@ -108,7 +108,7 @@ def render_drr(volume_hu: np.ndarray, spacing_mm, geometry: Geometry, *, backend
                output: str = "image", mu_water: float = MU_WATER_PER_MM) -> np.ndarray:
     """Render one DRR.
 
-    volume_hu: [d, h, w] in HU, canonical orientation (DESIGN.md), any real dtype.
+    volume_hu: [d, h, w] in HU, canonical orientation (docs/design.md), any real dtype.
     spacing_mm: (sd, sh, sw) voxel spacing, mm.
     geometry: ConeGeometry or ParallelGeometry.
     backend: "auto" (cuda when a real GPU is present, else cpu) | "cpu" | "cuda".

@@ -237,8 +237,8 @@ def check_store(store: str | os.PathLike, *, full: bool = False) -> tuple[str, i
     found = scan(schema.open_store(store), store, full=full)
     depth = "every chunk read back" if full else "shard files, shard indexes and small chunks checked"
     if full and found.version < 2:
-        depth += (f" (format version {found.version} has no chunk checksums: chunks were decoded, but changed "
-                  "bytes may go unnoticed; prep again with --overwrite to add them)")
+        depth += (f"; format version {found.version} has no chunk checksums: chunks were decoded, but changed "
+                  "bytes may go unnoticed; prep again with --overwrite to add them")
     damaged = found.damaged_items
     if not found.problems:
         return f"verify: {found.n_done} done items OK ({depth})", 0

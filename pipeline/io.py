@@ -1,6 +1,6 @@
 """CT readers: NIfTI files and DICOM series folders -> HU volumes in the canonical orientation.
 
-Canonical orientation (shared/DESIGN.md): arrays are indexed `[d, h, w]` = (superior->inferior,
+Canonical orientation (docs/design.md): arrays are indexed `[d, h, w]` = (superior->inferior,
 anterior->posterior, patient right->patient left), nibabel axis codes `('I', 'P', 'L')`, with voxel
 spacing `(sd, sh, sw)` in mm. Every reader brings its data to this orientation before anything else
 touches it, so `volume.mean(axis=1)` is an AP view in chest X-ray display orientation (head at the top,

@@ -1,7 +1,7 @@
 """Deterministic synthetic chest CT phantoms and the demo archives built from them.
 
 `chest_phantom(seed, ...)` draws one patient's anatomy from a seeded numpy Generator and paints it into a
-volume in the canonical orientation of shared/DESIGN.md: `[d, h, w]` = (superior->inferior,
+volume in the canonical orientation of docs/design.md: `[d, h, w]` = (superior->inferior,
 anterior->posterior, patient right->left), spacing `(sd, sh, sw)` mm. Everything is placed in mm, so the
 same seed gives the same anatomy at any resolution.
 

@@ -436,7 +436,9 @@ def write_items(group, results: Mapping[int, Mapping[str, Any]]) -> None:
                                       else np.asarray(values[i]) for i in range(a, b)])
                     arr[a:b] = block.astype(arr.dtype, copy=False)
         else:
-            # One small chunk: read, patch, write back whole (cheaper than a chunk rewrite per item).
+            # One small chunk: read, patch, write back whole (cheaper than a chunk rewrite per item). Written
+            # even when it holds only fill values (e.g. every label unknown), so a missing chunk means damage.
+            arr = arr.with_config({"write_empty_chunks": True})
             whole = arr[...]
             for i in indices:
                 whole[i] = results[i][name]

@@ -166,9 +166,11 @@ def _scan_sharded(arr, root: Path, idx: np.ndarray, full: Callable[[int], bool],
             bad("chunk damaged (checksum mismatch)", damaged, False)
 
 
-def _scan_chunked(arr, root: Path, idx: np.ndarray, full: bool, out: list[Problem], need: bool = True) -> None:
+def _scan_chunked(arr, root: Path, idx: np.ndarray, full: bool, out: list[Problem], need: bool = True,
+                  version: int = schema.FORMAT_VERSION) -> None:
     """Chunks holding items `idx` of an unsharded array (small: read whole); need=False: only check that
-    existing chunk files are readable."""
+    existing chunk files are readable. Format 1 writers skipped chunks holding only fill values, so there a
+    missing chunk is not damage."""
     from itertools import product
 
     from zarr.codecs import Crc32cCodec
@@ -183,7 +185,7 @@ def _scan_chunked(arr, root: Path, idx: np.ndarray, full: bool, out: list[Proble
             path = root / rel
             reason = None
             if not path.is_file():
-                reason = "chunk file missing" if need else None
+                reason = "chunk file missing" if need and version >= 2 else None
             elif crc:
                 data = path.read_bytes()
                 if len(data) < 4 or _crc(data[:-4]) != data[-4:]:
@@ -195,13 +197,14 @@ def _scan_chunked(arr, root: Path, idx: np.ndarray, full: bool, out: list[Proble
 
 
 def _scan_arrays(group, path, root: Path, idx: np.ndarray, full, out: list[Problem], need: bool = True) -> None:
+    version = schema.store_version(group.attrs.get(schema.META, {}))
     want = full if callable(full) else (lambda _name, _shard, v=bool(full): v)
     for name in schema.array_names(group, path):
         arr = schema.open_array(group, path, name)
         if _sharded_layout(arr) is not None:
             _scan_sharded(arr, root, idx, lambda s, n=name: want(n, s), out, need)
         elif getattr(arr, "shards", None) is None:
-            _scan_chunked(arr, root, idx, bool(full) and not callable(full), out, need)
+            _scan_chunked(arr, root, idx, bool(full) and not callable(full), out, need, version)
 
 
 def _read_done(group, path) -> tuple[np.ndarray | None, Problem | None]:

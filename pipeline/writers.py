@@ -1,6 +1,6 @@
 """Writers of CT volumes as NIfTI files and DICOM series, for tests and synthetic (demo) archives.
 
-Both take a volume in the canonical orientation of shared/DESIGN.md (`[d, h, w]` = (I, P, L), spacing
+Both take a volume in the canonical orientation of docs/design.md (`[d, h, w]` = (I, P, L), spacing
 `(sd, sh, sw)` mm) and store the same anatomy under any on-disk orientation, with an affine /
 ImageOrientationPatient that says so. `xpgan.pipeline.io.read_ct` gives the canonical array back.
 

@@ -20,7 +20,7 @@ def test_right_superior_marker_appears_top_left(geometry):
 
 
 def test_parallel_drr_agrees_with_mean_projection_orientation():
-    # DESIGN.md: volume.mean(axis=1) is already in display orientation; the DRR must agree with it
+    # docs/design.md: volume.mean(axis=1) is already in display orientation; the DRR must agree with it
     rng = np.random.default_rng(5)
     hu = np.full((16, 12, 16), -1000.0, dtype=np.float32)
     blob = rng.integers(0, 16, size=(6, 2))

@@ -1,4 +1,4 @@
-"""NIfTI reading: every on-disk orientation comes back as the canonical (I, P, L) array of DESIGN.md."""
+"""NIfTI reading: every on-disk orientation comes back as the canonical (I, P, L) array of docs/design.md."""
 import nibabel as nib
 import numpy as np
 import pytest

@@ -107,7 +107,7 @@ def test_orientation_heart_left_spine_posterior_apices_superior():
 
 
 def test_ap_mean_is_display_oriented():
-    """DESIGN.md: volume.mean(axis=1) is an AP view with the heart (patient's left) on the image's right."""
+    """docs/design.md: volume.mean(axis=1) is an AP view with the heart (patient's left) on the image's right."""
     ph = P.chest_phantom(2, shape=(32, 128, 128), noise_hu=0)
     ap = ph.hu.mean(axis=1)                              # [d, w]
     d, w = ap.shape
