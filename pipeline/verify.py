@@ -72,9 +72,10 @@ def describe(problems: list[Problem], limit: int = 3) -> str:
 
 
 def _crc(data) -> bytes:
+    """crc32c of bytes or a read-only uint8 array (slices of np.frombuffer(bytes): no copy)."""
     import google_crc32c
 
-    return np.array([google_crc32c.value(bytes(data))], dtype="<u4").tobytes()
+    return np.array([google_crc32c.value(data)], dtype="<u4").tobytes()
 
 
 def _root(group) -> Path | None:
@@ -144,7 +145,7 @@ def _scan_sharded(arr, root: Path, idx: np.ndarray, full: Callable[[int], bool],
             data = None
             if check and inner_crc:
                 fh.seek(0)
-                data = fh.read()
+                data = np.frombuffer(fh.read(), dtype=np.uint8)
         missing, past, damaged = [], [], []
         for i in members:
             off, n = (int(v) for v in table[i - shard * k])
@@ -152,7 +153,7 @@ def _scan_sharded(arr, root: Path, idx: np.ndarray, full: Callable[[int], bool],
                 missing.append(i)
             elif off < lo or off + n > hi or n < 4:
                 past.append(i)
-            elif data is not None and _crc(data[off:off + n - 4]) != data[off + n - 4:off + n]:
+            elif data is not None and _crc(data[off:off + n - 4]) != data[off + n - 4:off + n].tobytes():
                 damaged.append(i)
             elif check and not inner_crc:
                 reason = _decodes(arr, i)
@@ -231,13 +232,22 @@ def scan(group, path, *, full: bool | Callable[[str, int], bool] = False) -> Sca
     idx = np.flatnonzero(done)
     if root is not None and idx.size:
         _scan_arrays(group, path, root, idx, full, result.problems)
-    if meta.get(schema.COMPLETE):
-        failed = {int(f.get("index", -1)) for f in group.attrs.get(schema.FAILURES, [])}
-        lost = [i for i in np.flatnonzero(~done).tolist() if i not in failed]
-        if lost:
-            result.problems.append(Problem("done", "", "neither done nor failed although the last prep run "
-                                           "finished (done flags lost?)", tuple(lost)))
+    lost = _lost_done_flags(group, done)
+    if lost is not None:
+        result.problems.append(lost)
     return result
+
+
+def _lost_done_flags(group, done: np.ndarray) -> Problem | None:
+    """Items neither done nor failed in a store whose last prep run finished."""
+    if not group.attrs.get(schema.META, {}).get(schema.COMPLETE):
+        return None
+    failed = {int(f.get("index", -1)) for f in group.attrs.get(schema.FAILURES, [])}
+    lost = [i for i in np.flatnonzero(~done).tolist() if i not in failed]
+    if not lost:
+        return None
+    return Problem("done", "", "neither done nor failed although the last prep run finished (done flags lost?)",
+                   tuple(lost))
 
 
 def check_done_data(group, path) -> None:
@@ -279,6 +289,9 @@ def repair_for_resume(group, path) -> list[Problem]:
     if done is None:
         (root / problem.file).unlink(missing_ok=True)
         done = np.zeros(len(problem.items), dtype=bool)
+    else:
+        lost = _lost_done_flags(group, done)
+        problems += [lost] if lost is not None else []
     idx = np.flatnonzero(done)
     if idx.size:
         _scan_arrays(group, path, root, idx, True, problems)
@@ -292,7 +305,7 @@ def repair_for_resume(group, path) -> list[Problem]:
     for p in problems:
         if p.whole_file and p.file:
             (root / p.file).unlink(missing_ok=True)
-    if problems:
+    if any(p.file for p in problems):
         group["done"][...] = done
     return problems
 

@@ -213,6 +213,7 @@ def test_lost_done_flags_of_a_finished_store_are_found_and_redone(pristine, tmp_
     assert res.exit_code == 1 and "neither done nor failed" in res.output
     summary = _prep("ct", src, store)
     assert summary.done == 4 and summary.skipped == 0
+    assert "done flags lost" in summary.text()
     assert not scan(schema.open_store(store), store, full=True).problems
 
 
