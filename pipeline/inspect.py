@@ -57,8 +57,8 @@ def summarize_store(group, path: str = "") -> str:
     done = _read(group, "done").astype(bool)
     n = int(done.size)
     lines = [f"{path}: {kind} store, {n} items, {int(done.sum())} done, {n - int(done.sum())} not done"
-             + ("" if meta.get("complete", True) else " (last run incomplete: interrupted or items failed; "
-                                                        "rerun to resume and retry)")]
+             + ("" if meta.get(schema.COMPLETE, True) else " (its last prep run did not finish: rerun it to "
+                                                               "resume; train/eval/generate refuse it until then)")]
     arrays = ", ".join(f"{name} {group[name].dtype} {tuple(group[name].shape)}" for name in sorted(group.array_keys()))
     lines.append(f"arrays: {arrays}")
     label = _read(group, "label") if "label" in group else np.full(n, -1)

@@ -274,9 +274,18 @@ def check_ready(group, path, *, allow_incomplete: bool = False) -> None:
         who = f" (pid {holder})" if holder else ""
         raise XPGANError(f"{path}: a prep run{who} is writing this store now ({count}); wait for it to "
                          "finish, or pass --allow-incomplete to use the items done so far")
-    if not meta.get(schema.COMPLETE, False):
-        raise XPGANError(f"{path}: incomplete store, its last prep run did not finish ({count}); rerun "
-                         "the same prep command to finish it, or pass --allow-incomplete to use the done items")
+    if meta.get(schema.COMPLETE, False):
+        return
+    if schema.store_version(meta) < 2:
+        # format 1 prep cxr cleared `complete` when items failed: there, every item done or failed is finished
+        failed = {int(f.get("index", -1)) for f in group.attrs.get(schema.FAILURES, [])}
+        if all(d or i in failed for i, d in enumerate(done.tolist())):
+            return
+        raise XPGANError(f"{path}: incomplete store, its last prep run did not finish ({count}); prep it "
+                         "again with --overwrite (format 1 stores are not resumed), or pass --allow-incomplete "
+                         "to use the done items")
+    raise XPGANError(f"{path}: incomplete store, its last prep run did not finish ({count}); rerun the same "
+                     "prep command to finish it, or pass --allow-incomplete to use the done items")
 
 
 def repair_for_resume(group, path) -> list[Problem]:

@@ -141,6 +141,21 @@ def test_version_1_stores_still_open_and_read(tmp_path, with_version):
     assert "6 done items OK" in res.output and "format version 1 has no chunk checksums" in res.output
 
 
+def test_version_1_cxr_store_with_failures_counts_as_finished(tmp_path):
+    # format 1 prep cxr left `complete` false when items failed; every item done or failed is a finished run
+    path = _version_1_store(tmp_path / "old.zarr")
+    g = zarr.open_group(str(path), mode="r+")
+    done = g["done"][:]
+    done[5] = False
+    g["done"][:] = done
+    g.attrs["xpgan"] = {**g.attrs["xpgan"], "complete": False}
+    g.attrs["failures"] = [{"index": 5, "id": "x", "path": "", "reason": "bad file"}]
+    assert cxr_store_info(path).n == 6
+    g.attrs["failures"] = []
+    with pytest.raises(XPGANError, match=r"\(5 of 6 items done\); prep it again with --overwrite"):
+        cxr_store_info(path)
+
+
 def test_version_1_store_is_not_resumed(tmp_path):
     path = _version_1_store(tmp_path / "old.zarr")
     with pytest.raises(XPGANError, match=r"format version 1 .*--overwrite"):
