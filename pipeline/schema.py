@@ -66,7 +66,7 @@ __all__ = ["ArraySpec", "COMPLETE", "FAILURES", "FIELDS", "FORMAT_VERSION", "Fie
            "MAP_POWER", "META", "P_REF", "READABLE_VERSIONS", "SEVERITY_GRADES", "SEVERITY_UNKNOWN", "SPLIT_NAMES",
            "SPLIT_NONE", "SPLIT_TEST", "SPLIT_TRAIN", "StoreDamageError", "VERSION", "chunk_codecs",
            "failures_csv_path", "image_map", "image_map_attrs", "item_arrays", "lock_path", "open_store",
-           "salt_path", "store_version", "read", "open_group", "open_array", "array_names", "first_line", "check_version"]
+           "salt_path", "store_version", "read", "chunk_file", "open_group", "open_array", "array_names", "first_line", "check_version"]
 
 
 class StoreDamageError(XPGANError):
@@ -230,15 +230,22 @@ def array_names(group, path: Path, hint: str = "") -> list[str]:
 
 def read(group_or_array, path, name: str, selection: Any = Ellipsis, item: int | None = None):
     """`array[selection]` as a NumPy array; a chunk that cannot be read (checksum mismatch, damaged
-    compression) is a one-line StoreDamageError naming the store, the array and the item."""
+    compression) is a one-line StoreDamageError naming the store, the array, the item and its chunk file."""
     arr = group_or_array if not hasattr(group_or_array, "array_keys") else open_array(group_or_array, path, name)
     try:
         return np.asarray(arr[selection])
     except Exception as exc:
         reason = "checksum mismatch" if "checksum" in str(exc).lower() else first_line(exc)
-        what = f" item {item}" if item is not None else (f" item {selection}" if isinstance(selection, int) else "")
-        raise StoreDamageError(f"{path}: array {name!r}{what}: damaged data ({reason}); run "
+        index = item if item is not None else (selection if isinstance(selection, int) else None)
+        where = "" if index is None else f" item {index} (file {Path(path) / chunk_file(arr, index)})"
+        raise StoreDamageError(f"{path}: array {name!r}{where}: damaged data ({reason}); run "
                                f"`xpgan inspect --verify {path}`, then rerun prep on it to redo the item(s)") from None
+
+
+def chunk_file(arr, index: int) -> str:
+    """The file, relative to the store, holding item `index` of an array (its shard, or its chunk)."""
+    block = int(arr.shards[0]) if getattr(arr, "shards", None) else int(arr.chunks[0])
+    return f"{arr.path}/{arr.metadata.encode_chunk_key((index // block,) + (0,) * (arr.ndim - 1))}"
 
 
 def _dtype_ok(arr, dtype: str) -> bool:

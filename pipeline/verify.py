@@ -116,7 +116,7 @@ def _scan_sharded(arr, root: Path, idx: np.ndarray, full: Callable[[int], bool],
     k, index_nbytes, at_start, index_crc, inner_crc = _sharded_layout(arr)
     for shard in np.unique(idx // k).tolist():
         members = idx[idx // k == shard].tolist() if need else []
-        rel = f"{arr.path}/{arr.metadata.encode_chunk_key((shard,) + (0,) * (arr.ndim - 1))}"
+        rel = schema.chunk_file(arr, shard * k)
         path = root / rel
 
         def bad(reason, items=members, whole=True):

@@ -156,14 +156,18 @@ def test_inspect_verify_reports_damaged_items(pristine, tmp_path, kind, damage):
     # without --verify, a deleted shard is still found (cheap check); flipped bytes need --verify
     res = runner.invoke(app, ["inspect", str(store)])
     assert res.exit_code == (1 if damage == "deleted shard" else 0), res.output
+    if damage == "flipped bytes":  # drawing item 0 reads its damaged chunk
+        res = runner.invoke(app, ["inspect", str(store), "--sheet", str(tmp_path / "sheet.png"), "--item", "0"])
+        assert res.exit_code == 2
+        _one_line_error(res, f"array '{BIG[kind]}' item", "damaged data (checksum mismatch)")
 
 
-def _expected_words(kind: str, damage: str) -> list[str]:
+def _expected_words(kind: str, damage: str, store: Path) -> list[str]:
     if damage in JSON_FILE:
         return [JSON_FILE[damage].format(big=BIG[kind]), "damaged store metadata", "--overwrite"]
     if damage == "deleted shard":
         return ["marked done have missing or damaged data", "shard file missing", "inspect --verify"]
-    return [f"array '{BIG[kind]}' item", "damaged data (checksum mismatch)"]
+    return [f"array '{BIG[kind]}' item", f"(file {store}/{BIG[kind]}/c/0/0/0", "damaged data (checksum mismatch)"]
 
 
 def _train_args(pristine, tmp_path, kind, store, workers="0"):
@@ -183,7 +187,7 @@ def test_train_refuses_damaged_store_in_one_line(pristine, tmp_path, kind, damag
     res = runner.invoke(app, _train_args(pristine, tmp_path, kind, store,
                                          workers="1" if damage == "flipped bytes" else "0"))
     assert res.exit_code == 2, res.output
-    words = _expected_words(kind, damage)
+    words = _expected_words(kind, damage, store)
     _one_line_error(res, str(store), *words)
 
 
@@ -199,7 +203,7 @@ def test_eval_and_generate_refuse_damaged_store_in_one_line(pristine, tmp_path, 
         args = ["generate", ckpt, "--ct", str(store), "--out", str(tmp_path / "gen"), "--device", "cpu"]
     res = runner.invoke(app, args)
     assert res.exit_code == 2, res.output
-    words = _expected_words(kind, damage)
+    words = _expected_words(kind, damage, store)
     _one_line_error(res, str(store), *words)
 
 
