@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from xpgan.errors import InputError, XPGANError
 from xpgan.pipeline import schema
 from xpgan.pipeline.schema import open_store  # noqa: F401 (the one open_store; generate uses it from here)
+from xpgan.pipeline.verify import check_done_data, check_ready
 
 CXR_PARTS = ("train", "val", "test", "train_all")
 
@@ -35,8 +36,6 @@ CXR_PARTS = ("train", "val", "test", "train_all")
 # ---------------------------------------------------------------------------------------------- stores
 def _open_checked(path, kind: str):
     """The store, refused (one line) when a done item's data is missing or damaged."""
-    from xpgan.pipeline.verify import check_done_data
-
     g = open_store(path, kind)
     check_done_data(g, path)
     return g
@@ -65,24 +64,18 @@ class CXRStoreInfo:
     block: int
 
 
-def _ready(g, path, allow_incomplete: bool) -> None:
-    from xpgan.pipeline.verify import check_ready
-
-    check_ready(g, path, allow_incomplete=allow_incomplete)
-
-
 def ct_store_info(path, *, allow_incomplete: bool = False) -> CTStoreInfo:
     """Sizes of a CT store checked for training: complete and not being written (unless allow_incomplete),
     every done item's data present."""
     g = _open_checked(path, "ct")
-    _ready(g, path, allow_incomplete)
+    check_ready(g, path, allow_incomplete=allow_incomplete)
     return _ct_info(g, path)
 
 
 def cxr_store_info(path, *, allow_incomplete: bool = False) -> CXRStoreInfo:
     """Sizes of a CXR store, checked as ct_store_info does."""
     g = _open_checked(path, "cxr")
-    _ready(g, path, allow_incomplete)
+    check_ready(g, path, allow_incomplete=allow_incomplete)
     return _cxr_info(g, path)
 
 
