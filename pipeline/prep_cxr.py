@@ -10,7 +10,8 @@ Dask workers (`cxr_io.load_cxr`) -> write from this process only (`store.write_i
 
 Store (DESIGN.md): `image` float32 [N, size, size] in [0, 1], `label` int8 (1 COVID-19, 0 not), `patient`
 str (salted HMAC of "<source>/<patient id>", never the raw id), `source` str, `split` int8 (0 train,
-1 test), `done` bool. Failed items keep done=False (label/split fill -1). Nothing else about a file is
+1 test), `bits` int8 (the bit depth the image's values were scaled by, `cxr_io.read_cxr_depth`; store
+version 2), `done` bool. Failed items keep done=False (label/split fill -1). Nothing else about a file is
 stored: no file names, no DICOM attributes.
 """
 from __future__ import annotations
@@ -25,13 +26,13 @@ import numpy as np
 
 import xpgan
 from xpgan.errors import InputError, XPGANError
-from xpgan.pipeline.cxr_io import INTENSITY_ATTRS, load_cxr
+from xpgan.pipeline.cxr_io import INTENSITY_ATTRS, load_cxr_depth
 from xpgan.pipeline.cxr_sources import DEFAULT_POSITIVE, DEFAULT_VIEWS, discover, items_fingerprint
 from xpgan.pipeline.runner import PrepSummary, Task, run_items
 from xpgan.pipeline.split import check_grouping, grouped_stratified_split
 
 KIND = "cxr"
-VERSION = 1
+VERSION = 2  # 2: the `bits` array
 ITEMS_PER_SHARD = 64  # 64 x 256 x 256 float32 = 16 MiB per shard at the default size
 LABEL_NAMES = {0: "negative", 1: "positive"}
 
@@ -73,10 +74,12 @@ def count_table(source: np.ndarray, split: np.ndarray, label: np.ndarray) -> lis
 
 
 def _process(payload: tuple[str, int]) -> dict:
-    """Worker side: one file -> {"image": float32 [size, size]}. Errors carry no path (see `_reason`)."""
+    """Worker side: one file -> {"image": float32 [size, size], "bits": int}. Errors carry no path (see
+    `_reason`)."""
     path, size = payload
     try:
-        return {"image": load_cxr(path, size)}
+        image, bits = load_cxr_depth(path, size)
+        return {"image": image, "bits": bits}
     except InputError as exc:
         raise XPGANError(exc.reason) from None  # the path is known to the caller; keep it out of reasons
 
@@ -90,10 +93,9 @@ def _process_encoded(payload: tuple[str, int], encoders: dict) -> dict:
 
 def _reason(reason: str, path: Path) -> str:
     """A failure reason fit for the store: the file's path, name and stem replaced by <file>."""
-    for part in sorted({str(path), os.path.abspath(path), path.name, path.stem}, key=len, reverse=True):
-        if part and len(part) >= 3:
-            reason = reason.replace(part, "<file>")
-    return reason
+    from xpgan.pipeline.privacy import redact_names
+
+    return redact_names(reason, path)
 
 
 def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, size: int = 256,
@@ -142,6 +144,8 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
                         "scale": "size / max(height, width)", "odd_margin": "bottom/right"},
             "resample": "Pillow bilinear (triangle filter widened by the down-sampling factor: anti-aliased)",
             "intensity": dict(INTENSITY_ATTRS),
+            "bits": "bit depth each image's values were scaled by: PNG/JPEG value / (2**bits - 1), DICOM "
+                    "BitsStored, 0 float image (own min..max), -1 not written",
             "split": {"test_fraction": float(test_fraction), "seed": int(seed), "grouped_by": "patient",
                       "stratified_by": ["source", "patient label (max of its images)"], "train": 0, "test": 1},
             "labels": {"1": "COVID-19 positive", "0": "negative", "-1": "not written (failed item)"},
@@ -158,14 +162,15 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
             items_per_shard=ITEMS_PER_SHARD,
             arrays={"image": st.ArraySpec("float32", (size, size), 0.0), "label": st.ArraySpec("int8", (), -1),
                     "patient": st.ArraySpec("str"), "source": st.ArraySpec("str"),
-                    "split": st.ArraySpec("int8", (), -1)})
+                    "split": st.ArraySpec("int8", (), -1), "bits": st.ArraySpec("int8", (), -1)})
         done_before = st.done_mask(group)
         # absolute paths: workers of a --scheduler cluster may run in another working directory
         todo = [Task(i, (os.path.abspath(items[i].path), size), str(items[i].path)) for i in range(len(items))
                 if not done_before[i]]
 
         def write(batch: dict[int, dict]) -> None:
-            st.write_items(group, {i: {"image": r["image"], "label": int(labels[i]), "patient": patients[i],
+            st.write_items(group, {i: {"image": r["image"], "bits": int(r["bits"]), "label": int(labels[i]),
+                                       "patient": patients[i],
                                        "source": items[i].source, "split": int(split[i])}
                                    for i, r in batch.items()})
 
