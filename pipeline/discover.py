@@ -67,7 +67,7 @@ class Discovery:
         """One line: candidates found (NIfTI files, folders) and what was skipped, by reason, with examples."""
         n_dirs = sum(os.path.isdir(it.path) for it in self.items)
         line = (f"discovery: found {len(self.items)} ({len(self.items) - n_dirs} NIfTI file(s), {n_dirs} "
-                f"series folder(s))")
+                f"folder(s))")
         if not self.skipped:
             return line + ", skipped none"
         by_reason: dict[str, list[str]] = {}

@@ -251,10 +251,15 @@ def _load_nifti(path: Path):
     import nibabel as nib
     from nibabel.filebasedimages import ImageFileError
 
-    try:
+    from nibabel.imageglobals import logger as nib_logger
+
+    was_disabled, nib_logger.disabled = nib_logger.disabled, True  # its header-fix notes (pixdim 0 -> 1) would
+    try:  # go to stderr; _check_raw_pixdim refuses the file instead
         img = nib.load(str(path))
     except (ImageFileError, *_NIFTI_READ_ERRORS) as e:
         raise InputError(path, f"not a readable NIfTI file ({_one_line(e, path)})") from None
+    finally:
+        nib_logger.disabled = was_disabled
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(path, f"not a NIfTI image (nibabel read it as {type(img).__name__})")
     return img
