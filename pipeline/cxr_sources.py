@@ -113,9 +113,10 @@ def is_cohen_header(cols: Iterable[str]) -> bool:
 def _not_cohen_reason(cols: Sequence[str]) -> str:
     """Why a header is not a Cohen-style metadata.csv header (separator, missing columns)."""
     named = [c for c in cols if c]
-    if len(named) <= 1 and any(sep in "".join(named) for sep in ";\t|"):
-        sep = next(s for s in ";\t|" if s in "".join(named))
-        return f"fields are separated by {sep!r}, not ',' (save it as a comma-separated CSV)"
+    if len(named) == 1:  # one column: another separator (headers are whitespace-normalised: a tab is a space)
+        for sep, what in ((";", "';'"), ("|", "'|'"), (" ", "tabs or spaces")):
+            if sep in named[0]:
+                return f"fields are separated by {what}, not ',' (save it as a comma-separated CSV)"
     missing = sorted(set(COHEN_COLUMNS) - set(cols))
     return f"missing column(s) {', '.join(missing)} (found: {', '.join(named) or 'none'})"
 

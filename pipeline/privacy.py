@@ -47,11 +47,11 @@ def patient_hash(patient_id: str, salt: bytes) -> str:
 
 
 def redact_names(text: str, path: str | os.PathLike, placeholder: str = "<file>") -> str:
-    """`text` with the file's absolute and given path, name and stem replaced by `placeholder`, only where they
-    stand as whole tokens (a stem "trunc" is not replaced inside "truncated"); parts under 3 characters are
-    left alone (too likely to be ordinary words)."""
+    """`text` with the file's path (as given and absolute) and name replaced by `placeholder` where they stand
+    as whole tokens. The stem alone is left: libraries quote paths or names, and a stem is often an ordinary
+    word ("trunc" in "truncated", "alpha" in "alpha channel") that must not be mangled."""
     path = Path(path)
-    parts = {str(path), os.path.abspath(path), path.name, path.stem}
-    for part in sorted((p for p in parts if len(p) >= 3), key=len, reverse=True):
+    parts = {str(path), os.path.abspath(path), path.name}
+    for part in sorted((p for p in parts if p), key=len, reverse=True):
         text = re.sub(rf"(?<![\w.-]){re.escape(part)}(?![\w-]|\.\w)", placeholder, text)
     return text
