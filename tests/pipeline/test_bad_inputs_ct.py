@@ -6,10 +6,6 @@ right values, and nothing stored for a bad study (done False, fill values).
 """
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -191,23 +187,8 @@ def test_pixdim_zero_with_sform_is_fine(tmp_path):
     assert read_ct(tmp_path / "s.nii").spacing == pytest.approx((2.0, 0.8, 0.7))
 
 
-# ---- unreadable files and folders: root reads everything, so these run without the permission override
-def _without_read_override() -> list[str]:
-    if os.geteuid() != 0:
-        return []
-    if shutil.which("setpriv") is None:
-        pytest.skip("running as root without setpriv: cannot make a file unreadable")
-    caps = "-dac_override,-dac_read_search"
-    return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
-
-
-def run_cli_unprivileged(*args) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    return subprocess.run([*_without_read_override(), sys.executable, "-m", "xpgan.cli", *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=300)
-
-
-def test_unreadable_slices_and_folders_fail_naming_them(tmp_path):
+# ---- unreadable files and folders (root reads everything: see conftest's run_cli_unprivileged)
+def test_unreadable_slices_and_folders_fail_naming_them(tmp_path, run_cli_unprivileged):
     src = tmp_path / "archive"
     write_nifti(src / "good.nii.gz", _vol(2), SPACING)
     first = sorted(write_dicom_series(src / "locked_first", _vol(), SPACING))[0]
