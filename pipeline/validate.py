@@ -21,6 +21,8 @@ import numpy as np
 from xpgan.errors import InputError, XPGANError
 
 SPACING_RANGE_MM = (0.1, 20.0)
+# Synthetic archives (demo, bench prep) sample the same physical chest with few voxels on purpose: tens of mm.
+SYNTHETIC_SPACING_RANGE_MM = (0.1, 1000.0)
 HU_LIMITS = (-32768.0, 32767.0)
 
 
@@ -35,6 +37,15 @@ def check_spacing_range(spacing_range_mm) -> tuple[float, float]:
     return lo, hi
 
 
+def _memory_order(a: np.ndarray) -> np.ndarray:
+    """A view of `a` with the same elements in memory order (flips and transposes undone): reductions over a
+    reoriented view (io.read_ct_stored) run ~10x faster on it."""
+    for ax in range(a.ndim):
+        if a.strides[ax] < 0:
+            a = np.flip(a, ax)
+    return a.transpose(np.argsort(a.strides, kind="stable")[::-1])
+
+
 def check_ct(data: np.ndarray, spacing, path: str | os.PathLike, *, scale: float = 1.0, offset: float = 0.0,
              spacing_range_mm=SPACING_RANGE_MM) -> None:
     """Raise InputError(path, reason) for an implausible spacing or voxel values (see module docstring)."""
@@ -47,7 +58,8 @@ def check_ct(data: np.ndarray, spacing, path: str | os.PathLike, *, scale: float
     data = np.asarray(data)
     if data.size == 0:
         raise InputError(path, f"empty volume (shape {data.shape})")
-    dmin, dmax = np.min(data), np.max(data)  # NaN propagates into both
+    mem = _memory_order(data)
+    dmin, dmax = np.min(mem), np.max(mem)  # NaN propagates into both
     ends = np.array([dmin, dmax], dtype=np.float64) * float(scale) + float(offset)
     if np.all(np.isfinite(ends)) and HU_LIMITS[0] <= ends.min() and ends.max() <= HU_LIMITS[1]:
         return
