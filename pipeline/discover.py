@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xpgan.errors import InputError, XPGANError
-from xpgan.pipeline.sniff import DICOM_SUFFIXES, dicom_like_name, has_dicom_magic
+from xpgan.pipeline.sniff import (DICOM_SUFFIXES, NIFTI_SUFFIXES, dicom_like_name, has_dicom_magic,
+                                   is_nifti_name)
 
 _MOSMED_DIR = re.compile(r"^CT-([0-4])$")
-_NIFTI = (".nii.gz", ".nii")
 
 
 @dataclass(frozen=True)
@@ -85,14 +85,14 @@ class Discovery:
 
 def strip_nifti(name: str) -> str:
     low = name.lower()
-    for suf in _NIFTI:
+    for suf in NIFTI_SUFFIXES:
         if low.endswith(suf):
             return name[: -len(suf)]
     return name
 
 
 def _is_nifti(name: str) -> bool:
-    return name.lower().endswith(_NIFTI) and not name.startswith(".")
+    return is_nifti_name(name) and not name.startswith(".")
 
 
 def _mosmed_root(src: Path) -> Path | None:
@@ -296,7 +296,8 @@ def _discover_folder(src: Path) -> Discovery:
             rel, sid = src.name, src.name
         else:
             sid = strip_nifti(rel)
-        items.append(CTItem(path=str(p.resolve()) if p.exists() else os.path.abspath(p), rel=rel, study_id=sid, label=-1, severity=-1))
+        path = str(p.resolve()) if p.exists() else os.path.abspath(p)  # a broken link: fails when read
+        items.append(CTItem(path=path, rel=rel, study_id=sid, label=-1, severity=-1))
     items.sort(key=lambda it: it.rel)
     ids = [it.study_id for it in items]
     if len(set(ids)) != len(ids):

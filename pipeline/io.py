@@ -31,9 +31,13 @@ Conventions and choices:
   zlib) and viewed in place; the stored values are then converted to float32, scaled and reoriented in a
   single pass into the output array (`_native_view`). Peak memory: the decompressed file plus the float32
   volume. A DICOM series holds all its raw slices plus the float32 volume at the peak.
-- DICOM files are those with the "DICM" marker, or preamble-less datasets starting with group 0008;
-  DICOMDIR, README and other files are ignored, and so are non-CT DICOM objects (reports, other SOP
-  classes) beside the CT images.
+- DICOM files are those with the "DICM" marker, or preamble-less datasets starting with group 0008
+  (`xpgan.pipeline.sniff`); DICOMDIR, README.txt and other files are ignored, and so are non-CT DICOM
+  objects (reports, other SOP classes) beside the CT images. A file that may have been one of the slices
+  and cannot be used fails the whole series, naming the file, so a damaged slice never shortens a volume
+  silently: a file with a DICOM-like name (`sniff.dicom_like_name`: .dcm, no suffix, a numeric suffix)
+  that cannot be read (permission, broken link) or lacks the DICOM marker, a DICOM file whose header
+  names neither a SOP class nor a modality, and a CT image without pixel data.
 
 Every bad input raises `xpgan.errors.InputError(path, reason)` with a one-line reason.
 """
@@ -47,10 +51,9 @@ from pathlib import Path
 import numpy as np
 
 from xpgan.errors import InputError
-from xpgan.pipeline.sniff import dicom_like_name, has_dicom_magic
+from xpgan.pipeline.sniff import dicom_like_name, has_dicom_magic, is_nifti_name
 
 CANONICAL_AXCODES = ("I", "P", "L")
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 # DICOM values are often written with limited precision: tolerances for "the same" geometry.
@@ -107,8 +110,7 @@ def _check_memory(header: CTHeader, max_bytes: int | None, path: Path) -> None:
 # --------------------------------------------------------------------------------------------- dispatch
 
 def _is_nifti_name(path: Path) -> bool:
-    name = path.name.lower()
-    return name.endswith(NIFTI_SUFFIXES)
+    return is_nifti_name(path.name)
 
 
 def _looks_like_dicom_file(path: Path) -> bool:
@@ -125,40 +127,6 @@ def _dir_files(folder: Path) -> list[Path]:
     """Visible files of a folder, with broken links (reported when their names look like DICOM)."""
     return sorted(p for p in folder.iterdir()
                   if not p.name.startswith(".") and (p.is_file() or (p.is_symlink() and not p.exists())))
-
-
-def is_dicom_series_dir(path: str | os.PathLike) -> bool:
-    """True if `path` is a folder holding at least one DICOM file (DICOMDIR aside), directly inside it."""
-    path = Path(path)
-    if not path.is_dir():
-        return False
-    try:
-        return any(_looks_like_dicom_file(p) for p in _dir_files(path))
-    except OSError:
-        return False
-
-
-def find_ct_inputs(folder: str | os.PathLike) -> list[Path]:
-    """NIfTI files and DICOM series folders under `folder` (recursive), sorted by relative path.
-
-    Hidden files and folders (names starting with ".") are skipped. The order depends only on the names, so
-    the same archive always gives the same list.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(folder, "not a folder")
-    found: list[Path] = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        root_p = Path(root)
-        if root_p != folder and is_dicom_series_dir(root_p):
-            found.append(root_p)
-        for name in sorted(files):
-            if not name.startswith(".") and _is_nifti_name(Path(name)):
-                found.append(root_p / name)
-    if is_dicom_series_dir(folder):
-        found.append(folder)
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
 def _classify(path: Path) -> str:

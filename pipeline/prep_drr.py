@@ -16,7 +16,8 @@ prep_drr(src, out, *, shape=(64, 256, 256), geometry=None, mu_water=0.02, backen
 process_ct(path, *, job) -> {"volume": int16 [D, H, W], "drr": float32 [S, S], "spacing": float32 [3]}
     One item, as a worker runs it: read the stored voxels (headers checked against the memory limit first)
     -> refuse implausible spacing or voxel values (xpgan.pipeline.validate.check_ct) -> resize, converting
-    to HU inside the first pass -> round/clip to int16 -> DRR of the stored int16 volume with its spacing (so drr[i] can be re-rendered exactly from volume[i] and spacing[i]).
+    to HU inside the first pass -> round/clip to int16 -> DRR of the stored int16 volume with its spacing
+    (so drr[i] can be re-rendered exactly from volume[i] and spacing[i]).
 CT_STORE_VERSION = 1
 
 Store (DESIGN.md): volume int16 (N, D, H, W), drr float32 (N, S, S), label int8, severity int8,

@@ -9,6 +9,7 @@
   (DICOMDIR, README, LICENSE, LOCKFILE, VERSION).
 - `is_dicom_file(path)`: a DICOM suffix or the magic (False when unreadable): what the CXR reader uses to
   pick the DICOM decoder over Pillow.
+- `is_nifti_name(name)`: a `.nii` or `.nii.gz` name (any case): NIfTI files are known by their name only.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import os
 from pathlib import Path
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima")
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
 NOT_IMAGE_NAMES = frozenset({"DICOMDIR", "README", "LICENSE", "LOCKFILE", "VERSION"})
 
 
@@ -44,3 +46,7 @@ def is_dicom_file(path: str | os.PathLike) -> bool:
         return has_dicom_magic(path)
     except OSError:
         return False
+
+
+def is_nifti_name(name: str) -> bool:
+    return name.lower().endswith(NIFTI_SUFFIXES)
