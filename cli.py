@@ -418,10 +418,10 @@ def eval_command(
     batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass."),
 ) -> None:
     """Precision, recall, F1 (at 0.5 and the best validation-F1 threshold), AUROC; PR/ROC plots."""
-    from xpgan.model.evaluate import evaluate
-
     if out is not None:
         _output_path(out, "output folder (--out)")
+    from xpgan.model.evaluate import evaluate
+
     r = evaluate(checkpoint, cxr, split=split, out_dir=out, device=device, batch_size=batch_size)
     best = r["at_best_val_f1"]
     typer.echo(f"{split}: {r['counts']['items']} items, AUROC {r['auroc']:.4f}; "
@@ -441,9 +441,9 @@ def generate_command(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
 ) -> None:
     """G_ema's X-ray for each CT item as PNG, plus grid.png (stored DRR | generated)."""
+    _output_path(out, "output folder (--out)")
     from xpgan.model.generate import generate
 
-    _output_path(out, "output folder (--out)")
     r = generate(checkpoint, ct, out, limit=limit, device=device)
     typer.echo(f"wrote {len(r['images'])} images and {r['grid']}")
 

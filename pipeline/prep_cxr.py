@@ -10,8 +10,7 @@ Dask workers (`cxr_io.load_cxr`) -> write from this process only (`store.write_i
 
 Store (DESIGN.md): `image` float32 [N, size, size] in [0, 1], `label` int8 (1 COVID-19, 0 not), `patient`
 str (salted HMAC of "<source>/<patient id>", never the raw id), `source` str, `split` int8 (0 train,
-1 test), `bits` int8 (the bit depth the image's values were scaled by, `cxr_io.read_cxr_depth`; store
-version 2), `done` bool. Failed items keep done=False (label/split fill -1). Nothing else about a file is
+1 test), `done` bool. Failed items keep done=False (label/split fill -1). Nothing else about a file is
 stored: no file names, no DICOM attributes.
 """
 from __future__ import annotations
@@ -32,7 +31,7 @@ from xpgan.pipeline.runner import PrepSummary, Task, run_items
 from xpgan.pipeline.split import check_grouping, grouped_stratified_split
 
 KIND = "cxr"
-VERSION = 2  # 2: the `bits` array
+VERSION = 1
 ITEMS_PER_SHARD = 64  # 64 x 256 x 256 float32 = 16 MiB per shard at the default size
 LABEL_NAMES = {0: "negative", 1: "positive"}
 
@@ -92,7 +91,7 @@ def _process_encoded(payload: tuple[str, int], encoders: dict) -> dict:
 
 
 def _reason(reason: str, path: Path) -> str:
-    """A failure reason fit for the store: the file's path, name and stem replaced by <file>."""
+    """A failure reason fit for the store: the file's path and name replaced by <file> (whole tokens only)."""
     from xpgan.pipeline.privacy import redact_names
 
     return redact_names(reason, path)
@@ -144,8 +143,6 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
                         "scale": "size / max(height, width)", "odd_margin": "bottom/right"},
             "resample": "Pillow bilinear (triangle filter widened by the down-sampling factor: anti-aliased)",
             "intensity": dict(INTENSITY_ATTRS),
-            "bits": "bit depth each image's values were scaled by: PNG/JPEG value / (2**bits - 1), DICOM "
-                    "BitsStored, 0 float image (own min..max), -1 not written",
             "split": {"test_fraction": float(test_fraction), "seed": int(seed), "grouped_by": "patient",
                       "stratified_by": ["source", "patient label (max of its images)"], "train": 0, "test": 1},
             "labels": {"1": "COVID-19 positive", "0": "negative", "-1": "not written (failed item)"},
@@ -155,6 +152,8 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
                          "items": int(sum(it.source == n for it in items))} for n in source_names_used],
             "excluded": dict(sorted(found.excluded.items())),
             "patient": "HMAC-SHA256(salt, '<source>/<patient id>')[:16]; salt kept beside the store",
+            "bits": "bit depth each image's values were scaled by (array `bits`): PNG/JPEG value / (2**bits - 1), "
+                    "DICOM BitsStored, 0 float image (own min..max), -1 not written",
             "package_version": xpgan.__version__,
         }
         group = st.create_or_open(

@@ -103,7 +103,7 @@ def test_store_layout_and_attrs(built):
     assert g["label"].dtype == np.int8 and g["split"].dtype == np.int8 and g["done"].dtype == bool
     assert g["patient"].shape == g["source"].shape == (n,)
     meta = g.attrs["xpgan"]
-    assert meta["kind"] == "cxr" and meta["version"] == 2 and meta["size"] == SIZE
+    assert meta["kind"] == "cxr" and meta["version"] == 1 and meta["size"] == SIZE
     assert meta["padding"]["mode"] == "letterbox" and meta["split"]["test_fraction"] == 0.2
     done = g["done"][:]
     img = g["image"][:][done]
