@@ -8,7 +8,8 @@ Kinds of SRC (mixed freely, in the order given):
 
 - **Class folders**: a folder with one sub-folder per class (`covid/`, `normal/`, ...). A sub-folder whose
   name (case-insensitive) is one of `positive` gives label 1, any other gives 0. Images are found
-  recursively inside each sub-folder (PNG/JPEG/DICOM by suffix, or DICOM by its `DICM` magic); files at
+  recursively inside each sub-folder (symlinked folders followed once, links to folders above skipped;
+  PNG/JPEG/DICOM by suffix, or DICOM by its `DICM` magic); files at
   the top level are not labelled and are skipped (counted). The patient id is the file stem, i.e. every
   file is its own patient: give a manifest when several images belong to one patient. Files whose stem
   appears under two labels (`covid/1.png`, `normal/1.png`) would be one patient with conflicting labels:
@@ -184,6 +185,25 @@ def discover_manifest(csv_path: Path, source: str, *, positive: Sequence[str], i
         into.items.append(CXRItem(path=path, label=label, patient_key=_make_key(src, pid), source=src))
 
 
+def _image_files(folder: Path) -> list[Path]:
+    """Images below `folder` (recursive, symlinked folders followed once, hidden names skipped), sorted by
+    their path relative to `folder`."""
+    out = []
+    walked = {os.path.realpath(folder)}
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        keep = []
+        here = os.path.realpath(root)
+        for d in sorted(dirs):
+            real = os.path.realpath(os.path.join(root, d))
+            up = here.startswith(real.rstrip(os.sep) + os.sep)  # a link to a folder above: a loop
+            if not d.startswith(".") and real not in walked and not up:  # a walked folder: once only
+                walked.add(real)
+                keep.append(d)
+        dirs[:] = keep
+        out += [Path(root) / f for f in files if not f.startswith(".") and is_cxr_image(Path(root) / f)]
+    return sorted((p for p in out if p.is_file()), key=lambda p: p.relative_to(folder).as_posix())
+
+
 def discover_class_folders(root: Path, source: str, *, positive: Sequence[str], into: Discovery) -> None:
     pos = {_norm(p) for p in positive}
     found: list[CXRItem] = []
@@ -197,11 +217,7 @@ def discover_class_folders(root: Path, source: str, *, positive: Sequence[str], 
         if not entry.is_dir():
             continue
         label = 1 if _norm(entry.name) in pos else 0
-        files = sorted((p for p in entry.rglob("*") if p.is_file() and is_cxr_image(p)),
-                       key=lambda p: p.relative_to(entry).as_posix())
-        for path in files:
-            if any(part.startswith(".") for part in path.relative_to(entry).parts):
-                continue
+        for path in _image_files(entry):
             found.append(CXRItem(path=path, label=label, patient_key=_make_key(source, path.stem), source=source))
     if not found:
         raise InputError(root, "no images in class sub-folders (expected e.g. covid/ and normal/ holding "

@@ -163,3 +163,18 @@ def test_redact_names_whole_tokens(text, path, expected):
     from xpgan.pipeline.privacy import redact_names
 
     assert redact_names(text, path) == expected
+
+
+def test_symlinked_folders_inside_class_folders_are_followed_once(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    Image.fromarray(_gradient()).save(tmp_path / "elsewhere" / "far.png")
+    (tmp_path / "src" / "normal").mkdir(parents=True)
+    Image.fromarray(_gradient()).save(tmp_path / "src" / "normal" / "near.png")
+    (tmp_path / "src" / "normal" / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "src" / "normal" / "loop").symlink_to("..", target_is_directory=True)  # would reach covid/
+    (tmp_path / "src" / "covid").mkdir()
+    Image.fromarray(_gradient()).save(tmp_path / "src" / "covid" / "pos.png")
+    res = CliRunner().invoke(app, ["prep", "cxr", str(tmp_path / "src"), str(tmp_path / "o.zarr"), *OPTS])
+    assert res.exit_code == 0 and "3/3 items done" in res.output, res.output
+    g = zarr.open_group(str(tmp_path / "o.zarr"), mode="r")
+    assert sorted(g["label"][:].tolist()) == [0, 0, 1]
