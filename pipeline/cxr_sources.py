@@ -45,6 +45,7 @@ from typing import Iterable, Sequence
 
 from xpgan.errors import InputError
 from xpgan.pipeline.cxr_io import is_cxr_image
+from xpgan.pipeline.sniff import walk_once
 
 DEFAULT_POSITIVE = ("covid", "covid-19", "covid19")
 DEFAULT_VIEWS = ("PA", "AP", "AP Supine")
@@ -189,17 +190,7 @@ def _image_files(folder: Path) -> list[Path]:
     """Images below `folder` (recursive, symlinked folders followed once, hidden names skipped), sorted by
     their path relative to `folder`."""
     out = []
-    walked = {os.path.realpath(folder)}
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        keep = []
-        here = os.path.realpath(root)
-        for d in sorted(dirs):
-            real = os.path.realpath(os.path.join(root, d))
-            up = here.startswith(real.rstrip(os.sep) + os.sep)  # a link to a folder above: a loop
-            if not d.startswith(".") and real not in walked and not up:  # a walked folder: once only
-                walked.add(real)
-                keep.append(d)
-        dirs[:] = keep
+    for root, _, files, _ in walk_once(folder, skip=lambda name: "hidden" if name.startswith(".") else None):
         out += [Path(root) / f for f in files if not f.startswith(".") and is_cxr_image(Path(root) / f)]
     return sorted((p for p in out if p.is_file()), key=lambda p: p.relative_to(folder).as_posix())
 

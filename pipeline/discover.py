@@ -40,7 +40,7 @@ from pathlib import Path
 
 from xpgan.errors import InputError, XPGANError
 from xpgan.pipeline.sniff import (DICOM_SUFFIXES, NIFTI_SUFFIXES, dicom_like_name, has_dicom_magic,
-                                   is_nifti_name)
+                                   is_nifti_name, walk_once)
 
 _MOSMED_DIR = re.compile(r"^CT-([0-4])$")
 
@@ -252,32 +252,17 @@ def _series_candidate(folder: Path, files: list[str]) -> bool:
 def _discover_folder(src: Path) -> Discovery:
     found: list[Path] = []
     skipped: list[tuple[str, str]] = []
-    src_real = os.path.realpath(src)
-    walked = {src_real: "."}  # real path -> relative path where it was walked
 
     def unlistable(err: OSError) -> None:
         if err.filename and Path(err.filename) != src:
             found.append(Path(err.filename))  # fails when read, with the real reason (permission...)
 
-    for root, dirs, files in os.walk(src, onerror=unlistable, followlinks=True):
+    def skip(name: str) -> str | None:
+        return "hidden" if name.startswith(".") else "Zarr store" if name.lower().endswith(".zarr") else None
+
+    for root, dirs, files, pruned in walk_once(src, skip=skip, onerror=unlistable):
         rp = Path(root)
-        here_real = os.path.realpath(rp)
-        keep = []
-        for d in sorted(dirs):
-            rel = (rp / d).relative_to(src).as_posix()
-            real = os.path.realpath(rp / d)
-            if d.startswith("."):
-                skipped.append((rel, "hidden"))
-            elif d.lower().endswith(".zarr"):
-                skipped.append((rel, "Zarr store"))
-            elif real == here_real or here_real.startswith(real.rstrip(os.sep) + os.sep):
-                skipped.append((rel, "symlink loop"))
-            elif real in walked:
-                skipped.append((rel, f"same folder as {walked[real]}"))
-            else:
-                walked[real] = rel
-                keep.append(d)
-        dirs[:] = keep
+        skipped += [((rp / d).relative_to(src).as_posix(), reason) for d, reason in pruned]
         visible = sorted(f for f in files if not f.startswith("."))
         skipped += [((rp / f).relative_to(src).as_posix(), "hidden") for f in sorted(files) if f.startswith(".")]
         niftis = [f for f in visible if _is_nifti(f)]

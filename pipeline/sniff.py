@@ -10,11 +10,14 @@
 - `is_dicom_file(path)`: a DICOM suffix or the magic (False when unreadable): what the CXR reader uses to
   pick the DICOM decoder over Pillow.
 - `is_nifti_name(name)`: a `.nii` or `.nii.gz` name (any case): NIfTI files are known by their name only.
+- `walk_once(top)`: the folder walk of CT and CXR discovery: symlinked folders followed, each real folder
+  walked once, loops pruned and reported.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable, Iterator
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima")
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -50,3 +53,32 @@ def is_dicom_file(path: str | os.PathLike) -> bool:
 
 def is_nifti_name(name: str) -> bool:
     return name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def walk_once(top: str | os.PathLike, *, skip: Callable[[str], str | None] = lambda name: None,
+              onerror: Callable[[OSError], None] | None = None
+              ) -> Iterator[tuple[str, list[str], list[str], list[tuple[str, str]]]]:
+    """os.walk(top, followlinks=True), sub-folders in name order, each real folder walked once.
+
+    Yields (root, dirs, files, pruned): `pruned` lists (name, reason) of the sub-folders of `root` left out:
+    `skip(name)`'s reason when it gives one (hidden, *.zarr...), "symlink loop" for a link to `root` or a
+    folder above it, "same folder as REL" for a second way to a folder already walked (REL relative to
+    `top`). A caller may prune `dirs` further in place, as with os.walk."""
+    walked = {os.path.realpath(top): "."}
+    for root, dirs, files in os.walk(top, onerror=onerror, followlinks=True):
+        here = os.path.realpath(root)
+        keep, pruned = [], []
+        for d in sorted(dirs):
+            real = os.path.realpath(os.path.join(root, d))
+            reason = skip(d)
+            if reason is None and (real == here or here.startswith(real.rstrip(os.sep) + os.sep)):
+                reason = "symlink loop"
+            if reason is None and real in walked:
+                reason = f"same folder as {walked[real]}"
+            if reason is None:
+                walked[real] = os.path.relpath(os.path.join(root, d), top).replace(os.sep, "/")
+                keep.append(d)
+            else:
+                pruned.append((d, reason))
+        dirs[:] = keep
+        yield root, dirs, files, pruned
