@@ -36,7 +36,7 @@ import numpy as np
 
 from xpgan.errors import InputError, XPGANError
 from xpgan.pipeline.runner import PrepSummary, Task
-from xpgan.pipeline.validate import HU_LIMITS, SPACING_RANGE_MM, check_spacing_range
+from xpgan.pipeline.validate import HU_LIMITS, SPACING_RANGE_MM, check_ct, check_spacing_range
 
 CT_STORE_VERSION = 1
 DEFAULT_SHAPE = (64, 256, 256)
@@ -76,7 +76,6 @@ def process_ct(path: str, *, job: DRRJob) -> dict:
     from xpgan.drr import geometry_from_dict, render_drr
     from xpgan.pipeline.io import MemoryLimitError, read_ct_stored
     from xpgan.pipeline.resize import quantize_int16, resize_volume
-    from xpgan.pipeline.validate import check_ct
 
     try:
         ct = read_ct_stored(path, max_bytes=job.memory_limit_bytes)  # refused from its header, before reading
@@ -130,7 +129,7 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
              workers: int | None = None, scheduler: str | None = None, overwrite: bool = False,
              progress: bool = True, memory_limit_gb: float = DEFAULT_MEMORY_LIMIT_GB, salt_file=None,
              items_per_shard: int | None = None, processes: bool = True,
-             spacing_range_mm=SPACING_RANGE_MM) -> PrepSummary:
+             spacing_range_mm=SPACING_RANGE_MM) -> CTPrepSummary:
     """Convert a CT archive into a CT store (see module docstring)."""
     import xpgan
     from xpgan.drr import ConeGeometry, ParallelGeometry, geometry_from_dict, image_map_attrs
