@@ -80,7 +80,8 @@ class Discovery:
         return f"{line}, skipped {len(self.skipped)}: " + "; ".join(parts)
 
     def skipped_counts(self) -> dict[str, int]:
-        return dict(sorted(Counter(reason for _, reason in self.skipped).items()))
+        """Counts by reason, without paths ("same folder as REL" counts as "same folder"), for the store."""
+        return dict(sorted(Counter(reason.partition(" as ")[0] for _, reason in self.skipped).items()))
 
 
 def strip_nifti(name: str) -> str:

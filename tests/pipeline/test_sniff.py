@@ -47,3 +47,17 @@ def test_walk_once_follows_links_once_and_reports_loops(tmp_path):
     assert walked == [".", "a", "a/x", "b"]
     assert sorted(pruned) == [("./.git", "hidden"), ("./c", "same folder as b"), ("./old.zarr", "Zarr"),
                               ("a/self", "symlink loop"), ("a/up", "symlink loop"), ("b/again", "same folder as a/x")]
+
+
+def test_discovery_lists_a_second_way_to_a_series_once(tmp_path):
+    import numpy as np
+
+    from xpgan.pipeline.discover import discover_ct
+    from xpgan.pipeline.writers import write_dicom_series
+
+    write_dicom_series(tmp_path / "a" / "series", np.zeros((3, 4, 4), np.float32), (1.0, 1.0, 1.0))
+    (tmp_path / "b").symlink_to(tmp_path / "a", target_is_directory=True)
+    disc = discover_ct(tmp_path)
+    assert [it.rel for it in disc.items] == ["a/series"]
+    assert disc.skipped == [("b", "same folder as a")] and disc.skipped_counts() == {"same folder": 1}
+    assert disc.summary() == "discovery: found 1 (0 NIfTI file(s), 1 folder(s)), skipped 1: 1 same folder as a (b)"
