@@ -53,3 +53,10 @@ def test_reoriented_views_give_the_same_answer():
         mem = _memory_order(view)
         assert np.shares_memory(mem, a) and mem.flags.c_contiguous
         assert _reason(view, (1, 1, 1), "ct.nii").startswith("1 of 336 voxels are outside")
+
+
+def test_cli_default_is_the_validation_default():
+    from xpgan.cli import SPACING_OPTION_DEFAULT
+    from xpgan.pipeline.validate import SPACING_RANGE_MM
+
+    assert SPACING_OPTION_DEFAULT == SPACING_RANGE_MM
