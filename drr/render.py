@@ -64,6 +64,19 @@ def resolve_backend(backend: str) -> str:
     return backend
 
 
+def probe_backend(backend: str) -> tuple[str, "str | None"]:
+    """The backend a batch job should hand to its workers, tried once here: "auto" that resolves to cuda renders
+    a tiny volume on the GPU (compile + launch); if that fails (one warning) -> ("cpu", reason).  Other names
+    are returned as resolve_backend gives them, with reason None."""
+    resolved = resolve_backend(backend)
+    if backend != "auto" or resolved != "cuda":
+        return resolved, None
+    from xpgan.drr.geometry import ParallelGeometry
+
+    render_drr(np.zeros((2, 2, 2), np.int16), (1.0, 1.0, 1.0), ParallelGeometry(size=2), backend="auto")
+    return resolve_backend(backend), cuda_fallback_reason()
+
+
 def _cuda_usable() -> bool:
     from numba import config
 

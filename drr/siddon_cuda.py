@@ -217,7 +217,7 @@ def render_device(psum_dev, vol_index, spacing, rays, size: int, *, scale: float
         out_dev = cuda.device_array((nb, size, size), dtype=np.float32, stream=stream)
 
     def dev(a, dtype):
-        return a if cuda.is_cuda_array(a) else cuda.to_device(np.ascontiguousarray(a, dtype=dtype), stream=stream)
+        return cuda.to_device(np.ascontiguousarray(a, dtype=dtype), stream=stream) if isinstance(a, np.ndarray) else a
 
     _launch_render(psum_dev, dev(vol_index, np.int64), dev(spacing, np.float64), dev(rays, np.float64), scale,
                    out_dev, stream)
