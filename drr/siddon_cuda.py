@@ -76,10 +76,16 @@ def real_gpu_available() -> bool:
 
 
 def kernel_overload_counts() -> dict:
-    """Specialisations compiled so far in this process, per kernel (-1 where the simulator keeps none).
-    After a first call with int16 (or float32) volumes these stay at 1 (or 2) whatever the later calls."""
-    return {name: len(k.overloads) if hasattr(k, "overloads") else -1
-            for name, k in (("prefix", _prefix_kernel), ("render", _render_kernel))}
+    """Per kernel: specialisations held and compilations done so far in this process (-1 in the simulator).
+    After a first call with int16 (or float32) volumes both stay at 1 (or 2) whatever the later calls."""
+    from numba import config
+
+    out = {}
+    for name, k in (("prefix", _prefix_kernel), ("render", _render_kernel)):
+        sim = config.ENABLE_CUDASIM or not hasattr(k, "overloads")
+        out[name] = -1 if sim else len(k.overloads)
+        out[name + "_compiles"] = -1 if sim else int(sum(getattr(k, "_cache_misses", {}).values()))
+    return out
 
 
 # ------------------------------------------------------------------------------ per-process state
