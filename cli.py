@@ -425,8 +425,8 @@ def bench_gpu_command(
     cpu_only: bool = typer.Option(False, "--cpu-only", help="Skip the GPU parts; tiny sizes on the CPU."),
     tiny: bool = typer.Option(False, "--tiny", help="Tiny sizes (a dry run)."),
     sections: Optional[str] = typer.Option(None, "--sections", help="Comma-separated subset of: env, agree, rates, "
-                                           "prep, train, evalgen, loader, torchrun, train_amp."),
-    max_seconds: float = typer.Option(420.0, "--max-seconds", help="Hard cap on the whole check, s."),
+                                           "prep, train, evalgen, torchrun, loader, train_amp."),
+    max_seconds: float = typer.Option(450.0, "--max-seconds", help="Hard cap on the whole check, s."),
 ) -> None:
     """The GPU path end to end (agreement, DRR/s, prep, training in bf16/fp16/fp32, eval, generate, loader,
     torchrun): prints a summary, writes a JSON. Each section is time-boxed and failure-isolated."""

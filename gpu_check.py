@@ -14,8 +14,8 @@ log) in the output folder, and a summary is printed.
     train     the paper preset in bf16, modes xpgan / drr / baseline, a few steps each: samples/s (of the last
               steps), peak GPU memory, finite losses
     evalgen   `eval` and `generate` on the xpgan checkpoint
-    loader    `bench loader` samples/s for 0..12 workers against what the GPU consumes (xpgan bf16)
     torchrun  `torchrun --standalone --nproc_per_node=<GPUs>` with NCCL, a few steps
+    loader    `bench loader` samples/s for 0..12 workers against what the GPU consumes (xpgan bf16)
     train_amp as train, in fp16 (GradScaler) and fp32
 
 `--cpu-only` skips the GPU parts and runs the rest at tiny sizes on the CPU (a CI test).
@@ -34,10 +34,10 @@ import time
 import traceback
 from pathlib import Path
 
-SECTIONS = ("env", "agree", "rates", "prep", "train", "evalgen", "loader", "torchrun", "train_amp")
+SECTIONS = ("env", "agree", "rates", "prep", "train", "evalgen", "torchrun", "loader", "train_amp")
 GPU_ONLY = ("agree", "rates", "torchrun", "train_amp")
-BUDGET_S = {"env": 60, "agree": 75, "rates": 90, "prep": 120, "train": 150, "evalgen": 60, "loader": 60,
-            "torchrun": 90, "train_amp": 180}
+BUDGET_S = {"env": 45, "agree": 60, "rates": 75, "prep": 90, "train": 150, "evalgen": 45, "torchrun": 75,
+            "loader": 60, "train_amp": 150}
 REQUIRED = ("numpy", "torch", "numba", "zarr", "numcodecs", "dask", "distributed", "nibabel", "pydicom", "isal",
             "typer", "PIL", "skimage", "tqdm")
 
@@ -49,7 +49,7 @@ def _sizes(tiny: bool) -> dict:
                 "preset": "tiny", "steps": 2, "batch": 2, "repeats": 2}
     return {"shape": (64, 256, 256), "det": 256, "views": (256, 1024), "volumes": 256, "kernel_batches": (64, 512),
             "ct_shape": (40, 256, 256), "n_ct": 12, "n_cxr": 48, "store_shape": (64, 256, 256), "img": 256,
-            "preset": "paper", "steps": 12, "batch": 16, "repeats": 5}
+            "preset": "paper", "steps": 8, "batch": 16, "repeats": 5}
 
 
 def _timed(fn, repeats: int):
@@ -323,7 +323,7 @@ def _train_one(work: Path, mode: str, amp: str, sz: dict, device: str, steps: in
     cfg = TrainConfig(ct=str(st["ct"]), cxr=str(st["cxr"]), mode=mode, out=str(run), max_steps=steps,
                       batch_size=sz["batch"], preset=sz["preset"], device=device, amp=amp != "fp32",
                       amp_dtype=amp if amp != "fp32" else "bf16", num_workers=0 if device == "cpu" else 4,
-                      checkpoint_every=steps, keep_checkpoints=1, log_every=max(1, steps // 3), sample_every=0,
+                      checkpoint_every=steps, keep_checkpoints=1, log_every=max(1, steps // 2), sample_every=0,
                       progress=False).validate()
     if run.exists():
         import shutil
@@ -333,12 +333,49 @@ def _train_one(work: Path, mode: str, amp: str, sz: dict, device: str, steps: in
     logs = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x.strip()]
     sec = logs[-1]["sec_per_step"] if logs else r.seconds / max(1, r.step)
     items = cfg.cxr_batch + (cfg.batch_size if mode != "baseline" else 0)
-    return {"steps": r.step, "sec_per_step_last": sec, "samples_per_s": items / sec,
-            "ct_samples_per_s": (cfg.batch_size / sec) if mode != "baseline" else None,
-            "samples_per_s_all": r.samples_per_s, "seconds": r.seconds,
-            "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2 ** 30, 2) if device == "cuda" else None,
-            "loss_finite": all(math.isfinite(v) for v in r.last_stats.values()), "last": r.last_stats,
-            "checkpoint": r.checkpoint}
+    out = {"steps": r.step, "sec_per_step_last": sec, "samples_per_s": items / sec,
+           "ct_samples_per_s": (cfg.batch_size / sec) if mode != "baseline" else None,
+           "samples_per_s_all": r.samples_per_s, "seconds": r.seconds,
+           "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2 ** 30, 2) if device == "cuda" else None,
+           "loss_finite": all(math.isfinite(v) for v in r.last_stats.values()), "last": r.last_stats,
+           "checkpoint": r.checkpoint}
+    out["compute_only"] = _compute_only_rate(cfg, run.parent / f"{run.name}-compute", items,
+                                             steps=4 if device == "cuda" else 1)
+    return out
+
+
+def _compute_only_rate(cfg, out_dir: Path, items: int, steps: int = 6) -> dict:
+    """What the GPU consumes with no loader in the way: the trainer's own step on one batch, repeated."""
+    import dataclasses
+
+    import torch
+
+    from xpgan.model.train import _Trainer
+
+    device = torch.device(cfg.device)
+    tr = _Trainer(dataclasses.replace(cfg, out=str(out_dir)), device)
+    tr._setup()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    try:
+        batch = tr._next_batch()
+        for _ in range(2):
+            tr._train_step(batch)
+            tr._after_step()
+            tr.step += 1
+        sync()
+        t = time.perf_counter()
+        for _ in range(steps):
+            tr._train_step(batch)
+            tr._after_step()
+            tr.step += 1
+        sync()
+        sec = (time.perf_counter() - t) / steps
+    finally:
+        tr.cxr_stream.close()
+        if tr.ct_stream is not None:
+            tr.ct_stream.close()
+    return {"sec_per_step": sec, "samples_per_s": items / sec,
+            "ct_samples_per_s": cfg.batch_size / sec if cfg.mode != "baseline" else None}
 
 
 def section_train(args, work: Path) -> dict:
@@ -387,8 +424,8 @@ def section_loader(args, work: Path) -> dict:
 
     sz = _sizes(args.tiny)
     st = _stores(work)
-    partial = _read_partial(args, "train")
-    consume = (partial.get("xpgan-bf16") or partial.get("xpgan-fp32") or {}).get("ct_samples_per_s")
+    run = _read_partial(args, "train").get("xpgan-bf16") or _read_partial(args, "train").get("xpgan-fp32") or {}
+    consume = (run.get("compute_only") or run).get("ct_samples_per_s")
     out: dict = {"gpu_ct_samples_per_s": consume, "workers": {}}
     for w in ((0, 2) if args.tiny else (0, 2, 4, 8, 12)):
         r = bench_loader(ct=str(st["ct"]), batch_size=sz["batch"], num_workers=w, batches=3 if args.tiny else 12)[0]
@@ -480,8 +517,10 @@ def _summary_lines(res: dict) -> list[str]:
             for k, v in r.items():
                 if isinstance(v, dict):
                     lines.append(f"  {k}: " + (v["error"] if "error" in v else
-                                 f"{v['samples_per_s']:.1f} samples/s, peak {v['peak_gpu_gib']} GiB, "
-                                 f"loss finite {v['loss_finite']}"))
+                                 f"{v['samples_per_s']:.1f} samples/s with the loader"
+                                 + (f", {v['compute_only']['samples_per_s']:.1f} compute only"
+                                    if v.get("compute_only") else "")
+                                 + f", peak {v['peak_gpu_gib']} GiB, loss finite {v['loss_finite']}"))
         elif name == "loader":
             lines.append(f"  {r}")
     return lines
@@ -494,7 +533,7 @@ def drive(argv=None) -> int:
     ap.add_argument("--cpu-only", action="store_true", help="skip GPU parts; tiny sizes on the CPU")
     ap.add_argument("--tiny", action="store_true", help="tiny sizes (implied by --cpu-only)")
     ap.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset")
-    ap.add_argument("--max-seconds", type=float, default=420.0, help="hard cap on the whole check")
+    ap.add_argument("--max-seconds", type=float, default=450.0, help="hard cap on the whole check")
     ap.add_argument("--section", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.tiny = args.tiny or args.cpu_only

@@ -9,10 +9,11 @@
 # isal (the env section stops with a one-line reason when one is missing).  Sections are time-boxed and
 # failure-isolated; the whole check is capped at --max-seconds (default 450 s).
 #
-# Device machine (one NVIDIA H200, no network), from the repository root, with carry [".whl"] (the wheels
-# of the packages the image lacks, numpy 2.4 among them: the image's numpy 2.5 breaks numba-cuda's compile):
+# Device machine (one NVIDIA H200, no network), from the repository root, with carry [".whl"] (wheels of
+# zarr numcodecs donfig google-crc32c dask distributed partd locket zict tblib tornado nibabel pydicom isal and
+# numpy 2.4.6: the image's numpy 2.5 breaks numba-cuda 0.30's compile), timeout_s 520; 8 minutes at most:
 #
-#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 && nvidia-smi -L; timeout 540 bash bench/gpu_check.sh --max-seconds 480
+#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 && nvidia-smi -L; timeout 480 bash bench/gpu_check.sh --max-seconds 450
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 pkg="$(mktemp -d "${TMPDIR:-/tmp}/xpgan_pkg.XXXXXX")"

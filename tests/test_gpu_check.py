@@ -20,6 +20,7 @@ def test_gpu_check_cpu_only(tmp_path):
     assert s["prep"]["result"]["prep_drr"]["failures"] == 0
     run = s["train"]["result"]["xpgan-fp32"]
     assert run["loss_finite"] and run["steps"] == 2 and run["samples_per_s"] > 0
+    assert run["compute_only"]["samples_per_s"] > 0
     assert s["evalgen"]["result"]["images"] >= 1
     assert s["loader"]["result"]["workers"]["0"] > 0
     assert "wrote" in p.stdout and (out / "gpu_check.log").is_file()
