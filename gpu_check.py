@@ -36,7 +36,7 @@ from pathlib import Path
 
 SECTIONS = ("env", "agree", "rates", "prep", "train", "evalgen", "torchrun", "loader", "train_amp")
 GPU_ONLY = ("agree", "rates", "torchrun", "train_amp")
-BUDGET_S = {"env": 45, "agree": 60, "rates": 75, "prep": 90, "train": 150, "evalgen": 45, "torchrun": 75,
+BUDGET_S = {"env": 45, "agree": 90, "rates": 75, "prep": 90, "train": 150, "evalgen": 45, "torchrun": 75,
             "loader": 60, "train_amp": 150}
 REQUIRED = ("numpy", "torch", "numba", "zarr", "numcodecs", "dask", "distributed", "nibabel", "pydicom", "isal",
             "typer", "PIL", "skimage", "tqdm")
@@ -148,11 +148,13 @@ def section_agree(args, work: Path) -> dict:
             "returns": f"{type(got).__name__} on {got.device}", "max_abs_diff": float(np.abs(got.cpu().numpy() - want).max()),
             "image_max_abs_diff": float(np.abs(img.cpu().numpy() - render_drr(vol, sp, g, backend="cpu")).max())}
     out["overloads_after"] = siddon_cuda.kernel_overload_counts()
+    out["signatures"] = siddon_cuda.kernel_signatures()
     vol, g = cases["cone_pa_int16"]
     later = out["cone_pa_int16"]["later_call_s"]
     if later > 0.2:  # the per-call cost is still there: where does it go?
         out["profile_of_a_later_call"] = _profile_top(lambda: render_drr(vol, sp, g, backend="cuda"))
     out["old_path_replay"] = _old_path_replay(vol, g, sp)
+    out["old_path_replay_control"] = _old_path_replay(vol, g, sp, broadcast=False)
     return out
 
 
@@ -177,11 +179,12 @@ def _profile_top(fn, n: int = 12) -> list[str]:
     return [ln.strip() for ln in buf.getvalue().splitlines() if ln.strip() and ln.strip()[0].isdigit()][:n]
 
 
-def _old_path_replay(vol, geom, spacing) -> dict:
+def _old_path_replay(vol, geom, spacing, broadcast: bool = True) -> dict:
     """The pre-issue-10 argument handling, on fresh lazy dispatchers of the same kernels: the volume uploaded as
     cuda.to_device(vol[None]) (0 stride on the new axis -> typed layout 'A') and, as render_drr did, the
     spacing as np.broadcast_to(sp, (1, 3)) (0 stride too).  Per call: seconds of each phase, and the
-    dispatchers' specialisations and compilations; a cProfile of the third call when the second was slow."""
+    dispatchers' specialisations and compilations; a cProfile of the third call when the second was slow.
+    broadcast=False is the control: the same calls with ordinary strides."""
     import numpy as np
     from numba import config, cuda
 
@@ -191,6 +194,9 @@ def _old_path_replay(vol, geom, spacing) -> dict:
     render = cuda.jit(siddon_cuda._render_kernel.py_func)
     rays = geom.rays(vol.shape, spacing).as_array()[None]
     sp = np.broadcast_to(np.asarray(spacing, np.float64), (1, 3))
+    host_vol = np.ascontiguousarray(vol)[None] if broadcast else np.ascontiguousarray(vol).reshape((1,) + vol.shape)
+    if not broadcast:
+        sp = np.array(sp, order="C", copy=True)
 
     def counts():
         if config.ENABLE_CUDASIM:
@@ -200,7 +206,7 @@ def _old_path_replay(vol, geom, spacing) -> dict:
 
     def call(rec):
         t = time.perf_counter()
-        dev = cuda.to_device(np.ascontiguousarray(vol)[None])
+        dev = cuda.to_device(host_vol)
         cuda.synchronize()
         t1 = time.perf_counter()
         psum = cuda.device_array((1, vol.shape[0], vol.shape[1] + 1, vol.shape[2]), dtype=np.int32)
@@ -223,8 +229,7 @@ def _old_path_replay(vol, geom, spacing) -> dict:
     calls: list = []
     for _ in range(3):
         call(calls)
-    out = {"calls": calls, "host_strides": {"vol[None]": list(np.ascontiguousarray(vol)[None].strides),
-                                            "spacing": list(sp.strides)}}
+    out = {"calls": calls, "host_strides": {"volume": list(host_vol.strides), "spacing": list(sp.strides)}}
     second = calls[1]
     if second["upload_s"] + second["prefix_s"] + second["render_s"] > 0.5:
         out["profile_of_a_later_call"] = _profile_top(lambda: call(None))
@@ -506,9 +511,10 @@ def _summary_lines(res: dict) -> list[str]:
                     lines.append(f"  {k}: max |cuda - cpu| = {v['max_abs_diff']:.3g}"
                                  + (f", first call {v['first_call_s']:.2f} s, later {v['later_call_s'] * 1e3:.1f} ms"
                                     if "first_call_s" in v else ""))
-            for c in r.get("old_path_replay", {}).get("calls", []):
-                lines.append(f"  old path replay call: upload {c['upload_s']:.3f} s, prefix {c['prefix_s']:.3f} s, "
-                             f"render {c['render_s']:.3f} s, [specialisations, compiles] {c['counts']}")
+            for key in ("old_path_replay", "old_path_replay_control"):
+                for c in r.get(key, {}).get("calls", []):
+                    lines.append(f"  {key}: upload {c['upload_s']:.3f} s, prefix {c['prefix_s']:.3f} s, "
+                                 f"render {c['render_s']:.3f} s, [specialisations, compiles] {c['counts']}")
         elif name == "rates":
             for k, v in r.items():
                 if isinstance(v, dict) and "drrs_per_s" in v:

@@ -88,6 +88,17 @@ def kernel_overload_counts() -> dict:
     return out
 
 
+def kernel_signatures() -> dict:
+    """Per kernel: the argument types of each specialisation compiled in this process (empty in the simulator)."""
+    return {name: [", ".join(str(t) for t in sig) for sig in getattr(k, "overloads", {})]
+            for name, k in (("prefix", _prefix_kernel), ("render", _render_kernel))}
+
+
+def _c_array(a, dtype) -> np.ndarray:
+    """A new C-ordered array with the strides of its shape (no 0 stride, even on a length-1 axis)."""
+    return np.array(a, dtype=dtype, order="C", copy=True)
+
+
 # ------------------------------------------------------------------------------ per-process state
 class _RayCache:
     """Device copies of (vol_index, spacing, rays), keyed on what they were computed from (LRU)."""
@@ -103,9 +114,10 @@ class _RayCache:
             self.items.move_to_end(key)
             return hit
         self.misses += 1
-        arrays = (cuda.to_device(np.ascontiguousarray(vol_index, dtype=np.int64), stream=stream),
-                  cuda.to_device(np.ascontiguousarray(spacing, dtype=np.float64), stream=stream),
-                  cuda.to_device(np.ascontiguousarray(rays, dtype=np.float64), stream=stream))
+        # fresh C-ordered copies: np.ascontiguousarray keeps the 0 stride of a broadcast [1, 3] spacing, which
+        # numba types as layout 'A' (another specialisation of the kernel)
+        arrays = tuple(cuda.to_device(_c_array(a, dt), stream=stream)
+                       for a, dt in ((vol_index, np.int64), (spacing, np.float64), (rays, np.float64)))
         if key is not None:
             self.items[key] = arrays
             while len(self.items) > self.capacity:
@@ -223,7 +235,7 @@ def render_device(psum_dev, vol_index, spacing, rays, size: int, *, scale: float
         out_dev = cuda.device_array((nb, size, size), dtype=np.float32, stream=stream)
 
     def dev(a, dtype):
-        return cuda.to_device(np.ascontiguousarray(a, dtype=dtype), stream=stream) if isinstance(a, np.ndarray) else a
+        return cuda.to_device(_c_array(a, dtype), stream=stream) if isinstance(a, np.ndarray) else a
 
     _launch_render(psum_dev, dev(vol_index, np.int64), dev(spacing, np.float64), dev(rays, np.float64), scale,
                    out_dev, stream)
