@@ -48,7 +48,7 @@ def _sizes(tiny: bool) -> dict:
                 "ct_shape": (10, 48, 48), "n_ct": 3, "n_cxr": 10, "store_shape": (8, 32, 32), "img": 32,
                 "preset": "tiny", "steps": 2, "batch": 2, "repeats": 2}
     return {"shape": (64, 256, 256), "det": 256, "views": (256, 1024), "volumes": 256, "kernel_batches": (64, 512),
-            "ct_shape": (40, 256, 256), "n_ct": 12, "n_cxr": 48, "store_shape": (64, 256, 256), "img": 256,
+            "ct_shape": (40, 256, 256), "n_ct": 20, "n_cxr": 64, "store_shape": (64, 256, 256), "img": 256,
             "preset": "paper", "steps": 8, "batch": 16, "repeats": 5}
 
 
@@ -457,7 +457,29 @@ def section_torchrun(args, work: Path) -> dict:
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=BUDGET_S["torchrun"] - 10)
     if p.returncode != 0:
         raise RuntimeError(f"torchrun rc {p.returncode}: {(p.stderr or p.stdout).strip().splitlines()[-1:]}")
-    return {"gpus": n, "backend": "nccl", "seconds": time.perf_counter() - t, "stdout_tail": p.stdout.strip()[-300:]}
+    out = {"gpus": n, "seconds": time.perf_counter() - t, "stdout_tail": p.stdout.strip()[-300:],
+           "process_group": "nccl" if n > 1 else "none: world size 1 (xpgan creates no process group for one "
+                                                 "process; NCCL needs one GPU per rank)"}
+    out["nccl_smoke"] = _nccl_smoke()
+    return out
+
+
+def _nccl_smoke() -> dict:
+    """NCCL on this GPU: a one-rank process group and an all_reduce."""
+    import torch
+    import torch.distributed as tdist
+
+    t = time.perf_counter()
+    tdist.init_process_group("nccl", init_method="tcp://127.0.0.1:29517", rank=0, world_size=1)
+    try:
+        x = torch.arange(4, dtype=torch.float32, device="cuda")
+        tdist.all_reduce(x)
+        torch.cuda.synchronize()
+        ok = x.tolist() == [0.0, 1.0, 2.0, 3.0]
+    finally:
+        tdist.destroy_process_group()
+    return {"all_reduce_ok": ok, "nccl_version": ".".join(map(str, torch.cuda.nccl.version())),
+            "seconds": time.perf_counter() - t}
 
 
 # -------------------------------------------------------------------------------------------- driver
