@@ -4,8 +4,8 @@ Per-call cost (issue 10).  Each kernel is compiled once per process and argument
 volumes reach the prefix kernel as a C-contiguous device array that this module allocates (a
 `vol[None]` view has a 0 stride on its new axis, which numba types as layout 'A', a separate
 specialisation), sizes are int64 scalars, and `kernel_overload_counts()` tells how many
-specialisations each kernel holds.  Volumes go up once per call through reused pinned staging
-buffers on one stream (copied in chunks by a few threads, overlapped with the DMA); the small ray
+specialisations each kernel holds.  Volumes go up once per call, and images come back, through two
+reused pinned staging buffers on one stream (chunks copied by a few threads, overlapped with the DMA); the small ray
 tables stay on the device while the geometry does not change (`_RayCache`); device buffers are
 reused between calls of the same sizes.  Torch CUDA tensors are used in place
 (`__cuda_array_interface__`) on torch's current stream: `render_device_tensors`.
@@ -182,6 +182,35 @@ class _State:
         return dev
 
 
+    def download(self, dev) -> np.ndarray:
+        """Device array -> a new host array, through the pinned staging buffers: the DMA of chunk k overlaps
+        the copy of chunk k-1 out of its staging buffer (by a few threads, which also share the first-touch
+        page faults of the new array)."""
+        host = np.empty(dev.shape, dev.dtype)
+        dst = host.reshape(-1)
+        src = dev.reshape(dev.size)
+        step = self.STAGE_BYTES // host.itemsize
+        pending = None
+
+        def drain(p):
+            slot, lo, hi, ev = p
+            ev.synchronize()
+            self._copy(dst[lo:hi], self.stage[slot].view(host.dtype)[:hi - lo])
+
+        for k, lo in enumerate(range(0, dst.shape[0], step)):
+            hi = min(dst.shape[0], lo + step)
+            slot = k % 2
+            src[lo:hi].copy_to_host(self.stage[slot].view(host.dtype)[:hi - lo], stream=self.stream)
+            ev = cuda.event()
+            ev.record(self.stream)
+            if pending is not None:
+                drain(pending)   # frees the other staging buffer for chunk k+1
+            pending = (slot, lo, hi, ev)
+        if pending is not None:
+            drain(pending)
+        return host
+
+
 _STATES: dict = {}
 
 
@@ -270,10 +299,7 @@ def render_hu_cuda(volumes_hu: np.ndarray, vol_index: np.ndarray, spacing: np.nd
     vi, sp, ry = st.rays.get(key, vol_index, spacing, rays, st.stream)
     out_dev = st.buffer("out", (nb, size, size), np.float32)
     _launch_render(psum, vi, sp, ry, mu_water / 1000.0, out_dev, st.stream)
-    host = np.empty((nb, size, size), np.float32)
-    out_dev.copy_to_host(host, stream=st.stream)
-    st.stream.synchronize()
-    return host
+    return st.download(out_dev)
 
 
 def render_hu_torch(volumes, vol_index: np.ndarray, spacing: np.ndarray, rays: np.ndarray, size: int,
