@@ -4,11 +4,11 @@ Per-call cost (issue 10).  Each kernel is compiled once per process and argument
 volumes reach the prefix kernel as a C-contiguous device array that this module allocates (a
 `vol[None]` view has a 0 stride on its new axis, which numba types as layout 'A', a separate
 specialisation), sizes are int64 scalars, and `kernel_overload_counts()` tells how many
-specialisations each kernel holds.  Volumes go up once per call, and images come back, through two
-reused pinned staging buffers on one stream (chunks copied by a few threads, overlapped with the DMA); the small ray
-tables stay on the device while the geometry does not change (`_RayCache`); device buffers are
-reused between calls of the same sizes.  Torch CUDA tensors are used in place
-(`__cuda_array_interface__`) on torch's current stream: `render_device_tensors`.
+specialisations each kernel holds.  Volumes go up once per call, and images come back, through
+two reused pinned staging buffers on one stream (chunks copied by a few threads, overlapped with
+the DMA); the small ray tables stay on the device while the geometry does not change
+(`_RayCache`); device buffers are reused between calls of the same sizes.  Torch CUDA tensors are
+used in place (`__cuda_array_interface__`) on torch's current stream: `render_hu_torch`.
 
 Volumes go to the device as they are (int16 HU halves the transfer, float32 otherwise); a first
 kernel builds the h-prefix sums there (one thread per (volume, slice, w) column: coalesced along w),
