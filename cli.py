@@ -433,7 +433,8 @@ def bench_gpu_command(
     from xpgan.gpu_check import drive
 
     argv = ["--max-seconds", str(max_seconds)] + (["--out", str(out)] if out else []) + \
-        (["--cpu-only"] if cpu_only else []) + (["--tiny"] if tiny else []) + (["--sections", sections] if sections else [])
+        (["--cpu-only"] if cpu_only else []) + (["--tiny"] if tiny else []) + \
+        (["--sections", sections] if sections else [])
     raise typer.Exit(drive(argv))
 
 

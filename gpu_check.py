@@ -145,7 +145,8 @@ def section_agree(args, work: Path) -> dict:
         got = render_drr(t, sp, g, backend="cuda", output="line_integral")
         img = render_drr(t, sp, g, backend="cuda", output="image")
         out["torch_cone_pa_int16"] = {
-            "returns": f"{type(got).__name__} on {got.device}", "max_abs_diff": float(np.abs(got.cpu().numpy() - want).max()),
+            "returns": f"{type(got).__name__} on {got.device}",
+            "max_abs_diff": float(np.abs(got.cpu().numpy() - want).max()),
             "image_max_abs_diff": float(np.abs(img.cpu().numpy() - render_drr(vol, sp, g, backend="cpu")).max())}
     out["overloads_after"] = siddon_cuda.kernel_overload_counts()
     out["signatures"] = siddon_cuda.kernel_signatures()
@@ -255,7 +256,8 @@ def section_rates(args, work: Path) -> dict:
 
     rate("batch1", 1, lambda: render_drr(vol, sp, g, backend="cuda", output="line_integral"))
     for nv in sz["views"]:
-        rate(f"views{nv}", nv, lambda nv=nv: render_drr_views(vol, sp, [g] * nv, backend="cuda", output="line_integral"))
+        rate(f"views{nv}", nv,
+             lambda nv=nv: render_drr_views(vol, sp, [g] * nv, backend="cuda", output="line_integral"))
     nb = sz["volumes"]
     rng = np.random.default_rng(1)
     vols = np.empty((nb,) + vol.shape, np.int16)
@@ -305,7 +307,8 @@ def section_prep(args, work: Path) -> dict:
                  geometry=ConeGeometry(view="pa", size=sz["img"]), backend=backend, workers=0 if args.tiny else 2,
                  progress=False, overwrite=True, salt_file=work / "salt")
     out["prep_drr"] = {"backend": backend, "seconds": time.perf_counter() - t, "summary": s.text().splitlines()[:3],
-                       "failures": len(s.failures), "store_backend_attr": open_store(st["ct"]).attrs["xpgan"].get("backend")}
+                       "failures": len(s.failures),
+                       "store_backend_attr": open_store(st["ct"]).attrs["xpgan"].get("backend")}
     if s.failures:
         raise RuntimeError(f"prep drr --backend {backend}: {len(s.failures)} failures, first: {s.failures[0]}")
     t = time.perf_counter()

@@ -238,7 +238,8 @@ def render_drr_batch(volumes_hu: np.ndarray, spacings_mm, geometry: Union[Geomet
     if len(geoms) != nb:
         raise DRRArgumentError(f"got {len(geoms)} geometries for {nb} volumes")
     if nb == 0:
-        empty = np.zeros((0, 0, 0), np.float32) if not geoms else np.zeros((0, geoms[0].size, geoms[0].size), np.float32)
+        size = geoms[0].size if geoms else 0
+        empty = np.zeros((0, size, size), np.float32)
         if _is_torch(vols):
             import torch
 
