@@ -603,8 +603,11 @@ def drive(argv=None) -> int:
         log.write(f"===== {name}\n")
         log.flush()
         ts = time.perf_counter()
+        env = dict(os.environ)
+        if args.cpu_only:  # tiny CPU work: one thread each avoids oversubscribing a small shared machine
+            env.setdefault("OMP_NUM_THREADS", "1")
         try:
-            p = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=limit)
+            p = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=limit, env=env)
             status = "ok" if p.returncode == 0 else f"failed (rc {p.returncode})"
         except subprocess.TimeoutExpired:
             status = f"timed out after {limit:.0f} s"
