@@ -184,9 +184,9 @@ def _profile_top(fn, n: int = 12) -> list[str]:
 def _old_path_replay(vol, geom, spacing, broadcast: bool = True) -> dict:
     """The pre-issue-10 argument handling, on fresh lazy dispatchers of the same kernels: the volume uploaded as
     cuda.to_device(vol[None]) (0 stride on the new axis: numba-cuda's array_core walks it voxel by voxel, and
-    types it layout 'A') and, as render_drr did, the spacing as np.broadcast_to(sp, (1, 3)) (0 stride too).  Per call: seconds of each phase, and the
-    dispatchers' specialisations and compilations; a cProfile of the third call when the second was slow.
-    broadcast=False is the control: the same calls with ordinary strides."""
+    types it layout 'A') and, as render_drr did, the spacing as np.broadcast_to(sp, (1, 3)) (0 stride too).
+    Per call: seconds of each phase, and the dispatchers' specialisations and compilations; a cProfile of one
+    more call when the second was slow.  broadcast=False is the control: the same calls with ordinary strides."""
     import numpy as np
     from numba import config, cuda
 

@@ -9,10 +9,11 @@ volume measured without a GPU, 0.1 ms with ordinary strides).  Now no host array
 reaches the device (tests/drr: test_cuda_path_uploads_no_zero_strides): volumes go into device
 buffers this module allocates, and small tables are fresh C-ordered copies (a 0 stride is also typed
 layout 'A', a second specialisation of a kernel).  Each kernel compiles once per process and volume
-dtype; `kernel_overload_counts()` tells how many specialisations and compilations each holds.  Volumes go up once per call, and images come back, through
-two reused pinned staging buffers on one stream (chunks copied by a few threads, overlapped with
-the DMA); the small ray tables stay on the device while the geometry does not change
-(`_RayCache`); device buffers are reused between calls of the same sizes.  Torch CUDA tensors are
+dtype; `kernel_overload_counts()` tells how many specialisations and compilations each holds.
+Volumes go up once per call, and images come back, through two reused pinned staging buffers on
+one stream (chunks copied by a few threads, overlapped with the DMA); the small ray tables stay on
+the device while the geometry does not change (`_RayCache`); device buffers are reused between
+calls of the same sizes.  Torch CUDA tensors are
 used in place (`__cuda_array_interface__`) on torch's current stream: `render_hu_torch`.
 
 Volumes go to the device as they are (int16 HU halves the transfer, float32 otherwise); a first
