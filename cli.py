@@ -463,6 +463,28 @@ def bench_loader_command(
     for r in bench_loader(ct=str(ct) if ct else None, cxr=str(cxr) if cxr else None, batch_size=batch_size,
                           num_workers=num_workers, batches=batches):
         typer.echo(r.line())
+
+
+@bench_app.command("gpu")
+def bench_gpu_command(
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for gpu_check.json and gpu_check.log "
+                                       "(default: $OUT, else ./gpu_check_out)."),
+    cpu_only: bool = typer.Option(False, "--cpu-only", help="Skip the GPU parts; tiny sizes on the CPU."),
+    tiny: bool = typer.Option(False, "--tiny", help="Tiny sizes (a dry run)."),
+    sections: Optional[str] = typer.Option(None, "--sections", help="Comma-separated subset of: env, agree, rates, "
+                                           "prep, train, evalgen, torchrun, loader, train_amp."),
+    max_seconds: float = typer.Option(450.0, "--max-seconds", help="Hard cap on the whole check, s."),
+) -> None:
+    """The GPU path end to end (agreement, DRR/s, prep, training in bf16/fp16/fp32, eval, generate, loader,
+    torchrun): prints a summary, writes a JSON. Each section is time-boxed and failure-isolated."""
+    from xpgan.gpu_check import drive
+
+    argv = ["--max-seconds", str(max_seconds)] + (["--out", str(out)] if out else []) + \
+        (["--cpu-only"] if cpu_only else []) + (["--tiny"] if tiny else []) + \
+        (["--sections", sections] if sections else [])
+    raise typer.Exit(drive(argv))
+
+
 # ---- end section: model ----
 
 # ---- section: demo ----

@@ -200,6 +200,11 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
             "package_version": getattr(xpgan, "__version__", "unknown"),
             "backend": backend,
         }
+        from xpgan.drr.render import probe_backend
+
+        job_backend, fallback = probe_backend(backend)   # "auto" with a failing CUDA path -> "cpu", one warning
+        if fallback:
+            attrs["backend_note"] = f"auto: the CUDA path failed ({fallback}); rendered on the CPU"
         group = st.create_or_open(out, kind="ct", arrays=arrays, n_items=n, attrs=attrs, identity=identity,
                                   overwrite=overwrite, items_per_shard=items_per_shard)
         done_before = st.done_mask(group)
@@ -215,7 +220,7 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
                     r["patient"] = patients[i]
             st.write_items(group, batch)
 
-        job = DRRJob(shape=shape, geometry=geometry.to_dict(), mu_water=mu_water, backend=backend,
+        job = DRRJob(shape=shape, geometry=geometry.to_dict(), mu_water=mu_water, backend=job_backend,
                      memory_limit_bytes=int(memory_limit_gb * 1e9), spacing_range_mm=spacing_range_mm)
         item_gb = 4 * float(np.prod(shape)) / 1e9
         process = functools.partial(_process_encoded, job=job, encoders=st.item_encoders(group))
