@@ -295,6 +295,7 @@ def section_prep(args, work: Path) -> dict:
     from xpgan.pipeline.prep_cxr import prep_cxr
     from xpgan.pipeline.prep_drr import prep_drr
     from xpgan.pipeline.store import open_store
+    from xpgan.pipeline.validate import SYNTHETIC_SPACING_RANGE_MM
 
     sz = _sizes(args.tiny)
     st = _stores(work)
@@ -307,7 +308,8 @@ def section_prep(args, work: Path) -> dict:
     t = time.perf_counter()
     s = prep_drr(str(work / "archives" / "mosmed"), str(st["ct"]), shape=sz["store_shape"],
                  geometry=ConeGeometry(view="pa", size=sz["img"]), backend=backend, workers=0 if args.tiny else 2,
-                 progress=False, overwrite=True, salt_file=work / "salt")
+                 progress=False, overwrite=True, salt_file=work / "salt",
+                 spacing_range_mm=SYNTHETIC_SPACING_RANGE_MM)  # phantom slices are coarse
     out["prep_drr"] = {"backend": backend, "seconds": time.perf_counter() - t, "summary": s.text().splitlines()[:3],
                        "failures": len(s.failures),
                        "store_backend_attr": open_store(st["ct"]).attrs["xpgan"].get("backend")}
