@@ -113,6 +113,9 @@ FIELDS: dict[str, tuple[Field, ...]] = {
         Field("patient", "str", (), "", "salted HMAC of `<source>/<patient id>`"),
         Field("source", "str", (), "", "name of the source the image came from"),
         Field("split", "int8", (), SPLIT_NONE, "0 train, 1 test (patient-grouped), -1 not written"),
+        Field("bits", "int8", (), -1, "bit depth the stored values were scaled by (PNG/JPEG: value / (2**bits - 1); "
+              "DICOM: BitsStored), 0 float image (its own min..max), -1 not written; absent in stores made "
+              "before it was added", optional=True),
         Field("done", "bool", (), False, "set after every other array of item i is written"),
     ),
 }
