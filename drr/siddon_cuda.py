@@ -10,8 +10,11 @@ reaches the device (tests/drr: test_cuda_path_uploads_no_zero_strides): volumes 
 buffers this module allocates, and small tables are fresh C-ordered copies (a 0 stride is also typed
 layout 'A', a second specialisation of a kernel).  Each kernel compiles once per process and volume
 dtype; `kernel_overload_counts()` tells how many specialisations and compilations each holds.
-Volumes go up once per call, and images come back, through two reused pinned staging buffers on
-one stream (chunks copied by a few threads, overlapped with the DMA); the small ray tables stay on
+Volumes go up once per call on one stream: small ones through two reused pinned staging buffers (chunks
+copied by a few threads, overlapped with the DMA); large ones by whichever of staged / registered
+(cuMemHostRegister of the caller's memory, one DMA) / pageable was fastest on this machine when each
+was tried once (`_State.upload`).  Large results come back in one DMA into pooled pinned buffers that
+are reused only once the caller has dropped every reference (`_State.download`); the small ray tables stay on
 the device while the geometry does not change (`_RayCache`); device buffers are reused between
 calls of the same sizes.  Torch CUDA tensors are
 used in place (`__cuda_array_interface__`) on torch's current stream: `render_hu_torch`.
@@ -27,6 +30,8 @@ to PTX for an H100 (cc 9.0) with NVVM from the `nvidia-nvvm` wheel, no GPU neede
 from __future__ import annotations
 
 import os
+import sys
+import time
 from collections import OrderedDict
 
 import numpy as np
@@ -132,10 +137,15 @@ class _RayCache:
 
 
 class _State:
-    """One stream, two pinned staging buffers, reused device buffers and the ray cache of a device."""
+    """One stream, two pinned staging buffers, a pool of pinned result buffers, reused device buffers and the
+    ray cache of a device."""
 
     STAGE_BYTES = 32 << 20
     COPY_THREADS = max(1, min(8, os.cpu_count() or 1))
+    DIRECT_MIN_BYTES = 64 << 20     # uploads this big try each strategy once, then keep the fastest (UPLOADS)
+    POOL_MIN_BYTES = 4 << 20        # results this big come back in pooled pinned buffers (one DMA, no staging)
+    POOL_MAX_BYTES = 1 << 30
+    POOL_MAX_BUFFERS = 4
 
     def __init__(self):
         self.stream = cuda.stream()
@@ -144,6 +154,9 @@ class _State:
         self.buffers: dict = {}
         self.rays = _RayCache()
         self._pool = None
+        self.out_pool: list = []    # pinned uint8 buffers; free when nothing but this list refers to one
+        self.upload_times: dict = {}   # size class -> {strategy: best seconds seen}
+        self.last_upload = None      # (strategy, seconds) of the latest large upload
 
     def buffer(self, name: str, shape, dtype):
         """A device array kept between calls while its shape and dtype stay the same."""
@@ -167,10 +180,45 @@ class _State:
         b = np.linspace(0, n, self.COPY_THREADS + 1).astype(np.int64)
         list(self._pool.map(lambda i: np.copyto(dst[b[i]:b[i + 1]], src[b[i]:b[i + 1]]), range(self.COPY_THREADS)))
 
+    # ------------------------------------------------------------------------------ host -> device
     def upload(self, host: np.ndarray):
-        """C-contiguous host array -> the reused device buffer "vol" of its shape: one pass through the
-        pinned staging buffers, the copy of chunk k overlapping the DMA of chunk k-1 (async on the stream)."""
+        """C-contiguous host array -> the reused device buffer "vol" of its shape.
+
+        Strategies (UPLOADS): "staged" (chunks copied by a few threads into two pinned staging buffers, each
+        copy overlapping the DMA of the chunk before), "register" (the caller's memory page-locked for the call
+        (cuMemHostRegister): one DMA, no host copy) and "pageable" (one cuMemcpy from pageable memory; the
+        driver stages it).  Which is fastest depends on the machine (host memory bandwidth, cores, pinning
+        cost), so uploads of DIRECT_MIN_BYTES or more try each once per size class and then keep the fastest;
+        XPGAN_H2D=<strategy> forces one.  All give the same bytes on the device."""
         dev = self.buffer("vol", host.shape, host.dtype)
+        forced = os.environ.get("XPGAN_H2D", "")
+        if forced and forced not in UPLOADS:
+            raise ValueError(f"XPGAN_H2D must be one of {', '.join(UPLOADS)}, got {forced!r}")
+        if not forced and host.nbytes < self.DIRECT_MIN_BYTES:
+            self._upload_staged(host, dev)
+            return dev
+        size_class = int(host.nbytes).bit_length()
+        seen = self.upload_times.setdefault(size_class, {})
+        how = forced or next((u for u in UPLOADS if u not in seen), None) or min(seen, key=seen.get)
+        t = time.perf_counter()
+        try:
+            getattr(self, "_upload_" + how)(host, dev)
+            self.stream.synchronize()
+        except Exception:  # e.g. memory already registered elsewhere: never again for this size, staged now
+            if forced or how == "staged":
+                raise
+            self.stream.synchronize()
+            seen[how] = np.inf
+            self._upload_staged(host, dev)
+            self.stream.synchronize()
+            how += "-failed-staged"
+        sec = time.perf_counter() - t
+        if how in seen or how in UPLOADS:
+            seen[how] = min(sec, seen.get(how, np.inf))
+        self.last_upload = (how, sec)
+        return dev
+
+    def _upload_staged(self, host: np.ndarray, dev) -> None:
         src = host.reshape(-1)
         dst = dev.reshape(dev.size)
         step = self.STAGE_BYTES // host.itemsize
@@ -185,13 +233,53 @@ class _State:
             ev = cuda.event()
             ev.record(self.stream)
             self.stage_done[slot] = ev
-        return dev
 
+    def _upload_register(self, host: np.ndarray, dev) -> None:
+        with cuda.pinned(host):
+            dev.copy_to_device(host, stream=self.stream)
+            self.stream.synchronize()   # before the pages are unlocked
 
+    def _upload_pageable(self, host: np.ndarray, dev) -> None:
+        dev.copy_to_device(host, stream=self.stream)
+
+    # ------------------------------------------------------------------------------ device -> host
     def download(self, dev) -> np.ndarray:
-        """Device array -> a new host array, through the pinned staging buffers: the DMA of chunk k overlaps
-        the copy of chunk k-1 out of its staging buffer (by a few threads, which also share the first-touch
-        page faults of the new array)."""
+        """Device array -> a host array.  Large results land in a pooled pinned buffer in one DMA (no staging
+        copy, no page faults of a fresh array): the caller gets a view of it, and the buffer is reused only
+        once nothing refers to it any more (its reference count), so results are never overwritten.  Otherwise
+        (small, or the pool busy) a new array through the staging buffers."""
+        nbytes = dev.size * dev.dtype.itemsize
+        buf = self._pooled(nbytes) if nbytes >= self.POOL_MIN_BYTES else None
+        if buf is None:
+            return self._download_staged(dev)
+        host = buf[:nbytes].view(dev.dtype).reshape(dev.shape)
+        dev.copy_to_host(host, stream=self.stream)
+        self.stream.synchronize()
+        return host
+
+    def _pooled(self, nbytes: int):
+        """A free pinned buffer of at least nbytes (smallest first); a new one when the pool has room (free
+        buffers are dropped to make it); None when every buffer is in use."""
+        free = [i for i in range(len(self.out_pool)) if sys.getrefcount(self.out_pool[i]) <= 2]
+        fits = sorted((self.out_pool[i].nbytes, i) for i in free if self.out_pool[i].nbytes >= nbytes)
+        if fits:
+            return self.out_pool[fits[0][1]]
+        if nbytes > self.POOL_MAX_BYTES:
+            return None
+        for i in sorted(free, reverse=True):   # drop free buffers that are too small while the pool is full
+            total = sum(b.nbytes for b in self.out_pool)
+            if len(self.out_pool) < self.POOL_MAX_BUFFERS and total + nbytes <= self.POOL_MAX_BYTES:
+                break
+            del self.out_pool[i]
+        total = sum(b.nbytes for b in self.out_pool)
+        if len(self.out_pool) >= self.POOL_MAX_BUFFERS or total + nbytes > self.POOL_MAX_BYTES:
+            return None
+        self.out_pool.append(cuda.pinned_array(nbytes, dtype=np.uint8))
+        return self.out_pool[-1]
+
+    def _download_staged(self, dev) -> np.ndarray:
+        """Through the pinned staging buffers: the DMA of chunk k overlaps the copy of chunk k-1 out of its
+        staging buffer (by a few threads, which also share the first-touch page faults of the new array)."""
         host = np.empty(dev.shape, dev.dtype)
         dst = host.reshape(-1)
         src = dev.reshape(dev.size)
@@ -217,6 +305,7 @@ class _State:
         return host
 
 
+UPLOADS = ("staged", "register", "pageable")
 _STATES: dict = {}
 
 

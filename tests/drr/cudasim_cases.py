@@ -56,6 +56,25 @@ def main(out_path):
     v16 = cases()["parallel_int16"][0]
     results["staged"] = render_drr_batch(np.stack([v16, v16[:, ::-1].copy(), v16[::-1].copy()]), sp,
                                          cases()["parallel_int16"][2], backend="cuda", output="line_integral")
+    # large-transfer paths with the thresholds at 0: each upload strategy once (then the fastest), pooled results
+    siddon_cuda._STATES.clear()
+    siddon_cuda._State.DIRECT_MIN_BYTES = 0
+    siddon_cuda._State.POOL_MIN_BYTES = 0
+    siddon_cuda._State.POOL_MAX_BUFFERS = 2
+    vols = np.stack([v16, v16[:, ::-1].copy(), v16[::-1].copy()])
+    held = []
+    for k in range(len(siddon_cuda.UPLOADS) + 2):
+        held.append(render_drr_batch(vols, sp, cases()["parallel_int16"][2], backend="cuda", output="line_integral"))
+        results[f"strategy_{k}"] = np.array(siddon_cuda._state().last_upload[0])
+    for k, h in enumerate(held):   # compared after all calls: a held result is never overwritten
+        results[f"direct_{k}"] = h.copy()
+    st = siddon_cuda._state()
+    results["pool_buffers"] = np.array(len(st.out_pool))
+    results["held_pinned"] = np.array(sum(h.base is not None and any(h.base is b for b in st.out_pool) for h in held))
+    held.clear()   # the pool is free again: the next large result reuses a buffer
+    results["reused"] = render_drr_batch(vols, sp, cases()["parallel_int16"][2], backend="cuda",
+                                         output="line_integral")
+    results["reused_from_pool"] = np.array(any(results["reused"].base is b for b in st.out_pool))
     results["zero_stride_uploads"] = np.array(sum(0 in st for st in uploads))
     results["uploads"] = np.array(len(uploads))
     np.savez(out_path, **results)

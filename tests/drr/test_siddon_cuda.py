@@ -71,3 +71,24 @@ def test_real_kernels_compile_to_ptx_for_sm90():
     for name, text in ptx.items():
         assert ".target sm_90" in text, name
         assert ".entry" in text, name
+
+
+def test_cuda_large_transfer_paths_match_cpu_and_never_overwrite_held_results(cudasim_results):
+    from xpgan.drr.siddon_cuda import UPLOADS
+
+    from cudasim_cases import cases
+
+    v16, sp, pg = cases()["parallel_int16"]
+    want = render_drr_batch(np.stack([v16, v16[:, ::-1].copy(), v16[::-1].copy()]), sp, pg, backend="cpu",
+                            output="line_integral")
+    n = len(UPLOADS) + 2
+    # each strategy tried once, in order, then one of them kept
+    assert [str(cudasim_results[f"strategy_{k}"]) for k in range(len(UPLOADS))] == list(UPLOADS)
+    assert str(cudasim_results[f"strategy_{n - 1}"]) in UPLOADS
+    for k in range(n):
+        np.testing.assert_array_equal(cudasim_results[f"direct_{k}"], want, err_msg=f"call {k}")
+    # five results held at once: the pool (2 buffers) gives out each buffer once, later calls get new arrays
+    assert int(cudasim_results["pool_buffers"]) == 2
+    assert int(cudasim_results["held_pinned"]) == 2
+    assert bool(cudasim_results["reused_from_pool"])
+    np.testing.assert_array_equal(cudasim_results["reused"], want)
