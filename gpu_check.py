@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -266,6 +265,16 @@ def section_rates(args, work: Path) -> dict:
     for i in range(nb):  # different volumes: the phantom with a per-item offset
         np.add(vol, np.int16(rng.integers(-20, 20)), out=vols[i])
     rate(f"volumes{nb}_host_int16", nb, lambda: render_drr_batch(vols, sp, g, backend="cuda", output="line_integral"))
+    from xpgan.drr import siddon_cuda
+
+    st = siddon_cuda._state()
+    out["upload_strategies"] = {f"{1 << (k - 1) >> 20}+ MiB": v for k, v in st.upload_times.items()}
+    out["upload_last"] = st.last_upload
+    out["result_pool_mib"] = [round(b.nbytes / 2 ** 20) for b in st.out_pool]
+    try:
+        out["transfer_probe"] = _transfer_probe(vols)
+    except Exception as exc:  # noqa: BLE001 - a probe, not a result
+        out["transfer_probe"] = {"error": _one_line(exc)}
     if _torch_cuda_ok(args):
         import torch
 
@@ -279,9 +288,50 @@ def section_rates(args, work: Path) -> dict:
         del tv
     for b in sz["kernel_batches"]:
         out[f"kernel_only_batch{b}"] = {"drrs_per_s": _cuda_kernel_only_rate(vol, sp, g, b, sz["repeats"])}
-    from xpgan.drr import siddon_cuda
-
     out["overloads"] = siddon_cuda.kernel_overload_counts()
+    return out
+
+
+def _transfer_probe(vols) -> dict:
+    """Host<->device rates of this machine, GB/s (best of 3): pinned and pageable DMA, cuMemHostRegister of the
+    whole batch, host memcpy into pinned memory with 1..16 threads, first touch of a fresh result array."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    from numba import cuda
+
+    def best(fn, n=3):
+        t_best = np.inf
+        for _ in range(n):
+            t = time.perf_counter()
+            fn()
+            cuda.synchronize()
+            t_best = min(t_best, time.perf_counter() - t)
+        return t_best
+
+    flat = vols.reshape(-1)
+    part = flat[: min(flat.size, 128 << 20)]            # <= 256 MB of int16
+    gb = part.nbytes / 1e9
+    pinned = cuda.pinned_array(part.shape, part.dtype)
+    np.copyto(pinned, part)
+    dev = cuda.device_array(part.shape, part.dtype)
+    out = {"bytes": int(part.nbytes),
+           "h2d_pinned_gbps": gb / best(lambda: dev.copy_to_device(pinned)),
+           "h2d_pageable_gbps": gb / best(lambda: dev.copy_to_device(part)),
+           "d2h_pinned_gbps": gb / best(lambda: dev.copy_to_host(pinned)),
+           "d2h_fresh_pageable_gbps": gb / best(lambda: dev.copy_to_host())}
+
+    def register():
+        with cuda.pinned(vols):
+            pass
+    out["register_whole_batch_s"] = best(register, 2)
+    out["register_whole_batch_gb"] = vols.nbytes / 1e9
+    for n in (1, 4, 8, 16):
+        with ThreadPoolExecutor(n) as pool:
+            b = np.linspace(0, part.size, n + 1).astype(np.int64)
+            out[f"memcpy_to_pinned_{n}threads_gbps"] = gb / best(
+                lambda: list(pool.map(lambda i: np.copyto(pinned[b[i]:b[i + 1]], part[b[i]:b[i + 1]]), range(n))))
+    out["first_touch_fresh_gbps"] = gb / best(lambda: np.empty_like(part).fill(0))
     return out
 
 
@@ -322,92 +372,47 @@ def section_prep(args, work: Path) -> dict:
     return out
 
 
-def _train_one(work: Path, mode: str, amp: str, sz: dict, device: str, steps: int) -> dict:
-    import torch
-
-    from xpgan.model.config import TrainConfig
-    from xpgan.model.train import train
-
-    st = _stores(work)
-    run = st["runs"] / f"{mode}-{amp}"
-    if torch.cuda.is_available() and device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    cfg = TrainConfig(ct=str(st["ct"]), cxr=str(st["cxr"]), mode=mode, out=str(run), max_steps=steps,
-                      batch_size=sz["batch"], preset=sz["preset"], device=device, amp=amp != "fp32",
-                      amp_dtype=amp if amp != "fp32" else "bf16", num_workers=0 if device == "cpu" else 4,
-                      checkpoint_every=steps, keep_checkpoints=1, log_every=max(1, steps // 2), sample_every=0,
-                      progress=False).validate()
-    if run.exists():
-        import shutil
-
-        shutil.rmtree(run)
-    r = train(cfg)
-    logs = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x.strip()]
-    sec = logs[-1]["sec_per_step"] if logs else r.seconds / max(1, r.step)
-    items = cfg.cxr_batch + (cfg.batch_size if mode != "baseline" else 0)
-    out = {"steps": r.step, "sec_per_step_last": sec, "samples_per_s": items / sec,
-           "ct_samples_per_s": (cfg.batch_size / sec) if mode != "baseline" else None,
-           "samples_per_s_all": r.samples_per_s, "seconds": r.seconds,
-           "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2 ** 30, 2) if device == "cuda" else None,
-           "loss_finite": all(math.isfinite(v) for v in r.last_stats.values()), "last": r.last_stats,
-           "checkpoint": r.checkpoint}
-    out["compute_only"] = _compute_only_rate(cfg, run.parent / f"{run.name}-compute", items,
-                                             steps=4 if device == "cuda" else 1)
-    return out
+DEFAULT_AMP = {"train": ("bf16",), "train_amp": ("fp16", "fp32")}
 
 
-def _compute_only_rate(cfg, out_dir: Path, items: int, steps: int = 6) -> dict:
-    """What the GPU consumes with no loader in the way: the trainer's own step on one batch, repeated."""
-    import dataclasses
+def _csv(text, allowed, what: str) -> tuple:
+    items = tuple(x for x in (text or "").split(",") if x)
+    bad = [x for x in items if x not in allowed]
+    if bad:
+        raise SystemExit(f"error: unknown {what} {bad}; allowed: {', '.join(allowed)}")
+    return items
 
-    import torch
 
-    from xpgan.model.train import _Trainer
-
-    device = torch.device(cfg.device)
-    tr = _Trainer(dataclasses.replace(cfg, out=str(out_dir)), device)
-    tr._setup()
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    try:
-        batch = tr._next_batch()
-        for _ in range(2):
-            tr._train_step(batch)
-            tr._after_step()
-            tr.step += 1
-        sync()
-        t = time.perf_counter()
-        for _ in range(steps):
-            tr._train_step(batch)
-            tr._after_step()
-            tr.step += 1
-        sync()
-        sec = (time.perf_counter() - t) / steps
-    finally:
-        tr.cxr_stream.close()
-        if tr.ct_stream is not None:
-            tr.ct_stream.close()
-    return {"sec_per_step": sec, "samples_per_s": items / sec,
-            "ct_samples_per_s": cfg.batch_size / sec if cfg.mode != "baseline" else None}
+def _train_plan(args, section: str) -> list:
+    """(mode, amp, cudnn_benchmark) of each run of a train section (--train-modes, --amp, --cudnn-benchmark)."""
+    if args.cpu_only:
+        return [(m, "fp32", True) for m in (args.train_modes or ("xpgan",))]
+    modes = args.train_modes or ("xpgan", "drr", "baseline")
+    amps = args.amp or DEFAULT_AMP[section]
+    benches = [b == "on" for b in (args.cudnn_benchmark or ("on",))]
+    return [(m, a, b) for a in amps for m in modes for b in benches]
 
 
 def section_train(args, work: Path) -> dict:
-    runs = [("xpgan", "fp32")] if args.cpu_only else [("xpgan", "bf16"), ("drr", "bf16"), ("baseline", "bf16")]
-    return _train_runs(args, work, runs, "train")
+    return _train_runs(args, work, _train_plan(args, "train"), "train")
 
 
 def section_train_amp(args, work: Path) -> dict:
-    return _train_runs(args, work, [(m, a) for a in ("fp16", "fp32") for m in ("xpgan", "drr", "baseline")],
-                       "train_amp")
+    return _train_runs(args, work, _train_plan(args, "train_amp"), "train_amp")
 
 
 def _train_runs(args, work: Path, runs, section: str) -> dict:
+    from xpgan.gpu_check_train import train_one
+
     sz = _sizes(args.tiny)
     out: dict = {}
-    for mode, amp in runs:
+    for mode, amp, bench in runs:
+        tag = f"{mode}-{amp}" + ("" if bench else "-nobench")
         try:
-            out[f"{mode}-{amp}"] = _train_one(work, mode, amp, sz, "cpu" if args.cpu_only else "cuda", sz["steps"])
+            out[tag] = train_one(work, _stores(work), mode, amp, sz, "cpu" if args.cpu_only else "cuda", sz["steps"],
+                                 cudnn_benchmark=bench)
         except Exception as exc:  # noqa: BLE001 - one failing run must not hide the others
-            out[f"{mode}-{amp}"] = {"error": _one_line(exc)}
+            out[tag] = {"error": _one_line(exc)}
         _write_partial(args, section, out)
     return out
 
@@ -417,10 +422,9 @@ def section_evalgen(args, work: Path) -> dict:
     from xpgan.model.generate import generate
 
     st = _stores(work)
-    amp = "fp32" if args.cpu_only else "bf16"
-    ckpts = sorted((st["runs"] / f"xpgan-{amp}" / "checkpoints").glob("*.pt"))
+    ckpts = sorted((st["runs"]).glob("xpgan-*/checkpoints/*.pt"))
     if not ckpts:
-        raise RuntimeError(f"no checkpoint of the xpgan-{amp} training run")
+        raise RuntimeError("no checkpoint of an xpgan training run (run the train section first)")
     device = "cpu" if args.cpu_only else "cuda"
     t = time.perf_counter()
     m = evaluate(ckpts[-1], st["cxr"], split="test", out_dir=work / "eval", device=device)
@@ -436,7 +440,8 @@ def section_loader(args, work: Path) -> dict:
 
     sz = _sizes(args.tiny)
     st = _stores(work)
-    run = _read_partial(args, "train").get("xpgan-bf16") or _read_partial(args, "train").get("xpgan-fp32") or {}
+    done = {**_read_partial(args, "train_amp"), **_read_partial(args, "train")}
+    run = next((v for k, v in done.items() if k.startswith("xpgan-") and "error" not in v), {})
     consume = (run.get("compute_only") or run).get("ct_samples_per_s")
     out: dict = {"gpu_ct_samples_per_s": consume, "workers": {}}
     for w in ((0, 2) if args.tiny else (0, 2, 4, 8, 12)):
@@ -524,6 +529,16 @@ def run_section(args) -> int:
     return rc
 
 
+def _rounded(x):
+    if isinstance(x, float):
+        return round(x, 2)
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_rounded(v) for v in x]
+    return x
+
+
 def _summary_lines(res: dict) -> list[str]:
     lines = []
     for name, data in res["sections"].items():
@@ -547,7 +562,12 @@ def _summary_lines(res: dict) -> list[str]:
         elif name == "rates":
             for k, v in r.items():
                 if isinstance(v, dict) and "drrs_per_s" in v:
-                    lines.append(f"  {k}: {v['drrs_per_s']:.0f} DRR/s")
+                    lines.append(f"  {k}: {v['drrs_per_s']:.0f} DRR/s"
+                                 + (f" (median call {v['median_call_s'] * 1e3:.1f} ms)" if "median_call_s" in v else ""))
+            lines.append(f"  uploads (best s per strategy): {r.get('upload_strategies')}")
+            probe = r.get("transfer_probe") or {}
+            lines.append("  transfer probe: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                                                         for k, v in probe.items()))
         elif name in ("train", "train_amp"):
             for k, v in r.items():
                 if isinstance(v, dict):
@@ -556,6 +576,12 @@ def _summary_lines(res: dict) -> list[str]:
                                  + (f", {v['compute_only']['samples_per_s']:.1f} compute only"
                                     if v.get("compute_only") else "")
                                  + f", peak {v['peak_gpu_gib']} GiB, loss finite {v['loss_finite']}"))
+                    tm = v.get("timing") if isinstance(v, dict) else None
+                    if tm:
+                        lines.append(f"    setup {tm['setup_s']:.1f} s, first batch {tm['first_batch_s']:.1f} s, "
+                                     f"first step {tm['first_step_s']:.1f} s {_rounded(tm['phase_s'][:1])}, "
+                                     f"steady step {tm['steady_step_s']:.2f} s, checkpoint {tm['checkpoint_s']:.1f} s, "
+                                     f"wall {v.get('wall_s', 0):.0f} s, cudnn.benchmark {v.get('cudnn_benchmark')}")
         elif name == "loader":
             lines.append(f"  {r}")
     return lines
@@ -569,9 +595,26 @@ def drive(argv=None) -> int:
     ap.add_argument("--tiny", action="store_true", help="tiny sizes (implied by --cpu-only)")
     ap.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset")
     ap.add_argument("--max-seconds", type=float, default=450.0, help="hard cap on the whole check")
+    ap.add_argument("--train-modes", default="", help="train sections: comma-separated modes (xpgan,drr,baseline)")
+    ap.add_argument("--amp", default="", help="train sections: comma-separated precisions (bf16,fp16,fp32); "
+                                              "default bf16 for train, fp16,fp32 for train_amp")
+    ap.add_argument("--cudnn-benchmark", default="", help="train sections: on, off or on,off (default on)")
+    ap.add_argument("--limits", default="", help="per-section time limits, e.g. train=240,rates=60")
     ap.add_argument("--section", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.tiny = args.tiny or args.cpu_only
+    raw = {"train_modes": args.train_modes, "amp": args.amp, "cudnn_benchmark": args.cudnn_benchmark}
+    args.train_modes = _csv(args.train_modes, ("xpgan", "drr", "baseline"), "train modes")
+    args.amp = _csv(args.amp, ("bf16", "fp16", "fp32"), "amp precisions")
+    args.cudnn_benchmark = _csv(args.cudnn_benchmark, ("on", "off"), "cudnn-benchmark values")
+    limits = dict(BUDGET_S)
+    for item in (x for x in args.limits.split(",") if x):
+        name, _, sec = item.partition("=")
+        if name not in SECTIONS or not sec.replace(".", "", 1).isdigit():
+            print(f"error: bad --limits item {item!r}; use NAME=SECONDS with NAME in {', '.join(SECTIONS)}",
+                  file=sys.stderr)
+            return 2
+        limits[name] = float(sec)
     if args.section:
         return run_section(args)
     import tempfile
@@ -599,8 +642,9 @@ def drive(argv=None) -> int:
         if left < 15:
             res["sections"][name] = {"status": "skipped (time cap)"}
             continue
-        limit = min(BUDGET_S[name] * (0.5 if args.tiny else 1.0), left)
+        limit = min(limits[name] * (0.5 if args.tiny and name not in args.limits else 1.0), left)
         cmd = [sys.executable, "-m", "xpgan.gpu_check", "--section", name, "--work", str(work)]
+        cmd += [f"--{k.replace('_', '-')}={v}" for k, v in raw.items() if v]
         cmd += ["--cpu-only"] if args.cpu_only else []
         cmd += ["--tiny"] if args.tiny else []
         print(f"[{name}] running (limit {limit:.0f} s) ...", flush=True)

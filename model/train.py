@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import random
 import time
 import warnings
@@ -196,7 +197,9 @@ class _Trainer:
 
         cfg, device = self.cfg, self.device
         if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
+            # cuDNN autotuning (XPGAN_CUDNN_BENCHMARK=0: off, e.g. when the first steps' autotuning of the 3D
+            # convs costs more than a short run gains; `xpgan bench gpu` times both)
+            torch.backends.cudnn.benchmark = os.environ.get("XPGAN_CUDNN_BENCHMARK", "1") != "0"
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         cxr_info = cxr_store_info(cfg.cxr, allow_incomplete=cfg.allow_incomplete)
