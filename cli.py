@@ -494,6 +494,10 @@ def bench_gpu_command(
     sections: Optional[str] = typer.Option(None, "--sections", help="Comma-separated subset of: env, agree, rates, "
                                            "prep, train, evalgen, torchrun, loader, train_amp."),
     max_seconds: float = typer.Option(450.0, "--max-seconds", help="Hard cap on the whole check, s."),
+    train_modes: str = typer.Option("", "--train-modes", help="Train sections: modes, e.g. xpgan,baseline."),
+    amp: str = typer.Option("", "--amp", help="Train sections: precisions, e.g. fp32 or bf16,fp32."),
+    cudnn_benchmark: str = typer.Option("", "--cudnn-benchmark", help="Train sections: on, off or on,off."),
+    limits: str = typer.Option("", "--limits", help="Per-section time limits, s, e.g. train=200,rates=60."),
 ) -> None:
     """The GPU path end to end (agreement, DRR/s, prep, training in bf16/fp16/fp32, eval, generate, loader,
     torchrun): prints a summary, writes a JSON. Each section is time-boxed and failure-isolated."""
@@ -502,6 +506,8 @@ def bench_gpu_command(
     argv = ["--max-seconds", str(max_seconds)] + (["--out", str(out)] if out else []) + \
         (["--cpu-only"] if cpu_only else []) + (["--tiny"] if tiny else []) + \
         (["--sections", sections] if sections else [])
+    argv += [f"--{k}={v}" for k, v in (("train-modes", train_modes), ("amp", amp),
+                                       ("cudnn-benchmark", cudnn_benchmark), ("limits", limits)) if v]
     raise typer.Exit(drive(argv))
 
 

@@ -9,15 +9,20 @@ log) in the output folder, and a summary is printed.
               the line integrals, numpy and torch-CUDA inputs; first call vs later calls and compile counts,
               and a replay of the old per-call path (a `vol[None]` stride-0 upload to a lazy dispatcher)
     rates     DRR/s end to end: batch 1, 256 and 1024 views of one volume, 256 volumes from host int16 and
-              from GPU tensors, and the kernel alone
+              from GPU tensors, and the kernel alone; the upload strategy each size chose and this machine's
+              transfer rates (pinned/pageable DMA, cuMemHostRegister, threaded memcpy, first touch)
     prep      synthetic archives (pipeline.phantoms), `prep drr --backend cuda` and `prep cxr`
     train     the paper preset in bf16, modes xpgan / drr / baseline, a few steps each: samples/s (of the last
-              steps), peak GPU memory, finite losses
+              steps), peak GPU memory, finite losses, and where the wall time went (setup, first batch, first
+              step per phase, steady step, checkpoint: gpu_check_train.py)
     evalgen   `eval` and `generate` on the xpgan checkpoint
     torchrun  `torchrun --standalone --nproc_per_node=<GPUs>` with NCCL, a few steps
     loader    `bench loader` samples/s for 0..12 workers against what the GPU consumes (xpgan bf16)
     train_amp as train, in fp16 (GradScaler) and fp32
 
+Focused runs: `--sections env,prep,rates,train` with `--train-modes xpgan,baseline --amp fp32` (which runs
+of a train section; train_amp defaults to fp16,fp32), `--cudnn-benchmark off` or `on,off` (cuDNN
+autotuning, XPGAN_CUDNN_BENCHMARK) and `--limits train=200` (seconds per section).
 `--cpu-only` skips the GPU parts and runs the rest at tiny sizes on the CPU (a CI test).
 Needs: numpy < 2.5 with numba-cuda (numba-cuda 0.30 calls np.row_stack), torch, zarr, numcodecs, dask,
 distributed, nibabel, pydicom, isal.
@@ -32,6 +37,8 @@ import sys
 import time
 import traceback
 from pathlib import Path
+
+from xpgan import gpu_check_probes as probes
 
 SECTIONS = ("env", "agree", "rates", "prep", "train", "evalgen", "torchrun", "loader", "train_amp")
 GPU_ONLY = ("agree", "rates", "torchrun", "train_amp")
@@ -152,10 +159,10 @@ def section_agree(args, work: Path) -> dict:
     vol, g = cases["cone_pa_int16"]
     later = out["cone_pa_int16"]["later_call_s"]
     if later > 0.2:  # the per-call cost is still there: where does it go?
-        out["profile_of_a_later_call"] = _profile_top(lambda: render_drr(vol, sp, g, backend="cuda"))
+        out["profile_of_a_later_call"] = probes.profile_top(lambda: render_drr(vol, sp, g, backend="cuda"))
     small = np.ascontiguousarray(vol[: max(1, vol.shape[0] // 4)])  # the old cost grows with the voxel count
-    out["old_path_replay"] = _old_path_replay(small, g, sp)
-    out["old_path_replay_control"] = _old_path_replay(small, g, sp, broadcast=False)
+    out["old_path_replay"] = probes.old_path_replay(small, g, sp)
+    out["old_path_replay_control"] = probes.old_path_replay(small, g, sp, broadcast=False)
     return out
 
 
@@ -165,77 +172,6 @@ def _torch_cuda_ok(args) -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def _profile_top(fn, n: int = 12) -> list[str]:
-    """cProfile of one call: the n entries with the largest cumulative time, one line each."""
-    import cProfile
-    import io
-    import pstats
-
-    prof = cProfile.Profile()
-    prof.runcall(fn)
-    buf = io.StringIO()
-    pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(n)
-    return [ln.strip() for ln in buf.getvalue().splitlines() if ln.strip() and ln.strip()[0].isdigit()][:n]
-
-
-def _old_path_replay(vol, geom, spacing, broadcast: bool = True) -> dict:
-    """The pre-issue-10 argument handling, on fresh lazy dispatchers of the same kernels: the volume uploaded as
-    cuda.to_device(vol[None]) (0 stride on the new axis: numba-cuda's array_core walks it voxel by voxel, and
-    types it layout 'A') and, as render_drr did, the spacing as np.broadcast_to(sp, (1, 3)) (0 stride too).
-    Per call: seconds of each phase, and the dispatchers' specialisations and compilations; a cProfile of one
-    more call when the second was slow.  broadcast=False is the control: the same calls with ordinary strides."""
-    import numpy as np
-    from numba import config, cuda
-
-    from xpgan.drr import siddon_cuda
-
-    prefix = cuda.jit(siddon_cuda._prefix_kernel.py_func)
-    render = cuda.jit(siddon_cuda._render_kernel.py_func)
-    rays = geom.rays(vol.shape, spacing).as_array()[None]
-    sp = np.broadcast_to(np.asarray(spacing, np.float64), (1, 3))
-    host_vol = np.ascontiguousarray(vol)[None] if broadcast else np.ascontiguousarray(vol).reshape((1,) + vol.shape)
-    if not broadcast:
-        sp = np.array(sp, order="C", copy=True)
-
-    def counts():
-        if config.ENABLE_CUDASIM:
-            return None
-        return {"prefix": [len(prefix.overloads), int(sum(prefix._cache_misses.values()))],
-                "render": [len(render.overloads), int(sum(render._cache_misses.values()))]}
-
-    def call(rec):
-        t = time.perf_counter()
-        dev = cuda.to_device(host_vol)
-        cuda.synchronize()
-        t1 = time.perf_counter()
-        psum = cuda.device_array((1, vol.shape[0], vol.shape[1] + 1, vol.shape[2]), dtype=np.int32)
-        prefix[((vol.shape[2] + 63) // 64, vol.shape[0], 1), (64, 1, 1)](dev, 1000, psum)
-        cuda.synchronize()
-        t2 = time.perf_counter()
-        out = cuda.device_array((1, geom.size, geom.size), dtype=np.float32)
-        grid = ((geom.size + 31) // 32, (geom.size + 3) // 4, 1)
-        render[grid, (32, 4, 1)](psum.reshape(psum.size), vol.shape[0], vol.shape[1], vol.shape[2],
-                                 cuda.to_device(np.zeros(1, np.int64)), cuda.to_device(sp),
-                                 cuda.to_device(np.ascontiguousarray(rays)), 2e-5, out)
-        host = out.copy_to_host()
-        t3 = time.perf_counter()
-        if rec is not None:
-            rec.append({"upload_s": t1 - t, "prefix_s": t2 - t1, "render_s": t3 - t2, "counts": counts(),
-                        "vol_type": str(getattr(dev, "_numba_type_", "?")),
-                        "spacing_type": str(getattr(cuda.to_device(sp), "_numba_type_", "?"))})
-        return host
-
-    calls: list = []
-    for _ in range(2):
-        call(calls)
-    out = {"calls": calls, "volume_shape": list(vol.shape),
-           "host_strides": {"volume": list(host_vol.strides), "spacing": list(sp.strides)}}
-    second = calls[1]
-    if second["upload_s"] + second["prefix_s"] + second["render_s"] > 0.5:
-        out["profile_of_a_later_call"] = _profile_top(lambda: call(None))
-    return out
 
 
 def section_rates(args, work: Path) -> dict:
@@ -272,7 +208,7 @@ def section_rates(args, work: Path) -> dict:
     out["upload_last"] = st.last_upload
     out["result_pool_mib"] = [round(b.nbytes / 2 ** 20) for b in st.out_pool]
     try:
-        out["transfer_probe"] = _transfer_probe(vols)
+        out["transfer_probe"] = probes.transfer_probe(vols)
     except Exception as exc:  # noqa: BLE001 - a probe, not a result
         out["transfer_probe"] = {"error": _one_line(exc)}
     if _torch_cuda_ok(args):
@@ -289,49 +225,6 @@ def section_rates(args, work: Path) -> dict:
     for b in sz["kernel_batches"]:
         out[f"kernel_only_batch{b}"] = {"drrs_per_s": _cuda_kernel_only_rate(vol, sp, g, b, sz["repeats"])}
     out["overloads"] = siddon_cuda.kernel_overload_counts()
-    return out
-
-
-def _transfer_probe(vols) -> dict:
-    """Host<->device rates of this machine, GB/s (best of 3): pinned and pageable DMA, cuMemHostRegister of the
-    whole batch, host memcpy into pinned memory with 1..16 threads, first touch of a fresh result array."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import numpy as np
-    from numba import cuda
-
-    def best(fn, n=3):
-        t_best = np.inf
-        for _ in range(n):
-            t = time.perf_counter()
-            fn()
-            cuda.synchronize()
-            t_best = min(t_best, time.perf_counter() - t)
-        return t_best
-
-    flat = vols.reshape(-1)
-    part = flat[: min(flat.size, 128 << 20)]            # <= 256 MB of int16
-    gb = part.nbytes / 1e9
-    pinned = cuda.pinned_array(part.shape, part.dtype)
-    np.copyto(pinned, part)
-    dev = cuda.device_array(part.shape, part.dtype)
-    out = {"bytes": int(part.nbytes),
-           "h2d_pinned_gbps": gb / best(lambda: dev.copy_to_device(pinned)),
-           "h2d_pageable_gbps": gb / best(lambda: dev.copy_to_device(part)),
-           "d2h_pinned_gbps": gb / best(lambda: dev.copy_to_host(pinned)),
-           "d2h_fresh_pageable_gbps": gb / best(lambda: dev.copy_to_host())}
-
-    def register():
-        with cuda.pinned(vols):
-            pass
-    out["register_whole_batch_s"] = best(register, 2)
-    out["register_whole_batch_gb"] = vols.nbytes / 1e9
-    for n in (1, 4, 8, 16):
-        with ThreadPoolExecutor(n) as pool:
-            b = np.linspace(0, part.size, n + 1).astype(np.int64)
-            out[f"memcpy_to_pinned_{n}threads_gbps"] = gb / best(
-                lambda: list(pool.map(lambda i: np.copyto(pinned[b[i]:b[i + 1]], part[b[i]:b[i + 1]]), range(n))))
-    out["first_touch_fresh_gbps"] = gb / best(lambda: np.empty_like(part).fill(0))
     return out
 
 
@@ -607,7 +500,7 @@ def drive(argv=None) -> int:
     args.train_modes = _csv(args.train_modes, ("xpgan", "drr", "baseline"), "train modes")
     args.amp = _csv(args.amp, ("bf16", "fp16", "fp32"), "amp precisions")
     args.cudnn_benchmark = _csv(args.cudnn_benchmark, ("on", "off"), "cudnn-benchmark values")
-    limits = dict(BUDGET_S)
+    limits, explicit = dict(BUDGET_S), set()
     for item in (x for x in args.limits.split(",") if x):
         name, _, sec = item.partition("=")
         if name not in SECTIONS or not sec.replace(".", "", 1).isdigit():
@@ -615,6 +508,7 @@ def drive(argv=None) -> int:
                   file=sys.stderr)
             return 2
         limits[name] = float(sec)
+        explicit.add(name)
     if args.section:
         return run_section(args)
     import tempfile
@@ -642,7 +536,7 @@ def drive(argv=None) -> int:
         if left < 15:
             res["sections"][name] = {"status": "skipped (time cap)"}
             continue
-        limit = min(limits[name] * (0.5 if args.tiny and name not in args.limits else 1.0), left)
+        limit = min(limits[name] * (0.5 if args.tiny and name not in explicit else 1.0), left)
         cmd = [sys.executable, "-m", "xpgan.gpu_check", "--section", name, "--work", str(work)]
         cmd += [f"--{k.replace('_', '-')}={v}" for k, v in raw.items() if v]
         cmd += ["--cpu-only"] if args.cpu_only else []

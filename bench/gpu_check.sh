@@ -3,6 +3,7 @@
 # root on a machine where xpgan is not installed: it puts a link named `xpgan` to this checkout on PYTHONPATH.
 #
 #   bash bench/gpu_check.sh [--cpu-only] [--tiny] [--sections env,agree,...] [--max-seconds 450]
+#       [--train-modes xpgan,baseline] [--amp fp32] [--cudnn-benchmark on,off] [--limits train=200]
 #
 # Writes gpu_check.json and gpu_check.log into $OUT (default ./gpu_check_out) and prints a summary.
 # Needs python3 with torch, numba + numba-cuda, numpy<2.5, zarr, numcodecs, dask, distributed, nibabel, pydicom,

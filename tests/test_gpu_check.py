@@ -30,3 +30,29 @@ def test_gpu_check_stops_on_unknown_section(tmp_path):
     p = subprocess.run([sys.executable, "-m", "xpgan.gpu_check", "--cpu-only", "--sections", "nope",
                         "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "unknown sections" in p.stderr
+
+
+def test_gpu_check_focused_train_runs_and_timings(tmp_path):
+    # the focused form the lead runs on a GPU: chosen sections, modes and precision, a per-section limit
+    out, work = tmp_path / "out", tmp_path / "work"
+    p = subprocess.run([sys.executable, "-m", "xpgan.cli", "bench", "gpu", "--cpu-only", "--out", str(out),
+                        "--sections", "env,prep,train", "--train-modes", "baseline", "--amp", "fp32",
+                        "--limits", "train=120", "--max-seconds", "200"],
+                       cwd=str(tmp_path), capture_output=True, text=True, timeout=260,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    res = json.loads((out / "gpu_check.json").read_text())
+    assert set(res["sections"]) == {"env", "prep", "train"}
+    runs = res["sections"]["train"]["result"]
+    assert list(runs) == ["baseline-fp32"]
+    tm = runs["baseline-fp32"]["timing"]
+    assert len(tm["step_s"]) == 2 and len(tm["batch_s"]) == 2 and tm["phase_s"][0].keys() == {"C"}
+    assert tm["setup_s"] > 0 and tm["first_step_s"] > 0 and tm["checkpoint_s"] > 0
+    assert "first step" in p.stdout
+
+
+def test_gpu_check_rejects_bad_train_options(tmp_path):
+    for extra in (["--amp", "fp8"], ["--train-modes", "gan"], ["--limits", "train=abc"]):
+        p = subprocess.run([sys.executable, "-m", "xpgan.gpu_check", "--cpu-only", "--out", str(tmp_path), *extra],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode != 0 and "error:" in p.stderr, (extra, p.stderr[-500:])
