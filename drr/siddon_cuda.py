@@ -234,13 +234,16 @@ class _State:
             ev.record(self.stream)
             self.stage_done[slot] = ev
 
+    # both direct strategies copy flat views: a host array with a 0 stride (a `vol[None]` axis) would make
+    # numba-cuda walk it element by element (module docstring)
     def _upload_register(self, host: np.ndarray, dev) -> None:
-        with cuda.pinned(host):
-            dev.copy_to_device(host, stream=self.stream)
+        flat = host.reshape(-1)
+        with cuda.pinned(flat):   # cuMemHostRegister; unregistered as the block ends (numba's _pin_finalizer)
+            dev.reshape(dev.size).copy_to_device(flat, stream=self.stream)
             self.stream.synchronize()   # before the pages are unlocked
 
     def _upload_pageable(self, host: np.ndarray, dev) -> None:
-        dev.copy_to_device(host, stream=self.stream)
+        dev.reshape(dev.size).copy_to_device(host.reshape(-1), stream=self.stream)
 
     # ------------------------------------------------------------------------------ device -> host
     def download(self, dev) -> np.ndarray:
@@ -252,10 +255,10 @@ class _State:
         buf = self._pooled(nbytes) if nbytes >= self.POOL_MIN_BYTES else None
         if buf is None:
             return self._download_staged(dev)
-        host = buf[:nbytes].view(dev.dtype).reshape(dev.shape)
-        dev.copy_to_host(host, stream=self.stream)
+        flat = buf[:nbytes].view(dev.dtype)
+        dev.reshape(dev.size).copy_to_host(flat, stream=self.stream)
         self.stream.synchronize()
-        return host
+        return flat.reshape(dev.shape)
 
     def _pooled(self, nbytes: int):
         """A free pinned buffer of at least nbytes (smallest first); a new one when the pool has room (free
