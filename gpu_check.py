@@ -283,7 +283,7 @@ def _train_plan(args, section: str) -> list:
     modes = args.train_modes or ("xpgan", "drr", "baseline")
     amps = args.amp or DEFAULT_AMP[section]
     benches = [b == "on" for b in (args.cudnn_benchmark or ("on",))]
-    return [(m, a, b) for a in amps for m in modes for b in benches]
+    return [(m, a, b) for b in benches for a in amps for m in modes]   # --cudnn-benchmark off,on: all "off" first
 
 
 def section_train(args, work: Path) -> dict:
