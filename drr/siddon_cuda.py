@@ -142,6 +142,7 @@ class _State:
 
     STAGE_BYTES = 32 << 20
     COPY_THREADS = max(1, min(8, os.cpu_count() or 1))
+    REGISTER_CHUNK_BYTES = 256 << 20
     DIRECT_MIN_BYTES = 64 << 20     # uploads this big try each strategy once, then keep the fastest (UPLOADS)
     POOL_MIN_BYTES = 4 << 20        # results this big come back in pooled pinned buffers (one DMA, no staging)
     POOL_MAX_BYTES = 1 << 30
@@ -237,10 +238,28 @@ class _State:
     # both direct strategies copy flat views: a host array with a 0 stride (a `vol[None]` axis) would make
     # numba-cuda walk it element by element (module docstring)
     def _upload_register(self, host: np.ndarray, dev) -> None:
+        """Page-lock the caller's memory chunk by chunk (cuMemHostRegister via cuda.pinned; chunk bounds on
+        REGISTER_CHUNK_BYTES-aligned addresses, so no two chunks share a page), each chunk's DMA queued as soon
+        as it is locked: locking chunk k+1 overlaps the DMA of chunk k.  All are unlocked after the stream has
+        finished (also when a lock fails)."""
+        import contextlib
+
         flat = host.reshape(-1)
-        with cuda.pinned(flat):   # cuMemHostRegister; unregistered as the block ends (numba's _pin_finalizer)
-            dev.reshape(dev.size).copy_to_device(flat, stream=self.stream)
-            self.stream.synchronize()   # before the pages are unlocked
+        dflat = dev.reshape(dev.size)
+        addr, step = int(flat.ctypes.data), self.REGISTER_CHUNK_BYTES
+        bounds = [0]
+        b = (addr // step + 1) * step - addr           # first chunk-aligned address, as a byte offset
+        while b < flat.nbytes:
+            bounds.append(b // flat.itemsize)
+            b += step
+        bounds.append(flat.size)
+        with contextlib.ExitStack() as locks:
+            try:
+                for lo, hi in zip(bounds[:-1], bounds[1:]):
+                    locks.enter_context(cuda.pinned(flat[lo:hi]))   # unlocked as the stack unwinds
+                    dflat[lo:hi].copy_to_device(flat[lo:hi], stream=self.stream)
+            finally:
+                self.stream.synchronize()   # no DMA may still read a page when it is unlocked
 
     def _upload_pageable(self, host: np.ndarray, dev) -> None:
         dev.reshape(dev.size).copy_to_device(host.reshape(-1), stream=self.stream)

@@ -61,13 +61,23 @@ def main(out_path):
     siddon_cuda._State.DIRECT_MIN_BYTES = 0
     siddon_cuda._State.POOL_MIN_BYTES = 0
     siddon_cuda._State.POOL_MAX_BUFFERS = 2
+    siddon_cuda._State.REGISTER_CHUNK_BYTES = 64   # registered upload in several page-aligned chunks
+    pinned, locked = cuda.pinned, []
+
+    def recording_pinned(arr):
+        locked.append((arr.ctypes.data, arr.nbytes))
+        return pinned(arr)
+    cuda.pinned = recording_pinned
     vols = np.stack([v16, v16[:, ::-1].copy(), v16[::-1].copy()])
     held = []
     for k in range(len(siddon_cuda.UPLOADS) + 2):
         held.append(render_drr_batch(vols, sp, cases()["parallel_int16"][2], backend="cuda", output="line_integral"))
         results[f"strategy_{k}"] = np.array(siddon_cuda._state().last_upload[0])
+        if results[f"strategy_{k}"] == "register":
+            cuda.pinned = pinned   # record the first registered upload only
     for k, h in enumerate(held):   # compared after all calls: a held result is never overwritten
         results[f"direct_{k}"] = h.copy()
+    results["locked"] = np.array(locked, np.int64).reshape(-1, 2)
     st = siddon_cuda._state()
     results["pool_buffers"] = np.array(len(st.out_pool))
     results["held_pinned"] = np.array(sum(h.base is not None and any(h.base is b for b in st.out_pool) for h in held))

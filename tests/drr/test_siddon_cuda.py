@@ -87,6 +87,11 @@ def test_cuda_large_transfer_paths_match_cpu_and_never_overwrite_held_results(cu
     assert str(cudasim_results[f"strategy_{n - 1}"]) in UPLOADS
     for k in range(n):
         np.testing.assert_array_equal(cudasim_results[f"direct_{k}"], want, err_msg=f"call {k}")
+    # the registered upload locked the batch in several chunks that tile it, interior bounds 64-byte aligned
+    locked = cudasim_results["locked"]
+    assert len(locked) > 1 and int(locked[:, 1].sum()) == 3 * v16.nbytes
+    assert all(int(a) + int(n) == int(b) for (a, n), (b, _) in zip(locked[:-1], locked[1:]))
+    assert all(int(a) % 64 == 0 for a, _ in locked[1:])
     # five results held at once: the pool (2 buffers) gives out each buffer once, later calls get new arrays
     assert int(cudasim_results["pool_buffers"]) == 2
     assert int(cudasim_results["held_pinned"]) == 2
