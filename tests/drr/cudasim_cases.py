@@ -20,18 +20,31 @@ def cases():
         "cone_pa": (vol, sp, ConeGeometry(view="pa", sdd_mm=40.0, sid_mm=25.0, size=5)),
         "cone_ap": (vol, sp, ConeGeometry(view="ap", sdd_mm=40.0, sid_mm=25.0, size=5)),
         "parallel_int16": (vol16, sp, ParallelGeometry(size=5)),
+        "cone_posed": (vol, sp, ConeGeometry(view="pa", sdd_mm=40.0, sid_mm=25.0, size=5, yaw_deg=20.0,
+                                             pitch_deg=-10.0, roll_deg=30.0, offset_mm=(0.5, -0.3, 0.2))),
+        "parallel_lateral_int16": (vol16, sp, ParallelGeometry(size=5, yaw_deg=90.0)),
     }
+
+
+def pose_views():
+    """One volume, a yaw x pitch sweep: render_drr_views puts them in one launch."""
+    from xpgan.drr import pose_grid
+
+    vol, sp, g = cases()["cone_pa"]
+    return vol, sp, pose_grid(g, yaw_deg=(-8.0, 0.0, 8.0), pitch_deg=(0.0, 5.0))
 
 
 def main(out_path):
     from numba import config
 
     assert config.ENABLE_CUDASIM, "run with NUMBA_ENABLE_CUDASIM=1"
-    from xpgan.drr import render_drr, render_drr_batch
+    from xpgan.drr import render_drr, render_drr_batch, render_drr_views
 
     results = {name: render_drr(v, sp, g, backend="cuda", output="line_integral") for name, (v, sp, g) in cases().items()}
     v, sp, g = cases()["cone_pa"]
     results["batch"] = render_drr_batch(np.stack([v, v[::-1].copy()]), [sp, sp], g, backend="cuda", output="line_integral")
+    vol, sp, gs = pose_views()
+    results["views"] = render_drr_views(vol, sp, gs, backend="cuda", output="line_integral")
     np.savez(out_path, **results)
 
 
