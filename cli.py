@@ -45,6 +45,17 @@ DRR_BACKENDS = ("auto", "cpu", "cuda")
 DRR_OUTPUTS = ("image", "line-integral")
 
 
+def _floats(text: str, n: int, option: str) -> tuple:
+    """'a,b,c' -> n floats, or a one-line error naming the option."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != n:
+        raise XPGANError(f"{option} must be {n} comma-separated numbers, got {text!r}")
+    return values
+
+
 def _choice(value: str, allowed: tuple, option: str) -> str:
     if value not in allowed:
         raise XPGANError(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
@@ -105,8 +116,21 @@ def drr_render(
     backend: str = typer.Option("auto", "--backend", help="auto (GPU if present) | cpu | cuda."),
     output: str = typer.Option("image", "--output",
                                help="image (1 - exp(-(p/4)^2) in [0, 1]) | line-integral (p = integral of mu dl, dimensionless)."),
+    yaw: float = typer.Option(0.0, "--yaw", help="Pose: turn about the superior-inferior axis, degrees; + = LAO "
+                              "(PA detector towards the patient's left; posterior structures move to image right)."),
+    pitch: float = typer.Option(0.0, "--pitch", help="Pose: cranio-caudal tilt, degrees; + = PA detector cranial "
+                                "(posterior structures move up)."),
+    roll: float = typer.Option(0.0, "--roll", help="Pose: turn about the beam axis, degrees; + = image content "
+                               "clockwise."),
+    offset: Optional[str] = typer.Option(None, "--offset", help="Pose: isocentre shift from the volume centre, mm, "
+                                         "as D,H,W (superior->inferior, anterior->posterior, right->left)."),
+    yaw_sweep: Optional[str] = typer.Option(None, "--yaw-sweep", help="START,STOP,STEP degrees: one view per yaw "
+                                            "(replaces --yaw); OUT gets a strip (.png) or a stack [V, size, size] (.npy)."),
+    pitch_sweep: Optional[str] = typer.Option(None, "--pitch-sweep", help="START,STOP,STEP degrees (as --yaw-sweep; "
+                                              "with both, one row per yaw)."),
+    roll_sweep: Optional[str] = typer.Option(None, "--roll-sweep", help="START,STOP,STEP degrees (as --yaw-sweep)."),
 ) -> None:
-    """Render one DRR of a CT volume (rows superior->inferior, columns patient right->left)."""
+    """Render one DRR of a CT volume (rows superior->inferior, columns patient right->left), or a pose sweep."""
     _choice(geometry, DRR_GEOMETRIES, "--geometry")
     _choice(view, DRR_VIEWS, "--view")
     _choice(backend, DRR_BACKENDS, "--backend")
@@ -115,16 +139,32 @@ def drr_render(
         raise XPGANError(f"{out}: output must end in .npy or .png")
     if not out.parent.is_dir():
         raise XPGANError(f"{out}: folder {out.parent} does not exist")
-    from xpgan.drr import render_drr
+    from xpgan.drr import pose_grid, render_drr_views
+    from xpgan.drr.poses import sweep_values, tile_views
     from xpgan.pipeline.io import read_ct
 
     cone = geometry == "cone"  # parallel rays ignore the cone-only options' defaults
     geom = _geometry_from_options(geometry, view if cone else None, size, pixel_mm, sdd if cone else None,
                                   sid if cone else None)
+    geom = geom.with_pose(yaw_deg=yaw, pitch_deg=pitch, roll_deg=roll,
+                          offset_mm=_floats(offset, 3, "--offset") if offset is not None else (0.0, 0.0, 0.0))
+    sweeps = {name: sweep_values(text, option) for name, text, option in (
+        ("yaw_deg", yaw_sweep, "--yaw-sweep"), ("pitch_deg", pitch_sweep, "--pitch-sweep"),
+        ("roll_deg", roll_sweep, "--roll-sweep")) if text is not None}
+    geoms = pose_grid(geom, **sweeps) if sweeps else [geom]
     ct = read_ct(ct_path)
-    image = render_drr(ct.hu, ct.spacing, geom, backend=backend, output=output.replace("-", "_"), mu_water=mu_water)
-    _write_drr_file(out, image, output)
-    typer.echo(f"wrote {out} ({size}x{size}, {geometry}{' ' + view if geometry == 'cone' else ''}, {output})")
+    images = render_drr_views(ct.hu, ct.spacing, geoms, backend=backend, output=output.replace("-", "_"),
+                              mu_water=mu_water)  # [V, size, size], one launch
+    what = f"{size}x{size}, {geometry}{' ' + view if geometry == 'cone' else ''}, {output}"
+    if not sweeps:
+        _write_drr_file(out, images[0], output)
+        typer.echo(f"wrote {out} ({what})")
+        return
+    per_row = len(sweeps.get("pitch_deg", [0])) * len(sweeps.get("roll_deg", [0])) if "yaw_deg" in sweeps else None
+    fill = 1.0 if output == "image" else float(images.max())  # white gaps between the tiles
+    _write_drr_file(out, images if out.suffix.lower() == ".npy" else tile_views(images, per_row, fill=fill), output)
+    poses = "; ".join(" ".join(f"{k[:-4]} {getattr(g, k):g}" for k in sweeps) for g in geoms)
+    typer.echo(f"wrote {out} ({len(geoms)} views {what}; row-major: {poses})")
 
 
 @bench_app.command("drr")

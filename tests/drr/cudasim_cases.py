@@ -38,13 +38,15 @@ def main(out_path):
     from numba import config
 
     assert config.ENABLE_CUDASIM, "run with NUMBA_ENABLE_CUDASIM=1"
-    from xpgan.drr import render_drr, render_drr_batch, render_drr_views
+    from xpgan.drr import render_drr, render_drr_batch, render_drr_poses, render_drr_views
 
     results = {name: render_drr(v, sp, g, backend="cuda", output="line_integral") for name, (v, sp, g) in cases().items()}
     v, sp, g = cases()["cone_pa"]
     results["batch"] = render_drr_batch(np.stack([v, v[::-1].copy()]), [sp, sp], g, backend="cuda", output="line_integral")
     vol, sp, gs = pose_views()
     results["views"] = render_drr_views(vol, sp, gs, backend="cuda", output="line_integral")
+    results["poses"] = render_drr_poses(np.stack([vol, vol[:, ::-1].copy()]), sp, gs, backend="cuda",
+                                        output="line_integral")
     np.savez(out_path, **results)
 
 

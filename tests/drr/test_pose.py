@@ -206,3 +206,43 @@ def test_unknown_pose_field_and_posed_source_inside_volume():
     g.rays((10, 40, 40), (1.0, 1.0, 1.0))
     with pytest.raises(XPGANError, match="source inside the volume"):
         g.with_pose(yaw_deg=10.0, offset_mm=(0.0, -15.0, 0.0)).rays((10, 40, 40), (1.0, 1.0, 1.0))
+
+
+@pytest.mark.parametrize("text, want", [("-10,10,5", [-10, -5, 0, 5, 10]), ("10,-10,-10", [10, 0, -10]),
+                                        ("0,1,0.3", [0, 0.3, 0.6, 0.9]), ("3,3,1", [3])])
+def test_sweep_values(text, want):
+    from xpgan.drr.poses import sweep_values
+
+    np.testing.assert_allclose(sweep_values(text), want)
+
+
+def test_volumes_times_poses_in_one_launch_with_prefix_sums_once_per_volume(monkeypatch):
+    from xpgan.drr import render_drr_poses, siddon_cpu
+
+    calls = {"render": 0, "prefix_volumes": []}
+    real_render, real_prefix = siddon_cpu.render_rays_cpu, siddon_cpu.prefix_sums_cpu
+
+    def counting_render(*args, **kwargs):
+        calls["render"] += 1
+        return real_render(*args, **kwargs)
+
+    def counting_prefix(vol, offset):
+        calls["prefix_volumes"].append(vol.shape[0])
+        return real_prefix(vol, offset)
+
+    monkeypatch.setattr(siddon_cpu, "render_rays_cpu", counting_render)
+    monkeypatch.setattr(siddon_cpu, "prefix_sums_cpu", counting_prefix)
+    rng = np.random.default_rng(4)
+    vols = rng.uniform(-1000, 1500, size=(2, 9, 10, 11)).astype(np.float32)
+    spacings = [(1.0, 0.9, 1.1), (1.2, 1.0, 0.8)]
+    gs = pose_grid(ConeGeometry(sdd_mm=100.0, sid_mm=70.0, size=8), yaw_deg=(-6, 6), pitch_deg=(0, 4))
+    out = render_drr_poses(vols, spacings, gs, backend="cpu", output="line_integral")
+    assert out.shape == (2, 4, 8, 8) and calls == {"render": 1, "prefix_volumes": [2]}
+    for b in range(2):
+        for p, g in enumerate(gs):
+            np.testing.assert_array_equal(out[b, p], line_integral(vols[b], spacings[b], g))
+    per_volume = [gs[:2], gs[2:]]  # B sequences of P: each volume its own poses
+    out2 = render_drr_poses(vols, spacings, per_volume, backend="cpu", output="line_integral")
+    np.testing.assert_array_equal(out2[1, 0], out[1, 2])
+    with pytest.raises(DRRArgumentError, match="same P"):
+        render_drr_poses(vols, spacings, [gs[:2], gs[:3]], backend="cpu")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xpgan.drr import render_drr, render_drr_batch, render_drr_views
+from xpgan.drr import render_drr, render_drr_batch, render_drr_poses, render_drr_views
 
 HERE = Path(__file__).parent
 
@@ -46,6 +46,8 @@ def test_cuda_simulator_pose_sweep_matches_cpu(cudasim_results):
     want = render_drr_views(vol, sp, gs, backend="cpu", output="line_integral")
     assert want.shape == (6, 5, 5) and np.ptp(want, axis=0).max() > 0  # the poses differ
     np.testing.assert_allclose(cudasim_results["views"], want, rtol=1e-6, atol=1e-7)
+    both = render_drr_poses(np.stack([vol, vol[:, ::-1].copy()]), sp, gs, backend="cpu", output="line_integral")
+    np.testing.assert_allclose(cudasim_results["poses"], both, rtol=1e-6, atol=1e-7)
 
 
 def test_real_kernels_compile_to_ptx_for_sm90():
