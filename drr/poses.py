@@ -1,19 +1,23 @@
-"""Pose sweeps and contact strips of posed views (the pose convention itself: geometry.py).
+"""Pose sweeps, random poses for augmentation, and posed resampling (the pose convention: geometry.py).
 
     sweep_values("-10,10,5")            -> [-10.0, -5.0, 0.0, 5.0, 10.0]
     tile_views(images [V, S, S], ncols) -> one [rows*S + gaps, cols*S + gaps] float32 array
     render_drr_poses(volumes [B, d, h, w], spacings, geometries) -> float32 [B, P, S, S], one launch
+    random_pose(rng, PoseRanges()) -> {"yaw_deg", "pitch_deg", "roll_deg", "offset_mm", "sid_mm"}
+    apply_pose(geometry, pose)     -> the posed geometry (cone: SID changed, detector gap kept)
+    resample_to_pose(hu, spacing, pose) -> the volume in the posed frame: its plain view is the posed view
 
 Arrays in, arrays out: writing files is the caller's job.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 import numpy as np
 
-from xpgan.drr.geometry import ConeGeometry, DRRArgumentError, Geometry, ParallelGeometry
+from xpgan.drr.geometry import ConeGeometry, DRRArgumentError, Geometry, ParallelGeometry, pose_rotation
 from xpgan.drr.physics import MU_WATER_PER_MM
 
 MAX_SWEEP_VIEWS = 256
@@ -77,3 +81,60 @@ def render_drr_poses(volumes_hu: np.ndarray, spacings_mm, geometries: Sequence, 
     vol_index = np.repeat(np.arange(nb, dtype=np.int64), npose)
     out = render._render(vols, vol_index, np.ascontiguousarray(spacings[vol_index]), flat, backend, output, mu_water)
     return out.reshape(nb, npose, *out.shape[1:])
+
+
+@dataclass(frozen=True)
+class PoseRanges:
+    """Random poses: each angle uniform in [-x, +x] degrees, each offset uniform in [-x, +x] mm (d, h, w),
+    the source-isocentre distance uniform in [lo, hi] mm (cone only; the source-detector gap is kept).
+
+    Defaults: a few degrees of patient rotation and tilt as seen on real chest films, AP bedside
+    (about 1000 mm) to PA standing (1800 mm) distances, and about a centimetre of positioning error.
+    """
+
+    yaw_deg: float = 8.0                          # about superior-inferior (LAO/RAO obliquity), degrees
+    pitch_deg: float = 8.0                        # cranio-caudal tilt, degrees
+    roll_deg: float = 5.0                         # in-plane rotation, degrees
+    offset_mm: tuple = (10.0, 5.0, 10.0)          # isocentre shift half-ranges (d, h, w), mm
+    sid_mm: tuple = (1000.0, 1800.0)              # source-isocentre distance range, mm (cone)
+
+
+def random_pose(rng: np.random.Generator, ranges: PoseRanges = PoseRanges()) -> dict:
+    """One random pose; always the same number of draws from `rng` (7), so streams of poses stay aligned."""
+    u = rng.uniform(-1.0, 1.0, size=6)
+    t = rng.uniform(0.0, 1.0)
+    lo, hi = ranges.sid_mm
+    return {"yaw_deg": float(u[0] * ranges.yaw_deg), "pitch_deg": float(u[1] * ranges.pitch_deg),
+            "roll_deg": float(u[2] * ranges.roll_deg),
+            "offset_mm": tuple(float(v) for v in u[3:6] * np.asarray(ranges.offset_mm, dtype=np.float64)),
+            "sid_mm": float(lo + t * (hi - lo))}
+
+
+def apply_pose(geometry: Geometry, pose: dict) -> Geometry:
+    """`geometry` with the pose's angles and offset; a cone also takes `sid_mm` (when given), keeping its
+    source-detector gap (detector behind the patient).  Parallel views have no source distance."""
+    g = geometry.with_pose(**{k: pose[k] for k in ("yaw_deg", "pitch_deg", "roll_deg", "offset_mm") if k in pose})
+    if isinstance(g, ConeGeometry) and pose.get("sid_mm") is not None:
+        sid = float(pose["sid_mm"])
+        g = replace(g, sid_mm=sid, sdd_mm=sid + (g.sdd_mm - g.sid_mm))
+    return g
+
+
+def resample_to_pose(hu: np.ndarray, spacing_mm, pose: dict, *, order: int = 1) -> np.ndarray:
+    """The volume in the posed frame, float32 [d, h, w] HU: V'(x) = V(c + offset + R (x - c)), c the volume
+    centre, R the pose's rotation, air (-1000 HU) outside.  The plain (unposed) view of V' is the posed
+    view of V, up to interpolation: a network shown V' and asked for the plain view's DRR sees the pose.
+    Linear interpolation (order 1) by default."""
+    from scipy import ndimage
+
+    hu = np.asarray(hu)
+    s = np.asarray(spacing_mm, dtype=np.float64).reshape(3)
+    rot = pose_rotation(pose.get("yaw_deg", 0.0), pose.get("pitch_deg", 0.0), pose.get("roll_deg", 0.0))
+    centre = np.array(hu.shape) * s / 2.0
+    shift = np.asarray(pose.get("offset_mm", (0.0, 0.0, 0.0)), dtype=np.float64)
+    matrix = rot * (1.0 / s)[:, None] * s[None, :]                       # S^-1 R S, voxel units
+    start = (centre + shift + rot @ (0.5 * s - centre)) / s - 0.5        # input index of output voxel 0
+    out = ndimage.affine_transform(hu.astype(np.float32) + np.float32(1000.0), matrix, start, order=order,
+                                   mode="constant", cval=0.0, prefilter=order > 1)
+    out -= np.float32(1000.0)
+    return out
