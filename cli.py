@@ -127,7 +127,7 @@ def drr_render(
     yaw_sweep: Optional[str] = typer.Option(None, "--yaw-sweep", help="START,STOP,STEP degrees: one view per yaw "
                                             "(replaces --yaw); OUT gets a strip (.png) or a stack [V, size, size] (.npy)."),
     pitch_sweep: Optional[str] = typer.Option(None, "--pitch-sweep", help="START,STOP,STEP degrees (as --yaw-sweep; "
-                                              "with both, one row per yaw)."),
+                                              "with several sweeps, one row per value of the first)."),
     roll_sweep: Optional[str] = typer.Option(None, "--roll-sweep", help="START,STOP,STEP degrees (as --yaw-sweep)."),
 ) -> None:
     """Render one DRR of a CT volume (rows superior->inferior, columns patient right->left), or a pose sweep."""
@@ -139,6 +139,8 @@ def drr_render(
         raise XPGANError(f"{out}: output must end in .npy or .png")
     if not out.parent.is_dir():
         raise XPGANError(f"{out}: folder {out.parent} does not exist")
+    import math
+
     from xpgan.drr import pose_grid, render_drr_views
     from xpgan.drr.poses import sweep_values, tile_views
     from xpgan.pipeline.io import read_ct
@@ -160,7 +162,7 @@ def drr_render(
         _write_drr_file(out, images[0], output)
         typer.echo(f"wrote {out} ({what})")
         return
-    per_row = len(sweeps.get("pitch_deg", [0])) * len(sweeps.get("roll_deg", [0])) if "yaw_deg" in sweeps else None
+    per_row = math.prod(len(v) for v in list(sweeps.values())[1:]) if len(sweeps) > 1 else None  # row: 1st sweep
     fill = 1.0 if output == "image" else float(images.max())  # white gaps between the tiles
     _write_drr_file(out, images if out.suffix.lower() == ".npy" else tile_views(images, per_row, fill=fill), output)
     poses = "; ".join(" ".join(f"{k[:-4]} {getattr(g, k):g}" for k in sweeps) for g in geoms)
@@ -273,11 +275,13 @@ def inspect_command(
     sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a PNG contact sheet here."),
     item: Optional[int] = typer.Option(None, "--item", help="Sheet of one item (CT: DRR beside axial, coronal "
                                        "and sagittal mid-slices) instead of the grid."),
+    poses: bool = typer.Option(False, "--poses", help="With --item (CT): random posed views of the study, as "
+                               "train --drr-aug draws them, rendered from the stored volume."),
 ):
     """Summarise a store (counts per label/severity/split, failures, geometry); optionally a PNG sheet."""
     from xpgan.pipeline.inspect import inspect_store
 
-    typer.echo(inspect_store(store, sheet=sheet, item=item))
+    typer.echo(inspect_store(store, sheet=sheet, item=item, poses=poses))
 
 
 # ---- end section: prep drr + inspect ----

@@ -145,6 +145,10 @@ def test_yaw_sweep_writes_a_strip_and_a_stack(tmp_path):
     assert res.exit_code == 0, res.output
     assert "5 views" in res.output and "yaw -10; yaw -5; yaw 0; yaw 5; yaw 10" in res.output
     stack = np.load(tmp_path / "sweep.npy")
+    assert stack.shape == (5, 16, 16)
+    assert run("drr", "render", ct, tmp_path / "strip.png", "--size", 16, "--backend", "cpu",
+               "--yaw-sweep", "-10,10,5").exit_code == 0
+    assert np.asarray(Image.open(tmp_path / "strip.png")).shape == (16, 5 * 16 + 4 * 2)  # one row
     single = tmp_path / "yaw5.npy"
     assert run("drr", "render", ct, single, "--size", 16, "--backend", "cpu", "--yaw", 5).exit_code == 0
     np.testing.assert_array_equal(stack[3], np.load(single))
