@@ -379,6 +379,9 @@ def train_command(
     stop_at: Optional[int] = typer.Option(None, "--stop-at", help="End this invocation at this step (resume later)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config as JSON and exit."),
+    drr_aug: str = typer.Option("none", "--drr-aug", help="On-the-fly posed DRRs (modes drr, xpgan): none (stored "
+                                "DRRs) | pose (yaw/pitch +-8, roll +-5 deg, offsets +-10 mm, SID 1000-1800 mm) | "
+                                "pose+intensity (mode drr: also exposure x0.85-1.15 and noise)."),
 ) -> None:
     """Train a classifier (and in mode xpgan the generator and discriminator); torchrun for several GPUs."""
     if classifier_weights is not None and not classifier_weights.is_file():
@@ -390,7 +393,7 @@ def train_command(
         seed=seed, preset=preset, device=device, amp=amp, amp_dtype=amp_dtype, num_workers=num_workers,
         checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, log_every=log_every,
         sample_every=sample_every, classifier_weights=classifier_weights, resume=resume, stop_at=stop_at,
-        progress=progress)
+        progress=progress, drr_aug=drr_aug)
     if dry_run:
         from xpgan.model.train import resolve_config
         typer.echo(resolve_config(cfg).to_json())
