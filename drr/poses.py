@@ -120,21 +120,17 @@ def apply_pose(geometry: Geometry, pose: dict) -> Geometry:
     return g
 
 
-def resample_to_pose(hu: np.ndarray, spacing_mm, pose: dict, *, order: int = 1) -> np.ndarray:
+def resample_to_pose(hu: np.ndarray, spacing_mm, pose: dict) -> np.ndarray:
     """The volume in the posed frame, float32 [d, h, w] HU: V'(x) = V(c + offset + R (x - c)), c the volume
     centre, R the pose's rotation, air (-1000 HU) outside.  The plain (unposed) view of V' is the posed
     view of V, up to interpolation: a network shown V' and asked for the plain view's DRR sees the pose.
-    Linear interpolation (order 1) by default."""
-    from scipy import ndimage
+    Trilinear between voxel centres (drr/resample.py)."""
+    from xpgan.drr.resample import affine_resample
 
-    hu = np.asarray(hu)
     s = np.asarray(spacing_mm, dtype=np.float64).reshape(3)
     rot = pose_rotation(pose.get("yaw_deg", 0.0), pose.get("pitch_deg", 0.0), pose.get("roll_deg", 0.0))
-    centre = np.array(hu.shape) * s / 2.0
+    centre = np.array(np.shape(hu)) * s / 2.0
     shift = np.asarray(pose.get("offset_mm", (0.0, 0.0, 0.0)), dtype=np.float64)
     matrix = rot * (1.0 / s)[:, None] * s[None, :]                       # S^-1 R S, voxel units
     start = (centre + shift + rot @ (0.5 * s - centre)) / s - 0.5        # input index of output voxel 0
-    out = ndimage.affine_transform(hu.astype(np.float32) + np.float32(1000.0), matrix, start, order=order,
-                                   mode="constant", cval=0.0, prefilter=order > 1)
-    out -= np.float32(1000.0)
-    return out
+    return affine_resample(hu, matrix, start, fill=-1000.0)

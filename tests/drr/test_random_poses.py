@@ -62,3 +62,23 @@ def test_plain_view_of_resampled_volume_is_the_posed_view(base):
     plain = render_drr(resample_to_pose(hu, spacing, pose), spacing, base, backend="cpu", output="line_integral")
     assert ncc(posed, plain) >= 0.999
     assert ncc(posed, render_drr(hu, spacing, base, backend="cpu", output="line_integral")) < 0.99
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_affine_resample_equals_scipy_linear_grid_constant(dtype):
+    from scipy import ndimage
+
+    from xpgan.drr.geometry import pose_rotation
+    from xpgan.drr.resample import affine_resample
+
+    rng = np.random.default_rng(1)
+    vol = rng.uniform(-32768, 32767, size=(9, 12, 11)).astype(dtype)  # int16 extremes: no overflow in differences
+    matrix = pose_rotation(20.0, -35.0, 10.0) * [[1.0], [0.8], [1.3]]
+    start = np.array([1.5, -2.0, 3.25])
+    want = ndimage.affine_transform(vol.astype(np.float64), matrix, start, order=1, mode="grid-constant",
+                                    cval=-1000.0, prefilter=False)
+    got = affine_resample(vol, matrix, start, fill=-1000.0)
+    assert got.dtype == np.float32 and np.count_nonzero(got == -1000.0) > 10 and np.count_nonzero(got != -1000.0) > 500
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=0.05)
+    with pytest.raises(ValueError, match="matrix"):
+        affine_resample(vol, np.eye(2), start)
