@@ -120,6 +120,18 @@ def apply_pose(geometry: Geometry, pose: dict) -> Geometry:
     return g
 
 
+def pose_resample_map(shape, spacing_mm, pose: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(matrix [3, 3], start [3]): output voxel o of the posed-frame volume samples input voxel index
+    matrix @ o + start, i.e. V'(x) = V(c + offset + R (x - c)) with voxel centres at (i + 0.5) * spacing."""
+    s = np.asarray(spacing_mm, dtype=np.float64).reshape(3)
+    rot = pose_rotation(pose.get("yaw_deg", 0.0), pose.get("pitch_deg", 0.0), pose.get("roll_deg", 0.0))
+    centre = np.array(shape, dtype=np.float64) * s / 2.0
+    shift = np.asarray(pose.get("offset_mm", (0.0, 0.0, 0.0)), dtype=np.float64)
+    matrix = rot * (1.0 / s)[:, None] * s[None, :]                       # S^-1 R S, voxel units
+    start = (centre + shift + rot @ (0.5 * s - centre)) / s - 0.5        # input index of output voxel 0
+    return matrix, start
+
+
 def resample_to_pose(hu: np.ndarray, spacing_mm, pose: dict) -> np.ndarray:
     """The volume in the posed frame, float32 [d, h, w] HU: V'(x) = V(c + offset + R (x - c)), c the volume
     centre, R the pose's rotation, air (-1000 HU) outside.  The plain (unposed) view of V' is the posed
@@ -127,10 +139,5 @@ def resample_to_pose(hu: np.ndarray, spacing_mm, pose: dict) -> np.ndarray:
     Trilinear between voxel centres (drr/resample.py)."""
     from xpgan.drr.resample import affine_resample
 
-    s = np.asarray(spacing_mm, dtype=np.float64).reshape(3)
-    rot = pose_rotation(pose.get("yaw_deg", 0.0), pose.get("pitch_deg", 0.0), pose.get("roll_deg", 0.0))
-    centre = np.array(np.shape(hu)) * s / 2.0
-    shift = np.asarray(pose.get("offset_mm", (0.0, 0.0, 0.0)), dtype=np.float64)
-    matrix = rot * (1.0 / s)[:, None] * s[None, :]                       # S^-1 R S, voxel units
-    start = (centre + shift + rot @ (0.5 * s - centre)) / s - 0.5        # input index of output voxel 0
+    matrix, start = pose_resample_map(np.shape(hu), spacing_mm, pose)
     return affine_resample(hu, matrix, start, fill=-1000.0)

@@ -17,9 +17,12 @@ Training mode xpgan: one pose for both sides of G.  G's input is the volume resa
 Siddon), so G is never asked to guess the pose.  The SID stays the store's there: nothing in G's input
 would tell it the source distance.
 
-Where: inside DataLoader workers on the CPU kernel (one numba thread per worker; workers are spawned,
-not forked, because numba's OpenMP pool is not fork-safe), or in the training process when
-num_workers is 0.  (On a GPU machine the workers still render on their CPUs; see the closing note.)
+Where: on a CPU run, inside DataLoader workers on the CPU kernel (one numba thread per worker; workers are
+spawned, not forked, because numba's OpenMP pool is not fork-safe), or in the training process when
+num_workers is 0.  On a CUDA device with a usable DRR GPU backend, the workers only read the volume and
+draw the pose; `finish_on_device` then renders the batch's posed DRRs in one launch (backend "auto") and,
+in mode xpgan, resamples the volumes with torch's grid_sample on the device (the same trilinear map as
+drr/resample.py); exposure noise there comes from a torch generator seeded by the sample's draw.
 
 Determinism and resume: CT sample k of rank r (counted over the whole run: epoch, batch, position) draws
 from np.random.default_rng([seed, 0x4155, r, k]), so the poses do not depend on the worker count or on
@@ -81,7 +84,8 @@ class AugmentedCT(Dataset):
     mp_context = "spawn"  # numba's OpenMP pool does not survive fork once the parent has used it
 
     def __init__(self, base, *, train_mode: str, aug: str, seed: int, rank: int = 0,
-                 ranges: PoseRanges = PoseRanges(), intensity: Optional[IntensityRanges] = None):
+                 ranges: PoseRanges = PoseRanges(), intensity: Optional[IntensityRanges] = None,
+                 render_in_workers: bool = True):
         if aug not in AUG_MODES[1:]:
             raise XPGANError(f"--drr-aug must be one of {', '.join(AUG_MODES)}, got {aug!r}")
         if train_mode not in ("xpgan", "drr"):
@@ -97,6 +101,7 @@ class AugmentedCT(Dataset):
             raise XPGANError(f"{base.path}: the store's geometry has {self.geometry.size} px but its DRRs "
                              f"{base.img_res} px")
         self.block_ids, self.labels, self.indices = base.block_ids, base.labels, base.indices
+        self.render_in_workers = bool(render_in_workers)
         self._threads_set = False
 
     keyed = staticmethod(KeyedSampler)
@@ -132,6 +137,8 @@ class AugmentedCT(Dataset):
         pose = random_pose(rng, self.ranges)
         if self.train_mode == "xpgan":
             pose["sid_mm"] = None                  # G cannot see the source distance: keep the store's
+        if not self.render_in_workers:
+            return self._for_device(hu, spacing, pose, rng, pos, j)
         p = render_drr(hu, spacing, apply_pose(self.geometry, pose), backend="cpu", output="line_integral",
                        mu_water=self.mu_water)                                       # [R, R]
         out = {"ct_label": int(self.labels[pos]), "index": j}
@@ -146,6 +153,81 @@ class AugmentedCT(Dataset):
         if self.train_mode == "xpgan":
             out["ct"] = normalize_hu(resample_to_pose(hu, spacing, pose), self.base.hu_window)[None]
         return out
+
+
+    def _for_device(self, hu, spacing, pose, rng, pos: int, j: int) -> dict:
+        """What `finish_on_device` needs: the volume, its spacing, the pose (and exposure) of this draw."""
+        sid = pose["sid_mm"] if pose["sid_mm"] is not None else np.nan
+        out = {"hu": hu, "spacing": spacing, "ct_label": int(self.labels[pos]), "index": j,
+               "pose": np.array([pose["yaw_deg"], pose["pitch_deg"], pose["roll_deg"], *pose["offset_mm"], sid])}
+        if self.intensity is not None:
+            lo, hi = self.intensity.atten_scale
+            out["exposure"] = np.array([rng.uniform(lo, hi), rng.uniform(0.0, self.intensity.noise_std)])
+            out["noise_seed"] = int(rng.integers(2 ** 62))
+        return out
+
+
+def _pose_from_vector(v) -> dict:
+    sid = float(v[6])
+    return {"yaw_deg": float(v[0]), "pitch_deg": float(v[1]), "roll_deg": float(v[2]),
+            "offset_mm": (float(v[3]), float(v[4]), float(v[5])), "sid_mm": None if np.isnan(sid) else sid}
+
+
+def resample_to_pose_torch(hu, spacings: np.ndarray, poses: list):
+    """torch [B, D, H, W] HU (any device) -> float32 HU in each item's posed frame, air outside; the same
+    trilinear map as drr/poses.resample_to_pose (grid_sample, zero padding on HU + 1000)."""
+    import torch
+
+    from xpgan.drr.poses import pose_resample_map
+
+    shape = tuple(hu.shape[1:])
+    n = np.array(shape, dtype=np.float64)
+    perm = [2, 1, 0]  # grid_sample's coordinates run (w, h, d)
+    theta = np.zeros((len(poses), 3, 4))
+    for b, (sp, pose) in enumerate(zip(spacings, poses)):
+        m, start = pose_resample_map(shape, sp, pose)
+        # normalised coordinates (align_corners=False): x = (2 i + 1) / n - 1 on both sides
+        a = (2.0 / n)[:, None] * m * (n / 2.0)[None, :]
+        t = (2.0 / n) * (m @ ((n - 1.0) / 2.0) + start) + 1.0 / n - 1.0
+        theta[b, :, :3], theta[b, :, 3] = a[np.ix_(perm, perm)], t[perm]
+    vol = (hu.float() + 1000.0)[:, None]                                         # [B, 1, D, H, W], air = 0
+    grid = torch.nn.functional.affine_grid(torch.as_tensor(theta, dtype=torch.float32, device=vol.device),
+                                           list(vol.shape), align_corners=False)
+    out = torch.nn.functional.grid_sample(vol, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out[:, 0] - 1000.0
+
+
+def finish_on_device(batch: dict, dataset: AugmentedCT, device, *, backend: str = "auto") -> dict:
+    """A batch of `render_in_workers=False` samples -> {"drr" [B, 1, R, R] (and "ct" [B, 1, D, H, W]),
+    "ct_label", "index"} on `device`: all posed DRRs in one render_drr_batch launch."""
+    import torch
+
+    from xpgan.drr import render_drr_batch
+    from xpgan.drr.physics import line_integral_to_image
+    from xpgan.drr.poses import apply_pose
+
+    hu = batch.pop("hu")                                                          # [B, D, H, W] HU
+    spacings = batch.pop("spacing").numpy().astype(np.float64)                    # [B, 3]
+    poses = [_pose_from_vector(v) for v in batch.pop("pose").numpy()]
+    p = render_drr_batch(hu.numpy(), spacings, [apply_pose(dataset.geometry, q) for q in poses], backend=backend,
+                         output="line_integral", mu_water=dataset.mu_water)     # [B, R, R]
+    p = np.asarray(p)
+    exposure = batch.pop("exposure", None)
+    seeds = batch.pop("noise_seed", None)
+    if exposure is not None:
+        p = p * exposure[:, 0].numpy().astype(np.float32)[:, None, None]
+    img = torch.from_numpy(line_integral_to_image(p)).to(device)                  # [B, R, R]
+    if exposure is not None:
+        noise = torch.stack([torch.randn(img.shape[1:], device=device,
+                                         generator=torch.Generator(device=device).manual_seed(int(sd)))
+                             for sd in seeds])
+        img = (img + noise * exposure[:, 1].to(device=device, dtype=torch.float32)[:, None, None]).clamp_(0.0, 1.0)
+    batch["drr"] = img[:, None]
+    if dataset.train_mode == "xpgan":
+        lo, hi = dataset.base.hu_window
+        vol = resample_to_pose_torch(hu.to(device), spacings, poses)
+        batch["ct"] = ((vol - lo) * (2.0 / (hi - lo)) - 1.0).clamp_(-1.0, 1.0)[:, None]
+    return batch
 
 
 def checkpoint_state(stream) -> dict:

@@ -248,7 +248,8 @@ class _Trainer:
                                 labelled_only=cfg.mode == "drr")
             if cfg.drr_aug != "none":  # fresh posed DRRs instead of the stored ones (model/augment.py)
                 from xpgan.model.augment import AugmentedCT
-                ct_data = AugmentedCT(ct_data, train_mode=cfg.mode, aug=cfg.drr_aug, seed=cfg.seed, rank=self.rank)
+                ct_data = AugmentedCT(ct_data, train_mode=cfg.mode, aug=cfg.drr_aug, seed=cfg.seed, rank=self.rank,
+                                      render_in_workers=not _drr_on_gpu(device))
             self.ct_stream = BatchStream(
                 ct_data,
                 batch_size=cfg.batch_size, seed=cfg.seed + 1, rank=self.rank, world_size=self.world,
@@ -335,7 +336,11 @@ class _Trainer:
     def _next_batch(self) -> dict:
         batch = _to_device(next(self.cxr_stream), self.device)
         if self.ct_stream is not None:
-            batch.update(_to_device(next(self.ct_stream), self.device))
+            ct = next(self.ct_stream)
+            if "hu" in ct:  # posed DRRs rendered here, on the GPU (model/augment.py)
+                from xpgan.model.augment import finish_on_device
+                ct = finish_on_device(ct, self.ct_stream.dataset, self.device)
+            batch.update(_to_device(ct, self.device))
         return batch
 
     def _train_step(self, batch: dict) -> dict[str, float]:
@@ -494,6 +499,12 @@ class _Trainer:
         if self.G_ema is not None:
             out["G_ema"] = ckpt_io.weights_digest(self.G_ema.state_dict())
         return out
+
+
+def _drr_on_gpu(device: torch.device) -> bool:
+    from xpgan.drr import cuda_available
+
+    return device.type == "cuda" and cuda_available()
 
 
 def _augment_state(stream) -> dict:

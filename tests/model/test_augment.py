@@ -9,7 +9,7 @@ from xpgan.drr.physics import line_integral_to_image
 from xpgan.drr.poses import PoseRanges, apply_pose, random_pose, resample_to_pose
 from xpgan.errors import XPGANError
 from xpgan.model import checkpoint as ckpt_io
-from xpgan.model.augment import RNG_SALT, AugmentedCT
+from xpgan.model.augment import RNG_SALT, AugmentedCT, finish_on_device
 from xpgan.model.config import TrainConfig
 from xpgan.model.data import BatchStream, CTDataset, normalize_hu
 from xpgan.model.train import train
@@ -100,6 +100,36 @@ def test_draws_do_not_depend_on_workers_and_restart_where_the_stream_was(aug_sto
     stream.load_state_dict({"epoch": 0, "batch": 2})
     assert torch.equal(next(stream)["drr"], main[2]["drr"])
     stream.close()
+
+
+@pytest.mark.parametrize("mode", ["drr", "xpgan"])
+def test_device_path_renders_the_same_batch_as_the_workers(aug_stores, mode):
+    # what a CUDA run does (workers draw, the training process renders the batch in one launch), on the CPU
+    ct, _ = aug_stores
+    kw = dict(train_mode=mode, aug="pose", seed=11)
+    workers = AugmentedCT(CTDataset(ct, with_volume=mode == "xpgan"), **kw)
+    device = AugmentedCT(CTDataset(ct, with_volume=mode == "xpgan"), render_in_workers=False, **kw)
+    (want,), _ = batches(workers, 1)
+    (raw,), _ = batches(device, 1)
+    assert "drr" not in raw and raw["hu"].dtype == torch.int16
+    got = finish_on_device(raw, device, torch.device("cpu"), backend="cpu")
+    assert set(got) == set(want) and torch.equal(got["index"], want["index"])
+    assert torch.equal(got["drr"], want["drr"])  # the same kernel and image map
+    if mode == "xpgan":  # grid_sample against drr/resample.py: the same trilinear map
+        torch.testing.assert_close(got["ct"], want["ct"], rtol=0, atol=1e-5)  # 0.01 HU
+
+
+def test_device_path_exposure_is_deterministic_and_bounded(aug_stores):
+    ct, _ = aug_stores
+    ds = AugmentedCT(CTDataset(ct, with_volume=False), train_mode="drr", aug="pose+intensity", seed=3,
+                     render_in_workers=False)
+    (raw,), _ = batches(ds, 1)
+    a = finish_on_device(dict(raw), ds, torch.device("cpu"), backend="cpu")["drr"]
+    b = finish_on_device(dict(raw), ds, torch.device("cpu"), backend="cpu")["drr"]
+    assert torch.equal(a, b) and a.min() >= 0.0 and a.max() <= 1.0
+    plain = AugmentedCT(CTDataset(ct, with_volume=False), train_mode="drr", aug="pose", seed=3)
+    (ref,), _ = batches(plain, 1)  # the same poses; exposure factor <= 1.15 and noise std <= 0.01
+    assert 0.0 < (a - ref["drr"]).abs().max() < 0.15
 
 
 def test_options_are_checked(aug_stores, tmp_path, store_writers):
