@@ -231,9 +231,10 @@ def finish_on_device(batch: dict, dataset: AugmentedCT, device, *, backend: str 
 
 
 def checkpoint_state(stream) -> dict:
-    """The augmentation RNG state of a CT stream for the checkpoint: mode, key and the next draw number."""
+    """The augmentation RNG state of a CT stream for the checkpoint: mode, key and the next draw number.
+    Rank r draws sample k from default_rng([*key, r, k]); every rank is at the same k (equal shares)."""
     ds = stream.dataset
-    return {"mode": ds.aug, "key": [ds.seed, RNG_SALT, ds.rank], "next_draw": next_draw(stream)}
+    return {"mode": ds.aug, "key": [ds.seed, RNG_SALT], "next_draw": next_draw(stream)}
 
 
 def next_draw(stream) -> int:
