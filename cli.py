@@ -34,11 +34,40 @@ def user_errors(fn):
         except XPGANError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2)
+        except OSError as exc:  # an output that cannot be written (permission, a file in the way, disk full)
+            from xpgan.errors import os_error_line
+
+            typer.echo(f"error: {os_error_line(exc)}", err=True)
+            raise typer.Exit(2)
 
     return wrapper
 
 
+def _output_path(path: Path, option: str) -> Path:
+    """Refuse, before any work, an output path that cannot be created (names the path and the reason)."""
+    from xpgan.errors import check_writable
+
+    check_writable(path, option)
+    return path
+
+
+MAX_DETECTOR_SIZE = 8192  # 8192^2 float32 = 256 MiB per image, ~1 GiB with the temporaries around it
+
+
+def _detector_size(size: int, option: str = "--size", limit: int = MAX_DETECTOR_SIZE) -> int:
+    if size < 1:
+        raise XPGANError(f"{option} must be a positive number of pixels, got {size}")
+    if size > limit:
+        gib = size * size * 4 * 4 / 2**30
+        raise XPGANError(f"{option} {size}: a {size}x{size} image needs about {gib:,.1f} GiB (float32 image and "
+                         f"its temporaries); the largest allowed size is {limit}")
+    return size
+
+
 # ---- section: drr (render, bench drr) ----
+SPACING_OPTION_DEFAULT = (0.1, 20.0)  # = xpgan.pipeline.validate.SPACING_RANGE_MM (not imported: --help stays fast)
+SPACING_OPTION_HELP = ("Plausible CT voxel spacing LO HI, mm per axis; volumes outside it are refused, as are NaN/inf "
+                       "voxels and values outside the int16 HU range.")
 DRR_GEOMETRIES = ("cone", "parallel")
 DRR_VIEWS = ("pa", "ap")
 DRR_BACKENDS = ("auto", "cpu", "cuda")
@@ -116,6 +145,8 @@ def drr_render(
     backend: str = typer.Option("auto", "--backend", help="auto (GPU if present) | cpu | cuda."),
     output: str = typer.Option("image", "--output",
                                help="image (1 - exp(-(p/4)^2) in [0, 1]) | line-integral (p = integral of mu dl, dimensionless)."),
+    spacing_range: tuple[float, float] = typer.Option(SPACING_OPTION_DEFAULT, "--spacing-range",
+                                                      help=SPACING_OPTION_HELP),
     yaw: float = typer.Option(0.0, "--yaw", help="Pose: turn about the superior-inferior axis, degrees; + = LAO "
                               "(PA detector towards the patient's left; posterior structures move to image right)."),
     pitch: float = typer.Option(0.0, "--pitch", help="Pose: cranio-caudal tilt, degrees; + = PA detector cranial "
@@ -131,6 +162,7 @@ def drr_render(
     roll_sweep: Optional[str] = typer.Option(None, "--roll-sweep", help="START,STOP,STEP degrees (as --yaw-sweep)."),
 ) -> None:
     """Render one DRR of a CT volume (rows superior->inferior, columns patient right->left), or a pose sweep."""
+    _detector_size(size)
     _choice(geometry, DRR_GEOMETRIES, "--geometry")
     _choice(view, DRR_VIEWS, "--view")
     _choice(backend, DRR_BACKENDS, "--backend")
@@ -139,11 +171,13 @@ def drr_render(
         raise XPGANError(f"{out}: output must end in .npy or .png")
     if not out.parent.is_dir():
         raise XPGANError(f"{out}: folder {out.parent} does not exist")
+    _output_path(out, "output")
     import math
 
     from xpgan.drr import pose_grid, render_drr_views
     from xpgan.drr.poses import sweep_values, tile_views
     from xpgan.pipeline.io import read_ct
+    from xpgan.pipeline.validate import check_ct
 
     cone = geometry == "cone"  # parallel rays ignore the cone-only options' defaults
     geom = _geometry_from_options(geometry, view if cone else None, size, pixel_mm, sdd if cone else None,
@@ -155,6 +189,7 @@ def drr_render(
         ("roll_deg", roll_sweep, "--roll-sweep")) if text is not None}
     geoms = pose_grid(geom, **sweeps) if sweeps else [geom]
     ct = read_ct(ct_path)
+    check_ct(ct.hu, ct.spacing, ct_path, spacing_range_mm=spacing_range)  # the same checks as prep drr
     images = render_drr_views(ct.hu, ct.spacing, geoms, backend=backend, output=output.replace("-", "_"),
                               mu_water=mu_water)  # [V, size, size], one launch
     what = f"{size}x{size}, {geometry}{' ' + view if geometry == 'cone' else ''}, {output}"
@@ -190,6 +225,7 @@ def bench_drr_command(
                         ("--batch", batch), ("--repeats", repeats)):
         if value < 1:
             raise XPGANError(f"{name} must be a positive integer, got {value}")
+    _detector_size(size)
     from xpgan.drr.bench import bench_drr
 
     result = bench_drr(shape=(depth, height, width), size=size, geometry=geometry, backend=backend, batch=batch,
@@ -227,16 +263,20 @@ def prep_drr_command(
                                           "before reading)."),
     salt_file: Optional[Path] = typer.Option(None, "--salt-file", help="Salt for patient-id hashes (manifest "
                                              "patient_id); default OUT.salt, created if missing."),
+    spacing_range: tuple[float, float] = typer.Option(SPACING_OPTION_DEFAULT, "--spacing-range",
+                                                      help=SPACING_OPTION_HELP),
 ):
     """Convert a CT archive into a Zarr store of resized volumes and their DRRs (resumable)."""
     from xpgan.pipeline.prep_drr import prep_drr
 
     if workers is not None and workers < 0:
         raise XPGANError(f"--workers must be >= 0, got {workers}")
+    _detector_size(size)
+    _output_path(out, "output store")
     geom = _geometry_from_options(geometry, view, size, pixel_mm, sdd, sid)
     summary = prep_drr(src, out, shape=shape, geometry=geom, mu_water=mu_water, backend=backend, workers=workers,
                        scheduler=scheduler, overwrite=overwrite, progress=progress,
-                       memory_limit_gb=memory_limit_gb, salt_file=salt_file)
+                       memory_limit_gb=memory_limit_gb, salt_file=salt_file, spacing_range_mm=spacing_range)
     typer.echo(summary.text())
     if summary.failures:
         raise typer.Exit(1)
@@ -287,6 +327,7 @@ def inspect_command(
 # ---- end section: prep drr + inspect ----
 
 # ---- section: prep cxr ----
+MAX_CXR_SIZE = 4096  # a shard of 64 images at 4096^2 float32 is 4 GiB in the single writer's memory
 
 @prep_app.command("cxr")
 @user_errors
@@ -327,6 +368,8 @@ def prep_cxr_cmd(
 
     if len(paths) < 2:
         raise XPGANError("give at least one SRC and the output store: xpgan prep cxr SRC... OUT.zarr")
+    _detector_size(size, limit=MAX_CXR_SIZE)
+    _output_path(paths[-1], "output store")
     view_list = [v.strip() for v in views.split(",") if v.strip()]
     summary = prep_cxr(paths[:-1], paths[-1], size=size, test_fraction=test_fraction, seed=seed,
                        positive=tuple(positive) if positive else DEFAULT_POSITIVE, views=view_list,
@@ -398,6 +441,7 @@ def train_command(
         from xpgan.model.train import resolve_config
         typer.echo(resolve_config(cfg).to_json())
         return
+    _output_path(out, "run folder (--out)")
     if resume is None:
         cfg.validate()
     from xpgan.model.distributed import is_main
@@ -421,6 +465,8 @@ def eval_command(
     batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass."),
 ) -> None:
     """Precision, recall, F1 (at 0.5 and the best validation-F1 threshold), AUROC; PR/ROC plots."""
+    if out is not None:
+        _output_path(out, "output folder (--out)")
     from xpgan.model.evaluate import evaluate
 
     r = evaluate(checkpoint, cxr, split=split, out_dir=out, device=device, batch_size=batch_size)
@@ -442,6 +488,7 @@ def generate_command(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
 ) -> None:
     """G_ema's X-ray for each CT item as PNG, plus grid.png (stored DRR | generated)."""
+    _output_path(out, "output folder (--out)")
     from xpgan.model.generate import generate
 
     r = generate(checkpoint, ct, out, limit=limit, device=device)
@@ -463,6 +510,28 @@ def bench_loader_command(
     for r in bench_loader(ct=str(ct) if ct else None, cxr=str(cxr) if cxr else None, batch_size=batch_size,
                           num_workers=num_workers, batches=batches):
         typer.echo(r.line())
+
+
+@bench_app.command("gpu")
+def bench_gpu_command(
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for gpu_check.json and gpu_check.log "
+                                       "(default: $OUT, else ./gpu_check_out)."),
+    cpu_only: bool = typer.Option(False, "--cpu-only", help="Skip the GPU parts; tiny sizes on the CPU."),
+    tiny: bool = typer.Option(False, "--tiny", help="Tiny sizes (a dry run)."),
+    sections: Optional[str] = typer.Option(None, "--sections", help="Comma-separated subset of: env, agree, rates, "
+                                           "prep, train, evalgen, torchrun, loader, train_amp."),
+    max_seconds: float = typer.Option(450.0, "--max-seconds", help="Hard cap on the whole check, s."),
+) -> None:
+    """The GPU path end to end (agreement, DRR/s, prep, training in bf16/fp16/fp32, eval, generate, loader,
+    torchrun): prints a summary, writes a JSON. Each section is time-boxed and failure-isolated."""
+    from xpgan.gpu_check import drive
+
+    argv = ["--max-seconds", str(max_seconds)] + (["--out", str(out)] if out else []) + \
+        (["--cpu-only"] if cpu_only else []) + (["--tiny"] if tiny else []) + \
+        (["--sections", sections] if sections else [])
+    raise typer.Exit(drive(argv))
+
+
 # ---- end section: model ----
 
 # ---- section: demo ----

@@ -15,3 +15,38 @@ class InputError(XPGANError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+def os_error_line(exc: OSError) -> str:
+    """An OSError as one line naming the file: `PATH: Permission denied`."""
+    reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    if exc.filename is None:
+        return reason
+    names = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+    return f"{names}: {reason}"
+
+
+def check_writable(path: str | os.PathLike, what: str = "output") -> None:
+    """Raise InputError unless `path` (a file or folder, existing or to be created) can be written.
+
+    Checked before any work: the first existing folder on the way must be a folder this process may write
+    in (os.access, so a process with privileges that bypass permissions passes; the write itself then
+    still reports a one-line error through the CLI)."""
+    target = os.path.abspath(path)
+    if os.path.isdir(target):
+        if not os.access(target, os.W_OK | os.X_OK):
+            raise InputError(path, f"no permission to write in this {what} folder")
+        return
+    if os.path.isfile(target):
+        if not os.access(target, os.W_OK):
+            raise InputError(path, f"no permission to overwrite this {what} file")
+        return
+    if os.path.lexists(target):
+        raise InputError(path, f"the {what} path exists and is neither a file nor a folder")
+    parent = os.path.dirname(target)
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise InputError(path, f"cannot create the {what}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(path, f"cannot create the {what}: no permission to write in {parent}")

@@ -20,9 +20,10 @@ would tell it the source distance.
 Where: on a CPU run, inside DataLoader workers on the CPU kernel (one numba thread per worker; workers are
 spawned, not forked, because numba's OpenMP pool is not fork-safe), or in the training process when
 num_workers is 0.  On a CUDA device with a usable DRR GPU backend, the workers only read the volume and
-draw the pose; `finish_on_device` then renders the batch's posed DRRs in one launch (backend "auto") and,
-in mode xpgan, resamples the volumes with torch's grid_sample on the device (the same trilinear map as
-drr/resample.py); exposure noise there comes from a torch generator seeded by the sample's draw.
+draw the pose; `finish_on_device` then renders the batch's posed DRRs from the volumes on the GPU in one
+launch (GPU-resident: torch CUDA tensors in and out) and, in mode xpgan, resamples the volumes with torch's
+grid_sample there (the same trilinear map as drr/resample.py); exposure noise there comes from a torch
+generator seeded by the sample's draw.
 
 Determinism and resume: CT sample k of rank r (counted over the whole run: epoch, batch, position) draws
 from np.random.default_rng([seed, 0x4155, r, k]), so the poses do not depend on the worker count or on
@@ -199,33 +200,35 @@ def resample_to_pose_torch(hu, spacings: np.ndarray, poses: list):
 
 def finish_on_device(batch: dict, dataset: AugmentedCT, device, *, backend: str = "auto") -> dict:
     """A batch of `render_in_workers=False` samples -> {"drr" [B, 1, R, R] (and "ct" [B, 1, D, H, W]),
-    "ct_label", "index"} on `device`: all posed DRRs in one render_drr_batch launch."""
+    "ct_label", "index"} on `device`: all posed DRRs in one render_drr_batch launch (backend "auto": the GPU)."""
     import torch
 
     from xpgan.drr import render_drr_batch
-    from xpgan.drr.physics import line_integral_to_image
     from xpgan.drr.poses import apply_pose
+    from xpgan.drr.render import _finish  # the image map on torch tensors (on their device)
 
-    hu = batch.pop("hu")                                                          # [B, D, H, W] HU
+    hu = batch.pop("hu").to(device)                                               # [B, D, H, W] HU
     spacings = batch.pop("spacing").numpy().astype(np.float64)                    # [B, 3]
     poses = [_pose_from_vector(v) for v in batch.pop("pose").numpy()]
-    p = render_drr_batch(hu.numpy(), spacings, [apply_pose(dataset.geometry, q) for q in poses], backend=backend,
-                         output="line_integral", mu_water=dataset.mu_water)     # [B, R, R]
-    p = np.asarray(p)
+    # a CUDA tensor is read in place and the result stays on the GPU (drr/render.py); a CPU tensor is
+    # rendered by the CPU kernel
+    p = render_drr_batch(hu, spacings, [apply_pose(dataset.geometry, q) for q in poses], backend=backend,
+                         output="line_integral", mu_water=dataset.mu_water).to(device)   # [B, R, R]
     exposure = batch.pop("exposure", None)
     seeds = batch.pop("noise_seed", None)
     if exposure is not None:
-        p = p * exposure[:, 0].numpy().astype(np.float32)[:, None, None]
-    img = torch.from_numpy(line_integral_to_image(p)).to(device)                  # [B, R, R]
+        exposure = exposure.to(device=device, dtype=torch.float32)
+        p = p * exposure[:, 0, None, None]
+    img = _finish(p, "image")                                                     # [B, R, R] in [0, 1]
     if exposure is not None:
         noise = torch.stack([torch.randn(img.shape[1:], device=device,
                                          generator=torch.Generator(device=device).manual_seed(int(sd)))
                              for sd in seeds])
-        img = (img + noise * exposure[:, 1].to(device=device, dtype=torch.float32)[:, None, None]).clamp_(0.0, 1.0)
+        img = (img + noise * exposure[:, 1, None, None]).clamp_(0.0, 1.0)
     batch["drr"] = img[:, None]
     if dataset.train_mode == "xpgan":
         lo, hi = dataset.base.hu_window
-        vol = resample_to_pose_torch(hu.to(device), spacings, poses)
+        vol = resample_to_pose_torch(hu, spacings, poses)
         batch["ct"] = ((vol - lo) * (2.0 / (hi - lo)) - 1.0).clamp_(-1.0, 1.0)[:, None]
     return batch
 

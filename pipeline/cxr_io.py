@@ -2,11 +2,17 @@
 
 Intensity mapping to [0, 1] (bright = attenuating, as a radiograph is displayed):
 
-- PNG / JPEG (Pillow): the stored value divided by the largest value of its bit depth (255 for 8-bit,
-  65535 for 16-bit `I;16` PNGs). These files are already display-ready, so no contrast stretching.
+- PNG / JPEG (Pillow): the stored value divided by the largest value of its bit depth, 2**bits - 1. These
+  files are already display-ready, so no contrast stretching. 8-bit images: bits = 8. 16-bit (`I;16`)
+  PNGs often hold the raw values of a 10-, 12- or 14-bit detector unscaled (a 12-bit image divided by
+  65535 would be stored nearly black), so their depth is taken from the observed maximum: the smallest
+  of 8, 10, 12, 14, 16 bits that holds it (max 4000 -> 12 bits -> / 4095; max 20000 -> 16 bits).
+  The depth used is returned (`read_cxr_depth`) and recorded per item in the store (`bits`).
   RGB(A)/palette images become grey with the ITU-R BT.601 luma weights (0.299, 0.587, 0.114) computed in
-  float (no 8-bit rounding); an alpha channel is composited over black (the letterbox colour). The EXIF
-  orientation of JPEGs is applied. Pillow reads 16-bit *RGB* PNGs as 8-bit RGB (a Pillow limitation).
+  float (no 8-bit rounding). An alpha channel that is fully opaque is ignored; an image with transparent
+  or translucent pixels (alpha < max) is refused: what lies under a transparent area is unknown (it would
+  silently become black). The EXIF orientation of JPEGs is applied. Pillow reads 16-bit *RGB* PNGs as
+  8-bit RGB (a Pillow limitation).
 - DICOM (pydicom): stored values -> Modality LUT or rescale slope/intercept (`apply_modality_lut`) ->
   VOI LUT or the first WindowCenter/WindowWidth (`apply_voi_lut`) -> scaled by the VOI's output range
   (the values the VOI gives far below and far above the window map to 0 and 1), so the window the
@@ -14,7 +20,8 @@ Intensity mapping to [0, 1] (bright = attenuating, as a radiograph is displayed)
   modality values map to 0 and 1 (clipped): raw detector data has no display range, and the
   percentiles ignore hot/dead pixels and collimator edges. MONOCHROME1 (high value = dark) is inverted
   last (`1 - x`) so every image has the MONOCHROME2 polarity. Colour DICOM (RGB/YBR/palette) becomes
-  grey like PNGs. Multi-frame files are refused. No DICOM attribute is returned or copied.
+  grey like PNGs. Multi-frame files are refused. No DICOM attribute is returned or copied (the depth
+  returned is BitsStored; pydicom masks the bits above it).
 
 Letterbox: the image is scaled by `size / max(H, W)` (aspect kept) with Pillow's anti-aliased bilinear
 resampling (a triangle filter widened by the down-sampling factor, so no aliasing and no overshoot:
@@ -31,37 +38,29 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from xpgan.errors import InputError
+from xpgan.pipeline.sniff import DICOM_SUFFIXES, is_dicom_file
 
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg")
-DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 IMAGE_SUFFIXES = RASTER_SUFFIXES + DICOM_SUFFIXES
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601, the weights Pillow uses for RGB -> L
 NO_VOI_PERCENTILES = (0.5, 99.5)  # % of pixels clipped at each end when a DICOM has no VOI (inverted CDF)
 MAX_PIXELS = 200_000_000  # refuse absurd headers before decoding (a 14k x 14k plate is ~2e8)
+MIN_SIDE = 2  # pixels: the smallest image side accepted
+BIT_DEPTHS = (8, 10, 12, 14, 16)  # candidate depths of 16-bit PNG data, chosen by the observed maximum
+FLOAT_DEPTH = 0  # recorded depth of float images, stretched from their own min..max
 
 INTENSITY_ATTRS = {
-    "png_jpeg": "value / (2**bits - 1); RGB(A) -> BT.601 luma over black",
+    "png_jpeg": "value / (2**bits - 1); RGB(A) -> BT.601 luma; images with transparent pixels refused",
+    "png_16bit_depth": "bits = smallest of 8, 10, 12, 14, 16 holding the image's maximum (stored per item)",
     "dicom_voi": "modality LUT, VOI LUT or first window, scaled by the VOI output range",
     "dicom_no_voi": f"modality LUT, percentiles {NO_VOI_PERCENTILES[0]}..{NO_VOI_PERCENTILES[1]} -> 0..1, clipped",
     "monochrome1": "inverted (1 - x)",
 }
 
 
-def is_dicom_file(path: str | os.PathLike) -> bool:
-    """True when the file has the DICOM preamble magic `DICM` at byte 128 or a DICOM suffix."""
-    path = Path(path)
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return True
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(128)
-            return fh.read(4) == b"DICM"
-    except OSError:
-        return False
-
-
 def is_cxr_image(path: str | os.PathLike) -> bool:
-    """Whether discovery should take `path` as an image: a PNG/JPEG/DICOM suffix, or DICOM magic."""
+    """Whether discovery should take `path` as an image: a PNG/JPEG/DICOM suffix, or (no suffix) the DICOM
+    magic (`xpgan.pipeline.sniff.is_dicom_file`, also what `read_cxr` uses to pick the DICOM decoder)."""
     path = Path(path)
     if path.name.startswith("."):
         return False
@@ -72,12 +71,18 @@ def is_cxr_image(path: str | os.PathLike) -> bool:
 
 def read_cxr(path: str | os.PathLike) -> np.ndarray:
     """Any supported CXR file -> float32 [H, W] in [0, 1]. Raises InputError for every bad input."""
+    return read_cxr_depth(path)[0]
+
+
+def read_cxr_depth(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """(read_cxr's image, the bit depth its values were scaled by: PNG/JPEG 2**bits - 1, DICOM BitsStored;
+    0 for a float image stretched from its own range)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "file not found")
     if is_dicom_file(path):
-        return read_dicom_cxr(path)
-    return read_raster_cxr(path)
+        return read_dicom_cxr_depth(path)
+    return read_raster_cxr_depth(path)
 
 
 def _grey_from_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -88,6 +93,10 @@ def _grey_from_rgb(rgb: np.ndarray) -> np.ndarray:
 
 def read_raster_cxr(path: str | os.PathLike) -> np.ndarray:
     """PNG/JPEG (8- or 16-bit, grey/RGB/RGBA/palette) -> float32 [H, W] in [0, 1]."""
+    return read_raster_cxr_depth(path)[0]
+
+
+def read_raster_cxr_depth(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
@@ -102,46 +111,62 @@ def read_raster_cxr(path: str | os.PathLike) -> np.ndarray:
                 if im.format == "JPEG" and im.getexif().get(0x0112, 1) not in (1, None):
                     im = ImageOps.exif_transpose(im)  # camera-rotated JPEGs: apply the EXIF orientation
                 im.load()
-                arr = _pil_to_unit(im, path)
+                arr, bits = _pil_to_unit(im, path)
     except InputError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombWarning,
             Image.DecompressionBombError) as exc:
         raise InputError(path, f"cannot read image ({type(exc).__name__}: {exc})") from None
-    return _check_image(arr, path)
+    return _check_image(arr, path), bits
 
 
-def _pil_to_unit(im, path: Path) -> np.ndarray:
+def depth_from_max(vmax: int) -> int:
+    """The smallest of BIT_DEPTHS whose range 0 .. 2**bits - 1 holds `vmax` (16-bit PNG data)."""
+    return next(b for b in BIT_DEPTHS if vmax < 2 ** b)
+
+
+def _check_opaque(alpha: np.ndarray, full: int, path: Path) -> None:
+    n = int(np.count_nonzero(alpha < full))
+    if n:
+        raise InputError(path, f"{100.0 * n / alpha.size:.1f}% of the image is transparent or translucent "
+                               "(alpha below its maximum): what lies under it is unknown; flatten the image first")
+
+
+def _pil_to_unit(im, path: Path) -> tuple[np.ndarray, int]:
     mode = im.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
-        return np.asarray(im).astype(np.float32) / np.float32(65535.0)
-    if mode == "I":
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         a = np.asarray(im)
-        if a.min() < 0 or a.max() > 65535:
+        if a.size and (a.min() < 0 or a.max() > 65535):
             raise InputError(path, "32-bit integer image outside the 16-bit range")
-        return a.astype(np.float32) / np.float32(65535.0)
+        bits = depth_from_max(int(a.max()) if a.size else 0)
+        return a.astype(np.float32) / np.float32(2 ** bits - 1), bits
     if mode == "F":
         a = np.asarray(im, dtype=np.float32)
         lo, hi = np.nanmin(a), np.nanmax(a)
-        return ((a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)).astype(np.float32)
+        return ((a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)).astype(np.float32), FLOAT_DEPTH
     if mode == "1":
-        return np.asarray(im, dtype=np.float32)
+        return np.asarray(im, dtype=np.float32), 1
     if mode == "L":
-        return np.asarray(im).astype(np.float32) / np.float32(255.0)
+        return np.asarray(im).astype(np.float32) / np.float32(255.0), 8
     if mode == "LA":
-        a = np.asarray(im).astype(np.float64) / 255.0
-        return (a[..., 0] * a[..., 1]).astype(np.float32)
+        a = np.asarray(im)
+        _check_opaque(a[..., 1], 255, path)
+        return a[..., 0].astype(np.float32) / np.float32(255.0), 8
     if mode not in ("RGB", "RGBA"):
         im = im.convert("RGBA" if ("transparency" in im.info or mode in ("PA", "La")) else "RGB")
-    a = np.asarray(im).astype(np.float64) / 255.0
-    grey = _grey_from_rgb(a[..., :3])
+    a = np.asarray(im)
     if a.shape[-1] == 4:
-        grey = grey * a[..., 3]
-    return grey.astype(np.float32)
+        _check_opaque(a[..., 3], 255, path)
+    grey = _grey_from_rgb(a[..., :3].astype(np.float64) / 255.0)
+    return grey.astype(np.float32), 8
 
 
 def read_dicom_cxr(path: str | os.PathLike) -> np.ndarray:
     """DICOM radiograph -> float32 [H, W] in [0, 1] (see the module docstring for the mapping)."""
+    return read_dicom_cxr_depth(path)[0]
+
+
+def read_dicom_cxr_depth(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
@@ -162,8 +187,10 @@ def read_dicom_cxr(path: str | os.PathLike) -> np.ndarray:
         raise InputError(path, "DICOM without usable Rows/Columns/NumberOfFrames") from None
     if frames != 1:
         raise InputError(path, f"multi-frame DICOM ({frames} frames); one radiograph per file expected")
-    if rows < 2 or cols < 2 or rows * cols > MAX_PIXELS:
-        raise InputError(path, f"DICOM image of {rows}x{cols} pixels is out of range")
+    if rows < MIN_SIDE or cols < MIN_SIDE:
+        raise InputError(path, f"image too small: {rows}x{cols} pixels (the minimum is {MIN_SIDE}x{MIN_SIDE})")
+    if rows * cols > MAX_PIXELS:
+        raise InputError(path, f"DICOM image of {rows}x{cols} pixels is larger than the limit")
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     try:
         with warnings.catch_warnings():
@@ -192,8 +219,9 @@ def read_dicom_cxr(path: str | os.PathLike) -> np.ndarray:
         raise
     except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
         raise InputError(path, f"cannot apply DICOM LUTs ({type(exc).__name__}: {exc})") from None
+    bits = int(ds.get("BitsStored", 0) or ds.get("BitsAllocated", 0) or 0)
     return _check_image(x if x.dtype == np.float32 and photometric.startswith("MONOCHROME")
-                        else np.clip(x, 0.0, 1.0).astype(np.float32), path)
+                        else np.clip(x, 0.0, 1.0).astype(np.float32), path), bits
 
 
 def _dicom_grey_to_unit(raw: np.ndarray, ds, apply_modality_lut, apply_voi_lut, invert: bool) -> np.ndarray:
@@ -268,8 +296,11 @@ def _grey_map(values: np.ndarray, weights: np.ndarray | None, ds, apply_modality
 
 
 def _check_image(arr: np.ndarray, path: Path) -> np.ndarray:
-    if arr.ndim != 2 or min(arr.shape) < 2:
+    if arr.ndim != 2:
         raise InputError(path, f"not a 2D image (shape {arr.shape})")
+    if min(arr.shape) < MIN_SIDE:
+        raise InputError(path, f"image too small: {arr.shape[0]}x{arr.shape[1]} pixels (the minimum is "
+                               f"{MIN_SIDE}x{MIN_SIDE})")
     if not np.isfinite(arr).all():
         raise InputError(path, "image has NaN or infinite values")
     return np.ascontiguousarray(arr, dtype=np.float32)
@@ -310,6 +341,12 @@ def content_box(shape_hw: tuple[int, int], size: int) -> tuple[int, int, int, in
 def load_cxr(path: str | os.PathLike, size: int = 256) -> np.ndarray:
     """Read and letterbox one file: float32 [size, size] in [0, 1]."""
     return letterbox(read_cxr(path), size)
+
+
+def load_cxr_depth(path: str | os.PathLike, size: int = 256) -> tuple[np.ndarray, int]:
+    """load_cxr and the bit depth the values were scaled by (read_cxr_depth)."""
+    image, bits = read_cxr_depth(path)
+    return letterbox(image, size), bits
 
 
 def write_dicom_cxr(

@@ -8,13 +8,18 @@ Kinds of SRC (mixed freely, in the order given):
 
 - **Class folders**: a folder with one sub-folder per class (`covid/`, `normal/`, ...). A sub-folder whose
   name (case-insensitive) is one of `positive` gives label 1, any other gives 0. Images are found
-  recursively inside each sub-folder (PNG/JPEG/DICOM by suffix, or DICOM by its `DICM` magic); files at
+  recursively inside each sub-folder (symlinked folders followed once, links to folders above skipped;
+  PNG/JPEG/DICOM by suffix, or DICOM by its `DICM` magic); files at
   the top level are not labelled and are skipped (counted). The patient id is the file stem, i.e. every
-  file is its own patient: give a manifest when several images belong to one patient.
+  file is its own patient: give a manifest when several images belong to one patient. Files whose stem
+  appears under two labels (`covid/1.png`, `normal/1.png`) would be one patient with conflicting labels:
+  they are reported as problems (failures naming both class folders) and not stored.
 - **Manifest CSV** (`path,label[,patient_id][,source]`): paths relative to the CSV's folder (absolute
   paths kept); label `0`/`1`, or a class name mapped like a sub-folder name (in `positive` -> 1, else 0);
   patient id defaults to the file stem. Rows with an unusable label are reported as failures.
-- **Cohen metadata.csv** (COVID-19 image data collection; the CSV itself or its folder): columns
+- **Cohen metadata.csv** (COVID-19 image data collection; the CSV itself or its folder): a folder holding
+  a `metadata.csv` is always read as such a source (never as class folders), and refused with the reason
+  (e.g. `;` separators, a missing column) when the CSV is not one. Columns
   `patientid, finding, view, modality, folder, filename` (others ignored; a trailing comma's unnamed
   column ignored; rows with extra trailing fields tolerated). Kept: modality X-ray and a view in `views`
   (case-insensitive). Label 1 where the finding contains COVID-19 (hierarchical findings such as
@@ -40,6 +45,7 @@ from typing import Iterable, Sequence
 
 from xpgan.errors import InputError
 from xpgan.pipeline.cxr_io import is_cxr_image
+from xpgan.pipeline.sniff import walk_once
 
 DEFAULT_POSITIVE = ("covid", "covid-19", "covid19")
 DEFAULT_VIEWS = ("PA", "AP", "AP Supine")
@@ -106,6 +112,17 @@ def is_cohen_header(cols: Iterable[str]) -> bool:
     return set(COHEN_COLUMNS) <= set(cols)
 
 
+def _not_cohen_reason(cols: Sequence[str]) -> str:
+    """Why a header is not a Cohen-style metadata.csv header (separator, missing columns)."""
+    named = [c for c in cols if c]
+    if len(named) == 1:  # one column: another separator (headers are whitespace-normalised: a tab is a space)
+        for sep, what in ((";", "';'"), ("|", "'|'"), (" ", "tabs or spaces")):
+            if sep in named[0]:
+                return f"fields are separated by {what}, not ',' (save it as a comma-separated CSV)"
+    missing = sorted(set(COHEN_COLUMNS) - set(cols))
+    return f"missing column(s) {', '.join(missing)} (found: {', '.join(named) or 'none'})"
+
+
 def _resolve(base: Path, rel: str) -> Path:
     p = Path(rel)
     return p if p.is_absolute() else base / p
@@ -114,8 +131,7 @@ def _resolve(base: Path, rel: str) -> Path:
 def discover_cohen(csv_path: Path, source: str, *, views: Sequence[str], into: Discovery) -> None:
     cols, rows = _read_csv(csv_path)
     if not is_cohen_header(cols):
-        missing = sorted(set(COHEN_COLUMNS) - set(cols))
-        raise InputError(csv_path, f"not a Cohen-style metadata.csv (missing columns: {', '.join(missing)})")
+        raise InputError(csv_path, f"not a Cohen-style metadata.csv: {_not_cohen_reason(cols)}")
     wanted_views = {_norm(v) for v in views}
     base = csv_path.parent
     for row in rows:
@@ -170,9 +186,18 @@ def discover_manifest(csv_path: Path, source: str, *, positive: Sequence[str], i
         into.items.append(CXRItem(path=path, label=label, patient_key=_make_key(src, pid), source=src))
 
 
+def _image_files(folder: Path) -> list[Path]:
+    """Images below `folder` (recursive, symlinked folders followed once, hidden names skipped), sorted by
+    their path relative to `folder`."""
+    out = []
+    for root, _, files, _ in walk_once(folder, skip=lambda name: "hidden" if name.startswith(".") else None):
+        out += [Path(root) / f for f in files if not f.startswith(".") and is_cxr_image(Path(root) / f)]
+    return sorted((p for p in out if p.is_file()), key=lambda p: p.relative_to(folder).as_posix())
+
+
 def discover_class_folders(root: Path, source: str, *, positive: Sequence[str], into: Discovery) -> None:
     pos = {_norm(p) for p in positive}
-    found = 0
+    found: list[CXRItem] = []
     for entry in sorted(root.iterdir(), key=lambda p: p.name):
         if entry.name.startswith("."):
             continue
@@ -183,17 +208,24 @@ def discover_class_folders(root: Path, source: str, *, positive: Sequence[str], 
         if not entry.is_dir():
             continue
         label = 1 if _norm(entry.name) in pos else 0
-        files = sorted((p for p in entry.rglob("*") if p.is_file() and is_cxr_image(p)),
-                       key=lambda p: p.relative_to(entry).as_posix())
-        for path in files:
-            if any(part.startswith(".") for part in path.relative_to(entry).parts):
-                continue
-            into.items.append(CXRItem(path=path, label=label, patient_key=_make_key(source, path.stem),
-                                      source=source))
-            found += 1
-    if found == 0:
+        for path in _image_files(entry):
+            found.append(CXRItem(path=path, label=label, patient_key=_make_key(source, path.stem), source=source))
+    if not found:
         raise InputError(root, "no images in class sub-folders (expected e.g. covid/ and normal/ holding "
                                "PNG/JPEG/DICOM files)")
+    # The file stem is the patient id: one stem under two labels would be one patient with conflicting labels.
+    labels_of: dict[str, set[int]] = {}
+    for item in found:
+        labels_of.setdefault(item.patient_key, set()).add(item.label)
+    for item in found:
+        if len(labels_of[item.patient_key]) == 1:
+            into.items.append(item)
+            continue
+        others = sorted({p.relative_to(root).parts[0] for p in (it.path for it in found)
+                         if p.stem == item.path.stem and p != item.path})
+        into.problems.append((str(item.path), f"the same file name is in class folder(s) {', '.join(others)} with "
+                                              "another label (class folders take the file name as the patient id); "
+                                              "rename the files or give a manifest CSV with patient_id"))
 
 
 def discover(sources: Sequence[str | os.PathLike], *, positive: Sequence[str] = DEFAULT_POSITIVE,
@@ -214,7 +246,7 @@ def discover(sources: Sequence[str | os.PathLike], *, positive: Sequence[str] = 
             raise InputError("--source-name", "source names must not be empty")
         if src.is_dir():
             meta = src / "metadata.csv"
-            if meta.is_file() and is_cohen_header(_read_csv(meta)[0]):
+            if meta.exists():  # a folder with a metadata.csv is a Cohen-style source, never class folders
                 discover_cohen(meta, name, views=views, into=found)
                 found.add_kind(name, "cohen_metadata")
             else:
@@ -230,7 +262,8 @@ def discover(sources: Sequence[str | os.PathLike], *, positive: Sequence[str] = 
                 found.add_kind(name, "manifest")
             else:
                 raise InputError(src, "CSV is neither a manifest (path,label[,patient_id]) nor a Cohen-style "
-                                      "metadata.csv (patientid,finding,view,modality,folder,filename)")
+                                      f"metadata.csv (patientid,finding,view,modality,folder,filename): "
+                                      f"{_not_cohen_reason(cols)}")
         else:
             raise InputError(src, "expected a folder of class sub-folders, a manifest CSV or a metadata.csv "
                                   "(a single image has no label)")

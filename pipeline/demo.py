@@ -130,12 +130,14 @@ def run_demo(cfg: DemoConfig, *, log: Callable[[str], None] = print) -> DemoResu
     # 2. prep drr
     from xpgan.drr import ConeGeometry
     from xpgan.pipeline.prep_drr import prep_drr
+    from xpgan.pipeline.validate import SYNTHETIC_SPACING_RANGE_MM
 
     t = step(f"prep drr -> volumes {'x'.join(map(str, cfg.prep_shape))}, DRRs {cfg.size}x{cfg.size}")
     ct_store = out / "stores" / "ct.zarr"
     salt = _demo_salt(out, cfg.seed)
     s = prep_drr(str(mosmed), str(ct_store), shape=cfg.prep_shape, geometry=ConeGeometry(view="pa", size=cfg.size),
-                 workers=cfg.workers, progress=cfg.progress, processes=cfg.processes, salt_file=salt)
+                 workers=cfg.workers, progress=cfg.progress, processes=cfg.processes, salt_file=salt,
+                 spacing_range_mm=SYNTHETIC_SPACING_RANGE_MM)
     _check_summary("prep drr", s)
     log(s.text() if hasattr(s, "text") else str(s))
     paths["CT store"] = str(ct_store)

@@ -17,9 +17,14 @@ discover_ct(src) -> Discovery
     - a manifest CSV with columns `path,label` and optional `patient_id`, `study_id`, `severity`; paths are
       relative to the CSV's folder; order = row order; study id defaults to the path without extension.
     - any other folder: NIfTI files and DICOM series folders below it (recursive, names sorted, hidden
-      names and `*.zarr` folders skipped), plus empty leaf folders (reported as failures later, so a
-      missing series is not silently dropped); label -1, study id = relative path without extension
-      (`ct/patient_a`, or the folder name when `src` is itself one series).
+      names and `*.zarr` folders skipped, symlinked folders followed once: a link back to a folder above
+      it or to a folder already walked is skipped and listed), plus every folder that may have been
+      meant as a series and fails later with its reason, so no input vanishes: empty leaf folders, folders
+      that cannot be listed, and folders whose files are named like DICOM (`.dcm`, or unreadable files
+      with DICOM-like names, `xpgan.pipeline.sniff`) without being readable DICOM. Label -1, study id =
+      relative path without extension (`ct/patient_a`, or the folder name when `src` is itself one series).
+    `Discovery.skipped` lists what was left out on purpose, (relative path, reason); `summary()` is the
+    one-line count printed by `prep drr` (found / skipped with reasons).
     Study ids are paths chosen by whoever built the archive, never DICOM header values (no PHI is read from
     the files); if folder names in an archive hold patient names, the ids will too, so rename such
     folders or use a manifest with `study_id`.
@@ -29,13 +34,15 @@ from __future__ import annotations
 import csv
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from xpgan.errors import InputError, XPGANError
+from xpgan.pipeline.sniff import (DICOM_SUFFIXES, NIFTI_SUFFIXES, dicom_like_name, has_dicom_magic,
+                                   is_nifti_name, walk_once)
 
 _MOSMED_DIR = re.compile(r"^CT-([0-4])$")
-_NIFTI = (".nii.gz", ".nii")
 
 
 @dataclass(frozen=True)
@@ -54,18 +61,39 @@ class Discovery:
     root: str
     items: list[CTItem]
     notes: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason): left out on purpose
+
+    def summary(self, examples: int = 2) -> str:
+        """One line: candidates found (NIfTI files, folders) and what was skipped, by reason, with examples."""
+        n_dirs = sum(os.path.isdir(it.path) for it in self.items)
+        line = (f"discovery: found {len(self.items)} ({len(self.items) - n_dirs} NIfTI file(s), {n_dirs} "
+                f"folder(s))")
+        if not self.skipped:
+            return line + ", skipped none"
+        by_reason: dict[str, list[str]] = {}
+        for rel, reason in self.skipped:
+            by_reason.setdefault(reason, []).append(rel)
+        parts = []
+        for reason, rels in sorted(by_reason.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            more = ", ..." if len(rels) > examples else ""
+            parts.append(f"{len(rels)} {reason} ({', '.join(rels[:examples])}{more})")
+        return f"{line}, skipped {len(self.skipped)}: " + "; ".join(parts)
+
+    def skipped_counts(self) -> dict[str, int]:
+        """Counts by reason, without paths ("same folder as REL" counts as "same folder"), for the store."""
+        return dict(sorted(Counter(reason.partition(" as ")[0] for _, reason in self.skipped).items()))
 
 
 def strip_nifti(name: str) -> str:
     low = name.lower()
-    for suf in _NIFTI:
+    for suf in NIFTI_SUFFIXES:
         if low.endswith(suf):
             return name[: -len(suf)]
     return name
 
 
 def _is_nifti(name: str) -> bool:
-    return name.lower().endswith(_NIFTI) and not name.startswith(".")
+    return is_nifti_name(name) and not name.startswith(".")
 
 
 def _mosmed_root(src: Path) -> Path | None:
@@ -125,30 +153,38 @@ def _read_registry(src: Path) -> tuple[dict[str, int], list[str]]:
 
 def _discover_mosmed(src: Path, studies: Path) -> Discovery:
     found: list[tuple[str, int, Path]] = []
+    skipped: list[tuple[str, str]] = []
+    root = studies.parent if studies.name == "studies" else studies
     for d in sorted(studies.iterdir(), key=lambda p: p.name):
         m = _MOSMED_DIR.match(d.name)
         if not (m and d.is_dir()):
             continue
         grade = int(m.group(1))
-        for f in sorted(d.iterdir(), key=lambda p: p.name):
-            if f.is_file() and _is_nifti(f.name):
+        try:
+            entries = sorted(d.iterdir(), key=lambda p: p.name)
+        except OSError as e:
+            raise InputError(d, f"cannot list the folder ({e.strerror or e})") from None
+        for f in entries:
+            if _is_nifti(f.name) and (f.is_file() or not f.exists()):  # a broken link fails when read
                 found.append((strip_nifti(f.name), grade, f))
+            else:
+                skipped.append((f.relative_to(root).as_posix(), "hidden" if f.name.startswith(".")
+                                else "not a NIfTI file"))
     stems = [s for s, _, _ in found]
     dup = {s for s in stems if stems.count(s) > 1}
-    root = studies.parent if studies.name == "studies" else studies
     items = []
     for stem, grade, f in found:
         rel = f.relative_to(root).as_posix()
         sid = f"{f.parent.name}/{stem}" if stem in dup else stem
-        items.append(CTItem(path=str(f.resolve()), rel=rel, study_id=sid, label=0 if grade == 0 else 1,
-                            severity=grade))
+        items.append(CTItem(path=str(f.resolve()) if f.exists() else os.path.abspath(f), rel=rel, study_id=sid,
+                            label=0 if grade == 0 else 1, severity=grade))
     items.sort(key=lambda it: (it.study_id, it.rel))
     registry, notes = _read_registry(root)
     mismatches = [it.study_id for it in items if it.study_id in registry and registry[it.study_id] != it.severity]
     if mismatches:
         notes.append(f"registry disagrees with the CT-k folders for {len(mismatches)} studies "
                      f"(e.g. {mismatches[0]}); the folders were used")
-    return Discovery("mosmed", str(root), items, notes)
+    return Discovery("mosmed", str(root), items, notes, skipped)
 
 
 def _parse_int(value: str, what: str, allowed: set[int], where: str) -> int:
@@ -196,20 +232,49 @@ def _discover_manifest(csv_path: Path) -> Discovery:
     return Discovery("manifest", str(base), items, ["patient ids from manifest"] if has_pid else [])
 
 
-def _discover_folder(src: Path) -> Discovery:
-    from xpgan.pipeline.io import is_dicom_series_dir
+def _series_candidate(folder: Path, files: list[str]) -> bool:
+    """Whether a folder's files make it a (maybe broken) DICOM series: a file with the DICOM magic, a file
+    with a DICOM suffix, or an unreadable file with a DICOM-like name (the reader then says what is wrong)."""
+    for name in files:
+        if name.startswith(".") or name.upper() == "DICOMDIR":
+            continue
+        try:
+            if has_dicom_magic(folder / name):
+                return True
+        except OSError:
+            if dicom_like_name(name):
+                return True
+            continue
+        if Path(name).suffix.lower() in DICOM_SUFFIXES:
+            return True
+    return False
 
+
+def _discover_folder(src: Path) -> Discovery:
     found: list[Path] = []
-    for root, dirs, files in os.walk(src):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.lower().endswith(".zarr"))
+    skipped: list[tuple[str, str]] = []
+
+    def unlistable(err: OSError) -> None:
+        if err.filename and Path(err.filename) != src:
+            found.append(Path(err.filename))  # fails when read, with the real reason (permission...)
+
+    def skip(name: str) -> str | None:
+        return "hidden" if name.startswith(".") else "Zarr store" if name.lower().endswith(".zarr") else None
+
+    for root, dirs, files, pruned in walk_once(src, skip=skip, onerror=unlistable):
         rp = Path(root)
-        niftis = [f for f in files if _is_nifti(f)]
+        skipped += [((rp / d).relative_to(src).as_posix(), reason) for d, reason in pruned]
+        visible = sorted(f for f in files if not f.startswith("."))
+        skipped += [((rp / f).relative_to(src).as_posix(), "hidden") for f in sorted(files) if f.startswith(".")]
+        niftis = [f for f in visible if _is_nifti(f)]
         found += [rp / f for f in niftis]
-        visible = [f for f in files if not f.startswith(".")]
-        if is_dicom_series_dir(rp):
+        others = [f for f in visible if not _is_nifti(f)]
+        if _series_candidate(rp, others):
             found.append(rp)
-        elif rp != src and not dirs and not visible:
-            found.append(rp)  # an empty leaf folder: probably a missing series; fails with a clear reason
+        else:
+            skipped += [((rp / f).relative_to(src).as_posix(), "not NIfTI or DICOM") for f in others]
+            if rp != src and not dirs and not visible:
+                found.append(rp)  # an empty leaf folder: probably a missing series; fails with a clear reason
     items = []
     for p in found:
         rel = p.relative_to(src).as_posix()
@@ -217,13 +282,14 @@ def _discover_folder(src: Path) -> Discovery:
             rel, sid = src.name, src.name
         else:
             sid = strip_nifti(rel)
-        items.append(CTItem(path=str(p.resolve()), rel=rel, study_id=sid, label=-1, severity=-1))
+        path = str(p.resolve()) if p.exists() else os.path.abspath(p)  # a broken link: fails when read
+        items.append(CTItem(path=path, rel=rel, study_id=sid, label=-1, severity=-1))
     items.sort(key=lambda it: it.rel)
     ids = [it.study_id for it in items]
     if len(set(ids)) != len(ids):
         # `a.nii` and `a.nii.gz` side by side: fall back to the full relative path for every item.
         items = [CTItem(it.path, it.rel, it.rel, it.label, it.severity) for it in items]
-    return Discovery("folder", str(src.resolve()), items, [])
+    return Discovery("folder", str(src.resolve()), items, [], sorted(skipped))
 
 
 def discover_ct(src: str | os.PathLike) -> Discovery:

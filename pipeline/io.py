@@ -31,9 +31,13 @@ Conventions and choices:
   zlib) and viewed in place; the stored values are then converted to float32, scaled and reoriented in a
   single pass into the output array (`_native_view`). Peak memory: the decompressed file plus the float32
   volume. A DICOM series holds all its raw slices plus the float32 volume at the peak.
-- DICOM files are those with the "DICM" marker, or preamble-less datasets starting with group 0008;
-  DICOMDIR, README and other files are ignored, and so are non-CT DICOM objects (reports, other SOP
-  classes) beside the CT images.
+- DICOM files are those with the "DICM" marker, or preamble-less datasets starting with group 0008
+  (`xpgan.pipeline.sniff`); DICOMDIR, README.txt and other files are ignored, and so are non-CT DICOM
+  objects (reports, other SOP classes) beside the CT images. A file that may have been one of the slices
+  and cannot be used fails the whole series, naming the file, so a damaged slice never shortens a volume
+  silently: a file with a DICOM-like name (`sniff.dicom_like_name`: .dcm, no suffix, a numeric suffix)
+  that cannot be read (permission, broken link) or lacks the DICOM marker, a DICOM file whose header
+  names neither a SOP class nor a modality, and a CT image without pixel data.
 
 Every bad input raises `xpgan.errors.InputError(path, reason)` with a one-line reason.
 """
@@ -47,9 +51,9 @@ from pathlib import Path
 import numpy as np
 
 from xpgan.errors import InputError
+from xpgan.pipeline.sniff import dicom_like_name, has_dicom_magic, is_nifti_name
 
 CANONICAL_AXCODES = ("I", "P", "L")
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 # DICOM values are often written with limited precision: tolerances for "the same" geometry.
@@ -106,60 +110,23 @@ def _check_memory(header: CTHeader, max_bytes: int | None, path: Path) -> None:
 # --------------------------------------------------------------------------------------------- dispatch
 
 def _is_nifti_name(path: Path) -> bool:
-    name = path.name.lower()
-    return name.endswith(NIFTI_SUFFIXES)
+    return is_nifti_name(path.name)
 
 
 def _looks_like_dicom_file(path: Path) -> bool:
-    """DICOM Part 10 marker at byte 128, or a raw (preamble-less) dataset starting with group 0008."""
+    """The DICOM magic (xpgan.pipeline.sniff), DICOMDIR aside; False when the file cannot be read."""
     if path.name.upper() == "DICOMDIR":
         return False
     try:
-        with open(path, "rb") as f:
-            head = f.read(132)
+        return has_dicom_magic(path)
     except OSError:
         return False
-    if len(head) >= 132 and head[128:132] == b"DICM":
-        return True
-    return len(head) >= 8 and head[:2] == b"\x08\x00" and head[3:4] == b"\x00"
 
 
 def _dir_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-
-
-def is_dicom_series_dir(path: str | os.PathLike) -> bool:
-    """True if `path` is a folder holding at least one DICOM file (DICOMDIR aside), directly inside it."""
-    path = Path(path)
-    if not path.is_dir():
-        return False
-    try:
-        return any(_looks_like_dicom_file(p) for p in _dir_files(path))
-    except OSError:
-        return False
-
-
-def find_ct_inputs(folder: str | os.PathLike) -> list[Path]:
-    """NIfTI files and DICOM series folders under `folder` (recursive), sorted by relative path.
-
-    Hidden files and folders (names starting with ".") are skipped. The order depends only on the names, so
-    the same archive always gives the same list.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(folder, "not a folder")
-    found: list[Path] = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        root_p = Path(root)
-        if root_p != folder and is_dicom_series_dir(root_p):
-            found.append(root_p)
-        for name in sorted(files):
-            if not name.startswith(".") and _is_nifti_name(Path(name)):
-                found.append(root_p / name)
-    if is_dicom_series_dir(folder):
-        found.append(folder)
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+    """Visible files of a folder, with broken links (reported when their names look like DICOM)."""
+    return sorted(p for p in folder.iterdir()
+                  if not p.name.startswith(".") and (p.is_file() or (p.is_symlink() and not p.exists())))
 
 
 def _classify(path: Path) -> str:
@@ -252,10 +219,15 @@ def _load_nifti(path: Path):
     import nibabel as nib
     from nibabel.filebasedimages import ImageFileError
 
-    try:
+    from nibabel.imageglobals import logger as nib_logger
+
+    was_disabled, nib_logger.disabled = nib_logger.disabled, True  # its header-fix notes (pixdim 0 -> 1) would
+    try:  # go to stderr; _check_raw_pixdim refuses the file instead
         img = nib.load(str(path))
     except (ImageFileError, *_NIFTI_READ_ERRORS) as e:
         raise InputError(path, f"not a readable NIfTI file ({_one_line(e, path)})") from None
+    finally:
+        nib_logger.disabled = was_disabled
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(path, f"not a NIfTI image (nibabel read it as {type(img).__name__})")
     return img
@@ -273,12 +245,30 @@ def _probe_nifti(path: Path):
     dtype = img.header.get_data_dtype()
     if dtype.kind not in "iuf" or dtype.fields is not None:
         raise InputError(path, f"unsupported voxel type {dtype}")
+    if int(img.header["sform_code"]) == 0:
+        _check_raw_pixdim(path, img)
     affine = np.asarray(img.affine, dtype=np.float64)
     transform = _canonical_transform(affine, path)
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     out_shape, spacing = _canonical_shape_spacing(shape, zooms, transform)
     _check_spacing(spacing, path)
     return CTHeader(shape=out_shape, dtype=np.dtype(dtype), spacing=spacing, kind="nifti"), img, transform
+
+
+def _check_raw_pixdim(path: Path, img) -> None:
+    """Without an sform the voxel size comes from pixdim, which nibabel silently turns from 0 into 1 mm on
+    load: read the header as written and refuse a zero voxel size."""
+    from nibabel.openers import ImageOpener
+
+    try:
+        with ImageOpener(str(path)) as fh:
+            raw = type(img.header).from_fileobj(fh, check=False)
+    except _NIFTI_READ_ERRORS as e:
+        raise InputError(path, f"not a readable NIfTI header ({_one_line(e, path)})") from None
+    pixdim = [float(v) for v in raw["pixdim"][1:4]]
+    if not all(np.isfinite(v) and v != 0 for v in pixdim):
+        raise InputError(path, f"voxel size unknown: pixdim {tuple(pixdim)} with no sform (nibabel would "
+                               "assume 1 mm)")
 
 
 @dataclass
@@ -464,27 +454,49 @@ def _scan_dicom_series(folder: Path, *, defer_pixels: bool) -> _DicomSeries:
     images = []  # (dataset, file)
     n_dicom = 0
     modalities: set[str] = set()
+    bad: list[tuple[Path, str]] = []  # files named like DICOM images that are not readable DICOM
     for f in files:
-        if f.name.upper() == "DICOMDIR" or not _looks_like_dicom_file(f):
-            continue  # README, DICOMDIR, thumbnails...: not part of the series
+        if f.name.upper() == "DICOMDIR":
+            continue
+        try:
+            magic = has_dicom_magic(f)
+        except OSError as e:
+            if dicom_like_name(f.name):
+                bad.append((f, f"cannot read the file ({_one_line(e, f)})"))
+            continue
+        if not magic:
+            if dicom_like_name(f.name):  # README.txt, thumbnails...: not part of the series
+                bad.append((f, "not a DICOM file (no DICM marker: damaged header or truncated?)"))
+            continue
         try:
             ds = pydicom.dcmread(f, defer_size=_DEFER_BYTES if defer_pixels else None, force=True)
         except Exception as e:  # noqa: BLE001 - pydicom raises many types on corrupt files
             raise InputError(f, f"unreadable DICOM file ({_one_line(e, f)})") from None
         n_dicom += 1
         _fill_transfer_syntax(ds)
-        sop = str(ds.get("SOPClassUID", ""))
-        modalities.add(str(ds.get("Modality", "") or "?"))
-        is_ct = sop == CT_IMAGE_STORAGE or (not sop and str(ds.get("Modality", "")).upper() == "CT")
+        sop = str(ds.get("SOPClassUID", "") or "")
+        modality = str(ds.get("Modality", "") or "")
+        if not sop and not modality:
+            raise InputError(f, "damaged DICOM header: neither SOPClassUID nor Modality can be read")
+        modalities.add(modality or "?")
+        is_ct = sop == CT_IMAGE_STORAGE or (not sop and modality.upper() == "CT")
         if sop == ENHANCED_CT_IMAGE_STORAGE or (is_ct and int(ds.get("NumberOfFrames", 1) or 1) > 1):
             raise InputError(f, "multi-frame (enhanced) CT is not supported; export single-frame CT images")
-        if not is_ct or "PixelData" not in ds:
+        if not is_ct:
             continue  # localizer reports, structured reports, other modalities: not part of the volume
+        if "PixelData" not in ds:
+            raise InputError(f, "a CT image without pixel data (truncated file?)")
         images.append((ds, f))
+    if bad and (images or n_dicom):
+        more = f" (and {len(bad) - 1} more such file(s))" if len(bad) > 1 else ""
+        raise InputError(bad[0][0], f"{bad[0][1]} in a DICOM series folder{more}")
     if not images:
         if n_dicom:
             raise InputError(folder, f"no CT images with pixel data among {n_dicom} DICOM file(s) "
                                      f"(modalities: {', '.join(sorted(modalities))})")
+        if bad:
+            raise InputError(folder, f"no DICOM images in the folder: {len(bad)} file(s) named like DICOM "
+                                     f"are not readable DICOM (e.g. {bad[0][0].name}: {bad[0][1]})")
         n_nifti = sum(_is_nifti_name(f) for f in files)
         hint = f" (it holds {n_nifti} NIfTI file(s): pass one of them)" if n_nifti else ""
         raise InputError(folder, "no DICOM images in the folder" + hint)
@@ -572,7 +584,7 @@ def _scan_dicom_series(folder: Path, *, defer_pixels: bool) -> _DicomSeries:
 def _read_dicom_series(folder: Path, max_bytes: int | None = None) -> CTVolume:
     if max_bytes is not None:
         try:
-            on_disk = sum(f.stat().st_size for f in _dir_files(folder))
+            on_disk = sum(f.stat().st_size for f in _dir_files(folder) if f.exists())
         except OSError as e:
             raise InputError(folder, f"cannot list the folder ({_one_line(e)})") from None
         if on_disk > max_bytes:  # the one-pass scan reads every file whole: bound it before reading

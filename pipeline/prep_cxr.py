@@ -25,7 +25,7 @@ import numpy as np
 
 import xpgan
 from xpgan.errors import InputError, XPGANError
-from xpgan.pipeline.cxr_io import INTENSITY_ATTRS, load_cxr
+from xpgan.pipeline.cxr_io import INTENSITY_ATTRS, load_cxr_depth
 from xpgan.pipeline.cxr_sources import DEFAULT_POSITIVE, DEFAULT_VIEWS, discover, items_fingerprint
 from xpgan.pipeline.runner import PrepSummary, Task, run_items
 from xpgan.pipeline.split import check_grouping, grouped_stratified_split
@@ -73,10 +73,12 @@ def count_table(source: np.ndarray, split: np.ndarray, label: np.ndarray) -> lis
 
 
 def _process(payload: tuple[str, int]) -> dict:
-    """Worker side: one file -> {"image": float32 [size, size]}. Errors carry no path (see `_reason`)."""
+    """Worker side: one file -> {"image": float32 [size, size], "bits": int}. Errors carry no path (see
+    `_reason`)."""
     path, size = payload
     try:
-        return {"image": load_cxr(path, size)}
+        image, bits = load_cxr_depth(path, size)
+        return {"image": image, "bits": bits}
     except InputError as exc:
         raise XPGANError(exc.reason) from None  # the path is known to the caller; keep it out of reasons
 
@@ -89,11 +91,10 @@ def _process_encoded(payload: tuple[str, int], encoders: dict) -> dict:
 
 
 def _reason(reason: str, path: Path) -> str:
-    """A failure reason fit for the store: the file's path, name and stem replaced by <file>."""
-    for part in sorted({str(path), os.path.abspath(path), path.name, path.stem}, key=len, reverse=True):
-        if part and len(part) >= 3:
-            reason = reason.replace(part, "<file>")
-    return reason
+    """A failure reason fit for the store: the file's path and name replaced by <file> (whole tokens only)."""
+    from xpgan.pipeline.privacy import redact_names
+
+    return redact_names(reason, path)
 
 
 def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, size: int = 256,
@@ -151,6 +152,8 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
                          "items": int(sum(it.source == n for it in items))} for n in source_names_used],
             "excluded": dict(sorted(found.excluded.items())),
             "patient": "HMAC-SHA256(salt, '<source>/<patient id>')[:16]; salt kept beside the store",
+            "bits": "bit depth each image's values were scaled by (array `bits`): PNG/JPEG value / (2**bits - 1), "
+                    "DICOM BitsStored, 0 float image (own min..max), -1 not written",
             "package_version": xpgan.__version__,
         }
         group = st.create_or_open(
@@ -158,14 +161,15 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
             items_per_shard=ITEMS_PER_SHARD,
             arrays={"image": st.ArraySpec("float32", (size, size), 0.0), "label": st.ArraySpec("int8", (), -1),
                     "patient": st.ArraySpec("str"), "source": st.ArraySpec("str"),
-                    "split": st.ArraySpec("int8", (), -1)})
+                    "split": st.ArraySpec("int8", (), -1), "bits": st.ArraySpec("int8", (), -1)})
         done_before = st.done_mask(group)
         # absolute paths: workers of a --scheduler cluster may run in another working directory
         todo = [Task(i, (os.path.abspath(items[i].path), size), str(items[i].path)) for i in range(len(items))
                 if not done_before[i]]
 
         def write(batch: dict[int, dict]) -> None:
-            st.write_items(group, {i: {"image": r["image"], "label": int(labels[i]), "patient": patients[i],
+            st.write_items(group, {i: {"image": r["image"], "bits": int(r["bits"]), "label": int(labels[i]),
+                                       "patient": patients[i],
                                        "source": items[i].source, "split": int(split[i])}
                                    for i, r in batch.items()})
 

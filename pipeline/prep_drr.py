@@ -4,18 +4,20 @@ Public API
 ----------
 prep_drr(src, out, *, shape=(64, 256, 256), geometry=None, mu_water=0.02, backend="auto", workers=None,
          scheduler=None, overwrite=False, progress=True, memory_limit_gb=6.0, salt_file=None,
-         items_per_shard=None, processes=True) -> PrepSummary
+         items_per_shard=None, processes=True, spacing_range_mm=(0.1, 20.0)) -> CTPrepSummary
     src: MosMed tree, folder of NIfTI files / DICOM series folders, or manifest CSV (see
     xpgan.pipeline.discover). out: the store path (`OUT.zarr`). geometry: a ConeGeometry /
     ParallelGeometry or its dict (default: cone, PA). memory_limit_gb: an item whose header says reading
     it would need more than this (estimate: voxels x (stored bytes per voxel + 4), the reader's peak) is
     refused before any pixel is read. Rerunning resumes (items with done set are skipped, failed ones retried);
-    `overwrite=True` starts again. Returns a PrepSummary (summary.failed > 0: some items failed; they are
+    `overwrite=True` starts again. spacing_range_mm: plausible voxel spacing (validate.check_ct). Returns a
+    CTPrepSummary (PrepSummary + the discovery line) (summary.failed > 0: some items failed; they are
     listed in the store's "failures" attribute and in `OUT.zarr.failures.csv`).
 process_ct(path, *, job) -> {"volume": int16 [D, H, W], "drr": float32 [S, S], "spacing": float32 [3]}
     One item, as a worker runs it: read the stored voxels (headers checked against the memory limit first)
-    -> resize, converting to HU inside the first pass -> round/clip to int16 -> DRR of the stored
-    int16 volume with its spacing (so drr[i] can be re-rendered exactly from volume[i] and spacing[i]).
+    -> refuse implausible spacing or voxel values (xpgan.pipeline.validate.check_ct) -> resize, converting
+    to HU inside the first pass -> round/clip to int16 -> DRR of the stored int16 volume with its spacing
+    (so drr[i] can be re-rendered exactly from volume[i] and spacing[i]).
 CT_STORE_VERSION = 1
 
 Store (DESIGN.md): volume int16 (N, D, H, W), drr float32 (N, S, S), label int8, severity int8,
@@ -34,12 +36,21 @@ import numpy as np
 
 from xpgan.errors import InputError, XPGANError
 from xpgan.pipeline.runner import PrepSummary, Task
+from xpgan.pipeline.validate import HU_LIMITS, SPACING_RANGE_MM, check_ct, check_spacing_range
 
 CT_STORE_VERSION = 1
 DEFAULT_SHAPE = (64, 256, 256)
 DEFAULT_MEMORY_LIMIT_GB = 6.0
 
 __all__ = ["CT_STORE_VERSION", "DEFAULT_SHAPE", "PrepSummary", "estimate_item_bytes", "prep_drr", "process_ct"]
+
+
+@dataclass
+class CTPrepSummary(PrepSummary):
+    discovery: str = ""  # Discovery.summary(): found / skipped with reasons
+
+    def text(self, max_failures: int = 20) -> str:
+        return "\n".join(x for x in (self.discovery, super().text(max_failures)) if x)
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,7 @@ class DRRJob:
     mu_water: float  # 1/mm
     backend: str  # "auto" | "cpu" | "cuda"
     memory_limit_bytes: int
+    spacing_range_mm: tuple[float, float] = SPACING_RANGE_MM  # plausible voxel spacing, mm (validate.check_ct)
 
 
 def estimate_item_bytes(shape, stored_itemsize: int) -> int:
@@ -71,6 +83,7 @@ def process_ct(path: str, *, job: DRRJob) -> dict:
         raise InputError(path, f"{exc.reason} (--memory-limit-gb)") from None
     if ct.data.ndim != 3 or min(ct.data.shape) < 2:
         raise InputError(path, f"not a 3D volume (shape {ct.data.shape})")
+    check_ct(ct.data, ct.spacing, path, scale=ct.scale, offset=ct.offset, spacing_range_mm=job.spacing_range_mm)
     # HU = float32(stored) * scale + offset, converted inside the first resize pass (no full-size float32 copy)
     vol, spacing = resize_volume(ct.data, ct.spacing, job.shape, scale=ct.scale, offset=ct.offset)  # [D, H, W]
     del ct
@@ -115,7 +128,8 @@ def _check_options(shape, mu_water, memory_limit_gb, backend):
 def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 0.02, backend: str = "auto",
              workers: int | None = None, scheduler: str | None = None, overwrite: bool = False,
              progress: bool = True, memory_limit_gb: float = DEFAULT_MEMORY_LIMIT_GB, salt_file=None,
-             items_per_shard: int | None = None, processes: bool = True) -> PrepSummary:
+             items_per_shard: int | None = None, processes: bool = True,
+             spacing_range_mm=SPACING_RANGE_MM) -> CTPrepSummary:
     """Convert a CT archive into a CT store (see module docstring)."""
     import xpgan
     from xpgan.drr import ConeGeometry, ParallelGeometry, geometry_from_dict, image_map_attrs
@@ -125,6 +139,7 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
     from xpgan.pipeline.runner import run_items
 
     shape, mu_water = _check_options(shape, mu_water, memory_limit_gb, backend)
+    spacing_range_mm = check_spacing_range(spacing_range_mm)
     if geometry is None:
         geometry = ConeGeometry(view="pa", size=256)
     elif isinstance(geometry, dict):
@@ -174,6 +189,9 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
             "resize": RESIZE_METHOD,
             "source": {"format": disc.format, "root": disc.root, "n_items": n},
             "notes": list(disc.notes),
+            "skipped": disc.skipped_counts(),
+            "validation": {"spacing_mm": list(spacing_range_mm), "hu_limits": list(HU_LIMITS),
+                           "refused": "NaN/inf voxels, spacing or HU outside these limits"},
             "labels": {"1": "COVID-19 positive", "0": "negative", "-1": "unknown"},
             "severity": "MosMed CT-0..CT-4 grade, -1 unknown",
             "study_id": {"mosmed": "file name without extension",
@@ -182,6 +200,11 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
             "package_version": getattr(xpgan, "__version__", "unknown"),
             "backend": backend,
         }
+        from xpgan.drr.render import probe_backend
+
+        job_backend, fallback = probe_backend(backend)   # "auto" with a failing CUDA path -> "cpu", one warning
+        if fallback:
+            attrs["backend_note"] = f"auto: the CUDA path failed ({fallback}); rendered on the CPU"
         group = st.create_or_open(out, kind="ct", arrays=arrays, n_items=n, attrs=attrs, identity=identity,
                                   overwrite=overwrite, items_per_shard=items_per_shard)
         done_before = st.done_mask(group)
@@ -197,8 +220,8 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
                     r["patient"] = patients[i]
             st.write_items(group, batch)
 
-        job = DRRJob(shape=shape, geometry=geometry.to_dict(), mu_water=mu_water, backend=backend,
-                     memory_limit_bytes=int(memory_limit_gb * 1e9))
+        job = DRRJob(shape=shape, geometry=geometry.to_dict(), mu_water=mu_water, backend=job_backend,
+                     memory_limit_bytes=int(memory_limit_gb * 1e9), spacing_range_mm=spacing_range_mm)
         item_gb = 4 * float(np.prod(shape)) / 1e9
         process = functools.partial(_process_encoded, job=job, encoders=st.item_encoders(group))
         res = run_items(tasks, process, write,
@@ -219,5 +242,6 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
             failures.append({"index": i, "id": items[i].study_id, "path": items[i].rel, "reason": reason})
         st.set_failures(group, out, failures)
         st.set_complete(group, True)
-    return PrepSummary(total=n, done=int(done_now.sum()), skipped=int(done_before.sum()), failed=len(res.failed),
-                       failures=[(f["path"], f["reason"]) for f in failures], seconds=res.seconds, store=str(out))
+    return CTPrepSummary(total=n, done=int(done_now.sum()), skipped=int(done_before.sum()), failed=len(res.failed),
+                         failures=[(f["path"], f["reason"]) for f in failures], seconds=res.seconds, store=str(out),
+                         discovery=disc.summary())

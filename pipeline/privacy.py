@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -43,3 +44,14 @@ def patient_hash(patient_id: str, salt: bytes) -> str:
     if not patient_id:
         return ""
     return hmac.new(salt, patient_id.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
+
+
+def redact_names(text: str, path: str | os.PathLike, placeholder: str = "<file>") -> str:
+    """`text` with the file's path (as given and absolute) and name replaced by `placeholder` where they stand
+    as whole tokens. The stem alone is left: libraries quote paths or names, and a stem is often an ordinary
+    word ("trunc" in "truncated", "alpha" in "alpha channel") that must not be mangled."""
+    path = Path(path)
+    parts = {str(path), os.path.abspath(path), path.name}
+    for part in sorted((p for p in parts if p), key=len, reverse=True):
+        text = re.sub(rf"(?<![\w.-]){re.escape(part)}(?![\w-]|\.\w)", placeholder, text)
+    return text

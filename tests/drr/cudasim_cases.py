@@ -38,15 +38,41 @@ def main(out_path):
     from numba import config
 
     assert config.ENABLE_CUDASIM, "run with NUMBA_ENABLE_CUDASIM=1"
-    from xpgan.drr import render_drr, render_drr_batch, render_drr_poses, render_drr_views
+    from numba import cuda
 
+    from xpgan.drr import render_drr, render_drr_batch, render_drr_poses
+
+    # every host array the CUDA path uploads: a 0 stride (vol[None], a broadcast spacing) makes numba-cuda walk
+    # the array element by element in array_core (seconds per 64x256x256 volume, issue 10)
+    uploads = []
+    to_device = cuda.to_device
+
+    def recording_to_device(obj, *args, **kwargs):
+        if isinstance(obj, np.ndarray):
+            uploads.append(obj.strides)
+        return to_device(obj, *args, **kwargs)
+
+    cuda.to_device = recording_to_device
     results = {name: render_drr(v, sp, g, backend="cuda", output="line_integral") for name, (v, sp, g) in cases().items()}
     v, sp, g = cases()["cone_pa"]
     results["batch"] = render_drr_batch(np.stack([v, v[::-1].copy()]), [sp, sp], g, backend="cuda", output="line_integral")
-    vol, sp, gs = pose_views()
-    results["views"] = render_drr_views(vol, sp, gs, backend="cuda", output="line_integral")
-    results["poses"] = render_drr_poses(np.stack([vol, vol[:, ::-1].copy()]), sp, gs, backend="cuda",
+    from xpgan.drr import render_drr_views, siddon_cuda
+
+    views = [g, cases()["cone_ap"][2], g]
+    results["views"] = render_drr_views(v, sp, views, backend="cuda", output="line_integral")
+    results["views_again"] = render_drr_views(v, sp, views, backend="cuda", output="line_integral")  # cached rays
+    results["ray_cache_misses"] = np.array(siddon_cuda._state().rays.misses)
+    siddon_cuda._STATES.clear()
+    siddon_cuda._State.STAGE_BYTES = 40  # the upload in chunks of 20 int16 voxels through both staging buffers
+    v16 = cases()["parallel_int16"][0]
+    results["staged"] = render_drr_batch(np.stack([v16, v16[:, ::-1].copy(), v16[::-1].copy()]), sp,
+                                         cases()["parallel_int16"][2], backend="cuda", output="line_integral")
+    pvol, psp, pgs = pose_views()  # a yaw x pitch sweep of one volume, then two volumes x the sweep
+    results["pose_views"] = render_drr_views(pvol, psp, pgs, backend="cuda", output="line_integral")
+    results["poses"] = render_drr_poses(np.stack([pvol, pvol[:, ::-1].copy()]), psp, pgs, backend="cuda",
                                         output="line_integral")
+    results["zero_stride_uploads"] = np.array(sum(0 in st for st in uploads))
+    results["uploads"] = np.array(len(uploads))
     np.savez(out_path, **results)
 
 

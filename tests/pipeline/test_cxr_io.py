@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from xpgan.errors import InputError
-from xpgan.pipeline.cxr_io import content_box, letterbox, read_cxr, write_dicom_cxr
+from xpgan.pipeline.cxr_io import content_box, letterbox, read_cxr, read_cxr_depth, write_dicom_cxr
 
 
 def _anatomy(h=48, w=40, seed=0):
@@ -44,14 +44,48 @@ def test_rgb_png_becomes_luma_grey(tmp_path):
     np.testing.assert_allclose(x, expected, atol=1e-6)
 
 
-def test_rgba_alpha_composited_over_black(tmp_path):
+def test_rgba_opaque_is_luma_and_transparent_is_refused(tmp_path):
     rgba = np.full((10, 10, 4), 200, dtype=np.uint8)
+    rgba[..., 3] = 255
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "opaque.png")
+    np.testing.assert_allclose(read_cxr(tmp_path / "opaque.png"), 200 / 255.0, atol=1e-6)
     rgba[:5, :, 3] = 0  # transparent top half
-    rgba[5:, :, 3] = 255
     Image.fromarray(rgba, mode="RGBA").save(tmp_path / "rgba.png")
-    x = read_cxr(tmp_path / "rgba.png")
-    np.testing.assert_allclose(x[:5], 0.0, atol=1e-7)
-    np.testing.assert_allclose(x[5:], 200 / 255.0, atol=1e-6)
+    with pytest.raises(InputError, match=r"50\.0% of the image is transparent") as info:
+        read_cxr(tmp_path / "rgba.png")
+    assert str(tmp_path / "rgba.png") in str(info.value)
+    la = np.stack([np.full((6, 6), 90, np.uint8), np.full((6, 6), 128, np.uint8)], axis=-1)
+    Image.fromarray(la, mode="LA").save(tmp_path / "la.png")
+    with pytest.raises(InputError, match=r"100\.0% of the image is transparent"):
+        read_cxr(tmp_path / "la.png")
+
+
+@pytest.mark.parametrize("vmax,bits", [(200, 8), (1000, 10), (4000, 12), (4095, 12), (4096, 14), (16000, 14),
+                                       (16384, 16), (65535, 16)])
+def test_16bit_png_depth_from_its_maximum(tmp_path, vmax, bits):
+    a = np.linspace(0, vmax, 30 * 20).reshape(30, 20).round().astype(np.uint16)
+    Image.fromarray(a).save(tmp_path / "d.png")
+    x, got = read_cxr_depth(tmp_path / "d.png")
+    assert got == bits
+    np.testing.assert_allclose(x, a / (2.0 ** bits - 1), rtol=0, atol=1e-7)
+
+
+def test_12bit_png_is_not_stored_nearly_black(tmp_path):
+    a = np.linspace(0, 4095, 64 * 64).reshape(64, 64).round().astype(np.uint16)  # a 12-bit detector's values
+    Image.fromarray(a).save(tmp_path / "p12.png")
+    assert read_cxr(tmp_path / "p12.png").max() == 1.0  # not 4095 / 65535 = 0.0625
+
+
+def test_dicom_depth_is_bits_stored(tmp_path):
+    write_dicom_cxr(tmp_path / "b12.dcm", np.full((8, 8), 1000, np.uint16), bits_stored=12)
+    assert read_cxr_depth(tmp_path / "b12.dcm")[1] == 12
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 40), (40, 1)])
+def test_tiny_image_says_too_small(tmp_path, shape):
+    Image.fromarray(np.zeros(shape, np.uint8)).save(tmp_path / "tiny.png")
+    with pytest.raises(InputError, match=rf"image too small: {shape[0]}x{shape[1]} pixels \(the minimum is 2x2\)"):
+        read_cxr(tmp_path / "tiny.png")
 
 
 def test_jpeg_grey_close_to_source(tmp_path):

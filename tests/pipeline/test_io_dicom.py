@@ -5,7 +5,8 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from xpgan.pipeline.io import find_ct_inputs, is_dicom_series_dir, probe_ct, read_ct
+from xpgan.pipeline.discover import discover_ct
+from xpgan.pipeline.io import probe_ct, read_ct
 from xpgan.pipeline.writers import DICOM_ORIENTATIONS, marker_phantom, write_dicom_series, write_nifti
 
 SPACING = (2.5, 0.75, 0.5)  # (sd, sh, sw) mm, anisotropic on purpose
@@ -116,9 +117,9 @@ def test_series_folders_are_found(tmp_path, phantom):
     write_nifti(tmp_path / "p1b.nii.gz", phantom, SPACING)
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "README").write_text("x")
-    assert is_dicom_series_dir(tmp_path / "p1") and not is_dicom_series_dir(tmp_path / "docs")
-    found = [p.relative_to(tmp_path).as_posix() for p in find_ct_inputs(tmp_path)]
-    assert found == ["p1", "p1b.nii.gz", "p2/series"]
+    disc = discover_ct(tmp_path)
+    assert [it.rel for it in disc.items] == ["p1", "p1b.nii.gz", "p2/series"]
+    assert disc.skipped == [("docs/README", "not NIfTI or DICOM")]
 
 
 def _write_non_image_dicom(path):
@@ -157,5 +158,5 @@ def test_preamble_less_files_are_read(tmp_path, phantom):
         del ds.file_meta
         ds.save_as(path, implicit_vr=True, little_endian=True)
         assert path.read_bytes()[:2] == b"\x08\x00"
-    assert is_dicom_series_dir(tmp_path)
+    assert [it.path for it in discover_ct(tmp_path).items] == [str(tmp_path.resolve())]
     np.testing.assert_array_equal(read_ct(tmp_path).hu, phantom)

@@ -119,7 +119,7 @@ def test_dicom_without_pixel_data(tmp_path):
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.Modality = "CT"
     ds.save_as(tmp_path / "IM0001.dcm", enforce_file_format=True)
-    _refused(tmp_path, "no ct images with pixel data")
+    _refused(tmp_path, "ct image without pixel data")  # names the file, IM0001.dcm
 
 
 def test_single_dicom_file_is_refused(tmp_path, phantom):

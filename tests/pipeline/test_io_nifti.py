@@ -3,7 +3,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from xpgan.pipeline.io import CTHeader, find_ct_inputs, probe_ct, read_ct
+from xpgan.pipeline.discover import discover_ct
+from xpgan.pipeline.io import CTHeader, probe_ct, read_ct
 from xpgan.pipeline.writers import marker_phantom, write_nifti
 
 SPACING = (2.5, 0.75, 0.5)  # (sd, sh, sw) mm, anisotropic on purpose
@@ -97,7 +98,7 @@ def test_probe_reads_no_pixel_data(tmp_path, phantom):
     assert probe_ct(path).shape == (10, 12, 14)
 
 
-def test_find_ct_inputs_is_sorted_and_finds_nifti(tmp_path, phantom):
+def test_discovery_is_sorted_and_finds_nifti(tmp_path, phantom):
     for name in ["b/study_2.nii.gz", "a/study_1.nii", "a/notes.txt", ".hidden/x.nii.gz", "c/study_3.nii.gz"]:
         p = tmp_path / name
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -105,8 +106,9 @@ def test_find_ct_inputs_is_sorted_and_finds_nifti(tmp_path, phantom):
             p.write_text("hello")
         else:
             write_nifti(p, phantom, SPACING)
-    found = [p.relative_to(tmp_path).as_posix() for p in find_ct_inputs(tmp_path)]
-    assert found == ["a/study_1.nii", "b/study_2.nii.gz", "c/study_3.nii.gz"]
+    disc = discover_ct(tmp_path)
+    assert [it.rel for it in disc.items] == ["a/study_1.nii", "b/study_2.nii.gz", "c/study_3.nii.gz"]
+    assert disc.skipped == [(".hidden", "hidden"), ("a/notes.txt", "not NIfTI or DICOM")]
 
 
 def _nibabel_reference(path):
