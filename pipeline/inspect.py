@@ -214,7 +214,7 @@ def _ct_poses(group, sheet: Path, i: int, n_views: int = 6, seed: int = 0) -> No
     for ax, (img, title) in zip(axes.flat, tiles):
         ax.imshow(img, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
         ax.set_title(title, fontsize=7)
-    ids = _str_array(group["study_id"])
+    ids = _str_array(group, "study_id")
     fig.suptitle(f"item {i}: {ids[i]}  posed views as --drr-aug draws them (yaw + = LAO, pitch + = cranial, "
                  f"roll + = clockwise)", fontsize=8)
     _save(fig, sheet)
