@@ -74,6 +74,17 @@ DRR_BACKENDS = ("auto", "cpu", "cuda")
 DRR_OUTPUTS = ("image", "line-integral")
 
 
+def _floats(text: str, n: int, option: str) -> tuple:
+    """'a,b,c' -> n floats, or a one-line error naming the option."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != n:
+        raise XPGANError(f"{option} must be {n} comma-separated numbers, got {text!r}")
+    return values
+
+
 def _choice(value: str, allowed: tuple, option: str) -> str:
     if value not in allowed:
         raise XPGANError(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
@@ -136,8 +147,21 @@ def drr_render(
                                help="image (1 - exp(-(p/4)^2) in [0, 1]) | line-integral (p = integral of mu dl, dimensionless)."),
     spacing_range: tuple[float, float] = typer.Option(SPACING_OPTION_DEFAULT, "--spacing-range",
                                                       help=SPACING_OPTION_HELP),
+    yaw: float = typer.Option(0.0, "--yaw", help="Pose: turn about the superior-inferior axis, degrees; + = LAO "
+                              "(PA detector towards the patient's left; posterior structures move to image right)."),
+    pitch: float = typer.Option(0.0, "--pitch", help="Pose: cranio-caudal tilt, degrees; + = PA detector cranial "
+                                "(posterior structures move up)."),
+    roll: float = typer.Option(0.0, "--roll", help="Pose: turn about the beam axis, degrees; + = image content "
+                               "clockwise."),
+    offset: Optional[str] = typer.Option(None, "--offset", help="Pose: isocentre shift from the volume centre, mm, "
+                                         "as D,H,W (superior->inferior, anterior->posterior, right->left)."),
+    yaw_sweep: Optional[str] = typer.Option(None, "--yaw-sweep", help="START,STOP,STEP degrees: one view per yaw "
+                                            "(replaces --yaw); OUT gets a strip (.png) or a stack [V, size, size] (.npy)."),
+    pitch_sweep: Optional[str] = typer.Option(None, "--pitch-sweep", help="START,STOP,STEP degrees (as --yaw-sweep; "
+                                              "with several sweeps, one row per value of the first)."),
+    roll_sweep: Optional[str] = typer.Option(None, "--roll-sweep", help="START,STOP,STEP degrees (as --yaw-sweep)."),
 ) -> None:
-    """Render one DRR of a CT volume (rows superior->inferior, columns patient right->left)."""
+    """Render one DRR of a CT volume (rows superior->inferior, columns patient right->left), or a pose sweep."""
     _detector_size(size)
     _choice(geometry, DRR_GEOMETRIES, "--geometry")
     _choice(view, DRR_VIEWS, "--view")
@@ -148,18 +172,36 @@ def drr_render(
     if not out.parent.is_dir():
         raise XPGANError(f"{out}: folder {out.parent} does not exist")
     _output_path(out, "output")
-    from xpgan.drr import render_drr
+    import math
+
+    from xpgan.drr import pose_grid, render_drr_views
+    from xpgan.drr.poses import sweep_values, tile_views
     from xpgan.pipeline.io import read_ct
     from xpgan.pipeline.validate import check_ct
 
     cone = geometry == "cone"  # parallel rays ignore the cone-only options' defaults
     geom = _geometry_from_options(geometry, view if cone else None, size, pixel_mm, sdd if cone else None,
                                   sid if cone else None)
+    geom = geom.with_pose(yaw_deg=yaw, pitch_deg=pitch, roll_deg=roll,
+                          offset_mm=_floats(offset, 3, "--offset") if offset is not None else (0.0, 0.0, 0.0))
+    sweeps = {name: sweep_values(text, option) for name, text, option in (
+        ("yaw_deg", yaw_sweep, "--yaw-sweep"), ("pitch_deg", pitch_sweep, "--pitch-sweep"),
+        ("roll_deg", roll_sweep, "--roll-sweep")) if text is not None}
+    geoms = pose_grid(geom, **sweeps) if sweeps else [geom]
     ct = read_ct(ct_path)
     check_ct(ct.hu, ct.spacing, ct_path, spacing_range_mm=spacing_range)  # the same checks as prep drr
-    image = render_drr(ct.hu, ct.spacing, geom, backend=backend, output=output.replace("-", "_"), mu_water=mu_water)
-    _write_drr_file(out, image, output)
-    typer.echo(f"wrote {out} ({size}x{size}, {geometry}{' ' + view if geometry == 'cone' else ''}, {output})")
+    images = render_drr_views(ct.hu, ct.spacing, geoms, backend=backend, output=output.replace("-", "_"),
+                              mu_water=mu_water)  # [V, size, size], one launch
+    what = f"{size}x{size}, {geometry}{' ' + view if geometry == 'cone' else ''}, {output}"
+    if not sweeps:
+        _write_drr_file(out, images[0], output)
+        typer.echo(f"wrote {out} ({what})")
+        return
+    per_row = math.prod(len(v) for v in list(sweeps.values())[1:]) if len(sweeps) > 1 else None  # row: 1st sweep
+    fill = 1.0 if output == "image" else float(images.max())  # white gaps between the tiles
+    _write_drr_file(out, images if out.suffix.lower() == ".npy" else tile_views(images, per_row, fill=fill), output)
+    poses = "; ".join(" ".join(f"{k[:-4]} {getattr(g, k):g}" for k in sweeps) for g in geoms)
+    typer.echo(f"wrote {out} ({len(geoms)} views {what}; row-major: {poses})")
 
 
 @bench_app.command("drr")
@@ -275,6 +317,8 @@ def inspect_command(
                                        "and sagittal mid-slices) instead of the grid."),
     verify: bool = typer.Option(False, "--verify", help="Read every chunk of every done item back against its "
                                 "checksum (without: shard files, indexes and small chunks only)."),
+    poses: bool = typer.Option(False, "--poses", help="With --item (CT): random posed views of the study, as "
+                               "train --drr-aug draws them, rendered from the stored volume."),
 ):
     """Summarise a store (counts per label/severity/split, failures, geometry); optionally a PNG sheet.
     Exit code 1 when done items have missing or damaged data (listed)."""
@@ -283,7 +327,7 @@ def inspect_command(
 
     report, damaged = check_store(store, full=verify)
     try:
-        typer.echo(inspect_store(store, sheet=sheet, item=item))
+        typer.echo(inspect_store(store, sheet=sheet, item=item, poses=poses))
     except StoreDamageError as exc:
         if not damaged:
             raise
@@ -393,6 +437,9 @@ def train_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config as JSON and exit."),
     allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="Use the done items of a store that "
                                           "prep is still writing or did not finish (refused by default)."),
+    drr_aug: str = typer.Option("none", "--drr-aug", help="On-the-fly posed DRRs (modes drr, xpgan): none (stored "
+                                "DRRs) | pose (yaw/pitch +-8, roll +-5 deg, offsets +-10 mm, SID 1000-1800 mm) | "
+                                "pose+intensity (mode drr: also exposure x0.85-1.15 and noise)."),
 ) -> None:
     """Train a classifier (and in mode xpgan the generator and discriminator); torchrun for several GPUs."""
     if classifier_weights is not None and not classifier_weights.is_file():
@@ -404,7 +451,7 @@ def train_command(
         seed=seed, preset=preset, device=device, amp=amp, amp_dtype=amp_dtype, num_workers=num_workers,
         checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, log_every=log_every,
         sample_every=sample_every, classifier_weights=classifier_weights, resume=resume, stop_at=stop_at,
-        progress=progress, allow_incomplete=allow_incomplete)
+        progress=progress, allow_incomplete=allow_incomplete, drr_aug=drr_aug)
     if dry_run:
         from xpgan.model.train import resolve_config
         typer.echo(resolve_config(cfg).to_json())

@@ -21,8 +21,9 @@ F(u) = P[j] + frac(u) (P[j+1] - P[j]) (u = h coordinate in voxels, j = floor(u))
 the piecewise-constant column.  F is continuous, so the side of an h plane that u rounds to does
 not matter.  The work per ray is proportional to its d and w crossings, not to the voxels crossed.
 Exits through d or w faces are detected by integer crossing counts, so no value outside the volume
-is read whatever the rounding.  A ray lying in an h plane (never produced by our geometries) is
-summed voxel by voxel over its columns instead.
+is read whatever the rounding.  A ray lying in an h plane (posed views at yaw or pitch 90 degrees)
+is summed voxel by voxel over its columns instead; so is a ray within 1e-7 rad of one (an ulp-level
+dy from rounding), whose F differences would be all rounding error once divided by dy.
 
 CPU kernels: `_prefix_kernel` (parallel over slices; rows of w are contiguous, so it vectorises) and
 `_render_kernel`, one ray per pixel, parallel over (item, detector row); within a row the columns
@@ -66,6 +67,8 @@ def ray_integral(psum, base, nd, nh, nw, sd, sh, sw, ax, ay, az, bx, by, bz):
     dx = bx - ax
     dy = by - ay
     dz = bz - az
+    if dy != 0.0 and dy * dy <= 1e-14 * (dx * dx + dz * dz):
+        dy = 0.0  # nearly in an h plane: the in-plane path below (the h drift is < 1e-7 of the length)
     inf = math.inf
     ex = nd * sd
     ey = nh * sh

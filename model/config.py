@@ -13,6 +13,7 @@ MODES = ("xpgan", "drr", "baseline")
 PRESET_NAMES = ("paper", "tiny")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_DTYPES = ("bf16", "fp16")
+DRR_AUG_MODES = ("none", "pose", "pose+intensity")  # model/augment.py
 
 
 @dataclass
@@ -51,6 +52,7 @@ class TrainConfig:
                                         # schedule still spans the whole run, so a resume continues it
     progress: bool = True               # progress bar on rank 0
     allow_incomplete: bool = False      # train on the done items of a store prep is writing or did not finish
+    drr_aug: str = "none"               # on-the-fly posed DRRs (model/augment.py): none | pose | pose+intensity
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -81,6 +83,13 @@ class TrainConfig:
             raise XPGANError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.amp_dtype not in AMP_DTYPES:
             raise XPGANError(f"amp_dtype must be one of {', '.join(AMP_DTYPES)}, got {self.amp_dtype!r}")
+        if self.drr_aug not in DRR_AUG_MODES:
+            raise XPGANError(f"--drr-aug must be one of {', '.join(DRR_AUG_MODES)}, got {self.drr_aug!r}")
+        if self.drr_aug != "none" and self.mode == "baseline":
+            raise XPGANError("--drr-aug needs --mode xpgan or drr (mode baseline trains on no CT)")
+        if self.drr_aug == "pose+intensity" and self.mode == "xpgan":
+            raise XPGANError("--drr-aug pose+intensity applies to --mode drr only (in mode xpgan G could not know "
+                             "the exposure change of its L1 target); use pose")
         if self.cxr is None:
             raise XPGANError("--cxr is required (the CXR store)")
         if self.mode in ("xpgan", "drr") and self.ct is None:

@@ -327,11 +327,16 @@ class BatchStream:
 
     def _start(self) -> None:
         chain = _EpochChain(self.sampler, self.batch_size, self.epoch, self.batch)
+        keyed = getattr(self.dataset, "keyed", None)
+        if keyed is not None:  # samples keyed by their draw number over the run (model/augment.py)
+            chain = keyed(chain, (self.epoch * self.batches_per_epoch + self.batch) * self.batch_size)
         # A private generator keeps DataLoader's base-seed draw off the global torch RNG (exact resume).
         gen = torch.Generator().manual_seed(self.seed)
         loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=chain, drop_last=False,
                             num_workers=self.num_workers, pin_memory=self.pin_memory, generator=gen,
-                            persistent_workers=False, prefetch_factor=2 if self.num_workers else None)
+                            persistent_workers=False, prefetch_factor=2 if self.num_workers else None,
+                            multiprocessing_context=getattr(self.dataset, "mp_context", None) if self.num_workers
+                            else None)
         self._it = iter(loader)
 
     def __iter__(self):

@@ -246,10 +246,15 @@ class _Trainer:
             pin_memory=device.type == "cuda", name=f"{cfg.cxr} (train part)")
         self.ct_stream = None
         if cfg.mode in ("xpgan", "drr"):
+            # mode xpgan also learns G/D from CTs of unknown label (-1; the loss skips them in CE)
+            ct_data = CTDataset(cfg.ct, hu_window=self.net_cfg.hu_window, with_volume=cfg.mode == "xpgan",
+                                labelled_only=cfg.mode == "drr")
+            if cfg.drr_aug != "none":  # fresh posed DRRs instead of the stored ones (model/augment.py)
+                from xpgan.model.augment import AugmentedCT
+                ct_data = AugmentedCT(ct_data, train_mode=cfg.mode, aug=cfg.drr_aug, seed=cfg.seed, rank=self.rank,
+                                      render_in_workers=not _drr_on_gpu(device))
             self.ct_stream = BatchStream(
-                # mode xpgan also learns G/D from CTs of unknown label (-1; the loss skips them in CE)
-                CTDataset(cfg.ct, hu_window=self.net_cfg.hu_window, with_volume=cfg.mode == "xpgan",
-                          labelled_only=cfg.mode == "drr"),
+                ct_data,
                 batch_size=cfg.batch_size, seed=cfg.seed + 1, rank=self.rank, world_size=self.world,
                 num_workers=cfg.num_workers, pin_memory=device.type == "cuda", name=str(cfg.ct))
         if cfg.max_steps is not None:
@@ -290,6 +295,9 @@ class _Trainer:
         self.cxr_stream.load_state_dict(st["streams"]["cxr"])
         if self.ct_stream is not None:
             self.ct_stream.load_state_dict(st["streams"]["ct"])
+        if self.cfg.drr_aug != "none":
+            from xpgan.model.augment import check_checkpoint_state
+            check_checkpoint_state(st.get("augment"), self.ct_stream)
         rngs = st["rng"]
         ckpt_io.set_rng_state(rngs[self.rank] if self.rank < len(rngs) else rngs[0])
 
@@ -314,6 +322,7 @@ class _Trainer:
             "streams": {"cxr": self.cxr_stream.state_dict(),
                         **({"ct": self.ct_stream.state_dict()} if self.ct_stream is not None else {})},
             "rng": rngs,
+            **({"augment": _augment_state(self.ct_stream)} if self.cfg.drr_aug != "none" else {}),
         }
 
     def _save_checkpoint(self) -> Optional[Path]:
@@ -330,7 +339,11 @@ class _Trainer:
     def _next_batch(self) -> dict:
         batch = _to_device(next(self.cxr_stream), self.device)
         if self.ct_stream is not None:
-            batch.update(_to_device(next(self.ct_stream), self.device))
+            ct = next(self.ct_stream)
+            if "hu" in ct:  # posed DRRs rendered here, on the GPU (model/augment.py)
+                from xpgan.model.augment import finish_on_device
+                ct = finish_on_device(ct, self.ct_stream.dataset, self.device)
+            batch.update(_to_device(ct, self.device))
         return batch
 
     def _train_step(self, batch: dict) -> dict[str, float]:
@@ -489,6 +502,18 @@ class _Trainer:
         if self.G_ema is not None:
             out["G_ema"] = ckpt_io.weights_digest(self.G_ema.state_dict())
         return out
+
+
+def _drr_on_gpu(device: torch.device) -> bool:
+    from xpgan.drr import cuda_available
+
+    return device.type == "cuda" and cuda_available()
+
+
+def _augment_state(stream) -> dict:
+    from xpgan.model.augment import checkpoint_state
+
+    return checkpoint_state(stream)
 
 
 def _phases_for(mode: str) -> tuple[str, ...]:

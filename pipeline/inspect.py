@@ -2,7 +2,7 @@
 
 Public API
 ----------
-inspect_store(store, *, sheet=None, item=None, max_tiles=48) -> str
+inspect_store(store, *, sheet=None, item=None, max_tiles=48, poses=False) -> str
     Summary: item and done counts, counts per label and severity (CT) or per split x label x source (CXR),
     failures, and the geometry / physics / resize attributes. With `sheet` a PNG is written:
     - CT: a grid of DRRs (done items, evenly spread), each titled with study id, label and severity;
@@ -11,6 +11,8 @@ inspect_store(store, *, sheet=None, item=None, max_tiles=48) -> str
       aspect from the voxel spacing); (CXR): the image. Images are drawn in display orientation: head at the
       top and the patient's right on the image's left (DRR, coronal); axial: anterior at the top, patient
       right on the left; sagittal: anterior on the left. Never draws a patient hash.
+    - `item=I, poses=True` (CT): the stored DRR, its zero-pose re-render from the stored volume, and random
+      posed views as `--drr-aug` draws them (drr/poses.py PoseRanges), each titled with its pose.
 summarize_store(group) -> str
 check_store(store, *, full=False) -> (text, damaged item count)
     The chunks of every done item (xpgan.pipeline.verify): cheap (shard files, indexes, small chunks) or,
@@ -193,6 +195,41 @@ def _ct_item(group, sheet: Path, i: int) -> None:
     _save(fig, sheet)
 
 
+def _ct_poses(group, sheet: Path, i: int, n_views: int = 6, seed: int = 0) -> None:
+    from xpgan.drr import geometry_from_dict, render_drr_views
+    from xpgan.drr.poses import apply_pose, random_pose
+
+    meta = dict(group.attrs["xpgan"])
+    if not isinstance(meta.get("geometry"), dict):
+        raise XPGANError(f"{sheet}: the store records no DRR geometry (attribute xpgan.geometry); cannot re-render")
+    drr = np.asarray(group["drr"][i], dtype=np.float32)
+    base = geometry_from_dict({**meta["geometry"], "size": int(drr.shape[-1])})  # at the stored DRR's size
+    mu_water = float(meta.get("physics", {}).get("mu_water_per_mm", 0.02))
+    rng = np.random.default_rng([seed, i])
+    poses = [{}] + [random_pose(rng) for _ in range(n_views)]
+    views = render_drr_views(np.asarray(group["volume"][i]), np.asarray(group["spacing"][i], dtype=np.float64),
+                             [apply_pose(base, p) for p in poses], backend="auto", mu_water=mu_water)
+    fig, axes = _figure(4, -(-(n_views + 2) // 4), tile_in=2.4)
+    tiles = [(drr, "stored DRR")] + [(v, _pose_title(p, base)) for v, p in zip(views, poses)]
+    for ax, (img, title) in zip(axes.flat, tiles):
+        ax.imshow(img, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_title(title, fontsize=7)
+    ids = _str_array(group, "study_id")
+    fig.suptitle(f"item {i}: {ids[i]}  posed views as --drr-aug draws them (yaw + = LAO, pitch + = cranial, "
+                 f"roll + = clockwise)", fontsize=8)
+    _save(fig, sheet)
+
+
+def _pose_title(pose: dict, base) -> str:
+    if not pose:
+        return "re-rendered, zero pose"
+    off = ", ".join(f"{v:+.0f}" for v in pose["offset_mm"])
+    sid = f" SID {pose['sid_mm']:.0f}" if getattr(base, "sid_mm", None) is not None else ""
+    return (f"yaw {pose['yaw_deg']:+.1f} pitch {pose['pitch_deg']:+.1f} roll {pose['roll_deg']:+.1f}\n"
+
+            f"offset ({off}) mm{sid}")
+
+
 def _cxr_item(group, sheet: Path, i: int) -> None:
     fig, axes = _figure(1, 1, tile_in=4.0)
     axes[0, 0].imshow(_read(group, "image", i), cmap="gray", vmin=0.0, vmax=1.0)
@@ -202,7 +239,7 @@ def _cxr_item(group, sheet: Path, i: int) -> None:
 
 
 def inspect_store(store: str | os.PathLike, *, sheet: str | os.PathLike | None = None, item: int | None = None,
-                  max_tiles: int = 48) -> str:
+                  max_tiles: int = 48, poses: bool = False) -> str:
     """Summary text of a CT or CXR store; writes a PNG contact sheet when `sheet` is given."""
     store = Path(store)
     group = schema.open_store(store)
@@ -211,16 +248,21 @@ def inspect_store(store: str | os.PathLike, *, sheet: str | os.PathLike | None =
         raise XPGANError(f"{store}: unknown store kind {kind!r} (expected ct or cxr)")
     text = summarize_store(group, str(store))
     n = int(group["done"].shape[0])
+    if poses and (item is None or kind != "ct"):
+        raise XPGANError("--poses needs a CT store and --item N (the study whose posed views are drawn)")
     if item is not None:
         if not 0 <= item < n:
             raise XPGANError(f"--item {item} is out of range: the store has items 0..{n - 1}")
         if not bool(_read(group, "done", item)):
             raise XPGANError(f"--item {item} is not done (failed or not yet processed)")
         if sheet is None:
-            sheet = store.with_name(f"{store.name}.item{item}.png")
+            sheet = store.with_name(f"{store.name}.item{item}{'.poses' if poses else ''}.png")
     if sheet is not None:
         sheet = Path(sheet)
-        if item is not None:
+        if item is not None and poses:
+            _ct_poses(group, sheet, item)
+            text += f"\nsheet: {sheet} (item {item}, posed views)"
+        elif item is not None:
             (_ct_item if kind == "ct" else _cxr_item)(group, sheet, item)
             text += f"\nsheet: {sheet} (item {item})"
         else:

@@ -117,3 +117,52 @@ def test_dicom_series_renders_like_nifti(tmp_path):
         res = run("drr", "render", src, out, "--size", 24, "--backend", "cpu", "--output", "line-integral")
         assert res.exit_code == 0, res.output
     np.testing.assert_allclose(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"), rtol=1e-5, atol=1e-6)
+
+
+def test_pose_options_render_the_posed_geometry(tmp_path):
+    from xpgan.drr import ConeGeometry, render_drr
+    from xpgan.pipeline.io import read_ct
+
+    ct = write_nifti(tmp_path / "ct.nii.gz", marker_volume(), (2.0, 2.5, 1.5))
+    out = tmp_path / "posed.npy"
+    res = run("drr", "render", ct, out, "--size", 24, "--backend", "cpu", "--sdd", 500, "--sid", 400,
+              "--yaw", 7.5, "--pitch", -3, "--roll", 10, "--offset", "1,-2,3")
+    assert res.exit_code == 0, res.output
+    vol = read_ct(ct)
+    g = ConeGeometry(sdd_mm=500.0, sid_mm=400.0, size=24, yaw_deg=7.5, pitch_deg=-3.0, roll_deg=10.0,
+                     offset_mm=(1.0, -2.0, 3.0))
+    np.testing.assert_array_equal(np.load(out), render_drr(vol.hu, vol.spacing, g, backend="cpu"))
+    plain = tmp_path / "plain.npy"
+    assert run("drr", "render", ct, plain, "--size", 24, "--backend", "cpu", "--sdd", 500, "--sid", 400).exit_code == 0
+    assert not np.array_equal(np.load(out), np.load(plain))
+
+
+def test_yaw_sweep_writes_a_strip_and_a_stack(tmp_path):
+    from PIL import Image
+
+    ct = write_nifti(tmp_path / "ct.nii.gz", marker_volume(), (2.0, 2.5, 1.5))
+    res = run("drr", "render", ct, tmp_path / "sweep.npy", "--size", 16, "--backend", "cpu", "--yaw-sweep", "-10,10,5")
+    assert res.exit_code == 0, res.output
+    assert "5 views" in res.output and "yaw -10; yaw -5; yaw 0; yaw 5; yaw 10" in res.output
+    stack = np.load(tmp_path / "sweep.npy")
+    assert stack.shape == (5, 16, 16)
+    assert run("drr", "render", ct, tmp_path / "strip.png", "--size", 16, "--backend", "cpu",
+               "--yaw-sweep", "-10,10,5").exit_code == 0
+    assert np.asarray(Image.open(tmp_path / "strip.png")).shape == (16, 5 * 16 + 4 * 2)  # one row
+    single = tmp_path / "yaw5.npy"
+    assert run("drr", "render", ct, single, "--size", 16, "--backend", "cpu", "--yaw", 5).exit_code == 0
+    np.testing.assert_array_equal(stack[3], np.load(single))
+    res = run("drr", "render", ct, tmp_path / "grid.png", "--size", 16, "--backend", "cpu", "--yaw-sweep", "-4,4,4",
+              "--pitch-sweep", "0,6,3")
+    assert res.exit_code == 0, res.output
+    img = np.asarray(Image.open(tmp_path / "grid.png"))
+    assert img.shape == (3 * 16 + 2 * 2, 3 * 16 + 2 * 2)  # one row per yaw, one column per pitch, 2 px gaps
+    assert (img[16:18] == 255).all() and (img[:, 16:18] == 255).all()
+
+
+@pytest.mark.parametrize("args, fragment", [(("--yaw-sweep", "1,2"), "START,STOP,STEP"),
+                                            (("--yaw-sweep", "0,10,-2"), "STEP"),
+                                            (("--offset", "1,2"), "--offset"), (("--yaw", "nan"), "yaw_deg")])
+def test_bad_pose_options_are_one_line_errors(tmp_path, args, fragment):
+    ct = write_nifti(tmp_path / "ct.nii.gz", marker_volume(), (2.0, 2.5, 1.5))
+    assert_one_line_error(run("drr", "render", ct, tmp_path / "o.npy", "--backend", "cpu", *args), fragment)

@@ -20,7 +20,18 @@ def cases():
         "cone_pa": (vol, sp, ConeGeometry(view="pa", sdd_mm=40.0, sid_mm=25.0, size=5)),
         "cone_ap": (vol, sp, ConeGeometry(view="ap", sdd_mm=40.0, sid_mm=25.0, size=5)),
         "parallel_int16": (vol16, sp, ParallelGeometry(size=5)),
+        "cone_posed": (vol, sp, ConeGeometry(view="pa", sdd_mm=40.0, sid_mm=25.0, size=5, yaw_deg=20.0,
+                                             pitch_deg=-10.0, roll_deg=30.0, offset_mm=(0.5, -0.3, 0.2))),
+        "parallel_lateral_int16": (vol16, sp, ParallelGeometry(size=5, yaw_deg=90.0)),
     }
+
+
+def pose_views():
+    """One volume, a yaw x pitch sweep: render_drr_views puts them in one launch."""
+    from xpgan.drr import pose_grid
+
+    vol, sp, g = cases()["cone_pa"]
+    return vol, sp, pose_grid(g, yaw_deg=(-8.0, 0.0, 8.0), pitch_deg=(0.0, 5.0))
 
 
 def main(out_path):
@@ -29,7 +40,7 @@ def main(out_path):
     assert config.ENABLE_CUDASIM, "run with NUMBA_ENABLE_CUDASIM=1"
     from numba import cuda
 
-    from xpgan.drr import render_drr, render_drr_batch
+    from xpgan.drr import render_drr, render_drr_batch, render_drr_poses
 
     # every host array the CUDA path uploads: a 0 stride (vol[None], a broadcast spacing) makes numba-cuda walk
     # the array element by element in array_core (seconds per 64x256x256 volume, issue 10)
@@ -56,6 +67,10 @@ def main(out_path):
     v16 = cases()["parallel_int16"][0]
     results["staged"] = render_drr_batch(np.stack([v16, v16[:, ::-1].copy(), v16[::-1].copy()]), sp,
                                          cases()["parallel_int16"][2], backend="cuda", output="line_integral")
+    pvol, psp, pgs = pose_views()  # a yaw x pitch sweep of one volume, then two volumes x the sweep
+    results["pose_views"] = render_drr_views(pvol, psp, pgs, backend="cuda", output="line_integral")
+    results["poses"] = render_drr_poses(np.stack([pvol, pvol[:, ::-1].copy()]), psp, pgs, backend="cuda",
+                                        output="line_integral")
     # large-transfer paths with the thresholds at 0: each upload strategy once (then the fastest), pooled results
     siddon_cuda._STATES.clear()
     siddon_cuda._State.DIRECT_MIN_BYTES = 0

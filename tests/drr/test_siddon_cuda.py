@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xpgan.drr import render_drr, render_drr_batch, render_drr_views
+from xpgan.drr import render_drr, render_drr_batch, render_drr_poses, render_drr_views
 
 HERE = Path(__file__).parent
 
@@ -39,6 +39,17 @@ def test_cuda_simulator_batch_matches_cpu(cudasim_results):
     np.testing.assert_allclose(cudasim_results["batch"], want, rtol=1e-6, atol=1e-7)
 
 
+def test_cuda_simulator_pose_sweep_matches_cpu(cudasim_results):
+    from cudasim_cases import pose_views
+
+    vol, sp, gs = pose_views()
+    want = render_drr_views(vol, sp, gs, backend="cpu", output="line_integral")
+    assert want.shape == (6, 5, 5) and np.ptp(want, axis=0).max() > 0  # the poses differ
+    np.testing.assert_allclose(cudasim_results["pose_views"], want, rtol=1e-6, atol=1e-7)
+    both = render_drr_poses(np.stack([vol, vol[:, ::-1].copy()]), sp, gs, backend="cpu", output="line_integral")
+    np.testing.assert_allclose(cudasim_results["poses"], both, rtol=1e-6, atol=1e-7)
+
+
 def test_cuda_simulator_views_cache_and_staged_upload_match_cpu(cudasim_results):
     from cudasim_cases import cases
 
@@ -49,8 +60,8 @@ def test_cuda_simulator_views_cache_and_staged_upload_match_cpu(cudasim_results)
     # last bit, as in test_cuda_simulator_matches_cpu; on a GPU the two are equal (bench gpu's "agree")
     np.testing.assert_allclose(cudasim_results["views"], want, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(cudasim_results["views_again"], cudasim_results["views"])
-    # 4 calls with 3 distinct ray tables (the single-view cases) + 1 batch + 1 views table reused once
-    assert int(cudasim_results["ray_cache_misses"]) == 5
+    # 6 calls with 5 distinct ray tables (the single-view cases) + 1 batch + 1 views table reused once
+    assert int(cudasim_results["ray_cache_misses"]) == 7
     v16, _, pg = cases()["parallel_int16"]
     want = render_drr_batch(np.stack([v16, v16[:, ::-1].copy(), v16[::-1].copy()]), sp, pg, backend="cpu",
                             output="line_integral")

@@ -12,6 +12,16 @@ GEOMETRIES = {
     "cone-pa-oblique-wide": ConeGeometry(view="pa", sdd_mm=30.0, sid_mm=15.0, size=9, pixel_mm=4.0),
     "parallel": ParallelGeometry(size=9),
     "parallel-fine": ParallelGeometry(size=11, pixel_mm=0.7),
+    # posed: rays oblique to all three axes, and yaw 90 (rays exactly in h planes: the kernel's other path)
+    "cone-pa-posed": ConeGeometry(view="pa", sdd_mm=60.0, sid_mm=40.0, size=9, yaw_deg=23.0, pitch_deg=-17.0,
+                                  roll_deg=31.0, offset_mm=(0.4, -0.6, 0.3)),
+    # the central column's rays get an ulp-level dy from rounding (the kernel treats them as in an h plane);
+    # the offset keeps them off the volume's central h plane, where in-plane rays are ambiguous
+    "cone-ap-lateral": ConeGeometry(view="ap", sdd_mm=60.0, sid_mm=40.0, size=9, yaw_deg=90.0,
+                                    offset_mm=(0.0, 0.13, 0.0)),
+    "parallel-posed": ParallelGeometry(size=9, yaw_deg=-35.0, pitch_deg=12.0, roll_deg=-50.0, offset_mm=(0.5, 0, 0)),
+    "parallel-lateral": ParallelGeometry(size=9, pixel_mm=0.8, yaw_deg=90.0),
+    "parallel-axial": ParallelGeometry(size=9, pixel_mm=0.8, pitch_deg=-90.0, roll_deg=90.0),
 }
 
 

@@ -73,3 +73,15 @@ def test_cli_inspect_and_not_a_store(tmp_path):
     assert res.exit_code == 0 and "ct store" in res.output
     res = CliRunner().invoke(app, ["inspect", str(tmp_path)])
     assert res.exit_code == 2 and "not a Zarr store" in res.output
+
+
+def test_ct_item_poses_sheet_shows_stored_rerendered_and_posed_views(tmp_path):
+    path = ct_store(tmp_path / "ct.zarr")
+    res = CliRunner().invoke(app, ["inspect", str(path), "--item", "1", "--poses"])
+    assert res.exit_code == 0, res.output
+    sheet = tmp_path / "ct.zarr.item1.poses.png"
+    assert "posed views" in res.output and sheet.stat().st_size > 1000
+    with Image.open(sheet) as im:
+        assert im.width > 400 and np.asarray(im.convert("L")).std() > 5
+    with pytest.raises(XPGANError, match="--item N"):
+        inspect_store(path, poses=True)
