@@ -18,23 +18,25 @@ from pathlib import Path
 
 
 def write_store(path: Path, shape, size: int) -> None:
+    """A one-study CT store (a CT-2 chest phantom and its DRR), written through the store writer."""
     import numpy as np
-    import zarr
 
     from xpgan.drr import ConeGeometry, render_drr
+    from xpgan.pipeline import schema
+    from xpgan.pipeline import store as st
     from xpgan.pipeline.phantoms import chest_phantom
 
     ph = chest_phantom(0, shape=shape, severity=2)
     hu = np.clip(np.rint(ph.hu), -1024, 3071).astype(np.int16)
     geometry = ConeGeometry(size=size)
-    g = zarr.open_group(str(path), mode="w")
-    g.attrs["xpgan"] = {"kind": "ct", "version": 1, "shape": list(shape), "drr_size": size,
-                        "geometry": geometry.to_dict(), "physics": {"mu_water_per_mm": 0.02}}
-    g.create_array("volume", data=hu[None], chunks=(1, *shape))
-    g.create_array("drr", data=render_drr(hu, ph.spacing, geometry, backend="cpu")[None], chunks=(1, size, size))
-    g.create_array("label", data=np.ones(1, np.int8), chunks=(1,))
-    g.create_array("spacing", data=np.asarray([ph.spacing], np.float32), chunks=(1, 3))
-    g.create_array("done", data=np.ones(1, bool), chunks=(1,))
+    arrays = schema.item_arrays("ct", {"D": shape[0], "H": shape[1], "W": shape[2], "S": size})
+    g = st.create_or_open(path, kind="ct", arrays=arrays, n_items=1, identity={"bench": "drr_aug"}, overwrite=True,
+                          attrs={"shape": list(shape), "drr_size": size, "geometry": geometry.to_dict()},
+                          items_per_shard=1)
+    st.write_items(g, {0: {"volume": hu, "drr": render_drr(hu, ph.spacing, geometry, backend="cpu"), "label": 1,
+                           "severity": 2, "study_id": "phantom_0000",
+                           "spacing": np.asarray(ph.spacing, np.float32)}})
+    st.set_complete(g, True)
 
 
 def timed_ms(fn, n: int) -> str:
