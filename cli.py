@@ -334,6 +334,8 @@ def train_command(
     resume: Optional[str] = typer.Option(None, "--resume", help="Checkpoint file, run directory, or 'latest' (in --out)."),
     stop_at: Optional[int] = typer.Option(None, "--stop-at", help="End this invocation at this step (resume later)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+    class_balance: str = typer.Option("weight", "--class-balance", help="Real-CXR class imbalance: weight "
+                                      "(positives weighted n_neg/n_pos in the loss) | oversample | none."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config as JSON and exit."),
 ) -> None:
     """Train a classifier (and in mode xpgan the generator and discriminator); torchrun for several GPUs."""
@@ -346,7 +348,7 @@ def train_command(
         seed=seed, preset=preset, device=device, amp=amp, amp_dtype=amp_dtype, num_workers=num_workers,
         checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, log_every=log_every,
         sample_every=sample_every, classifier_weights=classifier_weights, resume=resume, stop_at=stop_at,
-        progress=progress)
+        progress=progress, class_balance=class_balance)
     if dry_run:
         from xpgan.model.train import resolve_config
         typer.echo(resolve_config(cfg).to_json())
@@ -443,6 +445,30 @@ def demo_command(
 
 
 # ---- end section: demo ----
+
+# ---- section: study ----
+@app.command("study")
+@user_errors
+def study_command(
+    out: Path = typer.Option(..., "--out", help="Study folder (cohort, runs, study.md/json/png, samples.png); "
+                             "rerun the same command to resume."),
+    preset: str = typer.Option("cpu", "--preset", help="cpu (~40 min on 2 cores) | gpu (paper sizes, one GPU) | "
+                               "smoke (plumbing, ~1 min)."),
+    seeds: list[int] = typer.Option([0, 1], "--seeds", help="Training seeds (repeat the option or list them)."),
+    modes: list[str] = typer.Option(["baseline", "drr", "xpgan"], "--modes", help="Rows of the table."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    cohort_seed: int = typer.Option(0, "--cohort-seed", help="Seed of the synthetic cohort."),
+):
+    """The paper's Table 2 on a synthetic cohort: every mode x seed with the same classifier, split, steps and
+    threshold rule, evaluated on the CXR test split."""
+    from xpgan.study import run_study
+
+    _choice(device, ("auto", "cpu", "cuda"), "--device")
+    run_study(out, preset=preset, seeds=seeds, modes=modes, device=device, cohort_seed=cohort_seed,
+              log=typer.echo)
+
+
+# ---- end section: study ----
 
 
 def main() -> None:

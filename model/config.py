@@ -13,6 +13,7 @@ MODES = ("xpgan", "drr", "baseline")
 PRESET_NAMES = ("paper", "tiny")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_DTYPES = ("bf16", "fp16")
+CLASS_BALANCE = ("none", "weight", "oversample")
 
 
 @dataclass
@@ -41,6 +42,9 @@ class TrainConfig:
     amp_dtype: str = "bf16"             # bf16 (no loss scaling) | fp16 (with GradScaler)
     num_workers: int = 2                # DataLoader worker processes per rank
     val_fraction: float = 0.1           # share of CXR training patients held out for eval's threshold
+    class_balance: str = "weight"       # real-CXR class imbalance: "weight" (cross entropy weights the
+                                        # positives by n_neg/n_pos of the train part), "oversample" (each
+                                        # positive repeated round(n_neg/n_pos) times per epoch) or "none"
     checkpoint_every: int = 1000        # steps between checkpoints (one is always written at the end)
     keep_checkpoints: int = 3           # newest checkpoints kept (0: keep all)
     log_every: int = 50                 # steps between scalar logs
@@ -80,6 +84,9 @@ class TrainConfig:
             raise XPGANError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.amp_dtype not in AMP_DTYPES:
             raise XPGANError(f"amp_dtype must be one of {', '.join(AMP_DTYPES)}, got {self.amp_dtype!r}")
+        if self.class_balance not in CLASS_BALANCE:
+            raise XPGANError(f"--class-balance must be one of {', '.join(CLASS_BALANCE)}, "
+                             f"got {self.class_balance!r}")
         if self.cxr is None:
             raise XPGANError("--cxr is required (the CXR store)")
         if self.mode in ("xpgan", "drr") and self.ct is None:
