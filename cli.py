@@ -334,8 +334,9 @@ def train_command(
     resume: Optional[str] = typer.Option(None, "--resume", help="Checkpoint file, run directory, or 'latest' (in --out)."),
     stop_at: Optional[int] = typer.Option(None, "--stop-at", help="End this invocation at this step (resume later)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
-    class_balance: str = typer.Option("weight", "--class-balance", help="Real-CXR class imbalance: weight "
-                                      "(positives weighted n_neg/n_pos in the loss) | oversample | none."),
+    class_balance: str = typer.Option("oversample", "--class-balance", help="Real-CXR class imbalance: "
+                                      "oversample (each positive repeated n_neg/n_pos times per epoch) | weight "
+                                      "(positives weighted n_neg/n_pos in the loss) | none."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config as JSON and exit."),
 ) -> None:
     """Train a classifier (and in mode xpgan the generator and discriminator); torchrun for several GPUs."""

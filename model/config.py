@@ -42,9 +42,10 @@ class TrainConfig:
     amp_dtype: str = "bf16"             # bf16 (no loss scaling) | fp16 (with GradScaler)
     num_workers: int = 2                # DataLoader worker processes per rank
     val_fraction: float = 0.1           # share of CXR training patients held out for eval's threshold
-    class_balance: str = "weight"       # real-CXR class imbalance: "weight" (cross entropy weights the
-                                        # positives by n_neg/n_pos of the train part), "oversample" (each
-                                        # positive repeated round(n_neg/n_pos) times per epoch) or "none"
+    class_balance: str = "oversample"   # real-CXR class imbalance: "oversample" (each positive listed
+                                        # round(n_neg/n_pos) times per epoch), "weight" (cross entropy
+                                        # weights positives by n_neg/n_pos of the train part) or "none";
+                                        # see docs/study_calibration.md for the choice
     checkpoint_every: int = 1000        # steps between checkpoints (one is always written at the end)
     keep_checkpoints: int = 3           # newest checkpoints kept (0: keep all)
     log_every: int = 50                 # steps between scalar logs

@@ -84,22 +84,22 @@ _MOSMED_77 = (0.23, 0.40, 0.18, 0.12, 0.07)
 PRESETS: dict[str, StudyPreset] = {
     # ~40 min on 2 CPU cores for 3 modes x 2 seeds, cohort and prep included (see the README)
     "cpu": StudyPreset(
-        name="cpu", n_cxr=1200, cxr_positive_fraction=0.06, positive_grades=(2, 3, 3, 4), cxr_image_px=96,
+        name="cpu", n_cxr=2400, cxr_positive_fraction=0.06, positive_grades=(3, 4), cxr_image_px=96,
         cxr_phantom_shape=(40, 72, 72), n_ct=240, ct_grade_weights=_MOSMED_77, ct_shape=(32, 128, 128),
-        n_ct_holdout=16, size=64, prep_depth=32, net_preset="tiny", steps=300, cxr_batch=16, ct_batch=8,
-        lr=0.002, c_lr=0.001, class_balance="weight", val_fraction=0.2, amp=False, n_boot=1000),
+        n_ct_holdout=16, size=64, prep_depth=32, net_preset="tiny", steps=250, cxr_batch=16, ct_batch=8,
+        lr=0.002, c_lr=0.001, class_balance="oversample", val_fraction=0.2, amp=False, n_boot=1000),
     # the paper's sizes on one GPU (not run in CI)
     "gpu": StudyPreset(
         name="gpu", n_cxr=6000, cxr_positive_fraction=0.043, positive_grades=(2, 3, 3, 4), cxr_image_px=320,
         cxr_phantom_shape=(72, 160, 160), n_ct=1110, ct_grade_weights=_MOSMED_77, ct_shape=(64, 256, 256),
         n_ct_holdout=32, size=256, prep_depth=64, net_preset="paper", steps=6000, cxr_batch=16, ct_batch=16,
-        lr=0.002, c_lr=0.001, class_balance="weight", val_fraction=0.2, amp=True, n_boot=2000),
+        lr=0.002, c_lr=0.001, class_balance="oversample", val_fraction=0.2, amp=True, n_boot=2000),
     # plumbing only (tests): every file, every mode, in about a minute
     "smoke": StudyPreset(
         name="smoke", n_cxr=40, cxr_positive_fraction=0.25, positive_grades=(3, 4), cxr_image_px=48,
         cxr_phantom_shape=(24, 40, 40), n_ct=10, ct_grade_weights=_MOSMED_77, ct_shape=(12, 48, 48),
         n_ct_holdout=5, size=32, prep_depth=16, net_preset="tiny", steps=3, cxr_batch=4, ct_batch=2,
-        lr=0.002, c_lr=0.001, class_balance="weight", val_fraction=0.2, amp=False, n_boot=200),
+        lr=0.002, c_lr=0.001, class_balance="oversample", val_fraction=0.2, amp=False, n_boot=200),
 }
 
 
