@@ -448,15 +448,17 @@ def demo_command(
 # ---- end section: demo ----
 
 # ---- section: study ----
-@app.command("study")
+@app.command("study", context_settings={"allow_extra_args": True})
 @user_errors
 def study_command(
+    ctx: typer.Context,
     out: Path = typer.Option(..., "--out", help="Study folder (cohort, runs, study.md/json/png, samples.png); "
                              "rerun the same command to resume."),
-    preset: str = typer.Option("cpu", "--preset", help="cpu (~40 min on 2 cores) | gpu (paper sizes, one GPU) | "
-                               "smoke (plumbing, ~1 min)."),
-    seeds: list[int] = typer.Option([0, 1], "--seeds", help="Training seeds (repeat the option or list them)."),
-    modes: list[str] = typer.Option(["baseline", "drr", "xpgan"], "--modes", help="Rows of the table."),
+    preset: str = typer.Option("cpu", "--preset", help="cpu (~25-40 min on 2 cores) | gpu (paper sizes, one "
+                               "GPU) | smoke (plumbing, under a minute)."),
+    seeds: list[str] = typer.Option(["0", "1"], "--seeds", help="Training seeds: --seeds 0 1 (or 0,1)."),
+    modes: list[str] = typer.Option(["baseline", "drr", "xpgan"], "--modes",
+                                    help="Rows of the table: --modes baseline drr xpgan (or comma-separated)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     cohort_seed: int = typer.Option(0, "--cohort-seed", help="Seed of the synthetic cohort."),
 ):
@@ -465,8 +467,24 @@ def study_command(
     from xpgan.study import run_study
 
     _choice(device, ("auto", "cpu", "cuda"), "--device")
-    run_study(out, preset=preset, seeds=seeds, modes=modes, device=device, cohort_seed=cohort_seed,
+    seed_list, mode_list = study_lists(seeds, modes, ctx.args)
+    run_study(out, preset=preset, seeds=seed_list, modes=mode_list, device=device, cohort_seed=cohort_seed,
               log=typer.echo)
+
+
+def study_lists(seeds: list[str], modes: list[str], extra: list[str]) -> tuple[list[int], list[str]]:
+    """`--seeds 0 1 --modes drr xpgan`: click keeps the first value of each option and leaves the others as
+    extra arguments; seeds are integers and modes are names, so every value has one home. Values may also
+    be comma-separated."""
+    from xpgan.study import MODES
+
+    tokens = [t for v in list(seeds) + list(modes) + list(extra) for t in v.replace(",", " ").split()]
+    seed_list = [int(t) for t in tokens if t.lstrip("-").isdigit()]
+    mode_list = [t for t in tokens if not t.lstrip("-").isdigit()]
+    unknown = [t for t in mode_list if t not in MODES]
+    if unknown:
+        raise XPGANError(f"--modes must be among {', '.join(MODES)}; got {', '.join(unknown)}")
+    return list(dict.fromkeys(seed_list)), list(dict.fromkeys(mode_list))
 
 
 # ---- end section: study ----

@@ -90,7 +90,7 @@ PRESETS: dict[str, StudyPreset] = {
         lr=0.002, c_lr=0.001, class_balance="oversample", val_fraction=0.2, amp=False, n_boot=1000),
     # the paper's sizes on one GPU (not run in CI)
     "gpu": StudyPreset(
-        name="gpu", n_cxr=6000, cxr_positive_fraction=0.043, positive_grades=(2, 3, 3, 4), cxr_image_px=320,
+        name="gpu", n_cxr=6000, cxr_positive_fraction=0.043, positive_grades=(3, 4), cxr_image_px=320,
         cxr_phantom_shape=(72, 160, 160), n_ct=1110, ct_grade_weights=_MOSMED_77, ct_shape=(64, 256, 256),
         n_ct_holdout=32, size=256, prep_depth=64, net_preset="paper", steps=6000, cxr_batch=16, ct_batch=16,
         lr=0.002, c_lr=0.001, class_balance="oversample", val_fraction=0.2, amp=True, n_boot=2000),

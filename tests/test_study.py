@@ -173,3 +173,13 @@ def test_baseline_beats_chance_on_an_easy_cohort(tmp_path):
     print("easy cohort baseline:", test, "AUROC CI", ci)
     assert test["auroc"] >= 0.75, test
     assert ci[0] > 0.5, ci                       # the whole 95 % interval above chance
+
+
+def test_study_cli_takes_space_separated_seeds_and_modes():
+    from xpgan.cli import study_lists
+
+    # what click hands over for `--seeds 3 4 --modes drr xpgan`
+    assert study_lists(["3"], ["drr"], ["4", "xpgan"]) == ([3, 4], ["drr", "xpgan"])
+    assert study_lists(["0", "1"], ["baseline,drr"], []) == ([0, 1], ["baseline", "drr"])
+    with pytest.raises(XPGANError, match="--modes"):
+        study_lists(["0"], ["baseline"], ["gan"])
