@@ -434,6 +434,9 @@ def train_command(
     resume: Optional[str] = typer.Option(None, "--resume", help="Checkpoint file, run directory, or 'latest' (in --out)."),
     stop_at: Optional[int] = typer.Option(None, "--stop-at", help="End this invocation at this step (resume later)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+    class_balance: str = typer.Option("oversample", "--class-balance", help="Real-CXR class imbalance: "
+                                      "oversample (each positive repeated n_neg/n_pos times per epoch) | weight "
+                                      "(positives weighted n_neg/n_pos in the loss) | none."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config as JSON and exit."),
     allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="Use the done items of a store that "
                                           "prep is still writing or did not finish (refused by default)."),
@@ -451,7 +454,8 @@ def train_command(
         seed=seed, preset=preset, device=device, amp=amp, amp_dtype=amp_dtype, num_workers=num_workers,
         checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, log_every=log_every,
         sample_every=sample_every, classifier_weights=classifier_weights, resume=resume, stop_at=stop_at,
-        progress=progress, allow_incomplete=allow_incomplete, drr_aug=drr_aug)
+        progress=progress, allow_incomplete=allow_incomplete, drr_aug=drr_aug,
+        class_balance=class_balance)
     if dry_run:
         from xpgan.model.train import resolve_config
         typer.echo(resolve_config(cfg).to_json())
@@ -585,6 +589,48 @@ def demo_command(
 
 
 # ---- end section: demo ----
+
+# ---- section: study ----
+@app.command("study", context_settings={"allow_extra_args": True})
+@user_errors
+def study_command(
+    ctx: typer.Context,
+    out: Path = typer.Option(..., "--out", help="Study folder (cohort, runs, study.md/json/png, samples.png); "
+                             "rerun the same command to resume."),
+    preset: str = typer.Option("cpu", "--preset", help="cpu (~25-40 min on 2 cores) | gpu (paper sizes, one "
+                               "GPU) | smoke (plumbing, under a minute)."),
+    seeds: list[str] = typer.Option(["0", "1"], "--seeds", help="Training seeds: --seeds 0 1 (or 0,1)."),
+    modes: list[str] = typer.Option(["baseline", "drr", "xpgan"], "--modes",
+                                    help="Rows of the table: --modes baseline drr xpgan (or comma-separated)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    cohort_seed: int = typer.Option(0, "--cohort-seed", help="Seed of the synthetic cohort."),
+):
+    """The paper's Table 2 on a synthetic cohort: every mode x seed with the same classifier, split, steps and
+    threshold rule, evaluated on the CXR test split."""
+    from xpgan.study import run_study
+
+    _choice(device, ("auto", "cpu", "cuda"), "--device")
+    seed_list, mode_list = study_lists(seeds, modes, ctx.args)
+    run_study(out, preset=preset, seeds=seed_list, modes=mode_list, device=device, cohort_seed=cohort_seed,
+              log=typer.echo)
+
+
+def study_lists(seeds: list[str], modes: list[str], extra: list[str]) -> tuple[list[int], list[str]]:
+    """`--seeds 0 1 --modes drr xpgan`: click keeps the first value of each option and leaves the others as
+    extra arguments; seeds are integers and modes are names, so every value has one home. Values may also
+    be comma-separated."""
+    from xpgan.study import MODES
+
+    tokens = [t for v in list(seeds) + list(modes) + list(extra) for t in v.replace(",", " ").split()]
+    seed_list = [int(t) for t in tokens if t.lstrip("-").isdigit()]
+    mode_list = [t for t in tokens if not t.lstrip("-").isdigit()]
+    unknown = [t for t in mode_list if t not in MODES]
+    if unknown:
+        raise XPGANError(f"--modes must be among {', '.join(MODES)}; got {', '.join(unknown)}")
+    return list(dict.fromkeys(seed_list)), list(dict.fromkeys(mode_list))
+
+
+# ---- end section: study ----
 
 
 def main() -> None:

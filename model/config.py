@@ -14,6 +14,7 @@ PRESET_NAMES = ("paper", "tiny")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_DTYPES = ("bf16", "fp16")
 DRR_AUG_MODES = ("none", "pose", "pose+intensity")  # model/augment.py
+CLASS_BALANCE = ("none", "weight", "oversample")
 
 
 @dataclass
@@ -42,6 +43,10 @@ class TrainConfig:
     amp_dtype: str = "bf16"             # bf16 (no loss scaling) | fp16 (with GradScaler)
     num_workers: int = 2                # DataLoader worker processes per rank
     val_fraction: float = 0.1           # share of CXR training patients held out for eval's threshold
+    class_balance: str = "oversample"   # real-CXR class imbalance: "oversample" (each positive listed
+                                        # round(n_neg/n_pos) times per epoch), "weight" (cross entropy
+                                        # weights positives by n_neg/n_pos of the train part) or "none";
+                                        # see docs/study_calibration.md for the choice
     checkpoint_every: int = 1000        # steps between checkpoints (one is always written at the end)
     keep_checkpoints: int = 3           # newest checkpoints kept (0: keep all)
     log_every: int = 50                 # steps between scalar logs
@@ -90,6 +95,9 @@ class TrainConfig:
         if self.drr_aug == "pose+intensity" and self.mode == "xpgan":
             raise XPGANError("--drr-aug pose+intensity applies to --mode drr only (in mode xpgan G could not know "
                              "the exposure change of its L1 target); use pose")
+        if self.class_balance not in CLASS_BALANCE:
+            raise XPGANError(f"--class-balance must be one of {', '.join(CLASS_BALANCE)}, "
+                             f"got {self.class_balance!r}")
         if self.cxr is None:
             raise XPGANError("--cxr is required (the CXR store)")
         if self.mode in ("xpgan", "drr") and self.ct is None:

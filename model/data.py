@@ -191,11 +191,13 @@ class CTDataset(_LazyStoreDataset):
 class CXRDataset(_LazyStoreDataset):
     """Finished, labelled CXR items of one part: "train" (split 0 minus validation patients), "val"
     (validation patients carved deterministically from split 0), "test" (split 1), "train_all" (split 0).
+    `oversample_positive` k > 1 lists every positive item k times (class-balanced epochs).
     Items: {"cxr": [1, R, R] in [0, 1], "cxr_label": long, "index": store index}."""
 
     kind = "cxr"
 
-    def __init__(self, path, *, part: str = "train", val_fraction: float = 0.1, limit: Optional[int] = None):
+    def __init__(self, path, *, part: str = "train", val_fraction: float = 0.1, limit: Optional[int] = None,
+                 oversample_positive: int = 1):
         super().__init__(path)
         if part not in CXR_PARTS:
             raise ValueError(f"part must be one of {CXR_PARTS}, got {part!r}")
@@ -215,6 +217,11 @@ class CXRDataset(_LazyStoreDataset):
                 keep &= is_val if part == "val" else ~is_val
         self.part = part
         self._select(keep, labels, info.block, limit)
+        if oversample_positive > 1:   # class balance: each positive item appears this many times
+            pos = self.indices[self.labels == 1]
+            self.indices = np.sort(np.concatenate([self.indices] + [pos] * (int(oversample_positive) - 1)))
+            self.labels = labels[self.indices]
+            self.block_ids = self.indices // self.block
         self.img_res = info.img_res
 
     def __getitem__(self, i: int) -> dict:

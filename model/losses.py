@@ -15,7 +15,8 @@ calls `accumulate_gradients(phase, batch)` and steps that network's optimizer:
   "Dreg" lazy R1: r1_gamma / 2 * ||dD/dx||^2 * r1_interval on real CXRs, x the [-1, 1] image D sees
          internally (StyleGAN2's convention, so its gamma values carry over). Computed in float32 with
          autocast off. The trainer calls it only when step % r1_interval == 0.
-  "C"    C's loss L(C); images from G are detached (G's share was applied in phase "G").
+  "C"    C's loss L(C); images from G are detached (G's share was applied in phase "G"). The real-CXR
+         term may weight its classes (`cxr_class_weight`, the trainer's `class_balance="weight"`).
 C always sees the real CXRs and the extra images (G(ct) or DRRs) in one batch [cxr; extra] so that its
 batch-norm statistics are the same in phases "G" and "C" (its running statistics are updated in both).
 
@@ -53,18 +54,23 @@ _PHASE_KEYS = {
 }
 
 
-def cross_entropy_known(logits: Tensor, labels: Tensor) -> Tensor:
-    """Mean cross entropy over items whose label is >= 0 (label -1 = unknown is skipped); 0 if none."""
+def cross_entropy_known(logits: Tensor, labels: Tensor, class_weight: Tensor | None = None) -> Tensor:
+    """Mean cross entropy over items whose label is >= 0 (label -1 = unknown is skipped); 0 if none.
+    With `class_weight` [2], item i counts class_weight[label_i] times (a weighted mean, as torch's
+    `F.cross_entropy(weight=...)` takes it)."""
     labels = labels.long()
     valid = (labels >= 0).float()
     per_item = F.cross_entropy(logits.float(), labels.clamp(min=0), reduction="none")
-    return (per_item * valid).sum() / valid.sum().clamp(min=1.0)
+    if class_weight is not None:
+        valid = valid * class_weight.to(per_item.device, torch.float32)[labels.clamp(min=0)]
+    return (per_item * valid).sum() / valid.sum().clamp(min=1e-12 if class_weight is not None else 1.0)
 
 
 class XPGANLoss:
     def __init__(self, G: nn.Module | None, D: nn.Module | None, C: nn.Module, *, mode: str = "xpgan",
                  lambda_l1: float = 2.0, lambda_cls: float = 1.0, r1_gamma: float = 1.0, r1_interval: int = 16,
-                 amp_dtype: torch.dtype | None = None, reuse_fakes: bool = True):
+                 amp_dtype: torch.dtype | None = None, reuse_fakes: bool = True,
+                 cxr_class_weight: tuple[float, float] | None = None):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; allowed: {', '.join(MODES)}")
         if mode == "xpgan" and (G is None or D is None):
@@ -80,6 +86,9 @@ class XPGANLoss:
         self.r1_gamma, self.r1_interval = float(r1_gamma), int(r1_interval)
         self.amp_dtype = amp_dtype
         self.reuse_fakes = bool(reuse_fakes)
+        # weights of the real-CXR cross entropy per class (class imbalance; None: unweighted)
+        self.cxr_class_weight = (torch.tensor([float(v) for v in cxr_class_weight])
+                                 if cxr_class_weight is not None else None)
         self._cache: tuple[weakref.ref, int, Tensor] | None = None
         self._phase_net: str | None = None
 
@@ -161,7 +170,7 @@ class XPGANLoss:
         with self._autocast(cxr):
             logits = self._run("C", images).float()                  # [M (+ N), 2]
         m = cxr.shape[0]
-        c_real = cross_entropy_known(logits[:m], cxr_label)
+        c_real = cross_entropy_known(logits[:m], cxr_label, self.cxr_class_weight)
         loss = c_real
         stats = {"loss/C_real": c_real}
         if extra is not None:

@@ -70,6 +70,23 @@ def pr_curve(y_true, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.array(prec), np.array(rec), thr
 
 
+def average_precision(y_true, scores) -> float:
+    """Area under the precision-recall curve as average precision: sum over distinct thresholds t of
+    (recall(t) - recall(next higher t)) * precision(t) (sklearn's definition; tied scores are one step).
+    NaN when there are no positives."""
+    y, s = _check(y_true, scores)
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        return float("nan")
+    order = np.argsort(-s, kind="mergesort")
+    ss, yy = s[order], y[order]
+    last = np.concatenate([np.flatnonzero(np.diff(ss) != 0), [len(ss) - 1]])   # end of each tie group
+    tp = np.cumsum(yy)[last].astype(np.float64)
+    precision = tp / (last + 1)
+    recall = tp / n_pos
+    return float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
+
+
 def best_f1_threshold(y_true, scores) -> float:
     """The threshold with the highest F1 on (y_true, scores): the best cut between distinct scores
     (ties go to the highest), placed midway between the lowest score it accepts and the next lower

@@ -239,9 +239,14 @@ class _Trainer:
         c_lr = cfg.c_lr if cfg.c_lr is not None else cfg.lr
         self.opts["C"] = torch.optim.Adam(self.nets["C"].parameters(), lr=c_lr, betas=tuple(cfg.betas_c))
 
-        # data
+        # data; class balance of the real CXRs (config.class_balance)
+        n_pos, n_neg = _class_counts(CXRDataset(cfg.cxr, part="train", val_fraction=cfg.val_fraction))
+        ratio = n_neg / n_pos if n_pos and n_neg else 1.0
+        oversample = max(1, round(ratio)) if cfg.class_balance == "oversample" else 1
+        self.cxr_class_weight = (1.0, ratio) if cfg.class_balance == "weight" else None
         self.cxr_stream = BatchStream(
-            CXRDataset(cfg.cxr, part="train", val_fraction=cfg.val_fraction), batch_size=cfg.cxr_batch,
+            CXRDataset(cfg.cxr, part="train", val_fraction=cfg.val_fraction, oversample_positive=oversample),
+            batch_size=cfg.cxr_batch,
             seed=cfg.seed, rank=self.rank, world_size=self.world, num_workers=cfg.num_workers,
             pin_memory=device.type == "cuda", name=f"{cfg.cxr} (train part)")
         self.ct_stream = None
@@ -269,7 +274,8 @@ class _Trainer:
 
         self.loss = XPGANLoss(self.nets.get("G"), self.nets.get("D"), self.nets["C"], mode=cfg.mode,
                               lambda_l1=cfg.lambda_l1, r1_gamma=cfg.r1_gamma, r1_interval=cfg.r1_interval,
-                              amp_dtype=self.amp_dtype if self.amp else None)
+                              amp_dtype=self.amp_dtype if self.amp else None,
+                              cxr_class_weight=self.cxr_class_weight)
         self.step = 0
         if self.resume_state is not None:
             self._load(self.resume_state)
@@ -514,6 +520,11 @@ def _augment_state(stream) -> dict:
     from xpgan.model.augment import checkpoint_state
 
     return checkpoint_state(stream)
+
+
+def _class_counts(ds: CXRDataset) -> tuple[int, int]:
+    """(positives, negatives) of a CXR dataset."""
+    return int(np.sum(ds.labels == 1)), int(np.sum(ds.labels == 0))
 
 
 def _phases_for(mode: str) -> tuple[str, ...]:

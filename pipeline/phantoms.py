@@ -913,15 +913,16 @@ def write_cxr_archive(
     n_ct_rows: int | None = None,        # extra modality "CT" rows (an axial slice image); None: 1 if n >= 20
     n_missing: int = 0,                  # rows whose image file is not written (reported, not fatal)
     workers: int = 1,                    # processes rendering images (the result does not depend on it)
+    positive_grades: Sequence[int] = (2, 3, 3, 4),  # COVID-19 patients' grade, drawn uniformly from these
 ) -> list[CXRRecord]:
     """A Cohen-style chest X-ray collection: `metadata.csv` + `images/` (PNG 8/16-bit and DICOM).
 
     Patients are phantoms with seeds disjoint from `write_mosmed_archive`'s (offset 10**9), projected with
     radiography distances and put through `simulate_radiograph` with per-image exposure, contrast, blur,
     noise, scatter, occasional lead side markers and collimator edges. About `positive_fraction` of the
-    frontal images are COVID-19 (`Pneumonia/Viral/COVID-19`, grades 2..4); negatives are `No Finding` and a
-    few `Pneumonia/Bacterial/Streptococcus` (one-sided consolidation). Some patients have 2..3 images (days
-    apart, PA/AP/AP Supine). The CSV keeps the collection's quirks: a trailing comma on every line (an
+    frontal images are COVID-19 (`Pneumonia/Viral/COVID-19`, grade drawn from `positive_grades`); negatives
+    are `No Finding` and a few `Pneumonia/Bacterial/Streptococcus` (one-sided consolidation). Some patients
+    have 2..3 images (days apart, PA/AP/AP Supine). The CSV keeps the collection's quirks: a trailing comma on every line (an
     unnamed last column), mixed date formats, free-text columns. DICOM files carry made-up names, IDs and
     birth dates; some file names embed a made-up name.
     """
@@ -931,6 +932,8 @@ def write_cxr_archive(
         raise ValueError(f"n_images must be >= 1, got {n_images}")
     if not 0.0 <= positive_fraction <= 1.0:
         raise ValueError(f"positive_fraction must be in [0, 1], got {positive_fraction}")
+    if not positive_grades or any(int(g) not in range(1, 5) for g in positive_grades):
+        raise ValueError(f"positive_grades must be grades 1..4, got {positive_grades}")
     rng = np.random.default_rng([int(seed), 202])
     n_lateral = max(1, n_images // 20) if n_lateral is None else int(n_lateral)
     n_ct_rows = (1 if n_images >= 20 else 0) if n_ct_rows is None else int(n_ct_rows)
@@ -970,7 +973,7 @@ def write_cxr_archive(
             pat_info[pi] = dict(
                 pid=str(1000 + pi * 3 + int(rng.integers(0, 3))),
                 sex=str(rng.choice(["M", "F"])), age=int(rng.integers(22, 88)),
-                severity=int(rng.choice([2, 3, 3, 4])) if label else (2 if pattern == "bacterial" else 0),
+                severity=int(rng.choice(list(positive_grades))) if label else (2 if pattern == "bacterial" else 0),
                 pattern=pattern, name=_FAKE_NAMES[pi % len(_FAKE_NAMES)],
                 location=str(rng.choice(_LOCATIONS)),
                 day0=_dt.date(2020, 1, 20) + _dt.timedelta(days=int(rng.integers(0, 120))))

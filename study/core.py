@@ -1,0 +1,126 @@
+"""`xpgan study`: the paper's Table 2 (baseline / + DRRs / XPGAN) on a synthetic cohort, reproducibly.
+
+Steps: build or reuse the cohort (`cohort.py`), then every mode x seed run (`runs.py`) with the same
+classifier, split, number of classifier updates and threshold rule, then the table and figures
+(`report.py`): DIR/study.md, DIR/study.json, DIR/study.png, DIR/samples.png. Finished runs are kept and
+skipped on a rerun (resume); the outputs are rewritten from every finished run each time.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from xpgan.errors import XPGANError
+from xpgan.study import report
+from xpgan.study.cohort import PRESETS, StudyPreset, build_cohort, format_counts
+from xpgan.study.runs import execute, load_result, run_name
+
+MODES = ("baseline", "drr", "xpgan")
+COST = {"baseline": 1.0, "drr": 1.4, "xpgan": 3.5}     # rough relative cost of a step, for the first ETA
+CONFIG = "study_config.json"
+
+
+def resolve_preset(preset: str | StudyPreset) -> StudyPreset:
+    if isinstance(preset, StudyPreset):
+        return preset
+    if preset not in PRESETS:
+        raise XPGANError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    return PRESETS[preset]
+
+
+def _eta(done: dict[str, list[float]], todo: Sequence[str]) -> Optional[float]:
+    """Seconds left for the modes in `todo`, from the measured run times (scaled by COST where a mode has
+    none yet)."""
+    if not done:
+        return None
+    per_cost = [t / COST[m] for m, ts in done.items() for t in ts]
+    unit = sum(per_cost) / len(per_cost)
+    return sum((sum(done[m]) / len(done[m])) if done.get(m) else unit * COST[m] for m in todo)
+
+
+def _minutes(sec: Optional[float]) -> str:
+    return "unknown" if sec is None else f"{sec / 60:.1f} min"
+
+
+def run_study(out: str | Path, *, preset: str | StudyPreset = "cpu", seeds: Sequence[int] = (0, 1),
+              modes: Sequence[str] = MODES, device: str = "auto", cohort_seed: int = 0,
+              workers: Optional[int] = None, log: Callable[[str], None] = print) -> dict:
+    """Run (or resume) a study into `out`; returns the contents of study.json."""
+    p = resolve_preset(preset)
+    modes = list(dict.fromkeys(modes))
+    seeds = [int(s) for s in dict.fromkeys(seeds)]
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise XPGANError(f"--modes must be among {', '.join(MODES)}, got {', '.join(bad) or 'none'}")
+    if not seeds:
+        raise XPGANError("give at least one --seeds value")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / CONFIG
+    settings = {"preset": p.to_dict(), "cohort_seed": int(cohort_seed)}
+    if cfg_path.is_file():
+        old = json.loads(cfg_path.read_text())
+        if old != settings:
+            raise XPGANError(f"{out}: holds a study with other settings ({cfg_path}); choose another --out")
+    else:
+        cfg_path.write_text(json.dumps(settings, indent=2) + "\n")
+    t_start = time.perf_counter()
+    log(f"[study] {p.describe()}")
+    log(f"[study] modes {', '.join(modes)} x seeds {', '.join(map(str, seeds))} = {len(modes) * len(seeds)} runs, "
+        f"device {device}, output {out}")
+    cohort = build_cohort(out / "cohort", p, seed=cohort_seed, workers=workers, log=log)
+
+    plan = [(m, s) for s in seeds for m in modes]
+    runs, times = [], {}
+    todo = [(m, s) for m, s in plan if load_result(out / "runs" / run_name(m, s)) is None]
+    if len(todo) < len(plan):
+        log(f"[study] resuming: {len(plan) - len(todo)} of {len(plan)} runs already finished, kept")
+    for k, (mode, seed) in enumerate(plan):
+        run_dir = out / "runs" / run_name(mode, seed)
+        r = load_result(run_dir)
+        if r is not None:
+            runs.append(r)
+            continue
+        left = [m for m, s in todo if (m, s) != (mode, seed)]
+        n_done = len(plan) - len(todo)
+        log(f"[study] run {n_done + 1}/{len(plan)}: {mode} seed {seed} ({p.steps} steps) ... "
+            f"ETA for all runs {_minutes(_eta(times, [mode] + left))}")
+        r = execute(p, cohort, mode, seed, run_dir, device)
+        runs.append(r)
+        times.setdefault(mode, []).append(r["train_seconds"] + r["eval_seconds"])
+        todo = [(m, s) for m, s in todo if (m, s) != (mode, seed)]
+        t = r["test"]
+        gen = r.get("generator")
+        log(f"[study] run {len(plan) - len(todo)}/{len(plan)} done: {mode} seed {seed} in "
+            f"{r['train_seconds']:.0f} s ({r['sec_per_step']:.2f} s/step): test F1 {t['f1']:.3f}, AUROC "
+            f"{t['auroc']:.3f}, AUPRC {t['auprc']:.3f}" +
+            (f"; G L1 {gen['l1_g']:.4f} vs constant {gen['l1_constant_mean']:.4f}" if gen else "") +
+            (f"; {len(todo)} to do, ETA {_minutes(_eta(times, [m for m, _ in todo]))}" if todo else ""))
+    return write_outputs(out, p, cohort, runs, modes, seeds, device, time.perf_counter() - t_start, log)
+
+
+def write_outputs(out: Path, p: StudyPreset, cohort, runs: list[dict], modes, seeds, device: str,
+                  seconds: float, log: Callable[[str], None]) -> dict:
+    summary = report.summarize(runs, modes, n_boot=p.n_boot)
+    counts = cohort.info.get("counts", {})
+    header = (f"# XPGAN study, preset `{p.name}`\n\n{p.describe()}\n\ncohort: {format_counts(counts)}"
+              if counts else f"# XPGAN study, preset `{p.name}`\n\n{p.describe()}")
+    run_secs = sum(r["train_seconds"] + r["eval_seconds"] for r in runs)
+    footer = (f"Cohort built in {cohort.info.get('seconds', 0):.0f} s; runs took {run_secs:.0f} s in all; "
+              f"this invocation {seconds:.0f} s.")
+    md = report.markdown(summary, runs, header=header, footer=footer)
+    result = {"preset": p.to_dict(), "modes": list(modes), "seeds": list(seeds), "device": device,
+              "cohort": cohort.info, "summary": summary, "runs": runs, "invocation_seconds": seconds,
+              "run_seconds": run_secs}
+    from xpgan.model.evaluate import _jsonable
+
+    (out / "study.json").write_text(json.dumps(_jsonable(result), indent=1) + "\n")
+    (out / "study.md").write_text(md)
+    report.plot_study(summary, runs, out / "study.png", f"preset {p.name}")
+    xp = next((r["checkpoint"] for r in runs if r["mode"] == "xpgan"), None)
+    report.plot_samples(cohort, xp, out / "samples.png", device=device)
+    log(md)
+    log(f"[study] wrote {out / 'study.md'}, {out / 'study.json'}, {out / 'study.png'}, {out / 'samples.png'}")
+    return result

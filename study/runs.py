@@ -1,0 +1,133 @@
+"""One study run (mode x seed): train with the preset's shared settings, then evaluate on the CXR test split.
+
+The decision threshold is the best-F1 threshold on the validation part of the CXR train split (the
+patients the trainer held out, `val_fraction`), never the test split; the same rule for every mode.
+A run is finished when its `result.json` exists (written atomically, last); an unfinished run folder is
+cleared and the run trained again.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from xpgan.model import metrics as M
+from xpgan.model.evaluate import _jsonable
+from xpgan.study.cohort import Cohort, StudyPreset
+
+RESULT = "result.json"
+
+
+def run_name(mode: str, seed: int) -> str:
+    return f"{mode}-seed{seed}"
+
+
+def load_result(run_dir: Path) -> Optional[dict]:
+    path = Path(run_dir) / RESULT
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def train_config(preset: StudyPreset, cohort: Cohort, mode: str, seed: int, run_dir: Path, device: str):
+    from xpgan.model.config import TrainConfig
+
+    return TrainConfig(
+        ct=str(cohort.ct_store), cxr=str(cohort.cxr_store), mode=mode, out=str(run_dir), max_steps=preset.steps,
+        batch_size=preset.ct_batch, cxr_batch_size=preset.cxr_batch, lr=preset.lr, c_lr=preset.c_lr, seed=seed,
+        preset=preset.net_preset, device=device, amp=preset.amp, num_workers=0, val_fraction=preset.val_fraction,
+        class_balance=preset.class_balance, checkpoint_every=preset.steps, keep_checkpoints=1,
+        log_every=max(1, preset.steps // 10), sample_every=preset.steps, progress=False).validate()
+
+
+def threshold_metrics(y: np.ndarray, s: np.ndarray, threshold: float) -> dict:
+    """Precision, recall, F1 at `threshold`; AUROC and AUPRC (threshold-free)."""
+    return {**M.prf(M.confusion(y, s, threshold)), "auroc": M.auroc(y, s), "auprc": M.average_precision(y, s)}
+
+
+def execute(preset: StudyPreset, cohort: Cohort, mode: str, seed: int, run_dir: Path, device: str) -> dict:
+    """Train and evaluate one run; writes run_dir/result.json and returns it."""
+    from xpgan.model.train import train
+
+    run_dir = Path(run_dir)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)                      # an interrupted run starts again
+    cfg = train_config(preset, cohort, mode, seed, run_dir, device)
+    t0 = time.perf_counter()
+    tr = train(cfg)
+    t_train = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    result = {"mode": mode, "seed": int(seed), "run_dir": str(run_dir), "checkpoint": tr.checkpoint,
+              "config": cfg.to_dict(), "train_seconds": t_train, "sec_per_step": t_train / max(1, tr.step),
+              "steps": tr.step, "last_stats": tr.last_stats}
+    result.update(evaluate_run(tr.checkpoint, cohort, cfg.val_fraction, device))
+    if mode == "xpgan":
+        result["generator"] = generator_l1(tr.checkpoint, cohort, device)
+    result["eval_seconds"] = time.perf_counter() - t1
+    tmp = run_dir / (RESULT + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(result), indent=1) + "\n")
+    os.replace(tmp, run_dir / RESULT)
+    return result
+
+
+def evaluate_run(checkpoint: str, cohort: Cohort, val_fraction: float, device: str) -> dict:
+    """Scores on the validation part and the test split, the validation threshold, the test metrics."""
+    from xpgan.model import checkpoint as ckpt_io
+    from xpgan.model.data import CXRDataset
+    from xpgan.model.distributed import resolve_device
+    from xpgan.model.evaluate import predict
+    from xpgan.model.train import networks_from_checkpoint
+
+    dev = resolve_device(device)
+    state = ckpt_io.load(checkpoint, map_location="cpu")
+    C = networks_from_checkpoint(state, ("C",), dev)["C"]
+    y_val, s_val = predict(C, CXRDataset(cohort.cxr_store, part="val", val_fraction=val_fraction), device=dev)
+    y, s = predict(C, CXRDataset(cohort.cxr_store, part="test", val_fraction=val_fraction), device=dev)
+    threshold = M.best_f1_threshold(y_val, s_val)      # 0.5 when val has no positives
+    return {"threshold": threshold,
+            "threshold_source": "best F1 on the validation part of train" if y_val.sum() else "0.5 (no val positives)",
+            "val": threshold_metrics(y_val, s_val, threshold) if len(y_val) else {},
+            "test": threshold_metrics(y, s, threshold),
+            "test_at_0.5": M.prf(M.confusion(y, s, 0.5)),
+            "test_labels": y.astype(int).tolist(), "test_scores": s.tolist()}
+
+
+@torch.no_grad()
+def generator_l1(checkpoint: str, cohort: Cohort, device: str) -> dict:
+    """Mean |G_ema(ct) - DRR(ct)| over the held-out CT studies, against two constant predictions: the mean
+    grey level of the training store's DRRs, and their per-pixel mean image."""
+    from torch.utils.data import DataLoader
+
+    from xpgan.model import checkpoint as ckpt_io
+    from xpgan.model.data import CTDataset
+    from xpgan.model.distributed import resolve_device
+    from xpgan.model.train import networks_from_checkpoint
+
+    dev = resolve_device(device)
+    state = ckpt_io.load(checkpoint, map_location="cpu")
+    G = networks_from_checkpoint(state, ("G_ema",), dev)["G_ema"]
+    window = state["net"]["hu_window"]
+    train_drr = _mean_drr(CTDataset(cohort.ct_store, hu_window=window, with_volume=False, labelled_only=False))
+    l1_g, l1_scalar, l1_image, n = 0.0, 0.0, 0.0, 0
+    ds = CTDataset(cohort.ct_holdout_store, hu_window=window, labelled_only=False)
+    for batch in DataLoader(ds, batch_size=8, shuffle=False):
+        drr = batch["drr"].float()                                           # [N, 1, R, R]
+        fake = G(batch["ct"].to(dev).float(), noise_mode="const").float().cpu()
+        l1_g += float((fake - drr).abs().mean(dim=(1, 2, 3)).sum())
+        l1_scalar += float((drr - float(train_drr.mean())).abs().mean(dim=(1, 2, 3)).sum())
+        l1_image += float((drr - torch.from_numpy(train_drr)).abs().mean(dim=(1, 2, 3)).sum())
+        n += drr.shape[0]
+    return {"held_out_studies": n, "l1_g": l1_g / n, "l1_constant_mean": l1_scalar / n,
+            "l1_mean_image": l1_image / n}
+
+
+def _mean_drr(ds) -> np.ndarray:
+    acc = None
+    for i in range(len(ds)):
+        d = ds[i]["drr"][0].astype(np.float64)
+        acc = d if acc is None else acc + d
+    return (acc / max(1, len(ds))).astype(np.float32)
