@@ -431,8 +431,9 @@ def demo_command(
     size: int = typer.Option(64, "--size", help="DRR and CXR store size, pixels per side (the networks' "
                              "resolution; 128 looks nicer and trains about 3x slower)."),
     n_ct: int = typer.Option(16, "--ct", help="Synthetic CT studies (512x512x~40 voxels each)."),
-    n_cxr: int = typer.Option(80, "--cxr", help="Synthetic frontal chest X-rays."),
-    steps: int = typer.Option(30, "--steps", help="Training steps (tiny networks on the CPU)."),
+    n_cxr: int = typer.Option(160, "--cxr", help="Synthetic frontal chest X-rays (30 percent COVID-19)."),
+    steps: int = typer.Option(60, "--steps", help="Training steps (tiny networks on the CPU; 2 CT items and "
+                              "16 CXRs per step)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr (tty only)."),
 ):
     """Run the whole pipeline on built-in synthetic data: archives, prep drr, prep cxr, inspect, train, eval,
