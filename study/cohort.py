@@ -64,13 +64,19 @@ class StudyPreset:
         return {k: _plain(v) for k, v in dataclasses.asdict(self).items()}
 
     def describe(self) -> str:
+        from xpgan.model.networks import PRESETS as NETS
+
+        n = NETS[self.net_preset]
+        widths = (f"encoder {list(n.enc_channels)}, z/w {n.z_dim}/{n.w_dim}, synthesis <= {n.syn_channel_max} "
+                  f"and D <= {n.d_channel_max} channels")
         return (f"preset {self.name}: cohort {self.n_cxr} radiographs ({self.cxr_positive_fraction:.1%} COVID-19, "
                 f"grades {list(self.positive_grades)}, written {self.cxr_image_px} px), {self.n_ct} CT studies "
                 f"{'x'.join(map(str, self.ct_shape))} (grades CT-0..4 {list(self.ct_grade_weights)}) + "
                 f"{self.n_ct_holdout} held out; stores {self.size} px, volumes "
                 f"{self.prep_depth}x{self.size}x{self.size}\n"
                 f"  training (every mode): {self.steps} steps, {self.cxr_batch} CXRs + {self.ct_batch} CT items "
-                f"per step, networks G/D {self.net_preset} + DenseNet121, lr {self.lr} (G, D), {self.c_lr} (C), "
+                f"per step, networks G/D {self.net_preset} ({widths}) + DenseNet121 (growth 32, blocks 6-12-24-16), "
+                f"lr {self.lr} (G, D), {self.c_lr} (C), "
                 f"class balance {self.class_balance}, validation {self.val_fraction:.0%} of train patients, "
                 f"AMP {'bf16 on CUDA' if self.amp else 'off'}; {self.n_boot} bootstrap resamples")
 

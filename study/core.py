@@ -46,9 +46,26 @@ def _minutes(sec: Optional[float]) -> str:
 
 def run_study(out: str | Path, *, preset: str | StudyPreset = "cpu", seeds: Sequence[int] = (0, 1),
               modes: Sequence[str] = MODES, device: str = "auto", cohort_seed: int = 0,
-              workers: Optional[int] = None, log: Callable[[str], None] = print) -> dict:
-    """Run (or resume) a study into `out`; returns the contents of study.json."""
-    p = resolve_preset(preset)
+              workers: Optional[int] = None, threads: Optional[int] = 1,
+              log: Callable[[str], None] = print) -> dict:
+    """Run (or resume) a study into `out`; returns the contents of study.json. `threads`: torch CPU threads
+    for training (None: torch's default). One is the default because on a shared 2-core machine two
+    threads per process oversubscribe the cores and a step can get several times slower; on an idle
+    machine two threads are about 1.6x faster (docs/study_calibration.md)."""
+    import torch
+
+    if threads is not None and int(threads) < 1:
+        raise XPGANError(f"--threads must be >= 1, got {threads}")
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    try:
+        return _run_study(out, resolve_preset(preset), seeds, modes, device, cohort_seed, workers, threads, log)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_study(out, p: StudyPreset, seeds, modes, device, cohort_seed, workers, threads, log) -> dict:
     modes = list(dict.fromkeys(modes))
     seeds = [int(s) for s in dict.fromkeys(seeds)]
     bad = [m for m in modes if m not in MODES]
@@ -69,7 +86,7 @@ def run_study(out: str | Path, *, preset: str | StudyPreset = "cpu", seeds: Sequ
     t_start = time.perf_counter()
     log(f"[study] {p.describe()}")
     log(f"[study] modes {', '.join(modes)} x seeds {', '.join(map(str, seeds))} = {len(modes) * len(seeds)} runs, "
-        f"device {device}, output {out}")
+        f"device {device}, {threads or 'default'} CPU thread(s), output {out}")
     cohort = build_cohort(out / "cohort", p, seed=cohort_seed, workers=workers, log=log)
 
     plan = [(m, s) for s in seeds for m in modes]

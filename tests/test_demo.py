@@ -82,3 +82,11 @@ def test_demo_is_reproducible_for_a_seed(tmp_path):
     metrics = [json.loads(Path(r.paths["metrics"]).read_text()) for r in runs]
     for key in ("auroc", "precision", "recall", "f1", "at_0.5", "at_best_val_f1"):
         assert metrics[0].get(key) == metrics[1].get(key), key
+
+
+def test_demo_verdict_says_whether_the_classifier_learned():
+    from xpgan.pipeline.demo import verdict
+
+    assert verdict(0.92).startswith("the classifier learned")
+    assert "NOT" in verdict(0.55) and "--steps" in verdict(0.55)
+    assert "undefined" in verdict(float("nan")) and "undefined" in verdict(None)
