@@ -27,10 +27,10 @@ import numpy as np
 
 import xpgan
 from xpgan.errors import InputError, XPGANError
-from xpgan.pipeline.cxr_io import INTENSITY_ATTRS, load_cxr_depth
-from xpgan.pipeline.cxr_sources import DEFAULT_POSITIVE, DEFAULT_VIEWS, discover, items_fingerprint
+from xpgan.pipeline.cxr.readers import INTENSITY_ATTRS, load_cxr_depth
+from xpgan.pipeline.cxr.sources import DEFAULT_POSITIVE, DEFAULT_VIEWS, discover, items_fingerprint
+from xpgan.pipeline.cxr.split import check_grouping, grouped_stratified_split
 from xpgan.pipeline.runner import PrepSummary, Task, run_items
-from xpgan.pipeline.split import check_grouping, grouped_stratified_split
 
 KIND = "cxr"
 ITEMS_PER_SHARD = 64  # 64 x 256 x 256 float32 = 16 MiB per shard at the default size
@@ -45,7 +45,8 @@ class CXRPrepSummary(PrepSummary):
     def text(self, max_failures: int = 20) -> str:
         lines = [super().text(max_failures)]
         if self.excluded:
-            lines.append("  excluded (not failures): " + ", ".join(f"{k}: {v}" for k, v in sorted(self.excluded.items())))
+            excluded = ", ".join(f"{k}: {v}" for k, v in sorted(self.excluded.items()))
+            lines.append("  excluded (not failures): " + excluded)
         lines.append(format_table(self.table))
         return "\n".join(lines)
 
