@@ -15,11 +15,13 @@ import typer
 from typer.core import TyperGroup
 
 from xpgan.bench.drr import VolumeDtype
+from xpgan.demo import DemoConfig
 from xpgan.drr.geometry import ConeGeometry, GeometryKind, View
 from xpgan.drr.physics import MU_WATER_PER_MM, OutputOption
 from xpgan.drr.render import Backend
 from xpgan.errors import XPGANError
 from xpgan.model.config import AmpDtype, ClassBalance, Device, DrrAug, Mode, Preset, TrainConfig
+from xpgan.pipeline.ct.prep_drr import DEFAULT_SHAPE
 from xpgan.pipeline.ct.validate import SPACING_RANGE_MM
 
 
@@ -97,6 +99,7 @@ def _detector_size(size: int, option: str = "--size", limit: int = MAX_DETECTOR_
 SPACING_OPTION_HELP = ("Plausible CT voxel spacing LO HI, mm per axis; volumes outside it are refused, as are NaN/inf "
                        "voxels and values outside the int16 HU range.")
 _TRAIN = TrainConfig()  # the defaults of `train`
+_DEMO = DemoConfig()  # the defaults of `demo`
 
 
 @drr_app.command("render")
@@ -179,7 +182,7 @@ def prep_drr_command(
                                           "DICOM series folders, or manifest CSV "
                                           "(path,label[,patient_id][,study_id])."),
     out: Path = typer.Argument(..., help="Output Zarr v3 store, e.g. ct.zarr."),
-    shape: tuple[int, int, int] = typer.Option((64, 256, 256), "--shape", help="Resized volume size D H W, voxels."),
+    shape: tuple[int, int, int] = typer.Option(DEFAULT_SHAPE, "--shape", help="Resized volume size D H W, voxels."),
     geometry: GeometryKind = typer.Option("cone", "--geometry", help="DRR geometry."),
     view: Optional[View] = typer.Option(None, "--view", help="Cone beam direction (default pa)."),
     size: int = typer.Option(256, "--size", help="DRR detector size, pixels per side."),
@@ -226,7 +229,7 @@ def bench_prep_command(
     n: int = typer.Option(24, "--n", help="Volumes in the generated MosMed-like archive."),
     shape: tuple[int, int, int] = typer.Option((40, 512, 512), "--shape", help="Archive volume size D H W, voxels "
                                                "(int16 .nii.gz)."),
-    out_shape: tuple[int, int, int] = typer.Option((64, 256, 256), "--out-shape", help="prep drr --shape D H W, "
+    out_shape: tuple[int, int, int] = typer.Option(DEFAULT_SHAPE, "--out-shape", help="prep drr --shape D H W, "
                                                    "voxels."),
     workers: int = typer.Option(2, "--workers", help="Local Dask worker processes for both runs."),
     stages: int = typer.Option(3, "--stages", help="Volumes timed stage by stage in one process (0: skip)."),
@@ -510,15 +513,16 @@ def bench_gpu_command(
 @app.command("demo")
 @user_errors
 def demo_command(
-    out: Path = typer.Option(Path("demo_out"), "--out", help="Output folder (created; a previous demo's folder "
+    out: Path = typer.Option(Path(_DEMO.out), "--out", help="Output folder (created; a previous demo's folder "
                              "is cleared, any other non-empty folder is refused)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic patients and of training."),
-    size: int = typer.Option(64, "--size", help="DRR and CXR store size, pixels per side (the networks' "
+    seed: int = typer.Option(_DEMO.seed, "--seed", help="Seed of the synthetic patients and of training."),
+    size: int = typer.Option(_DEMO.size, "--size", help="DRR and CXR store size, pixels per side (the networks' "
                              "resolution; 128 looks nicer and trains about 3x slower)."),
-    n_ct: int = typer.Option(16, "--ct", help="Synthetic CT studies (512x512x~40 voxels each)."),
-    n_cxr: int = typer.Option(80, "--cxr", help="Synthetic frontal chest X-rays."),
-    steps: int = typer.Option(30, "--steps", help="Training steps (tiny networks on the CPU)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr (tty only)."),
+    n_ct: int = typer.Option(_DEMO.n_ct, "--ct", help="Synthetic CT studies (512x512x~40 voxels each)."),
+    n_cxr: int = typer.Option(_DEMO.n_cxr, "--cxr", help="Synthetic frontal chest X-rays."),
+    steps: int = typer.Option(_DEMO.train_steps, "--steps", help="Training steps (tiny networks on the CPU)."),
+    progress: bool = typer.Option(_DEMO.progress, "--progress/--no-progress",
+                                  help="Progress bars on stderr (tty only)."),
 ):
     """Run the whole pipeline on built-in synthetic data: archives, prep drr, prep cxr, inspect, train, eval,
     generate (about 3 minutes on 2 cores), then print where every output is."""

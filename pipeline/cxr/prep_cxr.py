@@ -1,10 +1,10 @@
 """`xpgan prep cxr`: labelled chest X-rays -> a Zarr v3 store with a patient-grouped stratified split.
 
-Steps: discover every item of every SRC (`cxr_sources`, deterministic order) -> split the full list
+Steps: discover every item of every SRC (`cxr.sources`, deterministic order) -> split the full list
 (`split.grouped_stratified_split`, strata = source x patient label, before anything is processed, so a
 resumed run gets the identical split) -> create or reopen the store (identity = options + a keyed digest of
 the item list; a changed archive or option is refused unless --overwrite) -> read + letterbox each item on
-Dask workers (`cxr_io.load_cxr`) -> write from this process only (`store.write_items`, one shard at a time)
+Dask workers (`cxr.readers.load_cxr`) -> write from this process only (`store.write_items`, one shard at a time)
 -> failures into the store attributes (index, source, reason: no path) and `<store>.failures.csv` beside it
 (with paths, for the operator) -> a Table-1-like count per source x split x label.
 
