@@ -1,7 +1,8 @@
 """The `xpgan` command line.
 
 Commands are thin: they parse and validate, then call a plain function with keyword arguments.
-Heavy imports (numba, torch, dask, zarr) happen inside the commands so `xpgan --help` stays instant.
+Heavy imports (numba, torch, dask, zarr) happen inside the commands so `xpgan --help` stays instant; the
+option types (Literal choices that Typer validates) and defaults come from the modules that own them.
 """
 from __future__ import annotations
 
@@ -11,10 +12,41 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
+from xpgan.bench.drr import VolumeDtype
+from xpgan.demo import DemoConfig
+from xpgan.drr.geometry import ConeGeometry, GeometryKind, View
+from xpgan.drr.physics import MU_WATER_PER_MM, OutputOption
+from xpgan.drr.render import Backend
 from xpgan.errors import XPGANError
+from xpgan.model.config import AmpDtype, ClassBalance, Device, DrrAug, Mode, Preset, TrainConfig
+from xpgan.pipeline.ct.prep_drr import DEFAULT_SHAPE
+from xpgan.pipeline.ct.validate import SPACING_RANGE_MM
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+
+class OneLineErrorsGroup(TyperGroup):
+    """Usage errors (a choice Typer refused, a missing argument, an unknown option) as one line
+    `error: <message>` on stderr with exit code 2, like the errors the commands raise (`user_errors`)."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.TyperException as exc:  # typer's click exceptions (usage errors) derive from it
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `xpgan`, `xpgan prep`: the help, as before
+                exc.show()
+            else:
+                typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(cls=OneLineErrorsGroup, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="CT archives to DRRs, and joint GAN-classifier training for chest X-rays.")
 drr_app = typer.Typer(no_args_is_help=True, help="Render digitally reconstructed radiographs.")
 prep_app = typer.Typer(no_args_is_help=True, help="Convert CT and CXR archives into Zarr stores.")
@@ -64,88 +96,32 @@ def _detector_size(size: int, option: str = "--size", limit: int = MAX_DETECTOR_
     return size
 
 
-# ---- section: drr (render, bench drr) ----
-SPACING_OPTION_DEFAULT = (0.1, 20.0)  # = xpgan.pipeline.validate.SPACING_RANGE_MM (not imported: --help stays fast)
 SPACING_OPTION_HELP = ("Plausible CT voxel spacing LO HI, mm per axis; volumes outside it are refused, as are NaN/inf "
                        "voxels and values outside the int16 HU range.")
-DRR_GEOMETRIES = ("cone", "parallel")
-DRR_VIEWS = ("pa", "ap")
-DRR_BACKENDS = ("auto", "cpu", "cuda")
-DRR_OUTPUTS = ("image", "line-integral")
-
-
-def _floats(text: str, n: int, option: str) -> tuple:
-    """'a,b,c' -> n floats, or a one-line error naming the option."""
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != n:
-        raise XPGANError(f"{option} must be {n} comma-separated numbers, got {text!r}")
-    return values
-
-
-def _choice(value: str, allowed: tuple, option: str) -> str:
-    if value not in allowed:
-        raise XPGANError(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
-    return value
-
-
-def _write_drr_file(out: Path, image, output: str) -> None:
-    import numpy as np
-
-    if out.suffix.lower() == ".npy":
-        np.save(out, image.astype(np.float32))
-        return
-    from PIL import Image
-
-    if output == "image":
-        scaled = image
-    else:  # line integrals have no fixed range: scale to the image's own maximum for viewing
-        peak = float(image.max())
-        scaled = image / peak if peak > 0 else image
-    Image.fromarray(np.round(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)).save(out)
-
-
-def _geometry_from_options(geometry: str, view: Optional[str], size: int, pixel_mm: Optional[float],
-                           sdd: Optional[float], sid: Optional[float]):
-    """The DRR geometry of `drr render` / `prep drr` options; None leaves a cone default in place."""
-    from xpgan.drr import make_geometry
-
-    if geometry == "cone":
-        kw = {"view": view or "pa", "size": size, "pixel_mm": pixel_mm}
-        if sdd is not None:
-            kw["sdd_mm"] = sdd
-        if sid is not None:
-            kw["sid_mm"] = sid
-        return make_geometry("cone", **kw)
-    if geometry == "parallel":
-        if view not in (None, "ap") or sdd is not None or sid is not None:
-            raise XPGANError("--view, --sdd and --sid apply to the cone geometry only (parallel rays run "
-                             "anterior to posterior)")
-        return make_geometry("parallel", size=size, pixel_mm=pixel_mm)
-    raise XPGANError(f"unknown geometry {geometry!r}; allowed: cone, parallel")
+_TRAIN = TrainConfig()  # the defaults of `train`
+_DEMO = DemoConfig()  # the defaults of `demo`
 
 
 @drr_app.command("render")
 @user_errors
-def drr_render(
+def drr_render_command(
     ct_path: Path = typer.Argument(..., help="CT volume: NIfTI file (.nii, .nii.gz) or DICOM series folder."),
     out: Path = typer.Argument(..., help="Output file: .npy (float32) or .png (8-bit; line integrals are scaled "
                                          "to the image's maximum)."),
-    geometry: str = typer.Option("cone", "--geometry", help="Ray geometry: cone | parallel."),
-    view: str = typer.Option("pa", "--view", help="Cone beam direction: pa (source posterior) | ap."),
+    geometry: GeometryKind = typer.Option("cone", "--geometry", help="Ray geometry."),
+    view: View = typer.Option("pa", "--view", help="Cone beam direction: pa (source posterior) or ap."),
     size: int = typer.Option(256, "--size", help="Detector size, pixels per side (square)."),
     pixel_mm: Optional[float] = typer.Option(
         None, "--pixel-mm", help="Pixel spacing, mm (cone: detector plane; parallel: isocentre plane). "
                                  "Default: fit the field of view to the volume."),
-    sdd: float = typer.Option(1800.0, "--sdd", help="Cone: source-to-detector distance, mm."),
-    sid: float = typer.Option(1600.0, "--sid", help="Cone: source-to-isocentre (volume centre) distance, mm."),
-    mu_water: float = typer.Option(0.02, "--mu-water", help="Linear attenuation of water, 1/mm."),
-    backend: str = typer.Option("auto", "--backend", help="auto (GPU if present) | cpu | cuda."),
-    output: str = typer.Option("image", "--output",
-                               help="image (1 - exp(-(p/4)^2) in [0, 1]) | line-integral (p = integral of mu dl, dimensionless)."),
-    spacing_range: tuple[float, float] = typer.Option(SPACING_OPTION_DEFAULT, "--spacing-range",
+    sdd: float = typer.Option(ConeGeometry.sdd_mm, "--sdd", help="Cone: source-to-detector distance, mm."),
+    sid: float = typer.Option(ConeGeometry.sid_mm, "--sid",
+                              help="Cone: source-to-isocentre (volume centre) distance, mm."),
+    mu_water: float = typer.Option(MU_WATER_PER_MM, "--mu-water", help="Linear attenuation of water, 1/mm."),
+    backend: Backend = typer.Option("auto", "--backend", help="auto: the GPU if present."),
+    output: OutputOption = typer.Option("image", "--output", help="image (1 - exp(-(p/4)^2) in [0, 1]) or "
+                                        "line-integral (p = integral of mu dl, dimensionless)."),
+    spacing_range: tuple[float, float] = typer.Option(SPACING_RANGE_MM, "--spacing-range",
                                                       help=SPACING_OPTION_HELP),
     yaw: float = typer.Option(0.0, "--yaw", help="Pose: turn about the superior-inferior axis, degrees; + = LAO "
                               "(PA detector towards the patient's left; posterior structures move to image right)."),
@@ -156,52 +132,20 @@ def drr_render(
     offset: Optional[str] = typer.Option(None, "--offset", help="Pose: isocentre shift from the volume centre, mm, "
                                          "as D,H,W (superior->inferior, anterior->posterior, right->left)."),
     yaw_sweep: Optional[str] = typer.Option(None, "--yaw-sweep", help="START,STOP,STEP degrees: one view per yaw "
-                                            "(replaces --yaw); OUT gets a strip (.png) or a stack [V, size, size] (.npy)."),
+                                            "(replaces --yaw); OUT gets a strip (.png) or a stack [V, size, size] "
+                                            "(.npy)."),
     pitch_sweep: Optional[str] = typer.Option(None, "--pitch-sweep", help="START,STOP,STEP degrees (as --yaw-sweep; "
                                               "with several sweeps, one row per value of the first)."),
     roll_sweep: Optional[str] = typer.Option(None, "--roll-sweep", help="START,STOP,STEP degrees (as --yaw-sweep)."),
 ) -> None:
     """Render one DRR of a CT volume (rows superior->inferior, columns patient right->left), or a pose sweep."""
+    from xpgan.pipeline.ct.drr_file import render_ct_file
+
     _detector_size(size)
-    _choice(geometry, DRR_GEOMETRIES, "--geometry")
-    _choice(view, DRR_VIEWS, "--view")
-    _choice(backend, DRR_BACKENDS, "--backend")
-    _choice(output, DRR_OUTPUTS, "--output")
-    if out.suffix.lower() not in (".npy", ".png"):
-        raise XPGANError(f"{out}: output must end in .npy or .png")
-    if not out.parent.is_dir():
-        raise XPGANError(f"{out}: folder {out.parent} does not exist")
-    _output_path(out, "output")
-    import math
-
-    from xpgan.drr import pose_grid, render_drr_views
-    from xpgan.drr.poses import sweep_values, tile_views
-    from xpgan.pipeline.io import read_ct
-    from xpgan.pipeline.validate import check_ct
-
-    cone = geometry == "cone"  # parallel rays ignore the cone-only options' defaults
-    geom = _geometry_from_options(geometry, view if cone else None, size, pixel_mm, sdd if cone else None,
-                                  sid if cone else None)
-    geom = geom.with_pose(yaw_deg=yaw, pitch_deg=pitch, roll_deg=roll,
-                          offset_mm=_floats(offset, 3, "--offset") if offset is not None else (0.0, 0.0, 0.0))
-    sweeps = {name: sweep_values(text, option) for name, text, option in (
-        ("yaw_deg", yaw_sweep, "--yaw-sweep"), ("pitch_deg", pitch_sweep, "--pitch-sweep"),
-        ("roll_deg", roll_sweep, "--roll-sweep")) if text is not None}
-    geoms = pose_grid(geom, **sweeps) if sweeps else [geom]
-    ct = read_ct(ct_path)
-    check_ct(ct.hu, ct.spacing, ct_path, spacing_range_mm=spacing_range)  # the same checks as prep drr
-    images = render_drr_views(ct.hu, ct.spacing, geoms, backend=backend, output=output.replace("-", "_"),
-                              mu_water=mu_water)  # [V, size, size], one launch
-    what = f"{size}x{size}, {geometry}{' ' + view if geometry == 'cone' else ''}, {output}"
-    if not sweeps:
-        _write_drr_file(out, images[0], output)
-        typer.echo(f"wrote {out} ({what})")
-        return
-    per_row = math.prod(len(v) for v in list(sweeps.values())[1:]) if len(sweeps) > 1 else None  # row: 1st sweep
-    fill = 1.0 if output == "image" else float(images.max())  # white gaps between the tiles
-    _write_drr_file(out, images if out.suffix.lower() == ".npy" else tile_views(images, per_row, fill=fill), output)
-    poses = "; ".join(" ".join(f"{k[:-4]} {getattr(g, k):g}" for k in sweeps) for g in geoms)
-    typer.echo(f"wrote {out} ({len(geoms)} views {what}; row-major: {poses})")
+    typer.echo(render_ct_file(ct_path=ct_path, out=out, geometry=geometry, view=view, size=size, pixel_mm=pixel_mm,
+                              sdd=sdd, sid=sid, mu_water=mu_water, backend=backend, output=output,
+                              spacing_range=spacing_range, yaw=yaw, pitch=pitch, roll=roll, offset=offset,
+                              yaw_sweep=yaw_sweep, pitch_sweep=pitch_sweep, roll_sweep=roll_sweep))
 
 
 @bench_app.command("drr")
@@ -211,47 +155,43 @@ def bench_drr_command(
     height: int = typer.Option(256, "--height", help="Volume rows (anterior-posterior), voxels."),
     width: int = typer.Option(256, "--width", help="Volume columns (right-left), voxels."),
     size: int = typer.Option(256, "--size", help="Detector size, pixels per side."),
-    geometry: str = typer.Option("cone", "--geometry", help="cone (PA) | parallel."),
-    backend: str = typer.Option("cpu", "--backend", help="auto | cpu | cuda."),
+    geometry: GeometryKind = typer.Option("cone", "--geometry", help="cone (PA) or parallel."),
+    backend: Backend = typer.Option("cpu", "--backend"),
     batch: int = typer.Option(1, "--batch", help="DRRs per call (render_drr_batch when > 1)."),
     repeats: int = typer.Option(20, "--repeats", help="Timed calls after warm-up; the best is reported."),
-    dtype: str = typer.Option("int16", "--dtype", help="HU voxel type: int16 (CT store) | float32 (read_ct)."),
+    dtype: VolumeDtype = typer.Option("int16", "--dtype", help="HU voxel type: int16 (CT store) or float32 (read_ct)."),
 ) -> None:
     """Print DRRs/s, ray-voxel steps/s and ns per step per core (JIT time reported separately)."""
-    _choice(geometry, DRR_GEOMETRIES, "--geometry")
-    _choice(backend, DRR_BACKENDS, "--backend")
-    _choice(dtype, ("int16", "float32"), "--dtype")
     for name, value in (("--depth", depth), ("--height", height), ("--width", width), ("--size", size),
                         ("--batch", batch), ("--repeats", repeats)):
         if value < 1:
             raise XPGANError(f"{name} must be a positive integer, got {value}")
     _detector_size(size)
-    from xpgan.drr.bench import bench_drr
+    from xpgan.bench.drr import bench_drr
 
     result = bench_drr(shape=(depth, height, width), size=size, geometry=geometry, backend=backend, batch=batch,
                        repeats=repeats, dtype=dtype)
     for line in result.lines():
         typer.echo(line)
-# ---- end section: drr ----
 
-# ---- section: prep drr + inspect ----
 
 @prep_app.command("drr")
 @user_errors
 def prep_drr_command(
     src: Path = typer.Argument(..., help="CT archive: MosMed tree (studies/CT-0..CT-4), folder of NIfTI files / "
-                                          "DICOM series folders, or manifest CSV (path,label[,patient_id][,study_id])."),
+                                          "DICOM series folders, or manifest CSV "
+                                          "(path,label[,patient_id][,study_id])."),
     out: Path = typer.Argument(..., help="Output Zarr v3 store, e.g. ct.zarr."),
-    shape: tuple[int, int, int] = typer.Option((64, 256, 256), "--shape", help="Resized volume size D H W, voxels."),
-    geometry: str = typer.Option("cone", "--geometry", help="DRR geometry: cone | parallel."),
-    view: Optional[str] = typer.Option(None, "--view", help="Cone beam direction: pa (default) | ap."),
+    shape: tuple[int, int, int] = typer.Option(DEFAULT_SHAPE, "--shape", help="Resized volume size D H W, voxels."),
+    geometry: GeometryKind = typer.Option("cone", "--geometry", help="DRR geometry."),
+    view: Optional[View] = typer.Option(None, "--view", help="Cone beam direction (default pa)."),
     size: int = typer.Option(256, "--size", help="DRR detector size, pixels per side."),
     pixel_mm: Optional[float] = typer.Option(None, "--pixel-mm", help="DRR pixel spacing, mm (cone: detector "
                                              "plane; parallel: isocentre plane). Default: fit the volume."),
     sdd: Optional[float] = typer.Option(None, "--sdd", help="Cone source-to-detector distance, mm (default 1800)."),
     sid: Optional[float] = typer.Option(None, "--sid", help="Cone source-to-isocentre distance, mm (default 1600)."),
-    mu_water: float = typer.Option(0.02, "--mu-water", help="Linear attenuation of water, 1/mm."),
-    backend: str = typer.Option("auto", "--backend", help="Ray caster: auto | cpu | cuda."),
+    mu_water: float = typer.Option(MU_WATER_PER_MM, "--mu-water", help="Linear attenuation of water, 1/mm."),
+    backend: Backend = typer.Option("auto", "--backend", help="Ray caster (auto: the GPU if present)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Local Dask worker processes (default: one per "
                                           "core, fewer if memory is short; 0: no Dask, in this process)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of an existing Dask scheduler, "
@@ -263,17 +203,18 @@ def prep_drr_command(
                                           "before reading)."),
     salt_file: Optional[Path] = typer.Option(None, "--salt-file", help="Salt for patient-id hashes (manifest "
                                              "patient_id); default OUT.salt, created if missing."),
-    spacing_range: tuple[float, float] = typer.Option(SPACING_OPTION_DEFAULT, "--spacing-range",
+    spacing_range: tuple[float, float] = typer.Option(SPACING_RANGE_MM, "--spacing-range",
                                                       help=SPACING_OPTION_HELP),
 ):
     """Convert a CT archive into a Zarr store of resized volumes and their DRRs (resumable)."""
-    from xpgan.pipeline.prep_drr import prep_drr
+    from xpgan.drr.geometry import geometry_from_options
+    from xpgan.pipeline.ct.prep_drr import prep_drr
 
     if workers is not None and workers < 0:
         raise XPGANError(f"--workers must be >= 0, got {workers}")
     _detector_size(size)
     _output_path(out, "output store")
-    geom = _geometry_from_options(geometry, view, size, pixel_mm, sdd, sid)
+    geom = geometry_from_options(geometry, view=view, size=size, pixel_mm=pixel_mm, sdd_mm=sdd, sid_mm=sid)
     summary = prep_drr(src, out, shape=shape, geometry=geom, mu_water=mu_water, backend=backend, workers=workers,
                        scheduler=scheduler, overwrite=overwrite, progress=progress,
                        memory_limit_gb=memory_limit_gb, salt_file=salt_file, spacing_range_mm=spacing_range)
@@ -288,7 +229,7 @@ def bench_prep_command(
     n: int = typer.Option(24, "--n", help="Volumes in the generated MosMed-like archive."),
     shape: tuple[int, int, int] = typer.Option((40, 512, 512), "--shape", help="Archive volume size D H W, voxels "
                                                "(int16 .nii.gz)."),
-    out_shape: tuple[int, int, int] = typer.Option((64, 256, 256), "--out-shape", help="prep drr --shape D H W, "
+    out_shape: tuple[int, int, int] = typer.Option(DEFAULT_SHAPE, "--out-shape", help="prep drr --shape D H W, "
                                                    "voxels."),
     workers: int = typer.Option(2, "--workers", help="Local Dask worker processes for both runs."),
     stages: int = typer.Option(3, "--stages", help="Volumes timed stage by stage in one process (0: skip)."),
@@ -299,7 +240,7 @@ def bench_prep_command(
     CPU ms and peak RSS per worker."""
     if n < 1 or workers < 1 or stages < 0:
         raise XPGANError("--n and --workers must be >= 1, --stages >= 0")
-    from xpgan.pipeline.bench_prep import bench_prep
+    from xpgan.bench.prep import bench_prep
 
     result = bench_prep(n=n, shape=shape, out_shape=out_shape, workers=workers, archive=archive, stages=stages)
     for line in result.lines():
@@ -322,7 +263,7 @@ def inspect_command(
 ):
     """Summarise a store (counts per label/severity/split, failures, geometry); optionally a PNG sheet.
     Exit code 1 when done items have missing or damaged data (listed)."""
-    from xpgan.pipeline.inspect import check_store, inspect_store
+    from xpgan.pipeline.inspection import check_store, inspect_store
     from xpgan.pipeline.schema import StoreDamageError
 
     report, damaged = check_store(store, full=verify)
@@ -337,14 +278,12 @@ def inspect_command(
         raise typer.Exit(1)
 
 
-# ---- end section: prep drr + inspect ----
 
-# ---- section: prep cxr ----
 MAX_CXR_SIZE = 4096  # a shard of 64 images at 4096^2 float32 is 4 GiB in the single writer's memory
 
 @prep_app.command("cxr")
 @user_errors
-def prep_cxr_cmd(
+def prep_cxr_command(
     paths: list[Path] = typer.Argument(..., metavar="SRC... OUT.zarr",
                                        help="One or more sources (a folder of class sub-folders, a manifest CSV "
                                             "path,label[,patient_id][,source], or a Cohen-style metadata.csv or "
@@ -376,8 +315,8 @@ def prep_cxr_cmd(
     when several images belong to one patient. Rerunning the same command resumes; exit code 1 when some
     files failed (listed in the summary and in OUT.zarr.failures.csv).
     """
-    from xpgan.pipeline.cxr_sources import DEFAULT_POSITIVE
-    from xpgan.pipeline.prep_cxr import prep_cxr
+    from xpgan.pipeline.cxr.prep_cxr import prep_cxr
+    from xpgan.pipeline.cxr.sources import DEFAULT_POSITIVE
 
     if len(paths) < 2:
         raise XPGANError("give at least one SRC and the output store: xpgan prep cxr SRC... OUT.zarr")
@@ -393,9 +332,7 @@ def prep_cxr_cmd(
         raise typer.Exit(1)
 
 
-# ---- end section: prep cxr ----
 
-# ---- section: model (train, eval, generate, bench loader) ----
 def _train_config_from_options(**opts):
     from xpgan.model.config import TrainConfig
 
@@ -409,40 +346,50 @@ def _train_config_from_options(**opts):
 def train_command(
     ct: Optional[Path] = typer.Option(None, "--ct", help="CT store (xpgan prep drr output); modes xpgan, drr."),
     cxr: Optional[Path] = typer.Option(None, "--cxr", help="CXR store (xpgan prep cxr output)."),
-    mode: str = typer.Option("xpgan", "--mode", help="xpgan (joint G/D/C) | drr (C on CXR + DRRs) | baseline (C on CXR)."),
-    out: Path = typer.Option(Path("runs/xpgan"), "--out", help="Run directory (config, checkpoints, logs, samples)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the CXR training items."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimisation steps (overrides --epochs)."),
-    batch_size: int = typer.Option(8, "--batch-size", help="CT items per step (per process)."),
-    cxr_batch_size: Optional[int] = typer.Option(None, "--cxr-batch-size", help="CXR items per step (default: --batch-size)."),
-    lr: float = typer.Option(0.002, "--lr", help="Adam learning rate, cosine-annealed to 0 over the run."),
-    lambda_l1: float = typer.Option(2.0, "--lambda-l1", help="Weight of L1(G(ct), DRR)."),
-    r1_gamma: float = typer.Option(1.0, "--r1-gamma", help="R1 regularisation weight."),
-    r1_interval: int = typer.Option(16, "--r1-interval", help="Steps between lazy R1 passes."),
-    seed: int = typer.Option(0, "--seed", help="Seed of weights, data order and noise."),
-    preset: str = typer.Option("paper", "--preset", help="Network widths: paper | tiny (CPU-sized)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
-    amp: bool = typer.Option(True, "--amp/--no-amp", help="Mixed precision on CUDA."),
-    amp_dtype: str = typer.Option("bf16", "--amp-dtype", help="bf16 | fp16 (fp16 uses loss scaling)."),
-    num_workers: int = typer.Option(2, "--num-workers", help="Data loader worker processes per rank."),
-    checkpoint_every: int = typer.Option(1000, "--checkpoint-every", help="Steps between checkpoints."),
-    keep_checkpoints: int = typer.Option(3, "--keep-checkpoints", help="Newest checkpoints kept (0: all)."),
-    log_every: int = typer.Option(50, "--log-every", help="Steps between logged losses."),
-    sample_every: int = typer.Option(1000, "--sample-every", help="Steps between sample grid PNGs (0: never)."),
+    mode: Mode = typer.Option(_TRAIN.mode, "--mode", help="xpgan (joint G/D/C), drr (C on CXR + DRRs) or baseline "
+                           "(C on CXR)."),
+    out: Path = typer.Option(Path(_TRAIN.out), "--out", help="Run directory (config, checkpoints, logs, samples)."),
+    epochs: Optional[int] = typer.Option(_TRAIN.epochs, "--epochs", help="Passes over the CXR training items."),
+    max_steps: Optional[int] = typer.Option(_TRAIN.max_steps, "--max-steps",
+                                            help="Optimisation steps (overrides --epochs)."),
+    batch_size: int = typer.Option(_TRAIN.batch_size, "--batch-size", help="CT items per step (per process)."),
+    cxr_batch_size: Optional[int] = typer.Option(_TRAIN.cxr_batch_size, "--cxr-batch-size",
+                                                  help="CXR items per step (default: --batch-size)."),
+    lr: float = typer.Option(_TRAIN.lr, "--lr", help="Adam learning rate, cosine-annealed to 0 over the run."),
+    lambda_l1: float = typer.Option(_TRAIN.lambda_l1, "--lambda-l1", help="Weight of L1(G(ct), DRR)."),
+    r1_gamma: float = typer.Option(_TRAIN.r1_gamma, "--r1-gamma", help="R1 regularisation weight."),
+    r1_interval: int = typer.Option(_TRAIN.r1_interval, "--r1-interval", help="Steps between lazy R1 passes."),
+    seed: int = typer.Option(_TRAIN.seed, "--seed", help="Seed of weights, data order and noise."),
+    preset: Preset = typer.Option(_TRAIN.preset, "--preset", help="Network widths (tiny: CPU-sized)."),
+    device: Device = typer.Option(_TRAIN.device, "--device"),
+    amp: bool = typer.Option(_TRAIN.amp, "--amp/--no-amp", help="Mixed precision on CUDA."),
+    amp_dtype: AmpDtype = typer.Option(_TRAIN.amp_dtype, "--amp-dtype", help="fp16 uses loss scaling."),
+    num_workers: int = typer.Option(_TRAIN.num_workers, "--num-workers", help="Data loader worker processes per rank."),
+    checkpoint_every: int = typer.Option(_TRAIN.checkpoint_every, "--checkpoint-every",
+                                         help="Steps between checkpoints."),
+    keep_checkpoints: int = typer.Option(_TRAIN.keep_checkpoints, "--keep-checkpoints",
+                                         help="Newest checkpoints kept (0: all)."),
+    log_every: int = typer.Option(_TRAIN.log_every, "--log-every", help="Steps between logged losses."),
+    sample_every: int = typer.Option(_TRAIN.sample_every, "--sample-every",
+                                     help="Steps between sample grid PNGs (0: never)."),
     classifier_weights: Optional[Path] = typer.Option(None, "--classifier-weights",
                                                       help="Local torchvision DenseNet121 ImageNet state_dict."),
-    resume: Optional[str] = typer.Option(None, "--resume", help="Checkpoint file, run directory, or 'latest' (in --out)."),
-    stop_at: Optional[int] = typer.Option(None, "--stop-at", help="End this invocation at this step (resume later)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
-    class_balance: str = typer.Option("oversample", "--class-balance", help="Real-CXR class imbalance: "
-                                      "oversample (each positive repeated n_neg/n_pos times per epoch) | weight "
-                                      "(positives weighted n_neg/n_pos in the loss) | none."),
+    resume: Optional[str] = typer.Option(_TRAIN.resume, "--resume",
+                                          help="Checkpoint file, run directory, or 'latest' (in --out)."),
+    stop_at: Optional[int] = typer.Option(_TRAIN.stop_at, "--stop-at",
+                                          help="End this invocation at this step (resume later)."),
+    progress: bool = typer.Option(_TRAIN.progress, "--progress/--no-progress", help="Progress bar."),
+    class_balance: ClassBalance = typer.Option(_TRAIN.class_balance, "--class-balance",
+                                               help="Real-CXR class imbalance: oversample (each positive repeated "
+                                                    "n_neg/n_pos times per epoch), weight (positives weighted "
+                                                    "n_neg/n_pos in the loss) or none."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config as JSON and exit."),
-    allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="Use the done items of a store that "
-                                          "prep is still writing or did not finish (refused by default)."),
-    drr_aug: str = typer.Option("none", "--drr-aug", help="On-the-fly posed DRRs (modes drr, xpgan): none (stored "
-                                "DRRs) | pose (yaw/pitch +-8, roll +-5 deg, offsets +-10 mm, SID 1000-1800 mm) | "
-                                "pose+intensity (mode drr: also exposure x0.85-1.15 and noise)."),
+    allow_incomplete: bool = typer.Option(_TRAIN.allow_incomplete, "--allow-incomplete", help="Use the done items of "
+                                          "a store that prep is still writing or did not finish (refused by default)."),
+    drr_aug: DrrAug = typer.Option(_TRAIN.drr_aug, "--drr-aug",
+                                   help="On-the-fly posed DRRs (modes drr, xpgan): none (stored DRRs) | pose "
+                                        "(yaw/pitch +-8, roll +-5 deg, offsets +-10 mm, SID 1000-1800 mm) | "
+                                        "pose+intensity (mode drr: also exposure x0.85-1.15 and noise)."),
 ) -> None:
     """Train a classifier (and in mode xpgan the generator and discriminator); torchrun for several GPUs."""
     if classifier_weights is not None and not classifier_weights.is_file():
@@ -480,7 +427,7 @@ def eval_command(
     cxr: Path = typer.Option(..., "--cxr", help="CXR store to evaluate on."),
     split: str = typer.Option("test", "--split", help="test | val (held-out part of train) | train."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: RUN_DIR/eval-SPLIT)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    device: Device = typer.Option("auto", "--device"),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass."),
     allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="Use the done items of a store that "
                                           "prep is still writing or did not finish."),
@@ -507,7 +454,7 @@ def generate_command(
     ct: Path = typer.Option(..., "--ct", help="CT store whose volumes are translated."),
     out: Path = typer.Option(..., "--out", help="Output folder for PNGs."),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most this many CT items."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    device: Device = typer.Option("auto", "--device"),
     allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="Use the done items of a store that "
                                           "prep is still writing or did not finish."),
 ) -> None:
@@ -529,7 +476,7 @@ def bench_loader_command(
     batches: int = typer.Option(20, "--batches", help="Timed batches (after one warm-up batch)."),
 ) -> None:
     """Print training-stream samples/s (shuffled, shard-aware) for the CT and CXR stores."""
-    from xpgan.model.bench_loader import bench_loader
+    from xpgan.bench.loader import bench_loader
 
     for r in bench_loader(ct=str(ct) if ct else None, cxr=str(cxr) if cxr else None, batch_size=batch_size,
                           num_workers=num_workers, batches=batches):
@@ -552,7 +499,7 @@ def bench_gpu_command(
 ) -> None:
     """The GPU path end to end (agreement, DRR/s, prep, training in bf16/fp16/fp32, eval, generate, loader,
     torchrun): prints a summary, writes a JSON. Each section is time-boxed and failure-isolated."""
-    from xpgan.gpu_check import drive
+    from xpgan.bench.gpu_check import drive
 
     argv = ["--max-seconds", str(max_seconds)] + (["--out", str(out)] if out else []) + \
         (["--cpu-only"] if cpu_only else []) + (["--tiny"] if tiny else []) + \
@@ -562,26 +509,25 @@ def bench_gpu_command(
     raise typer.Exit(drive(argv))
 
 
-# ---- end section: model ----
 
-# ---- section: demo ----
 @app.command("demo")
 @user_errors
 def demo_command(
-    out: Path = typer.Option(Path("demo_out"), "--out", help="Output folder (created; a previous demo's folder "
+    out: Path = typer.Option(Path(_DEMO.out), "--out", help="Output folder (created; a previous demo's folder "
                              "is cleared, any other non-empty folder is refused)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic patients and of training."),
-    size: int = typer.Option(64, "--size", help="DRR and CXR store size, pixels per side (the networks' "
+    seed: int = typer.Option(_DEMO.seed, "--seed", help="Seed of the synthetic patients and of training."),
+    size: int = typer.Option(_DEMO.size, "--size", help="DRR and CXR store size, pixels per side (the networks' "
                              "resolution; 128 looks nicer and trains about 3x slower)."),
-    n_ct: int = typer.Option(16, "--ct", help="Synthetic CT studies (512x512x~40 voxels each)."),
-    n_cxr: int = typer.Option(160, "--cxr", help="Synthetic frontal chest X-rays (30 percent COVID-19)."),
-    steps: int = typer.Option(60, "--steps", help="Training steps (tiny networks on the CPU; 2 CT items and "
-                              "16 CXRs per step)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr (tty only)."),
+    n_ct: int = typer.Option(_DEMO.n_ct, "--ct", help="Synthetic CT studies (512x512x~40 voxels each)."),
+    n_cxr: int = typer.Option(_DEMO.n_cxr, "--cxr", help="Synthetic frontal chest X-rays (30 percent COVID-19)."),
+    steps: int = typer.Option(_DEMO.train_steps, "--steps", help="Training steps (tiny networks on the CPU; 2 CT items "
+                              "and 16 CXRs per step)."),
+    progress: bool = typer.Option(_DEMO.progress, "--progress/--no-progress",
+                                  help="Progress bars on stderr (tty only)."),
 ):
     """Run the whole pipeline on built-in synthetic data: archives, prep drr, prep cxr, inspect, train, eval,
     generate (about 3 minutes on 2 cores), then print where every output is."""
-    from xpgan.pipeline.demo import DemoConfig, run_demo
+    from xpgan.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(out=str(out), seed=seed, size=size, n_ct=n_ct, n_cxr=n_cxr, train_steps=steps,
                      progress=progress)
@@ -589,9 +535,7 @@ def demo_command(
     typer.echo(result.text())
 
 
-# ---- end section: demo ----
 
-# ---- section: study ----
 @app.command("study", context_settings={"allow_extra_args": True})
 @user_errors
 def study_command(
@@ -603,7 +547,7 @@ def study_command(
     seeds: list[str] = typer.Option(["0", "1"], "--seeds", help="Training seeds: --seeds 0 1 (or 0,1)."),
     modes: list[str] = typer.Option(["baseline", "drr", "xpgan"], "--modes",
                                     help="Rows of the table: --modes baseline drr xpgan (or comma-separated)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    device: Device = typer.Option("auto", "--device"),
     cohort_seed: int = typer.Option(0, "--cohort-seed", help="Seed of the synthetic cohort."),
     threads: int = typer.Option(1, "--threads", help="torch CPU threads for training (1 is robust on a shared "
                                 "machine; 2 is ~1.6x faster on an idle 2-core one)."),
@@ -612,7 +556,6 @@ def study_command(
     threshold rule, evaluated on the CXR test split."""
     from xpgan.study import run_study
 
-    _choice(device, ("auto", "cpu", "cuda"), "--device")
     seed_list, mode_list = study_lists(seeds, modes, ctx.args)
     run_study(out, preset=preset, seeds=seed_list, modes=mode_list, device=device, cohort_seed=cohort_seed,
               threads=threads, log=typer.echo)
@@ -633,7 +576,6 @@ def study_lists(seeds: list[str], modes: list[str], extra: list[str]) -> tuple[l
     return list(dict.fromkeys(seed_list)), list(dict.fromkeys(mode_list))
 
 
-# ---- end section: study ----
 
 
 def main() -> None:

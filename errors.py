@@ -17,6 +17,10 @@ class InputError(XPGANError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class DRRArgumentError(XPGANError, ValueError):
+    """A bad DRR argument (name, range, shape).  Both a ValueError and a one-line CLI error."""
+
+
 def os_error_line(exc: OSError) -> str:
     """An OSError as one line naming the file: `PATH: Permission denied`."""
     reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__

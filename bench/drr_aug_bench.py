@@ -24,7 +24,7 @@ def write_store(path: Path, shape, size: int) -> None:
     from xpgan.drr import ConeGeometry, render_drr
     from xpgan.pipeline import schema
     from xpgan.pipeline import store as st
-    from xpgan.pipeline.phantoms import chest_phantom
+    from xpgan.pipeline.synth.anatomy import chest_phantom
 
     ph = chest_phantom(0, shape=shape, severity=2)
     hu = np.clip(np.rint(ph.hu), -1024, 3071).astype(np.int16)

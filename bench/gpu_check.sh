@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of issue 10 (xpgan.gpu_check; the same as `xpgan bench gpu`), runnable from the repository
+# The GPU check of issue 10 (xpgan.bench.gpu_check; the same as `xpgan bench gpu`), runnable from the repository
 # root on a machine where xpgan is not installed: it puts a link named `xpgan` to this checkout on PYTHONPATH.
 #
 #   bash bench/gpu_check.sh [--cpu-only] [--tiny] [--sections env,agree,...] [--max-seconds 450]
@@ -22,12 +22,12 @@ ln -s "$root" "$pkg/xpgan"
 export PYTHONPATH="$pkg${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 py="${PYTHON:-python3}"
-if ! "$py" -c "import xpgan.gpu_check" 2>/dev/null; then
+if ! "$py" -c "import xpgan.bench.gpu_check" 2>/dev/null; then
     echo "gpu check: cannot import xpgan from $root with $py:" >&2
-    "$py" -c "import xpgan.gpu_check" 2>&1 | tail -1 >&2
+    "$py" -c "import xpgan.bench.gpu_check" 2>&1 | tail -1 >&2
     exit 2
 fi
-"$py" -m xpgan.gpu_check --out "${OUT:-gpu_check_out}" "$@"
+"$py" -m xpgan.bench.gpu_check --out "${OUT:-gpu_check_out}" "$@"
 rc=$?
 rm -f "$pkg/xpgan"; rmdir "$pkg" 2>/dev/null
 exit $rc

@@ -64,7 +64,8 @@ def main(argv=None) -> int:
         got = np.asarray(render_drr_views(hu, spacing, views, backend=backend, output="line_integral"))
         rel = float(np.abs(got - want).max() / want.max())
         ok &= rel <= 1e-4
-        print(f"agreement {backend} vs cpu, 4 posed views: max |diff| / max = {rel:.2e} ({'ok' if rel <= 1e-4 else 'FAIL'})")
+        verdict = "ok" if rel <= 1e-4 else "FAIL"
+        print(f"agreement {backend} vs cpu, 4 posed views: max |diff| / max = {rel:.2e} ({verdict})")
 
         side = max(1, int(round(args.poses ** 0.5)))
         grid = pose_grid(ConeGeometry(size=size), yaw_deg=np.linspace(-8, 8, side), pitch_deg=np.linspace(-8, 8, side))

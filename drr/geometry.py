@@ -43,20 +43,18 @@ may lie inside the CT's field of view without cutting the volume.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Optional, Union
+from typing import Literal, Optional, Union, get_args
 
 import numpy as np
 
-from xpgan.errors import XPGANError
+from xpgan.errors import DRRArgumentError, XPGANError
 
-GEOMETRY_KINDS = ("cone", "parallel")
-VIEWS = ("pa", "ap")
+GeometryKind = Literal["cone", "parallel"]  # the CLI options --geometry / --view take these types
+View = Literal["pa", "ap"]
+GEOMETRY_KINDS: tuple[str, ...] = get_args(GeometryKind)
+VIEWS: tuple[str, ...] = get_args(View)
 POSE_FIELDS = ("yaw_deg", "pitch_deg", "roll_deg", "offset_mm")
 ZERO_OFFSET = (0.0, 0.0, 0.0)
-
-
-class DRRArgumentError(XPGANError, ValueError):
-    """A bad DRR argument (name, range, shape).  Both a ValueError and a one-line CLI error."""
 
 
 @dataclass(frozen=True)
@@ -337,6 +335,26 @@ def geometry_from_dict(d: dict) -> Geometry:
 def make_geometry(kind: str = "cone", **kwargs) -> Geometry:
     """Build a geometry by name ("cone" | "parallel"); an unknown name raises DRRArgumentError."""
     return geometry_from_dict({"kind": kind, **kwargs})
+
+
+def geometry_from_options(kind: str, *, view: Optional[str] = None, size: int = 256,
+                          pixel_mm: Optional[float] = None, sdd_mm: Optional[float] = None,
+                          sid_mm: Optional[float] = None) -> Geometry:
+    """The geometry of the `drr render` / `prep drr` options; None leaves a cone default in place.
+    View and distances apply to the cone only (parallel rays run anterior to posterior)."""
+    if kind == "cone":
+        kw = {"view": view or "pa", "size": size, "pixel_mm": pixel_mm}
+        if sdd_mm is not None:
+            kw["sdd_mm"] = sdd_mm
+        if sid_mm is not None:
+            kw["sid_mm"] = sid_mm
+        return make_geometry("cone", **kw)
+    if kind == "parallel":
+        if view not in (None, "ap") or sdd_mm is not None or sid_mm is not None:
+            raise DRRArgumentError("--view, --sdd and --sid apply to the cone geometry only (parallel rays run "
+                                   "anterior to posterior)")
+        return make_geometry("parallel", size=size, pixel_mm=pixel_mm)
+    raise DRRArgumentError(f"unknown geometry {kind!r}; allowed: {', '.join(GEOMETRY_KINDS)}")
 
 
 def pose_grid(geometry: Geometry, *, yaw_deg=(0.0,), pitch_deg=(0.0,), roll_deg=(0.0,), offset_mm=None) -> list:

@@ -18,14 +18,19 @@ rejected (lungs grey, low lung/mediastinum contrast).
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import numpy as np
+
+from xpgan.errors import DRRArgumentError
 
 MU_WATER_PER_MM = 0.02   # linear attenuation of water, 1/mm (about 70 keV)
 P_REF = 4.0              # line-integral scale of the image map (dimensionless)
 MAP_POWER = 2.0          # exponent of the image map (Weibull-shaped curve)
 IMAGE_MAP_NAME = "one_minus_exp_power"
-OUTPUTS = ("image", "line_integral")
+Output = Literal["image", "line_integral"]
+OUTPUTS: tuple[str, ...] = get_args(Output)
+OutputOption = Literal[tuple(o.replace("_", "-") for o in OUTPUTS)]  # --output spells line-integral
 
 
 def hu_to_mu(hu: np.ndarray, mu_water: float = MU_WATER_PER_MM) -> np.ndarray:
@@ -61,8 +66,6 @@ def image_map_attrs() -> dict:
 
 
 def check_mu_water(mu_water: float) -> float:
-    from xpgan.drr.geometry import DRRArgumentError
-
     try:
         value = float(mu_water)
     except (TypeError, ValueError):

@@ -17,8 +17,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from xpgan.drr.geometry import ConeGeometry, DRRArgumentError, Geometry, ParallelGeometry, pose_rotation
+from xpgan.drr.geometry import ConeGeometry, Geometry, ParallelGeometry, pose_rotation
 from xpgan.drr.physics import MU_WATER_PER_MM
+from xpgan.errors import DRRArgumentError
 
 MAX_SWEEP_VIEWS = 256
 

@@ -27,15 +27,16 @@ from __future__ import annotations
 
 import warnings
 from collections import OrderedDict
-from typing import Sequence, Union
+from typing import Literal, Sequence, Union, get_args
 
 import numpy as np
 
-from xpgan.drr.geometry import ConeGeometry, DRRArgumentError, Geometry, ParallelGeometry
-from xpgan.errors import XPGANError
-from xpgan.drr.physics import MAP_POWER, OUTPUTS, P_REF, check_mu_water, line_integral_to_image, MU_WATER_PER_MM
+from xpgan.drr.geometry import ConeGeometry, Geometry, ParallelGeometry
+from xpgan.drr.physics import MAP_POWER, MU_WATER_PER_MM, OUTPUTS, P_REF, check_mu_water, line_integral_to_image
+from xpgan.errors import DRRArgumentError, XPGANError
 
-BACKENDS = ("auto", "cpu", "cuda")
+Backend = Literal["auto", "cpu", "cuda"]  # --backend
+BACKENDS: tuple[str, ...] = get_args(Backend)
 _FALLBACK: dict = {}        # {"reason": str} once "auto" has fallen back to the CPU in this process
 _RAYS: OrderedDict = OrderedDict()   # (geometries, shape, spacings) -> host rays [B, 6, 3]
 _RAYS_CAPACITY = 16

@@ -77,7 +77,8 @@ def affine_resample(vol: np.ndarray, matrix, start, fill: float = 0.0) -> np.nda
         vol = vol.astype(np.float32)
     matrix = np.ascontiguousarray(matrix, dtype=np.float64)
     start = np.ascontiguousarray(start, dtype=np.float64).reshape(-1)
-    if matrix.shape != (3, 3) or start.shape != (3,) or not (np.all(np.isfinite(matrix)) and np.all(np.isfinite(start))):
+    finite = np.all(np.isfinite(matrix)) and np.all(np.isfinite(start))
+    if matrix.shape != (3, 3) or start.shape != (3,) or not finite:
         raise ValueError("matrix must be a finite [3, 3] array and start a finite [3] array")
     out = np.empty(vol.shape, dtype=np.float32)
     _resample_kernel(np.ascontiguousarray(vol), matrix, start, float(fill), out)

@@ -103,7 +103,6 @@ def ray_integral(psum, base, nd, nh, nw, sd, sh, sw, ax, ay, az, bx, by, bz):
 
     # Entry voxel from the entry point, clamped: the entry face itself rounds to either side.
     ix = min(max(int(math.floor((ax + tmin * dx) / sd)), 0), nd - 1)
-    iy = min(max(int(math.floor((ay + tmin * dy) / sh)), 0), nh - 1)
     iz = min(max(int(math.floor((az + tmin * dz) / sw)), 0), nw - 1)
 
     # The ray crosses a sequence of (d, w) columns; only the crossings of d and w planes are visited

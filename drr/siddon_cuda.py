@@ -37,6 +37,7 @@ from collections import OrderedDict
 import numpy as np
 from numba import cuda, float32, float64, int16, int32, int64
 
+from xpgan.drr.physics import MU_WATER_PER_MM
 from xpgan.drr.siddon_cpu import prefix_column, prefix_dtype_and_offset, ray_integral
 
 _ray_integral_dev = cuda.jit(device=True)(ray_integral)
@@ -369,8 +370,8 @@ def _launch_render(psum_dev, vol_index_dev, spacing_dev, rays_dev, scale: float,
                                             spacing_dev[lo:hi], rays_dev[lo:hi], float(scale), out_dev[lo:hi])
 
 
-def render_device(psum_dev, vol_index, spacing, rays, size: int, *, scale: float = 0.02 / 1000.0, out_dev=None,
-                  stream=0):
+def render_device(psum_dev, vol_index, spacing, rays, size: int, *, scale: float = MU_WATER_PER_MM / 1000.0,
+                  out_dev=None, stream=0):
     """Launch the ray kernel on device prefix sums (`prefix_sums_device`): device float32 [B, size, size].
 
     vol_index [B] int64, spacing [B, 3] and rays [B, 6, 3] float64: host arrays (copied) or device arrays.

@@ -38,6 +38,7 @@ from typing import Iterator, Optional
 import numpy as np
 from torch.utils.data import Dataset, Sampler
 
+from xpgan.drr.physics import MU_WATER_PER_MM
 from xpgan.drr.poses import PoseRanges
 from xpgan.errors import XPGANError
 
@@ -71,7 +72,7 @@ def store_geometry(group, path: str):
         raise XPGANError(f"{path}: the store records no DRR geometry (attribute xpgan.geometry); --drr-aug "
                          "re-renders DRRs with it (stores made by xpgan prep drr have it)")
     geometry = geometry_from_dict(meta["geometry"])
-    mu_water = float(meta.get("physics", {}).get("mu_water_per_mm", meta.get("mu_water_per_mm", 0.02)))
+    mu_water = float(meta.get("physics", {}).get("mu_water_per_mm", meta.get("mu_water_per_mm", MU_WATER_PER_MM)))
     return geometry, mu_water
 
 

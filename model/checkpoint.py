@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from xpgan.errors import InputError
+from xpgan.errors import InputError, XPGANError
 
 CHECKPOINT_VERSION = 1
 _NAME = re.compile(r"^step-(\d{8})\.pt$")
@@ -129,3 +129,31 @@ def set_rng_state(state: dict[str, Any]) -> None:
         cuda = list(state["cuda"])[: torch.cuda.device_count()]
         torch.cuda.set_rng_state_all(cuda)
 
+
+def net_config_from_dict(d: dict):
+    from xpgan.model.networks import NetConfig
+
+    return NetConfig.from_dict(dict(d))
+
+
+def networks_from_checkpoint(state: dict, names: tuple[str, ...], device: torch.device) -> dict[str, torch.nn.Module]:
+    """Rebuild the named networks (architecture from the checkpoint's config) and load their weights.
+    "G_ema" is built as a Generator."""
+    from xpgan.model.networks import Generator, build_classifier
+
+    net_cfg = net_config_from_dict(state["net"])
+    out = {}
+    for name in names:
+        if name not in state["models"]:
+            mode = state["config"].get("mode")
+            raise XPGANError(f"this checkpoint (mode {mode}) has no {name} network")
+        if name in ("G", "G_ema"):
+            m = Generator(net_cfg)
+        elif name == "D":
+            from xpgan.model.networks import Discriminator
+            m = Discriminator(net_cfg)
+        else:
+            m = build_classifier(net_cfg, None)
+        m.load_state_dict(state["models"][name])
+        out[name] = m.to(device).eval().requires_grad_(False)
+    return out

@@ -5,16 +5,23 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional, get_args
 
 from xpgan.errors import XPGANError
 
-MODES = ("xpgan", "drr", "baseline")
-PRESET_NAMES = ("paper", "tiny")
-DEVICES = ("auto", "cpu", "cuda")
-AMP_DTYPES = ("bf16", "fp16")
-DRR_AUG_MODES = ("none", "pose", "pose+intensity")  # model/augment.py
-CLASS_BALANCE = ("none", "weight", "oversample")
+# The choices of the options (the CLI takes these types, so Typer validates them); the tuples are the same lists.
+Mode = Literal["xpgan", "drr", "baseline"]
+Preset = Literal["paper", "tiny"]  # model/networks.py PRESETS
+Device = Literal["auto", "cpu", "cuda"]
+AmpDtype = Literal["bf16", "fp16"]
+DrrAug = Literal["none", "pose", "pose+intensity"]  # model/augment.py
+ClassBalance = Literal["none", "weight", "oversample"]
+MODES: tuple[str, ...] = get_args(Mode)
+PRESET_NAMES: tuple[str, ...] = get_args(Preset)
+DEVICES: tuple[str, ...] = get_args(Device)
+AMP_DTYPES: tuple[str, ...] = get_args(AmpDtype)
+DRR_AUG_MODES: tuple[str, ...] = get_args(DrrAug)
+CLASS_BALANCE: tuple[str, ...] = get_args(ClassBalance)
 
 
 @dataclass

@@ -59,8 +59,9 @@ def barrier() -> None:
 def resolve_device(choice: str) -> torch.device:
     """auto|cpu|cuda -> torch.device; under torchrun on GPUs each rank takes cuda:LOCAL_RANK."""
     from xpgan.errors import XPGANError
+    from xpgan.model.config import DEVICES
 
-    if choice not in ("auto", "cpu", "cuda"):
+    if choice not in DEVICES:
         raise XPGANError(f"--device must be auto, cpu or cuda, got {choice!r}")
     if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")

@@ -77,8 +77,8 @@ def evaluate(checkpoint: str | Path, cxr_store: str | Path, *, split: str = "tes
     and pr.png into out_dir (default: beside the checkpoint, `eval-<split>/`). Returns the metrics. The
     store is refused while prep writes it or when its last prep run did not finish, unless
     `allow_incomplete`."""
+    from xpgan.model.checkpoint import networks_from_checkpoint
     from xpgan.model.distributed import resolve_device
-    from xpgan.model.train import networks_from_checkpoint
 
     if split not in SPLITS:
         raise XPGANError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")

@@ -35,8 +35,8 @@ def generate(checkpoint: str | Path, ct_store: str | Path, out_dir: str | Path, 
     while prep writes it or when its last prep run did not finish, unless `allow_incomplete`."""
     from PIL import Image
 
+    from xpgan.model.checkpoint import networks_from_checkpoint
     from xpgan.model.distributed import resolve_device
-    from xpgan.model.train import networks_from_checkpoint
 
     if limit is not None and limit < 1:
         raise XPGANError(f"--limit must be >= 1, got {limit}")

@@ -41,7 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-MODES = ("xpgan", "drr", "baseline")
+from xpgan.model.config import MODES
+
 PHASES_FOR_MODE = {"xpgan": ("G", "D", "Dreg", "C"), "drr": ("C",), "baseline": ("C",)}
 PHASE_NETWORK = {"G": "G", "D": "D", "Dreg": "D", "C": "C"}   # the network each phase updates
 _PHASE_KEYS = {

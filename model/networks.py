@@ -40,8 +40,17 @@ import torch
 from torch import Tensor, nn
 
 from xpgan.errors import InputError, XPGANError
-from xpgan.model.layers import (EqualizedConv2d, EqualizedConv3d, EqualizedLinear, MinibatchStd,
-                                ModulatedConv2d, NoiseInjection, lrelu, normalize_2nd_moment, upsample2x)
+from xpgan.model.layers import (
+    EqualizedConv2d,
+    EqualizedConv3d,
+    EqualizedLinear,
+    MinibatchStd,
+    ModulatedConv2d,
+    NoiseInjection,
+    lrelu,
+    normalize_2nd_moment,
+    upsample2x,
+)
 
 NOISE_MODES = ("random", "const", "none")
 
@@ -342,7 +351,8 @@ class Discriminator(nn.Module):
 # ---------------------------------------------------------------------------------------- classifier
 GREY_MEAN = 0.449   # mean of ImageNet's RGB means (0.485, 0.456, 0.406)
 GREY_STD = 0.226    # mean of ImageNet's RGB stds (0.229, 0.224, 0.225)
-_OLD_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_OLD_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
+                               r"((?:[12])\.(?:weight|bias|running_mean|running_var))$")
 
 
 class Classifier(nn.Module):

@@ -1,10 +1,11 @@
 """The one training loop: G, D, C trained jointly by phases (stylegan2-ada style), for every mode.
 
 A step takes one CT batch and one CXR batch and runs the mode's phases (`PHASES_FOR_MODE`): for each,
-only that phase's network has `requires_grad`, its gradients are zeroed, the loss object accumulates
-them, they are averaged over ranks and its optimizer steps. Dreg (lazy R1) runs when
-`step % r1_interval == 0`. Then the cosine schedules step, the EMA of G follows G, and BatchNorm buffers
-are synchronised from rank 0. Exact resume: see `xpgan.model.checkpoint` and `xpgan.model.data`.
+that phase's network's gradients are zeroed, the loss object accumulates them (it also switches
+`requires_grad` off for the other networks during the phase: losses.py owns that), they are averaged
+over ranks and its optimizer steps. Dreg (lazy R1) runs when `step % r1_interval == 0`. Then the cosine
+schedules step, the EMA of G follows G, and BatchNorm buffers are synchronised from rank 0. Exact resume:
+see `xpgan.model.checkpoint` and `xpgan.model.data`.
 """
 from __future__ import annotations
 
@@ -47,10 +48,6 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------------------------------- networks
-def networks_for_mode(mode: str) -> tuple[str, ...]:
-    return ("G", "D", "C") if mode == "xpgan" else ("C",)
-
-
 def build_networks(net_cfg, mode: str, *, classifier_weights: Optional[str] = None) -> dict[str, torch.nn.Module]:
     """The mode's networks, initialised from the current torch RNG (seed before calling)."""
     from xpgan.model.networks import Discriminator, Generator, build_classifier
@@ -61,35 +58,6 @@ def build_networks(net_cfg, mode: str, *, classifier_weights: Optional[str] = No
         nets["D"] = Discriminator(net_cfg)
     nets["C"] = build_classifier(net_cfg, classifier_weights)
     return nets
-
-
-def net_config_from_dict(d: dict):
-    from xpgan.model.networks import NetConfig
-
-    return NetConfig.from_dict(dict(d))
-
-
-def networks_from_checkpoint(state: dict, names: tuple[str, ...], device: torch.device) -> dict[str, torch.nn.Module]:
-    """Rebuild the named networks (architecture from the checkpoint's config) and load their weights.
-    "G_ema" is built as a Generator."""
-    from xpgan.model.networks import Generator, build_classifier
-
-    net_cfg = net_config_from_dict(state["net"])
-    out = {}
-    for name in names:
-        if name not in state["models"]:
-            mode = state["config"].get("mode")
-            raise XPGANError(f"this checkpoint (mode {mode}) has no {name} network")
-        if name in ("G", "G_ema"):
-            m = Generator(net_cfg)
-        elif name == "D":
-            from xpgan.model.networks import Discriminator
-            m = Discriminator(net_cfg)
-        else:
-            m = build_classifier(net_cfg, None)
-        m.load_state_dict(state["models"][name])
-        out[name] = m.to(device).eval().requires_grad_(False)
-    return out
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -212,7 +180,7 @@ class _Trainer:
                                  "prepare both stores at one size")
             ct_shape = ct_info.ct_shape
         if self.resume_state is not None:
-            self.net_cfg = net_config_from_dict(self.resume_state["net"])
+            self.net_cfg = ckpt_io.net_config_from_dict(self.resume_state["net"])
             if self.net_cfg.img_res != img_res or (cfg.mode == "xpgan" and self.net_cfg.ct_shape != ct_shape):
                 raise XPGANError(f"the checkpoint was trained on CT {self.net_cfg.ct_shape} / images "
                                  f"{self.net_cfg.img_res} px; these stores hold {ct_shape} / {img_res} px")
@@ -233,7 +201,8 @@ class _Trainer:
         c = cfg.r1_interval / (cfg.r1_interval + 1)
         self.opts: dict[str, torch.optim.Optimizer] = {}
         if "G" in self.nets:
-            self.opts["G"] = torch.optim.Adam(self.nets["G"].parameters(), lr=cfg.lr, betas=tuple(cfg.betas_gd), eps=1e-8)
+            self.opts["G"] = torch.optim.Adam(self.nets["G"].parameters(), lr=cfg.lr, betas=tuple(cfg.betas_gd),
+                                              eps=1e-8)
             self.opts["D"] = torch.optim.Adam(self.nets["D"].parameters(), lr=cfg.lr * c,
                                               betas=tuple(b ** c for b in cfg.betas_gd), eps=1e-8)
         c_lr = cfg.c_lr if cfg.c_lr is not None else cfg.lr
@@ -360,8 +329,6 @@ class _Trainer:
                 continue
             net_name = "D" if phase == "Dreg" else phase
             net, opt, scaler = self.nets[net_name], self.opts[net_name], self.scalers[phase]
-            for name, m in self.nets.items():
-                m.requires_grad_(name == net_name)
             opt.zero_grad(set_to_none=True)
             s = self.loss.accumulate_gradients(phase, batch, scaler=scaler if scaler.is_enabled() else None)
             for k, v in s.items():
@@ -377,8 +344,6 @@ class _Trainer:
                 scaler.update()
             else:
                 opt.step()
-        for m in self.nets.values():
-            m.requires_grad_(False)
         return stats
 
     def _after_step(self) -> None:

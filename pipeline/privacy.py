@@ -55,3 +55,13 @@ def redact_names(text: str, path: str | os.PathLike, placeholder: str = "<file>"
     for part in sorted((p for p in parts if p), key=len, reverse=True):
         text = re.sub(rf"(?<![\w.-]){re.escape(part)}(?![\w-]|\.\w)", placeholder, text)
     return text
+
+
+def write_seeded_salt(path: str | os.PathLike, seed: int) -> Path:
+    """A salt file derived from a seed, so the same seed gives the same patient hashes (hence the same trainer
+    validation carve and the same results). Only for synthetic patients (the demo, the study): real stores get
+    a random secret salt (`load_or_create_salt`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(hashlib.sha256(f"xpgan demo salt {seed}".encode()).hexdigest())
+    return path

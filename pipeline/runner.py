@@ -93,6 +93,12 @@ class PrepSummary:
             lines.append(f"  ... and {len(self.failures) - max_failures} more (see the failures CSV)")
         return "\n".join(lines)
 
+    def raise_on_failures(self, what: str, *, tool: str = "demo") -> None:
+        """For runs on synthetic data, where any failed item is a bug: one line naming the first failures."""
+        if self.failed:
+            reasons = "; ".join(f"{p}: {r}" for p, r in list(self.failures)[:3])
+            raise XPGANError(f"{tool}: {what} failed on {self.failed} item(s): {reasons}")
+
 
 def usable_cores() -> int:
     try:

@@ -66,7 +66,8 @@ __all__ = ["ArraySpec", "COMPLETE", "FAILURES", "FIELDS", "FORMAT_VERSION", "Fie
            "MAP_POWER", "META", "P_REF", "READABLE_VERSIONS", "SEVERITY_GRADES", "SEVERITY_UNKNOWN", "SPLIT_NAMES",
            "SPLIT_NONE", "SPLIT_TEST", "SPLIT_TRAIN", "StoreDamageError", "VERSION", "chunk_codecs",
            "failures_csv_path", "image_map", "image_map_attrs", "item_arrays", "lock_path", "open_store",
-           "salt_path", "store_version", "read", "chunk_file", "open_group", "open_array", "array_names", "first_line", "check_version"]
+           "salt_path", "store_version", "read", "chunk_file", "open_group", "open_array", "array_names", "first_line",
+           "check_version"]
 
 
 class StoreDamageError(XPGANError):

@@ -231,7 +231,6 @@ def create_or_open(path: str | os.PathLike, *, kind: str, arrays: Mapping[str, A
 
 
 def _reopen(path: Path, *, kind: str, specs: Mapping[str, ArraySpec], n_items: int, identity: dict):
-    import zarr
 
     hint = "rerun with --overwrite to start again (this deletes it)"
     group = schema.open_group(path, "r+", hint)

@@ -1,4 +1,4 @@
-"""The study's presets and its synthetic cohort: archives written by `xpgan.pipeline.phantoms`, then prepped
+"""The study's presets and its synthetic cohort: archives written by `xpgan.pipeline.synth.archives`, then prepped
 into stores by the same `prep_drr` / `prep_cxr` functions that `xpgan prep drr` / `xpgan prep cxr` call.
 
 The cohort mirrors the paper's premise (its Table 1): a chest X-ray collection with few COVID-19 positives
@@ -143,11 +143,11 @@ def build_cohort(root: str | Path, preset: StudyPreset, *, seed: int = 0, worker
                  log: Callable[[str], None] = print) -> Cohort:
     """Write (or reuse) the cohort of `preset` under `root`: archives/, stores/, cohort.json."""
     from xpgan.drr import ConeGeometry
-    from xpgan.pipeline.demo import _check_summary, _demo_salt
-    from xpgan.pipeline.phantoms import write_cxr_archive, write_mosmed_archive
-    from xpgan.pipeline.prep_cxr import prep_cxr
-    from xpgan.pipeline.prep_drr import prep_drr
-    from xpgan.pipeline.validate import SYNTHETIC_SPACING_RANGE_MM
+    from xpgan.pipeline.ct.prep_drr import prep_drr
+    from xpgan.pipeline.ct.validate import SYNTHETIC_SPACING_RANGE_MM
+    from xpgan.pipeline.cxr.prep_cxr import prep_cxr
+    from xpgan.pipeline.privacy import write_seeded_salt
+    from xpgan.pipeline.synth.archives import write_cxr_archive, write_mosmed_archive
 
     root = Path(root)
     stores = root / "stores"
@@ -182,7 +182,8 @@ def build_cohort(root: str | Path, preset: StudyPreset, *, seed: int = 0, worker
                       positive_grades=preset.positive_grades)
     secs["cxr archive"] = time.perf_counter() - t
 
-    salt = _demo_salt(root, seed)     # a seed-derived salt: the same patient hashes, hence the same split
+    # a seed-derived salt: the same patient hashes, hence the same split
+    salt = write_seeded_salt(root / "stores" / "demo.salt", seed)
     shape = (preset.prep_depth, preset.size, preset.size)
     for name, src, dst in (("prep drr", arch / "mosmed", cohort.ct_store),
                            ("prep drr (held out)", arch / "mosmed_holdout", cohort.ct_holdout_store)):
@@ -191,13 +192,13 @@ def build_cohort(root: str | Path, preset: StudyPreset, *, seed: int = 0, worker
         s = prep_drr(str(src), str(dst), shape=shape, geometry=ConeGeometry(view="pa", size=preset.size),
                      workers=workers, progress=False, processes=False, salt_file=salt,
                      spacing_range_mm=SYNTHETIC_SPACING_RANGE_MM)  # phantom slices are coarse
-        _check_summary(name, s)
+        s.raise_on_failures(name)
         secs[name] = time.perf_counter() - t
     t = time.perf_counter()
     log(f"[study] cohort: prep cxr -> {cohort.cxr_store.name}, {preset.size} px")
     s = prep_cxr([str(arch / "cxr")], str(cohort.cxr_store), size=preset.size, seed=seed, workers=workers,
                  progress=False, processes=False, salt_file=salt)
-    _check_summary("prep cxr", s)
+    s.raise_on_failures("prep cxr")
     log(s.text())
     secs["prep cxr"] = time.perf_counter() - t
     info = {**want, "counts": cohort_counts(cohort, preset.val_fraction), "seconds": time.perf_counter() - t0,

@@ -161,8 +161,8 @@ def plot_samples(cohort, xpgan_checkpoint: Optional[str], path: Path, device: st
     G, window = None, (-1000.0, 1000.0)
     if xpgan_checkpoint:
         from xpgan.model import checkpoint as ckpt_io
+        from xpgan.model.checkpoint import networks_from_checkpoint
         from xpgan.model.distributed import resolve_device
-        from xpgan.model.train import networks_from_checkpoint
 
         dev = resolve_device(device)
         state = ckpt_io.load(xpgan_checkpoint, map_location="cpu")

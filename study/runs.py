@@ -77,10 +77,10 @@ def execute(preset: StudyPreset, cohort: Cohort, mode: str, seed: int, run_dir: 
 def evaluate_run(checkpoint: str, cohort: Cohort, val_fraction: float, device: str) -> dict:
     """Scores on the validation part and the test split, the validation threshold, the test metrics."""
     from xpgan.model import checkpoint as ckpt_io
+    from xpgan.model.checkpoint import networks_from_checkpoint
     from xpgan.model.data import CXRDataset
     from xpgan.model.distributed import resolve_device
     from xpgan.model.evaluate import predict
-    from xpgan.model.train import networks_from_checkpoint
 
     dev = resolve_device(device)
     state = ckpt_io.load(checkpoint, map_location="cpu")
@@ -103,9 +103,9 @@ def generator_l1(checkpoint: str, cohort: Cohort, device: str) -> dict:
     from torch.utils.data import DataLoader
 
     from xpgan.model import checkpoint as ckpt_io
+    from xpgan.model.checkpoint import networks_from_checkpoint
     from xpgan.model.data import CTDataset
     from xpgan.model.distributed import resolve_device
-    from xpgan.model.train import networks_from_checkpoint
 
     dev = resolve_device(device)
     state = ckpt_io.load(checkpoint, map_location="cpu")

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from xpgan.cli import app
-from xpgan.pipeline.writers import write_nifti
+from xpgan.pipeline.synth.writers import write_nifti
 
 runner = CliRunner()
 
@@ -82,8 +82,8 @@ def test_2d_image_is_one_line_error(tmp_path):
                           "flat.nii")
 
 
-@pytest.mark.parametrize("args, fragment", [(["--geometry", "fan"], "cone, parallel"),
-                                            (["--backend", "gpu"], "auto, cpu, cuda"),
+@pytest.mark.parametrize("args, fragment", [(["--geometry", "fan"], "'cone', 'parallel'"),
+                                            (["--backend", "gpu"], "'auto', 'cpu', 'cuda'"),
                                             (["--sid", "5"], "source inside the volume")])
 def test_bad_options_are_one_line_errors(tmp_path, args, fragment):
     ct = write_nifti(tmp_path / "ct.nii.gz", marker_volume(), (2.0, 2.5, 1.5))
@@ -108,7 +108,7 @@ def test_folder_without_images_is_one_line_error(tmp_path):
 
 
 def test_dicom_series_renders_like_nifti(tmp_path):
-    from xpgan.pipeline.writers import write_dicom_series
+    from xpgan.pipeline.synth.writers import write_dicom_series
 
     hu = marker_volume()
     write_dicom_series(tmp_path / "dcm", hu, (2.0, 2.5, 1.5))
@@ -121,7 +121,7 @@ def test_dicom_series_renders_like_nifti(tmp_path):
 
 def test_pose_options_render_the_posed_geometry(tmp_path):
     from xpgan.drr import ConeGeometry, render_drr
-    from xpgan.pipeline.io import read_ct
+    from xpgan.pipeline.ct.readers import read_ct
 
     ct = write_nifti(tmp_path / "ct.nii.gz", marker_volume(), (2.0, 2.5, 1.5))
     out = tmp_path / "posed.npy"

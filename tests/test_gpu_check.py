@@ -4,11 +4,14 @@ import os
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow
 def test_gpu_check_cpu_only(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
-    p = subprocess.run([sys.executable, "-m", "xpgan.gpu_check", "--cpu-only", "--out", str(out), "--work", str(work),
-                        "--max-seconds", "240"], capture_output=True, text=True, timeout=300,
+    p = subprocess.run([sys.executable, "-m", "xpgan.bench.gpu_check", "--cpu-only", "--out", str(out),
+                        "--work", str(work), "--max-seconds", "240"], capture_output=True, text=True, timeout=300,
                        env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     res = json.loads((out / "gpu_check.json").read_text())
@@ -27,14 +30,15 @@ def test_gpu_check_cpu_only(tmp_path):
 
 
 def test_gpu_check_stops_on_unknown_section(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "xpgan.gpu_check", "--cpu-only", "--sections", "nope",
+    p = subprocess.run([sys.executable, "-m", "xpgan.bench.gpu_check", "--cpu-only", "--sections", "nope",
                         "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "unknown sections" in p.stderr
 
 
+@pytest.mark.slow
 def test_gpu_check_focused_train_runs_and_timings(tmp_path):
     # the focused form the lead runs on a GPU: chosen sections, modes and precision, a per-section limit
-    out, work = tmp_path / "out", tmp_path / "work"
+    out = tmp_path / "out"
     p = subprocess.run([sys.executable, "-m", "xpgan.cli", "bench", "gpu", "--cpu-only", "--out", str(out),
                         "--sections", "env,prep,train", "--train-modes", "baseline", "--amp", "fp32",
                         "--limits", "train=120", "--max-seconds", "200"],
@@ -53,6 +57,7 @@ def test_gpu_check_focused_train_runs_and_timings(tmp_path):
 
 def test_gpu_check_rejects_bad_train_options(tmp_path):
     for extra in (["--amp", "fp8"], ["--train-modes", "gan"], ["--limits", "train=abc"]):
-        p = subprocess.run([sys.executable, "-m", "xpgan.gpu_check", "--cpu-only", "--out", str(tmp_path), *extra],
+        p = subprocess.run([sys.executable, "-m", "xpgan.bench.gpu_check", "--cpu-only", "--out", str(tmp_path),
+                            *extra],
                            capture_output=True, text=True, timeout=60)
         assert p.returncode != 0 and "error:" in p.stderr, (extra, p.stderr[-500:])

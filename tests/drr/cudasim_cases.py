@@ -53,9 +53,11 @@ def main(out_path):
         return to_device(obj, *args, **kwargs)
 
     cuda.to_device = recording_to_device
-    results = {name: render_drr(v, sp, g, backend="cuda", output="line_integral") for name, (v, sp, g) in cases().items()}
+    results = {name: render_drr(v, sp, g, backend="cuda", output="line_integral")
+               for name, (v, sp, g) in cases().items()}
     v, sp, g = cases()["cone_pa"]
-    results["batch"] = render_drr_batch(np.stack([v, v[::-1].copy()]), [sp, sp], g, backend="cuda", output="line_integral")
+    results["batch"] = render_drr_batch(np.stack([v, v[::-1].copy()]), [sp, sp], g, backend="cuda",
+                                        output="line_integral")
     from xpgan.drr import render_drr_views, siddon_cuda
 
     views = [g, cases()["cone_ap"][2], g]

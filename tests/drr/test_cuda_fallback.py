@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from xpgan.drr import ConeGeometry, DRRArgumentError, ParallelGeometry, render_drr, render_drr_batch, render_drr_views
-from xpgan.drr import render, siddon_cuda
+from xpgan.drr import (
+    ConeGeometry,
+    DRRArgumentError,
+    ParallelGeometry,
+    render,
+    render_drr,
+    render_drr_batch,
+    render_drr_views,
+    siddon_cuda,
+)
 
 
 class SimulatedCompileFailure(RuntimeError):
@@ -53,10 +61,10 @@ def test_cuda_backend_fails_loudly(failing_gpu):
 
 
 def test_probe_backend_and_prep_store_note(failing_gpu, tmp_path):
-    from xpgan.pipeline.phantoms import write_mosmed_archive
-    from xpgan.pipeline.prep_drr import prep_drr
+    from xpgan.pipeline.ct.prep_drr import prep_drr
+    from xpgan.pipeline.ct.validate import SYNTHETIC_SPACING_RANGE_MM
     from xpgan.pipeline.store import open_store
-    from xpgan.pipeline.validate import SYNTHETIC_SPACING_RANGE_MM
+    from xpgan.pipeline.synth.archives import write_mosmed_archive
 
     write_mosmed_archive(tmp_path / "mosmed", 2, seed=1, shape=(8, 32, 32), workers=1)
     with pytest.warns(RuntimeWarning, match="rendering on the CPU"):

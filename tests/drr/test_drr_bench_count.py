@@ -1,8 +1,8 @@
 """The step count behind `xpgan bench drr` figures equals the number of voxels the rays cross."""
 import numpy as np
 
+from xpgan.bench.drr import count_steps
 from xpgan.drr import ConeGeometry, ParallelGeometry
-from xpgan.drr.bench import count_steps
 
 
 def segments(a, b, shape, spacing):

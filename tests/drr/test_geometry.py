@@ -43,7 +43,8 @@ def test_parallel_rays_run_along_anterior_posterior():
 def test_cone_fitted_fov_matches_projected_extent():
     g = ConeGeometry(sdd_mm=300.0, sid_mm=200.0, size=8)
     px = g.pixel_spacing_mm(SHAPE, SPACING)
-    # the nearest face to the source (h = extent) magnifies most: half-width (largest of d, w) * sdd / (sid - half depth)
+    # the nearest face to the source (h = extent) magnifies most:
+    # half-width (largest of d, w) * sdd / (sid - half depth)
     half_depth = SHAPE[1] * SPACING[1] / 2
     half_across = max(SHAPE[0] * SPACING[0], SHAPE[2] * SPACING[2]) / 2
     assert px == pytest.approx(2 * half_across * 300.0 / (200.0 - half_depth) / 8)

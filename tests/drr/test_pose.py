@@ -3,8 +3,15 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from xpgan.drr import (ConeGeometry, DRRArgumentError, ParallelGeometry, geometry_from_dict, pose_grid, render_drr,
-                       render_drr_views)
+from xpgan.drr import (
+    ConeGeometry,
+    DRRArgumentError,
+    ParallelGeometry,
+    geometry_from_dict,
+    pose_grid,
+    render_drr,
+    render_drr_views,
+)
 from xpgan.errors import XPGANError
 
 MU_W = 0.02
@@ -25,7 +32,8 @@ def test_zero_pose_is_the_plain_view_bit_for_bit(g):
     shape = (9, 10, 11)
     np.testing.assert_array_equal(zero.rays(shape, SPACING).as_array(), g.rays(shape, SPACING).as_array())
     hu = np.random.default_rng(0).uniform(-1000, 1500, size=shape).astype(np.float32)
-    np.testing.assert_array_equal(render_drr(hu, SPACING, zero, backend="cpu"), render_drr(hu, SPACING, g, backend="cpu"))
+    np.testing.assert_array_equal(render_drr(hu, SPACING, zero, backend="cpu"),
+                                  render_drr(hu, SPACING, g, backend="cpu"))
     # a full turn takes the posed code path (is_posed) and must give the same image up to rounding
     turn = g.with_pose(yaw_deg=360.0, pitch_deg=-360.0)
     assert turn.is_posed
@@ -119,7 +127,8 @@ ROUND_TRIP_CASES = [(CONE_PA, YAW), (CONE_PA, PITCH), (CONE_PA, ROLL), (CONE_PA,
 def test_posed_view_equals_plain_view_of_counter_rotated_volume(base, pose):
     shape, spacing = (80, 88, 84), (0.55, 0.5, 0.52)
     hu = smooth_phantom(shape, spacing)
-    rot = rot_yaw(pose.get("yaw_deg", 0.0)) @ rot_pitch(pose.get("pitch_deg", 0.0)) @ rot_roll(pose.get("roll_deg", 0.0))
+    rot = (rot_yaw(pose.get("yaw_deg", 0.0)) @ rot_pitch(pose.get("pitch_deg", 0.0))
+           @ rot_roll(pose.get("roll_deg", 0.0)))
     offset = np.array(pose.get("offset_mm", (0.0, 0.0, 0.0)))
     iso = np.array(shape) * np.array(spacing) / 2 + offset
     plain = base.with_pose(offset_mm=tuple(offset))  # the same isocentre, no rotation

@@ -1,8 +1,8 @@
 """Random poses for augmentation: ranges, determinism, posed geometries and resampling into the posed frame."""
 import numpy as np
 import pytest
-
 from test_pose import ncc, rot_pitch, rot_roll, rot_yaw, smooth_phantom
+
 from xpgan.drr import ConeGeometry, ParallelGeometry, render_drr
 from xpgan.drr.poses import PoseRanges, apply_pose, random_pose, resample_to_pose
 
@@ -33,8 +33,8 @@ def test_apply_pose_keeps_the_detector_gap_and_ignores_sid_for_parallel():
     assert (p.yaw_deg, p.pitch_deg, p.roll_deg) == (3.0, -2.0, 1.0)
 
 
-@pytest.mark.parametrize("pose", [{"yaw_deg": 20.0, "pitch_deg": -10.0, "roll_deg": 15.0, "offset_mm": (3.0, -2.0, 4.0)},
-                                  {"yaw_deg": -30.0}])
+@pytest.mark.parametrize("pose", [
+    {"yaw_deg": 20.0, "pitch_deg": -10.0, "roll_deg": 15.0, "offset_mm": (3.0, -2.0, 4.0)}, {"yaw_deg": -30.0}])
 def test_resampled_marker_lands_where_the_inverse_pose_puts_it(pose):
     # V'(x) = V(c + off + R (x - c)): a marker at p in V appears at x = c + R^T (p - c - off)
     shape, spacing = (30, 34, 32), np.array([1.2, 1.0, 1.1])
@@ -43,7 +43,8 @@ def test_resampled_marker_lands_where_the_inverse_pose_puts_it(pose):
     hu = -1000.0 + 3000.0 * np.exp(-sum((g - q) ** 2 for g, q in zip(grid, p)) / (2 * 1.6 ** 2))
     out = resample_to_pose(hu.astype(np.float32), spacing, pose)
     c = np.array(shape) * spacing / 2
-    rot = rot_yaw(pose.get("yaw_deg", 0.0)) @ rot_pitch(pose.get("pitch_deg", 0.0)) @ rot_roll(pose.get("roll_deg", 0.0))
+    rot = (rot_yaw(pose.get("yaw_deg", 0.0)) @ rot_pitch(pose.get("pitch_deg", 0.0))
+           @ rot_roll(pose.get("roll_deg", 0.0)))
     want = c + rot.T @ (p - c - np.array(pose.get("offset_mm", (0.0, 0.0, 0.0))))
     weights = np.clip(out + 1000.0, 0.0, None)
     grid = np.indices(shape).reshape(3, -1).T
@@ -52,8 +53,8 @@ def test_resampled_marker_lands_where_the_inverse_pose_puts_it(pose):
     assert out.dtype == np.float32 and out[0, 0, 0] == -1000.0
 
 
-@pytest.mark.parametrize("base", [ConeGeometry(view="pa", sdd_mm=200.0, sid_mm=150.0, size=32), ParallelGeometry(size=32)],
-                         ids=["cone", "parallel"])
+@pytest.mark.parametrize("base", [ConeGeometry(view="pa", sdd_mm=200.0, sid_mm=150.0, size=32),
+                                  ParallelGeometry(size=32)], ids=["cone", "parallel"])
 def test_plain_view_of_resampled_volume_is_the_posed_view(base):
     shape, spacing = (80, 88, 84), (0.55, 0.5, 0.52)
     hu = smooth_phantom(shape, spacing, seed=9)

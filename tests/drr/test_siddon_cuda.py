@@ -22,6 +22,7 @@ def cudasim_results(tmp_path_factory):
     return dict(np.load(out))
 
 
+@pytest.mark.slow
 def test_cuda_simulator_matches_cpu(cudasim_results):
     from cudasim_cases import cases
 
@@ -31,6 +32,7 @@ def test_cuda_simulator_matches_cpu(cudasim_results):
         np.testing.assert_allclose(cudasim_results[name], want, rtol=1e-6, atol=1e-7, err_msg=name)
 
 
+@pytest.mark.slow
 def test_cuda_simulator_batch_matches_cpu(cudasim_results):
     from cudasim_cases import cases
 
@@ -39,6 +41,7 @@ def test_cuda_simulator_batch_matches_cpu(cudasim_results):
     np.testing.assert_allclose(cudasim_results["batch"], want, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_cuda_simulator_pose_sweep_matches_cpu(cudasim_results):
     from cudasim_cases import pose_views
 
@@ -50,6 +53,7 @@ def test_cuda_simulator_pose_sweep_matches_cpu(cudasim_results):
     np.testing.assert_allclose(cudasim_results["poses"], both, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_cuda_simulator_views_cache_and_staged_upload_match_cpu(cudasim_results):
     from cudasim_cases import cases
 
@@ -68,6 +72,7 @@ def test_cuda_simulator_views_cache_and_staged_upload_match_cpu(cudasim_results)
     np.testing.assert_array_equal(cudasim_results["staged"], want)
 
 
+@pytest.mark.slow
 def test_cuda_path_uploads_no_zero_strides(cudasim_results):
     # the fixed ~8 s per call of issue 10: cuda.to_device(vol[None]) (0 stride on the new axis) made numba-cuda's
     # array_core walk the volume voxel by voxel in Python; no array with a 0 stride may reach the device
@@ -75,6 +80,7 @@ def test_cuda_path_uploads_no_zero_strides(cudasim_results):
     assert int(cudasim_results["zero_stride_uploads"]) == 0
 
 
+@pytest.mark.slow
 def test_real_kernels_compile_to_ptx_for_sm90():
     from xpgan.drr.siddon_cuda import compile_ptx_sm90
 
@@ -84,10 +90,11 @@ def test_real_kernels_compile_to_ptx_for_sm90():
         assert ".entry" in text, name
 
 
+@pytest.mark.slow
 def test_cuda_large_transfer_paths_match_cpu_and_never_overwrite_held_results(cudasim_results):
-    from xpgan.drr.siddon_cuda import UPLOADS
-
     from cudasim_cases import cases
+
+    from xpgan.drr.siddon_cuda import UPLOADS
 
     v16, sp, pg = cases()["parallel_int16"]
     want = render_drr_batch(np.stack([v16, v16[:, ::-1].copy(), v16[::-1].copy()]), sp, pg, backend="cpu",

@@ -1,8 +1,8 @@
 """CPU kernel against the slow NumPy Siddon reference on tiny random volumes."""
 import numpy as np
 import pytest
-
 from naive_siddon import naive_ray, naive_render
+
 from xpgan.drr import ConeGeometry, ParallelGeometry, render_drr
 from xpgan.drr.physics import hu_to_mu
 
@@ -49,6 +49,7 @@ def test_int16_and_float64_volumes_give_float32_results():
     np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_rays_not_crossing_h_planes_match_reference():
     # geometries always cross h; the kernel must still handle rays with no h crossings (no runs)
     from xpgan.drr.siddon_cpu import render_rays_cpu

@@ -43,7 +43,8 @@ def write_ct_store(path, *, n=40, shape=(8, 32, 32), drr_size=32, seed=0, not_do
     labels = (np.arange(n) % 2).astype(np.int8)
     zz, yy, xx = np.meshgrid(np.linspace(-1, 1, d), np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
     body = (yy / 0.8) ** 2 + (xx / 0.9) ** 2 < 1.0
-    lungs = body & ((((xx - 0.4) / 0.3) ** 2 + (yy / 0.55) ** 2 < 1.0) | (((xx + 0.4) / 0.3) ** 2 + (yy / 0.55) ** 2 < 1.0))
+    lungs = body & ((((xx - 0.4) / 0.3) ** 2 + (yy / 0.55) ** 2 < 1.0)
+                    | (((xx + 0.4) / 0.3) ** 2 + (yy / 0.55) ** 2 < 1.0))
     rows = np.rint(np.linspace(0, d - 1, drr_size)).astype(int)
     cols = np.rint(np.linspace(0, w - 1, drr_size)).astype(int)
     items = {}

@@ -89,6 +89,7 @@ def batches(ds, n, **kw):
         stream.close()
 
 
+@pytest.mark.slow
 def test_draws_do_not_depend_on_workers_and_restart_where_the_stream_was(aug_stores):
     ct, _ = aug_stores
     ds = AugmentedCT(CTDataset(ct, with_volume=False), train_mode="drr", aug="pose", seed=7)
@@ -146,6 +147,7 @@ def test_options_are_checked(aug_stores, tmp_path, store_writers):
         AugmentedCT(CTDataset(bare), train_mode="xpgan", aug="pose", seed=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["xpgan", "drr"])
 def test_augmented_training_resumes_bit_exactly(aug_stores, xpgan_config, tmp_path, one_thread, mode):
     ct, cxr = aug_stores

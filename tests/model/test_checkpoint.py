@@ -13,6 +13,7 @@ def _weights(path):
     return ckpt_io.load(path)["models"]
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical(tiny_xpgan_run, toy_stores, xpgan_config, tmp_path, one_thread):
     cfg_full, full = tiny_xpgan_run
     ct, cxr = toy_stores

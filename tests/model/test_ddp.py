@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from xpgan.model import checkpoint as ckpt_io
 
 SCRIPT = textwrap.dedent('''
@@ -24,6 +26,7 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes(toy_stores, tmp_path):
     ct, cxr = toy_stores
     script = tmp_path / "ddp_train.py"

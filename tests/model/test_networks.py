@@ -9,12 +9,27 @@ import torch.nn.functional as F
 import torchvision
 
 from xpgan.errors import XPGANError
-from xpgan.model.layers import (EqualizedConv2d, EqualizedConv3d, EqualizedLinear, ModulatedConv2d,
-                                NoiseInjection, minibatch_std)
-from xpgan.model.networks import (GREY_MEAN, GREY_STD, PRESETS, Discriminator, Generator, NetConfig,
-                                  build_classifier, count_parameters, encoder_plan, net_config_for,
-                                  normalize_ct)
-
+from xpgan.model.layers import (
+    EqualizedConv2d,
+    EqualizedConv3d,
+    EqualizedLinear,
+    ModulatedConv2d,
+    NoiseInjection,
+    minibatch_std,
+)
+from xpgan.model.networks import (
+    GREY_MEAN,
+    GREY_STD,
+    PRESETS,
+    Discriminator,
+    Generator,
+    NetConfig,
+    build_classifier,
+    count_parameters,
+    encoder_plan,
+    net_config_for,
+    normalize_ct,
+)
 
 # many small ops: one thread avoids OpenMP spin-waiting when other jobs share the 2 cores (conftest.py)
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -47,6 +47,7 @@ def _train(cxr, out, *extra):
                                "--no-progress", "--sample-every", "0", *extra])
 
 
+@pytest.mark.slow
 def test_cli_train_eval_generate_refuse_incomplete_unless_allowed(toy_stores, tiny_xpgan_run, tmp_path, one_thread):
     ct = _copy(toy_stores[0], tmp_path / "ct.zarr")
     cxr = _copy(toy_stores[1], tmp_path / "cxr.zarr")

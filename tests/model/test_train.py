@@ -18,6 +18,7 @@ def e2e_cxr(tmp_path_factory, store_writers):
     return store_writers[1](tmp_path_factory.mktemp("e2e") / "cxr.zarr", n=160, not_done=(79,))
 
 
+@pytest.mark.slow
 def test_train_then_eval_learns_separable_toy(e2e_cxr, tmp_path, one_thread):
     cfg = TrainConfig(cxr=str(e2e_cxr), mode="baseline", out=str(tmp_path / "run"), max_steps=30, batch_size=8,
                       preset="tiny", device="cpu", num_workers=0, val_fraction=0.3, log_every=10,

@@ -11,12 +11,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from markers import marker_phantom
 from typer.testing import CliRunner
 
 from xpgan.cli import app
-from xpgan.pipeline.io import read_ct
+from xpgan.pipeline.ct.readers import read_ct
 from xpgan.pipeline.store import open_store
-from xpgan.pipeline.writers import marker_phantom, write_dicom_series, write_nifti
+from xpgan.pipeline.synth.writers import write_dicom_series, write_nifti
 
 SPACING = (2.0, 0.8, 0.8)
 OPTS = ["--shape", "4", "8", "8", "--size", "8", "--backend", "cpu", "--workers", "0", "--no-progress"]

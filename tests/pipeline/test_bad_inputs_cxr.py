@@ -14,8 +14,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from xpgan.cli import app
-from xpgan.pipeline.cxr_io import write_dicom_cxr
-from xpgan.pipeline.cxr_sources import COHEN_COLUMNS
+from xpgan.pipeline.cxr.readers import write_dicom_cxr
+from xpgan.pipeline.cxr.sources import COHEN_COLUMNS
 
 SIZE = 16
 OPTS = ["--size", str(SIZE), "--workers", "0", "--no-progress", "--test-fraction", "0.25"]

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from xpgan.cli import app
-from xpgan.pipeline.writers import write_nifti
+from xpgan.pipeline.synth.writers import write_nifti
 
 runner = CliRunner()
 

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from xpgan.errors import InputError
-from xpgan.pipeline.cxr_io import content_box, letterbox, read_cxr, read_cxr_depth, write_dicom_cxr
+from xpgan.pipeline.cxr.readers import content_box, letterbox, read_cxr, read_cxr_depth, write_dicom_cxr
 
 
 def _anatomy(h=48, w=40, seed=0):
@@ -14,7 +14,8 @@ def _anatomy(h=48, w=40, seed=0):
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w] / np.array([h, w])[:, None, None]
     body = np.exp(-((xx - 0.5) ** 2 / 0.08 + (yy - 0.5) ** 2 / 0.15))
-    lungs = np.exp(-(((xx - 0.33) ** 2 + (yy - 0.45) ** 2) / 0.01)) + np.exp(-(((xx - 0.67) ** 2 + (yy - 0.45) ** 2) / 0.01))
+    lungs = (np.exp(-(((xx - 0.33) ** 2 + (yy - 0.45) ** 2) / 0.01))
+             + np.exp(-(((xx - 0.67) ** 2 + (yy - 0.45) ** 2) / 0.01)))
     img = np.clip(0.8 * body - 0.4 * lungs + 0.02 * rng.standard_normal((h, w)), 0, 1)
     return img
 

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from xpgan.cli import app
 from xpgan.errors import XPGANError
-from xpgan.pipeline.cxr_io import load_cxr, write_dicom_cxr
-from xpgan.pipeline.cxr_sources import discover
-from xpgan.pipeline.prep_cxr import prep_cxr
+from xpgan.pipeline.cxr.prep_cxr import prep_cxr
+from xpgan.pipeline.cxr.readers import load_cxr, write_dicom_cxr
+from xpgan.pipeline.cxr.sources import discover
 from xpgan.pipeline.schema import FORMAT_VERSION
 from xpgan.pipeline.store import StoreLock, failures_csv_path
 
@@ -29,7 +29,8 @@ def _anatomy(h=SIZE, w=SIZE, seed=0):
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w] / np.array([h, w])[:, None, None]
     body = np.exp(-((xx - 0.5) ** 2 / 0.08 + (yy - 0.5) ** 2 / 0.15))
-    lungs = np.exp(-(((xx - 0.33) ** 2 + (yy - 0.45) ** 2) / 0.01)) + np.exp(-(((xx - 0.67) ** 2 + (yy - 0.45) ** 2) / 0.01))
+    lungs = (np.exp(-(((xx - 0.33) ** 2 + (yy - 0.45) ** 2) / 0.01))
+             + np.exp(-(((xx - 0.67) ** 2 + (yy - 0.45) ** 2) / 0.01)))
     return np.clip(0.8 * body - 0.4 * lungs + 0.02 * rng.standard_normal((h, w)), 0, 1)
 
 
@@ -65,7 +66,8 @@ def make_archive(root: Path) -> list[Path]:
     n = 0
     for p in range(12):
         pid = f"{PHI['cohen_pid']}-{p}"
-        finding = "Pneumonia/Viral/COVID-19" if p % 2 == 0 else ("No Finding" if p % 4 == 1 else "Pneumonia/Bacterial/E.Coli")
+        negative = "No Finding" if p % 4 == 1 else "Pneumonia/Bacterial/E.Coli"
+        finding = "Pneumonia/Viral/COVID-19" if p % 2 == 0 else negative
         for k in range(1 + p % 3):  # 1..3 images per patient
             name = f"c{n}.png"
             _png8(c / "images" / name, seed=100 + n)
@@ -199,7 +201,7 @@ def test_split_deterministic_and_seeded(built, tmp_path):
     sources, out, _ = built
     salt = Path(str(out) + ".salt")
     again = prep_cxr(sources, tmp_path / "again.zarr", size=SIZE, workers=0, progress=False, salt_file=salt)
-    other = prep_cxr(sources, tmp_path / "other.zarr", size=SIZE, workers=0, progress=False, seed=1)
+    prep_cxr(sources, tmp_path / "other.zarr", size=SIZE, workers=0, progress=False, seed=1)
     g0, g1, g2 = (zarr.open_group(str(p), mode="r") for p in (out, tmp_path / "again.zarr", tmp_path / "other.zarr"))
     np.testing.assert_array_equal(g0["split"][:], g1["split"][:])
     assert g0["patient"][:].tolist() == g1["patient"][:].tolist()  # same salt -> same hashes
@@ -271,7 +273,7 @@ def test_cli_with_dask_worker_exit_codes(tmp_path):
 
 KILL_SCRIPT = """
 import os, signal, sys
-import xpgan.pipeline.prep_cxr as pc
+import xpgan.pipeline.cxr.prep_cxr as pc
 real = pc._process
 def dying(payload):
     if payload[0].endswith(sys.argv[3]):

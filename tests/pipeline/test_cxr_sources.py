@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from xpgan.errors import InputError
-from xpgan.pipeline.cxr_sources import discover
+from xpgan.pipeline.cxr.sources import discover
 
 COHEN_HEADER = ("patientid,offset,sex,age,finding,RT_PCR_positive,survival,intubated,went_icu,view,modality,"
                 "date,location,folder,filename,doi,url,license,clinical_notes,other_notes")

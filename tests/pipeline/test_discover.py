@@ -1,10 +1,10 @@
-"""xpgan.pipeline.discover: MosMed trees, folders, manifests; deterministic ids and labels."""
+"""xpgan.pipeline.ct.discover: MosMed trees, folders, manifests; deterministic ids and labels."""
 import numpy as np
 import pytest
 
 from xpgan.errors import InputError, XPGANError
-from xpgan.pipeline.discover import discover_ct
-from xpgan.pipeline.writers import write_dicom_series, write_nifti
+from xpgan.pipeline.ct.discover import discover_ct
+from xpgan.pipeline.synth.writers import write_dicom_series, write_nifti
 
 VOL = np.zeros((4, 6, 6), np.float32)
 

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 from xpgan.cli import app
 from xpgan.errors import XPGANError
 from xpgan.pipeline import store as st
-from xpgan.pipeline.inspect import inspect_store
+from xpgan.pipeline.inspection import inspect_store
 
 
 def ct_store(path, n=5):
@@ -64,8 +64,14 @@ def test_cxr_store_summary_and_sheet(tmp_path):
     assert "cohen / train: 2 2" in text and "hospital / train: 1 1" in text and "hospital / test: 1 1" in text
     assert "patients: 3 train, 1 test, 0 on both sides" in text
     assert "00000000" not in text  # patient hashes are not printed
+    assert "sheet: " in text and "(8 images)" in text
     with Image.open(tmp_path / "c.png") as im:
         assert im.format == "PNG"
+        grey = np.asarray(im.convert("L"))
+    # item i is a constant image i/8 drawn with vmin 0, vmax 1: the grey colormap's entry floor(256 i / 8) = 32 i,
+    # so each non-black item covers a tile's worth of pixels of exactly that level (titles are dark text)
+    tile_px = [int((grey == 32 * i).sum()) for i in range(1, 8)]
+    assert min(tile_px) > 2000, tile_px
 
 
 def test_cli_inspect_and_not_a_store(tmp_path):

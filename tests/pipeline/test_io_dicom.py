@@ -2,12 +2,13 @@
 import numpy as np
 import pydicom
 import pytest
+from markers import marker_phantom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from xpgan.pipeline.discover import discover_ct
-from xpgan.pipeline.io import probe_ct, read_ct
-from xpgan.pipeline.writers import DICOM_ORIENTATIONS, marker_phantom, write_dicom_series, write_nifti
+from xpgan.pipeline.ct.discover import discover_ct
+from xpgan.pipeline.ct.readers import probe_ct, read_ct
+from xpgan.pipeline.synth.writers import DICOM_ORIENTATIONS, write_dicom_series, write_nifti
 
 SPACING = (2.5, 0.75, 0.5)  # (sd, sh, sw) mm, anisotropic on purpose
 

@@ -5,12 +5,13 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from markers import marker_phantom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from xpgan.errors import InputError
-from xpgan.pipeline.io import MemoryLimitError, probe_ct, read_ct
-from xpgan.pipeline.writers import marker_phantom, write_dicom_series, write_nifti
+from xpgan.pipeline.ct.readers import MemoryLimitError, probe_ct, read_ct
+from xpgan.pipeline.synth.writers import write_dicom_series, write_nifti
 
 SPACING = (2.0, 0.8, 0.8)
 

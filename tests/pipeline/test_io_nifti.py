@@ -2,10 +2,11 @@
 import nibabel as nib
 import numpy as np
 import pytest
+from markers import marker_phantom
 
-from xpgan.pipeline.discover import discover_ct
-from xpgan.pipeline.io import CTHeader, probe_ct, read_ct
-from xpgan.pipeline.writers import marker_phantom, write_nifti
+from xpgan.pipeline.ct.discover import discover_ct
+from xpgan.pipeline.ct.readers import CTHeader, probe_ct, read_ct
+from xpgan.pipeline.synth.writers import write_nifti
 
 SPACING = (2.5, 0.75, 0.5)  # (sd, sh, sw) mm, anisotropic on purpose
 AXCODES = ["IPL", "RAS", "LPS", "LAS", "PSR", "SRA", "ALI", "RPI"]

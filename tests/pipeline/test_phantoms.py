@@ -1,4 +1,4 @@
-"""Synthetic chest phantoms and the demo archives (xpgan.pipeline.phantoms)."""
+"""Synthetic chest phantoms and the demo archives (xpgan.pipeline.synth)."""
 from __future__ import annotations
 
 import csv
@@ -6,7 +6,8 @@ import csv
 import numpy as np
 import pytest
 
-from xpgan.pipeline import phantoms as P
+from xpgan.pipeline.synth import anatomy as P
+from xpgan.pipeline.synth import archives, radiograph
 
 SHAPE = (24, 96, 96)
 
@@ -131,9 +132,9 @@ def test_bad_arguments_raise():
 def test_mosmed_archive_layout_registry_and_readback(tmp_path):
     import nibabel as nib
 
-    from xpgan.pipeline.io import read_ct
+    from xpgan.pipeline.ct.readers import read_ct
 
-    recs = P.write_mosmed_archive(tmp_path, 6, seed=2, shape=(16, 64, 64), as_dicom=True)
+    recs = archives.write_mosmed_archive(tmp_path, 6, seed=2, shape=(16, 64, 64), as_dicom=True)
     assert sorted({r.category for r in recs}) == [0, 1, 2, 3, 4]
     assert [r.study_id for r in recs] == [f"study_{i:04d}" for i in range(1, 7)]
     assert len({r.shape[0] for r in recs}) > 1                     # slice counts vary
@@ -158,7 +159,7 @@ def test_mosmed_archive_layout_registry_and_readback(tmp_path):
 def test_mosmed_dicom_carries_fake_phi(tmp_path):
     import pydicom
 
-    recs = P.write_mosmed_archive(tmp_path, 1, seed=0, shape=(6, 32, 32), as_dicom=True, categories=[2])
+    recs = archives.write_mosmed_archive(tmp_path, 1, seed=0, shape=(6, 32, 32), as_dicom=True, categories=[2])
     ds = pydicom.dcmread(next(iter(sorted(recs[0].dicom_dir.iterdir()))))
     assert str(ds.PatientName) and str(ds.PatientID).startswith("MRN") and ds.PatientBirthDate
 
@@ -166,7 +167,7 @@ def test_mosmed_dicom_carries_fake_phi(tmp_path):
 @pytest.fixture(scope="module")
 def cxr_archive(tmp_path_factory):
     root = tmp_path_factory.mktemp("cxr")
-    recs = P.write_cxr_archive(root, 30, seed=1, size=96, phantom_shape=(32, 48, 48), n_missing=1)
+    recs = archives.write_cxr_archive(root, 30, seed=1, size=96, phantom_shape=(32, 48, 48), n_missing=1)
     return root, recs
 
 
@@ -210,7 +211,7 @@ def test_cxr_imbalance_patients_and_files(cxr_archive):
 def test_cxr_images_read_back_display_oriented(cxr_archive):
     import pydicom
 
-    from xpgan.pipeline.cxr_io import read_cxr
+    from xpgan.pipeline.cxr.readers import read_cxr
 
     root, recs = cxr_archive
     m1 = next(r for r in recs if r.fmt == "dicom_m1")
@@ -228,23 +229,25 @@ def test_cxr_images_read_back_display_oriented(cxr_archive):
 
 def test_radiograph_is_monotone_in_attenuation():
     p = np.tile(np.linspace(0.0, 6.0, 64, dtype=np.float32), (64, 1))
-    img = P.simulate_radiograph(p, np.random.default_rng(0), photons=1e7, scatter=0.0, blur_px=0.0, unsharp=0.0)
+    img = radiograph.simulate_radiograph(p, np.random.default_rng(0), photons=1e7, scatter=0.0, blur_px=0.0,
+                                         unsharp=0.0)
     assert img.dtype == np.float32 and img.min() >= 0 and img.max() <= 1
     row = img[32]
     assert np.all(np.diff(row[2:-2]) >= -1e-3) and row[-3] > row[2] + 0.5
 
 
+@pytest.mark.slow
 def test_archives_do_not_depend_on_worker_count(tmp_path):
     import nibabel as nib
 
-    a = P.write_mosmed_archive(tmp_path / "a", 2, seed=4, shape=(8, 32, 32), workers=1)
-    b = P.write_mosmed_archive(tmp_path / "b", 2, seed=4, shape=(8, 32, 32), workers=2)
+    a = archives.write_mosmed_archive(tmp_path / "a", 2, seed=4, shape=(8, 32, 32), workers=1)
+    b = archives.write_mosmed_archive(tmp_path / "b", 2, seed=4, shape=(8, 32, 32), workers=2)
     for ra, rb in zip(a, b):
         np.testing.assert_array_equal(np.asarray(nib.load(str(ra.path)).dataobj),
                                       np.asarray(nib.load(str(rb.path)).dataobj))
     kw = dict(seed=4, size=48, phantom_shape=(16, 24, 24), n_lateral=1, n_ct_rows=1)
-    ca = P.write_cxr_archive(tmp_path / "ca", 6, workers=1, **kw)
-    cb = P.write_cxr_archive(tmp_path / "cb", 6, workers=2, **kw)
+    ca = archives.write_cxr_archive(tmp_path / "ca", 6, workers=1, **kw)
+    cb = archives.write_cxr_archive(tmp_path / "cb", 6, workers=2, **kw)
     assert ca == cb
     assert (tmp_path / "ca" / "metadata.csv").read_bytes() == (tmp_path / "cb" / "metadata.csv").read_bytes()
     for r in ca:

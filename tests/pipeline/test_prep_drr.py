@@ -10,12 +10,12 @@ from typer.testing import CliRunner
 from xpgan.cli import app
 from xpgan.drr import ParallelGeometry, geometry_from_dict, render_drr
 from xpgan.errors import XPGANError
-from xpgan.pipeline.io import read_ct
-from xpgan.pipeline.prep_drr import prep_drr
-from xpgan.pipeline.resize import resize_volume
+from xpgan.pipeline.ct.prep_drr import prep_drr
+from xpgan.pipeline.ct.readers import read_ct
+from xpgan.pipeline.ct.resize import resize_volume
 from xpgan.pipeline.schema import FORMAT_VERSION
 from xpgan.pipeline.store import failures_csv_path, open_store
-from xpgan.pipeline.writers import write_dicom_series, write_nifti
+from xpgan.pipeline.synth.writers import write_dicom_series, write_nifti
 
 SHAPE = (8, 32, 32)
 GEOM = {"kind": "cone", "view": "pa", "sdd_mm": 1800.0, "sid_mm": 1600.0, "size": 32, "pixel_mm": None}

@@ -4,9 +4,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from xpgan.pipeline.io import read_ct, read_ct_stored
-from xpgan.pipeline.resize import resize_volume
-from xpgan.pipeline.writers import write_nifti
+from xpgan.pipeline.ct.readers import read_ct, read_ct_stored
+from xpgan.pipeline.ct.resize import resize_volume
+from xpgan.pipeline.synth.writers import write_nifti
 
 SPACING = (2.5, 0.75, 0.5)  # (sd, sh, sw) mm
 
@@ -50,7 +50,7 @@ def test_scaled_storage_converts_inside_the_first_pass(tmp_path, volume):
 
 def test_process_ct_parses_the_header_once(tmp_path, volume, monkeypatch):
     from xpgan.drr import ParallelGeometry
-    from xpgan.pipeline.prep_drr import DRRJob, process_ct
+    from xpgan.pipeline.ct.prep_drr import DRRJob, process_ct
 
     path = write_nifti(tmp_path / "v.nii.gz", volume, SPACING, axcodes=("L", "P", "S"))
     calls = []

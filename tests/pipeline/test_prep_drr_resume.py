@@ -6,10 +6,11 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
-from xpgan.pipeline.prep_drr import prep_drr
+from xpgan.pipeline.ct.prep_drr import prep_drr
 from xpgan.pipeline.store import open_store
-from xpgan.pipeline.writers import write_nifti
+from xpgan.pipeline.synth.writers import write_nifti
 
 SHAPE = (8, 24, 24)
 GEOM = {"kind": "cone", "size": 24}
@@ -18,7 +19,7 @@ N = 16
 # The child slows each item down (a sleep around the real process_ct) so the kill lands mid-run.
 CHILD = """
 import sys, time, functools
-import xpgan.pipeline.prep_drr as p
+import xpgan.pipeline.ct.prep_drr as p
 real = p.process_ct
 def slow(path, *, job):
     time.sleep(0.15)
@@ -37,6 +38,7 @@ def make_archive(root):
     return root
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_is_complete_and_bit_identical(tmp_path):
     src = make_archive(tmp_path / "src")
     out = tmp_path / "killed.zarr"

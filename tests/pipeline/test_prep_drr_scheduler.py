@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xpgan.pipeline.prep_drr import prep_drr
+from xpgan.pipeline.ct.prep_drr import prep_drr
 from xpgan.pipeline.store import open_store
-from xpgan.pipeline.writers import write_nifti
+from xpgan.pipeline.synth.writers import write_nifti
 
 SHAPE = (8, 24, 24)
 GEOM = {"kind": "cone", "size": 24}
@@ -89,6 +89,7 @@ def write_scans(src, n):
         write_nifti(src / f"scan_{i}.nii.gz", rng.normal(-400, 300, (10, 30, 30)).astype(np.float32), (4, 1, 1))
 
 
+@pytest.mark.slow
 def test_prep_on_external_scheduler_matches_inline(tmp_path):
     src = tmp_path / "src"
     write_scans(src, 5)
@@ -116,6 +117,7 @@ sys.meta_path.insert(0, _NoXpgan())
 """
 
 
+@pytest.mark.slow
 def test_external_workers_without_xpgan_are_refused_with_a_clear_error(tmp_path):
     from xpgan.errors import XPGANError
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from xpgan.pipeline.resize import axis_taps, resample_axis, resize_volume
+from xpgan.pipeline.ct.resize import axis_taps, resample_axis, resize_volume
 
 
 def naive_resample_1d(x: np.ndarray, n_out: int) -> np.ndarray:
@@ -111,7 +111,7 @@ def test_bad_arguments_raise(vol, spacing, shape):
 
 
 def test_quantize_int16_rounds_half_to_even_clips_and_counts_nonfinite():
-    from xpgan.pipeline.resize import quantize_int16
+    from xpgan.pipeline.ct.resize import quantize_int16
 
     x = np.array([[0.5, 1.5, -2.5, 40000.0], [-40000.0, np.nan, np.inf, 12.49]], np.float32)
     q, bad = quantize_int16(x)

@@ -38,7 +38,9 @@ def test_walk_once_follows_links_once_and_reports_loops(tmp_path):
     (tmp_path / "a" / "self").symlink_to(".", target_is_directory=True)  # loop
     (tmp_path / "b" / "again").symlink_to(tmp_path / "a" / "x", target_is_directory=True)  # a second way
     (tmp_path / "c").symlink_to(tmp_path / "b", target_is_directory=True)  # walked later: b already walked
-    skip = lambda name: "hidden" if name.startswith(".") else ("Zarr" if name.endswith(".zarr") else None)
+    def skip(name):
+        return "hidden" if name.startswith(".") else ("Zarr" if name.endswith(".zarr") else None)
+
     walked, pruned = [], []
     for root, _, _, out in walk_once(tmp_path, skip=skip):
         rel = os.path.relpath(root, tmp_path)
@@ -52,8 +54,8 @@ def test_walk_once_follows_links_once_and_reports_loops(tmp_path):
 def test_discovery_lists_a_second_way_to_a_series_once(tmp_path):
     import numpy as np
 
-    from xpgan.pipeline.discover import discover_ct
-    from xpgan.pipeline.writers import write_dicom_series
+    from xpgan.pipeline.ct.discover import discover_ct
+    from xpgan.pipeline.synth.writers import write_dicom_series
 
     write_dicom_series(tmp_path / "a" / "series", np.zeros((3, 4, 4), np.float32), (1.0, 1.0, 1.0))
     (tmp_path / "b").symlink_to(tmp_path / "a", target_is_directory=True)

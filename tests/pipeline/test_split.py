@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xpgan.pipeline.split import check_grouping, grouped_stratified_split
+from xpgan.pipeline.cxr.split import check_grouping, grouped_stratified_split
 
 
 def _cohort(seed=0, n_patients=300):

@@ -12,10 +12,13 @@ from typer.testing import CliRunner
 
 from xpgan.cli import app
 from xpgan.pipeline import schema
-from xpgan.pipeline.prep_cxr import prep_cxr
-from xpgan.pipeline.prep_drr import prep_drr
+from xpgan.pipeline.ct.prep_drr import prep_drr
+from xpgan.pipeline.cxr.prep_cxr import prep_cxr
+from xpgan.pipeline.synth.writers import write_nifti
 from xpgan.pipeline.verify import scan
-from xpgan.pipeline.writers import write_nifti
+
+# every test here uses the `pristine` stores and checkpoint (prep through Dask, a training step): slow
+pytestmark = pytest.mark.slow
 
 CT_SHAPE = (8, 32, 32)
 GEOM = {"kind": "cone", "size": 32}
@@ -178,7 +181,6 @@ def _train_args(pristine, tmp_path, kind, store, workers="0"):
             "--num-workers", workers, "--no-progress", "--sample-every", "0"]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("kind,damage", CASES)
 def test_train_refuses_damaged_store_in_one_line(pristine, tmp_path, kind, damage):
     store = _copy(pristine[kind][1], tmp_path / "s.zarr")

@@ -1,9 +1,9 @@
-"""xpgan.pipeline.validate.check_ct: the plausibility checks shared by prep drr and drr render."""
+"""xpgan.pipeline.ct.validate.check_ct: the plausibility checks shared by prep drr and drr render."""
 import numpy as np
 import pytest
 
 from xpgan.errors import InputError, XPGANError
-from xpgan.pipeline.validate import HU_LIMITS, _memory_order, check_ct, check_spacing_range
+from xpgan.pipeline.ct.validate import HU_LIMITS, _memory_order, check_ct, check_spacing_range
 
 
 def _reason(*args, **kw):
@@ -56,7 +56,12 @@ def test_reoriented_views_give_the_same_answer():
 
 
 def test_cli_default_is_the_validation_default():
-    from xpgan.cli import SPACING_OPTION_DEFAULT
-    from xpgan.pipeline.validate import SPACING_RANGE_MM
+    import typer.main
 
-    assert SPACING_OPTION_DEFAULT == SPACING_RANGE_MM
+    from xpgan.cli import app
+    from xpgan.pipeline.ct.validate import SPACING_RANGE_MM
+
+    cli = typer.main.get_command(app)
+    for group, name in (("prep", "drr"), ("drr", "render")):
+        option = next(p for p in cli.commands[group].commands[name].params if p.name == "spacing_range")
+        assert tuple(option.default) == SPACING_RANGE_MM, (group, name)

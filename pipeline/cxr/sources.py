@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from xpgan.errors import InputError
-from xpgan.pipeline.cxr_io import is_cxr_image
+from xpgan.pipeline.cxr.readers import is_cxr_image
 from xpgan.pipeline.sniff import walk_once
 
 DEFAULT_POSITIVE = ("covid", "covid-19", "covid19")
@@ -64,7 +64,7 @@ class CXRItem:
 
 
 @dataclass
-class Discovery:
+class CXRDiscovery:
     items: list[CXRItem] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): unusable rows
     excluded: Counter = field(default_factory=Counter)  # reason -> count (filtered on purpose)
@@ -128,7 +128,7 @@ def _resolve(base: Path, rel: str) -> Path:
     return p if p.is_absolute() else base / p
 
 
-def discover_cohen(csv_path: Path, source: str, *, views: Sequence[str], into: Discovery) -> None:
+def discover_cohen(csv_path: Path, source: str, *, views: Sequence[str], into: CXRDiscovery) -> None:
     cols, rows = _read_csv(csv_path)
     if not is_cohen_header(cols):
         raise InputError(csv_path, f"not a Cohen-style metadata.csv: {_not_cohen_reason(cols)}")
@@ -166,7 +166,7 @@ def _parse_label(text: str, positive: set[str]) -> int | None:
     return 1 if t in positive else 0
 
 
-def discover_manifest(csv_path: Path, source: str, *, positive: Sequence[str], into: Discovery) -> None:
+def discover_manifest(csv_path: Path, source: str, *, positive: Sequence[str], into: CXRDiscovery) -> None:
     cols, rows = _read_csv(csv_path)
     if "path" not in cols or "label" not in cols:
         raise InputError(csv_path, "manifest CSV needs the columns path,label[,patient_id][,source]")
@@ -195,7 +195,7 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted((p for p in out if p.is_file()), key=lambda p: p.relative_to(folder).as_posix())
 
 
-def discover_class_folders(root: Path, source: str, *, positive: Sequence[str], into: Discovery) -> None:
+def discover_class_folders(root: Path, source: str, *, positive: Sequence[str], into: CXRDiscovery) -> None:
     pos = {_norm(p) for p in positive}
     found: list[CXRItem] = []
     for entry in sorted(root.iterdir(), key=lambda p: p.name):
@@ -229,13 +229,13 @@ def discover_class_folders(root: Path, source: str, *, positive: Sequence[str], 
 
 
 def discover(sources: Sequence[str | os.PathLike], *, positive: Sequence[str] = DEFAULT_POSITIVE,
-             views: Sequence[str] = DEFAULT_VIEWS, source_names: Sequence[str] | None = None) -> Discovery:
+             views: Sequence[str] = DEFAULT_VIEWS, source_names: Sequence[str] | None = None) -> CXRDiscovery:
     """All items of all SRCs, in order. Raises InputError for an unusable SRC (not for a bad row/file)."""
     if not sources:
         raise InputError("SRC", "no source given")
     if source_names is not None and len(source_names) not in (0, len(sources)):
         raise InputError("--source-name", f"give one per SRC ({len(sources)}), got {len(source_names)}")
-    found = Discovery()
+    found = CXRDiscovery()
     for i, src in enumerate(sources):
         src = Path(src)
         if not src.exists():

@@ -107,21 +107,9 @@ def _prepare_out(out: Path) -> None:
     (out / MARKER).write_text("made by xpgan demo; the folder is cleared on the next run\n")
 
 
-def _demo_salt(out: Path, seed: int) -> Path:
-    """A salt derived from the seed, so the same --seed gives the same patient hashes and hence the same
-    trainer validation carve and the same results. Only for the demo's synthetic patients: real stores get
-    a random secret salt (xpgan.pipeline.privacy)."""
-    import hashlib
-
-    path = out / "stores" / "demo.salt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(hashlib.sha256(f"xpgan demo salt {seed}".encode()).hexdigest())
-    return path
-
-
 def run_demo(cfg: DemoConfig, *, log: Callable[[str], None] = print) -> DemoResult:
     """Run every step of the demo into cfg.out; returns where each output is and how long each step took."""
-    from xpgan.pipeline.phantoms import write_cxr_archive, write_mosmed_archive
+    from xpgan.pipeline.synth.archives import write_cxr_archive, write_mosmed_archive
 
     if cfg.size < 16 or cfg.n_ct < 2 or cfg.n_cxr < 8 or cfg.train_steps < 1:
         raise XPGANError("demo: size must be >= 16 px, with at least 2 CT studies, 8 radiographs and 1 step")
@@ -148,34 +136,35 @@ def run_demo(cfg: DemoConfig, *, log: Callable[[str], None] = print) -> DemoResu
 
     # 2. prep drr
     from xpgan.drr import ConeGeometry
-    from xpgan.pipeline.prep_drr import prep_drr
-    from xpgan.pipeline.validate import SYNTHETIC_SPACING_RANGE_MM
+    from xpgan.pipeline.ct.prep_drr import prep_drr
+    from xpgan.pipeline.ct.validate import SYNTHETIC_SPACING_RANGE_MM
+    from xpgan.pipeline.privacy import write_seeded_salt
 
     t = step(f"prep drr -> volumes {'x'.join(map(str, cfg.prep_shape))}, DRRs {cfg.size}x{cfg.size}")
     ct_store = out / "stores" / "ct.zarr"
-    salt = _demo_salt(out, cfg.seed)
+    salt = write_seeded_salt(out / "stores" / "demo.salt", cfg.seed)
     s = prep_drr(str(mosmed), str(ct_store), shape=cfg.prep_shape, geometry=ConeGeometry(view="pa", size=cfg.size),
                  workers=cfg.workers, progress=cfg.progress, processes=cfg.processes, salt_file=salt,
                  spacing_range_mm=SYNTHETIC_SPACING_RANGE_MM)
-    _check_summary("prep drr", s)
+    s.raise_on_failures("prep drr")
     log(s.text() if hasattr(s, "text") else str(s))
     paths["CT store"] = str(ct_store)
     secs["prep drr"] = time.perf_counter() - t
 
     # 3. prep cxr
-    from xpgan.pipeline.prep_cxr import prep_cxr
+    from xpgan.pipeline.cxr.prep_cxr import prep_cxr
 
     t = step(f"prep cxr -> images {cfg.size}x{cfg.size}")
     cxr_store = out / "stores" / "cxr.zarr"
     s = prep_cxr([str(cxr_src)], str(cxr_store), size=cfg.size, seed=cfg.seed, workers=cfg.workers,
                  progress=cfg.progress, processes=cfg.processes, salt_file=salt)
-    _check_summary("prep cxr", s)
+    s.raise_on_failures("prep cxr")
     log(s.text() if hasattr(s, "text") else str(s))
     paths["CXR store"] = str(cxr_store)
     secs["prep cxr"] = time.perf_counter() - t
 
     # 4. inspect
-    from xpgan.pipeline.inspect import inspect_store
+    from xpgan.pipeline.inspection import inspect_store
 
     t = step("inspect: contact sheets")
     sheets = out / "sheets"
@@ -248,13 +237,6 @@ def _head(text: str, n: int = 5) -> str:
     lines = text.splitlines()
     keep = lines[:n] + [ln for ln in lines[n:] if ln.startswith("sheet:")]
     return "\n".join(keep)
-
-
-def _check_summary(what: str, s) -> None:
-    failed = getattr(s, "failed", 0)
-    if failed:
-        reasons = "; ".join(f"{p}: {r}" for p, r in list(getattr(s, "failures", []))[:3])
-        raise XPGANError(f"demo: {what} failed on {failed} item(s): {reasons}")
 
 
 def _most_severe_item(ct_store: Path) -> int:

@@ -8,10 +8,13 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
 
 from xpgan.drr.geometry import ConeGeometry, Geometry, ParallelGeometry
+
+VolumeDtype = Literal["int16", "float32"]  # int16: as in a CT store; float32: as read_ct returns
 
 
 @dataclass
@@ -38,18 +41,21 @@ class DRRBenchResult:
     def lines(self) -> list[str]:
         d, h, w = self.volume_shape
         out = [
-            f"backend {self.backend}, {self.geometry} geometry, chest-like {self.dtype} volume {d}x{h}x{w} (d x h x w) at "
+            f"backend {self.backend}, {self.geometry} geometry, chest-like {self.dtype} volume {d}x{h}x{w} "
+            f"(d x h x w) at "
             f"{'x'.join(f'{s:g}' for s in self.spacing_mm)} mm, "
             f"detector {self.detector}x{self.detector}, batch {self.batch}, threads {self.threads or '-'}",
             f"JIT/compile time: {self.compile_s:.2f} s (excluded below)",
             f"best call: {self.best_call_s * 1e3:.2f} ms -> {self.drrs_per_s:.1f} DRRs/s "
             f"(median call {self.median_call_s * 1e3:.2f} ms -> {self.batch / self.median_call_s:.1f} DRRs/s)",
             f"ray-voxel steps: {self.steps_per_drr / 1e6:.2f} M per DRR -> {self.steps_per_s / 1e6:.0f} M steps/s, "
-            f"{self.ns_per_step_core:.2f} ns per step " + ("per core (wall time)" if self.backend == "cpu" else "(whole GPU)"),
+            f"{self.ns_per_step_core:.2f} ns per step "
+            + ("per core (wall time)" if self.backend == "cpu" else "(whole GPU)"),
         ]
         if self.cpu_ns_per_step is not None:
+            rate = max(1, self.threads) * 1e9 / (self.cpu_ns_per_step * max(1, self.steps_per_drr))
             out.append(f"CPU time (all threads, best call): {self.cpu_ns_per_step:.2f} ns per step "
-                       f"-> {max(1, self.threads) * 1e9 / (self.cpu_ns_per_step * max(1, self.steps_per_drr)):.1f} DRRs/s "
+                       f"-> {rate:.1f} DRRs/s "
                        f"if each of the {self.threads} threads had a core to itself")
         if self.kernel_only_drrs_per_s is not None:
             out.append(f"kernel only (volume resident on GPU): {self.kernel_only_drrs_per_s:.0f} DRRs/s")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xpgan.drr.physics import MU_WATER_PER_MM
 from xpgan.errors import XPGANError
 from xpgan.pipeline import schema
 
@@ -204,7 +205,7 @@ def _ct_poses(group, sheet: Path, i: int, n_views: int = 6, seed: int = 0) -> No
         raise XPGANError(f"{sheet}: the store records no DRR geometry (attribute xpgan.geometry); cannot re-render")
     drr = np.asarray(group["drr"][i], dtype=np.float32)
     base = geometry_from_dict({**meta["geometry"], "size": int(drr.shape[-1])})  # at the stored DRR's size
-    mu_water = float(meta.get("physics", {}).get("mu_water_per_mm", 0.02))
+    mu_water = float(meta.get("physics", {}).get("mu_water_per_mm", MU_WATER_PER_MM))
     rng = np.random.default_rng([seed, i])
     poses = [{}] + [random_pose(rng) for _ in range(n_views)]
     views = render_drr_views(np.asarray(group["volume"][i]), np.asarray(group["spacing"][i], dtype=np.float64),

@@ -1,10 +1,10 @@
 """`xpgan prep cxr`: labelled chest X-rays -> a Zarr v3 store with a patient-grouped stratified split.
 
-Steps: discover every item of every SRC (`cxr_sources`, deterministic order) -> split the full list
+Steps: discover every item of every SRC (`cxr.sources`, deterministic order) -> split the full list
 (`split.grouped_stratified_split`, strata = source x patient label, before anything is processed, so a
 resumed run gets the identical split) -> create or reopen the store (identity = options + a keyed digest of
 the item list; a changed archive or option is refused unless --overwrite) -> read + letterbox each item on
-Dask workers (`cxr_io.load_cxr`) -> write from this process only (`store.write_items`, one shard at a time)
+Dask workers (`cxr.readers.load_cxr`) -> write from this process only (`store.write_items`, one shard at a time)
 -> failures into the store attributes (index, source, reason: no path) and `<store>.failures.csv` beside it
 (with paths, for the operator) -> a Table-1-like count per source x split x label.
 
@@ -27,10 +27,10 @@ import numpy as np
 
 import xpgan
 from xpgan.errors import InputError, XPGANError
-from xpgan.pipeline.cxr_io import INTENSITY_ATTRS, load_cxr_depth
-from xpgan.pipeline.cxr_sources import DEFAULT_POSITIVE, DEFAULT_VIEWS, discover, items_fingerprint
+from xpgan.pipeline.cxr.readers import INTENSITY_ATTRS, load_cxr_depth
+from xpgan.pipeline.cxr.sources import DEFAULT_POSITIVE, DEFAULT_VIEWS, discover, items_fingerprint
+from xpgan.pipeline.cxr.split import check_grouping, grouped_stratified_split
 from xpgan.pipeline.runner import PrepSummary, Task, run_items
-from xpgan.pipeline.split import check_grouping, grouped_stratified_split
 
 KIND = "cxr"
 ITEMS_PER_SHARD = 64  # 64 x 256 x 256 float32 = 16 MiB per shard at the default size
@@ -45,7 +45,8 @@ class CXRPrepSummary(PrepSummary):
     def text(self, max_failures: int = 20) -> str:
         lines = [super().text(max_failures)]
         if self.excluded:
-            lines.append("  excluded (not failures): " + ", ".join(f"{k}: {v}" for k, v in sorted(self.excluded.items())))
+            excluded = ", ".join(f"{k}: {v}" for k, v in sorted(self.excluded.items()))
+            lines.append("  excluded (not failures): " + excluded)
         lines.append(format_table(self.table))
         return "\n".join(lines)
 

@@ -8,7 +8,7 @@ DRR with exit code 0. `check_ct(data, spacing, path)` refuses, with one line nam
 - voxel values outside `HU_LIMITS` = the int16 range (-32768 .. 32767), the count and the extremes: the CT
   store holds int16 HU, so such values could only be clipped; real CT lies in about -1024 .. 3071 HU (up
   to ~30000 with metal on extended scales), padding values such as -2048 or -3024 are accepted.
-`data` may be stored values with a linear map (HU = data * scale + offset, as `io.read_ct_stored` gives):
+`data` may be stored values with a linear map (HU = data * scale + offset, as `readers.read_ct_stored` gives):
 the limits are checked on the extremes of the stored values, so the common case costs one min/max pass
 and the count is computed only for a refused volume.
 """
@@ -39,7 +39,7 @@ def check_spacing_range(spacing_range_mm) -> tuple[float, float]:
 
 def _memory_order(a: np.ndarray) -> np.ndarray:
     """A view of `a` with the same elements in memory order (flips and transposes undone): reductions over a
-    reoriented view (io.read_ct_stored) run ~10x faster on it."""
+    reoriented view (readers.read_ct_stored) run ~10x faster on it."""
     for ax in range(a.ndim):
         if a.strides[ax] < 0:
             a = np.flip(a, ax)

@@ -105,7 +105,8 @@ def read_raster_cxr_depth(path: str | os.PathLike) -> tuple[np.ndarray, int]:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 if getattr(im, "n_frames", 1) > 1:
-                    raise InputError(path, f"multi-frame image ({im.n_frames} frames); one radiograph per file expected")
+                    raise InputError(path, f"multi-frame image ({im.n_frames} frames); "
+                                           "one radiograph per file expected")
                 if im.width * im.height > MAX_PIXELS:
                     raise InputError(path, f"image of {im.width}x{im.height} pixels is larger than the limit")
                 if im.format == "JPEG" and im.getexif().get(0x0112, 1) not in (1, None):

@@ -6,7 +6,7 @@ prep_drr(src, out, *, shape=(64, 256, 256), geometry=None, mu_water=0.02, backen
          scheduler=None, overwrite=False, progress=True, memory_limit_gb=6.0, salt_file=None,
          items_per_shard=None, processes=True, spacing_range_mm=(0.1, 20.0)) -> CTPrepSummary
     src: MosMed tree, folder of NIfTI files / DICOM series folders, or manifest CSV (see
-    xpgan.pipeline.discover). out: the store path (`OUT.zarr`). geometry: a ConeGeometry /
+    xpgan.pipeline.ct.discover). out: the store path (`OUT.zarr`). geometry: a ConeGeometry /
     ParallelGeometry or its dict (default: cone, PA). memory_limit_gb: an item whose header says reading
     it would need more than this (estimate: voxels x (stored bytes per voxel + 4), the reader's peak) is
     refused before any pixel is read. Rerunning resumes (items with done set are skipped, failed ones retried);
@@ -15,7 +15,7 @@ prep_drr(src, out, *, shape=(64, 256, 256), geometry=None, mu_water=0.02, backen
     listed in the store's "failures" attribute and in `OUT.zarr.failures.csv`).
 process_ct(path, *, job) -> {"volume": int16 [D, H, W], "drr": float32 [S, S], "spacing": float32 [3]}
     One item, as a worker runs it: read the stored voxels (headers checked against the memory limit first)
-    -> refuse implausible spacing or voxel values (xpgan.pipeline.validate.check_ct) -> resize, converting
+    -> refuse implausible spacing or voxel values (xpgan.pipeline.ct.validate.check_ct) -> resize, converting
     to HU inside the first pass -> round/clip to int16 -> DRR of the stored int16 volume with its spacing
     (so drr[i] can be re-rendered exactly from volume[i] and spacing[i]).
 
@@ -35,19 +35,20 @@ from pathlib import Path
 
 import numpy as np
 
+from xpgan.drr.physics import MU_WATER_PER_MM
 from xpgan.errors import InputError, XPGANError
+from xpgan.pipeline.ct.validate import HU_LIMITS, SPACING_RANGE_MM, check_ct, check_spacing_range
 from xpgan.pipeline.runner import PrepSummary, Task
-from xpgan.pipeline.validate import HU_LIMITS, SPACING_RANGE_MM, check_ct, check_spacing_range
 
 DEFAULT_SHAPE = (64, 256, 256)
 DEFAULT_MEMORY_LIMIT_GB = 6.0
 
-__all__ = ["DEFAULT_SHAPE", "PrepSummary", "estimate_item_bytes", "prep_drr", "process_ct"]
+__all__ = ["DEFAULT_SHAPE", "PrepSummary", "prep_drr", "process_ct"]
 
 
 @dataclass
 class CTPrepSummary(PrepSummary):
-    discovery: str = ""  # Discovery.summary(): found / skipped with reasons
+    discovery: str = ""  # CTDiscovery.summary(): found / skipped with reasons
 
     def text(self, max_failures: int = 20) -> str:
         return "\n".join(x for x in (self.discovery, super().text(max_failures)) if x)
@@ -63,19 +64,11 @@ class DRRJob:
     spacing_range_mm: tuple[float, float] = SPACING_RANGE_MM  # plausible voxel spacing, mm (validate.check_ct)
 
 
-def estimate_item_bytes(shape, stored_itemsize: int) -> int:
-    """Memory bound of one item checked before reading: the stored voxels + 4 bytes per voxel (read_ct's
-    peak, the stored array plus its float32 HU; process_ct holds less: the stored array plus the first
-    resize pass's float32 output, which shrinks an axis or is output-sized)."""
-    n = int(np.prod([int(s) for s in shape], dtype=np.int64))
-    return n * (int(stored_itemsize) + 4)
-
-
 def process_ct(path: str, *, job: DRRJob) -> dict:
     """Read, resize and render one CT (runs on a Dask worker)."""
     from xpgan.drr import geometry_from_dict, render_drr
-    from xpgan.pipeline.io import MemoryLimitError, read_ct_stored
-    from xpgan.pipeline.resize import quantize_int16, resize_volume
+    from xpgan.pipeline.ct.readers import MemoryLimitError, read_ct_stored
+    from xpgan.pipeline.ct.resize import quantize_int16, resize_volume
 
     try:
         ct = read_ct_stored(path, max_bytes=job.memory_limit_bytes)  # refused from its header, before reading
@@ -125,7 +118,7 @@ def _check_options(shape, mu_water, memory_limit_gb, backend):
     return shape, float(check_mu_water(mu_water))
 
 
-def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 0.02, backend: str = "auto",
+def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = MU_WATER_PER_MM, backend: str = "auto",
              workers: int | None = None, scheduler: str | None = None, overwrite: bool = False,
              progress: bool = True, memory_limit_gb: float = DEFAULT_MEMORY_LIMIT_GB, salt_file=None,
              items_per_shard: int | None = None, processes: bool = True,
@@ -135,8 +128,8 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
     from xpgan.drr import ConeGeometry, ParallelGeometry, geometry_from_dict
     from xpgan.pipeline import schema
     from xpgan.pipeline import store as st
-    from xpgan.pipeline.discover import discover_ct
-    from xpgan.pipeline.resize import RESIZE_METHOD
+    from xpgan.pipeline.ct.discover import discover_ct
+    from xpgan.pipeline.ct.resize import RESIZE_METHOD
     from xpgan.pipeline.runner import run_items
     from xpgan.pipeline.verify import repair_for_resume
 

@@ -10,7 +10,7 @@ resize_volume(hu, spacing, out_shape, *, scale=1.0, offset=0.0) -> (float32 [D, 
     falling outside the volume are dropped and the remaining weights renormalised (no edge darkening).
     The new spacing keeps the physical extent: new = old * n_in / n_out per axis.
     `hu` may also be a CT's stored voxels (any numeric dtype, a canonical view with mirrored axes) with
-    HU = float32(stored) * scale + offset: converted inside the first pass (xpgan.pipeline.io.read_ct_stored).
+    HU = float32(stored) * scale + offset: converted inside the first pass (xpgan.pipeline.ct.readers.read_ct_stored).
 resample_axis(x, axis, n_out) -> float32 array
     The same 1D operation along one axis (used by resize_volume; handy for tests).
 axis_taps(n_in, n_out) -> (idx int32 [n_out, K], w float32 [n_out, K])

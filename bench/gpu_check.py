@@ -11,10 +11,10 @@ log) in the output folder, and a summary is printed.
     rates     DRR/s end to end: batch 1, 256 and 1024 views of one volume, 256 volumes from host int16 and
               from GPU tensors, and the kernel alone; the upload strategy each size chose and this machine's
               transfer rates (pinned/pageable DMA, cuMemHostRegister, threaded memcpy, first touch)
-    prep      synthetic archives (pipeline.phantoms), `prep drr --backend cuda` and `prep cxr`
+    prep      synthetic archives (pipeline.synth), `prep drr --backend cuda` and `prep cxr`
     train     the paper preset in bf16, modes xpgan / drr / baseline, a few steps each: samples/s (of the last
               steps), peak GPU memory, finite losses, and where the wall time went (setup, first batch, first
-              step per phase, steady step, checkpoint: gpu_check_train.py)
+              step per phase, steady step, checkpoint: bench/gpu_check_train.py)
     evalgen   `eval` and `generate` on the xpgan checkpoint
     torchrun  `torchrun --standalone --nproc_per_node=<GPUs>` with NCCL, a few steps
     loader    `bench loader` samples/s for 0..12 workers against what the GPU consumes (xpgan bf16)
@@ -38,7 +38,7 @@ import time
 import traceback
 from pathlib import Path
 
-from xpgan import gpu_check_probes as probes
+from xpgan.bench import gpu_check_probes as probes
 
 SECTIONS = ("env", "agree", "rates", "prep", "train", "evalgen", "torchrun", "loader", "train_amp")
 GPU_ONLY = ("agree", "rates", "torchrun", "train_amp")
@@ -119,7 +119,7 @@ def section_env(args, work: Path) -> dict:
 
 
 def _phantom(shape, dtype="int16", seed=0):
-    from xpgan.drr.bench import chest_like_volume
+    from xpgan.bench.drr import chest_like_volume
 
     return chest_like_volume(shape, seed=seed).astype(dtype)
 
@@ -127,8 +127,7 @@ def _phantom(shape, dtype="int16", seed=0):
 def section_agree(args, work: Path) -> dict:
     import numpy as np
 
-    from xpgan.drr import ConeGeometry, ParallelGeometry, render_drr
-    from xpgan.drr import siddon_cuda
+    from xpgan.drr import ConeGeometry, ParallelGeometry, render_drr, siddon_cuda
 
     sz = _sizes(args.tiny)
     sp = (5.0, 1.4, 1.4)
@@ -177,8 +176,8 @@ def _torch_cuda_ok(args) -> bool:
 def section_rates(args, work: Path) -> dict:
     import numpy as np
 
+    from xpgan.bench.drr import _cuda_kernel_only_rate
     from xpgan.drr import ConeGeometry, render_drr, render_drr_batch, render_drr_views
-    from xpgan.drr.bench import _cuda_kernel_only_rate
 
     sz = _sizes(args.tiny)
     sp = (5.0, 1.4, 1.4)
@@ -234,11 +233,11 @@ def _stores(work: Path) -> dict:
 
 def section_prep(args, work: Path) -> dict:
     from xpgan.drr import ConeGeometry
-    from xpgan.pipeline.phantoms import write_cxr_archive, write_mosmed_archive
-    from xpgan.pipeline.prep_cxr import prep_cxr
-    from xpgan.pipeline.prep_drr import prep_drr
+    from xpgan.pipeline.ct.prep_drr import prep_drr
+    from xpgan.pipeline.ct.validate import SYNTHETIC_SPACING_RANGE_MM
+    from xpgan.pipeline.cxr.prep_cxr import prep_cxr
     from xpgan.pipeline.store import open_store
-    from xpgan.pipeline.validate import SYNTHETIC_SPACING_RANGE_MM
+    from xpgan.pipeline.synth.archives import write_cxr_archive, write_mosmed_archive
 
     sz = _sizes(args.tiny)
     st = _stores(work)
@@ -280,7 +279,9 @@ def _train_plan(args, section: str) -> list:
     """(mode, amp, cudnn_benchmark) of each run of a train section (--train-modes, --amp, --cudnn-benchmark)."""
     if args.cpu_only:
         return [(m, "fp32", True) for m in (args.train_modes or ("xpgan",))]
-    modes = args.train_modes or ("xpgan", "drr", "baseline")
+    from xpgan.model.config import MODES
+
+    modes = args.train_modes or MODES
     amps = args.amp or DEFAULT_AMP[section]
     benches = [b == "on" for b in (args.cudnn_benchmark or ("on",))]
     return [(m, a, b) for b in benches for a in amps for m in modes]   # --cudnn-benchmark off,on: all "off" first
@@ -295,7 +296,7 @@ def section_train_amp(args, work: Path) -> dict:
 
 
 def _train_runs(args, work: Path, runs, section: str) -> dict:
-    from xpgan.gpu_check_train import train_one
+    from xpgan.bench.gpu_check_train import train_one
 
     sz = _sizes(args.tiny)
     out: dict = {}
@@ -329,7 +330,7 @@ def section_evalgen(args, work: Path) -> dict:
 
 
 def section_loader(args, work: Path) -> dict:
-    from xpgan.model.bench_loader import bench_loader
+    from xpgan.bench.loader import bench_loader
 
     sz = _sizes(args.tiny)
     st = _stores(work)
@@ -455,8 +456,8 @@ def _summary_lines(res: dict) -> list[str]:
         elif name == "rates":
             for k, v in r.items():
                 if isinstance(v, dict) and "drrs_per_s" in v:
-                    lines.append(f"  {k}: {v['drrs_per_s']:.0f} DRR/s"
-                                 + (f" (median call {v['median_call_s'] * 1e3:.1f} ms)" if "median_call_s" in v else ""))
+                    median = f" (median call {v['median_call_s'] * 1e3:.1f} ms)" if "median_call_s" in v else ""
+                    lines.append(f"  {k}: {v['drrs_per_s']:.0f} DRR/s" + median)
             lines.append(f"  uploads (best s per strategy): {r.get('upload_strategies')}")
             probe = r.get("transfer_probe") or {}
             lines.append("  transfer probe: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
@@ -497,7 +498,9 @@ def drive(argv=None) -> int:
     args = ap.parse_args(argv)
     args.tiny = args.tiny or args.cpu_only
     raw = {"train_modes": args.train_modes, "amp": args.amp, "cudnn_benchmark": args.cudnn_benchmark}
-    args.train_modes = _csv(args.train_modes, ("xpgan", "drr", "baseline"), "train modes")
+    from xpgan.model.config import MODES
+
+    args.train_modes = _csv(args.train_modes, MODES, "train modes")
     args.amp = _csv(args.amp, ("bf16", "fp16", "fp32"), "amp precisions")
     args.cudnn_benchmark = _csv(args.cudnn_benchmark, ("on", "off"), "cudnn-benchmark values")
     limits, explicit = dict(BUDGET_S), set()
@@ -537,7 +540,7 @@ def drive(argv=None) -> int:
             res["sections"][name] = {"status": "skipped (time cap)"}
             continue
         limit = min(limits[name] * (0.5 if args.tiny and name not in explicit else 1.0), left)
-        cmd = [sys.executable, "-m", "xpgan.gpu_check", "--section", name, "--work", str(work)]
+        cmd = [sys.executable, "-m", "xpgan.bench.gpu_check", "--section", name, "--work", str(work)]
         cmd += [f"--{k.replace('_', '-')}={v}" for k, v in raw.items() if v]
         cmd += ["--cpu-only"] if args.cpu_only else []
         cmd += ["--tiny"] if args.tiny else []

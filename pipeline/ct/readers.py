@@ -218,7 +218,6 @@ _NIFTI_READ_ERRORS = (OSError, EOFError, zlib.error, ValueError, MemoryError, In
 def _load_nifti(path: Path):
     import nibabel as nib
     from nibabel.filebasedimages import ImageFileError
-
     from nibabel.imageglobals import logger as nib_logger
 
     was_disabled, nib_logger.disabled = nib_logger.disabled, True  # its header-fix notes (pixdim 0 -> 1) would
@@ -287,7 +286,7 @@ def read_ct_stored(path: str | os.PathLike, *, max_bytes: int | None = None) -> 
     """Like read_ct, without the float32 conversion: a canonical view of the stored voxels and their scaling.
 
     For a NIfTI file the view shares the decompressed data (no copy; read-only), so a consumer that converts
-    while it computes (`xpgan.pipeline.resize.resize_volume(data, ..., scale=, offset=)`) never holds a
+    while it computes (`xpgan.pipeline.ct.resize.resize_volume(data, ..., scale=, offset=)`) never holds a
     full-size float32 volume. DICOM series (whose slices may each have their own rescale) are read with
     read_ct: data is the float32 HU volume, scale 1, offset 0. Same errors and `max_bytes` check as read_ct.
     """

@@ -55,7 +55,7 @@ def make_archive(root: Path, n: int, shape: Sequence[int]) -> bool:
         if not any(p.name.startswith(".bench_") for p in root.iterdir()):
             raise XPGANError(f"{root}: exists and is not a benchmark archive; choose another --archive")
         shutil.rmtree(root)
-    from xpgan.pipeline.phantoms import write_mosmed_archive
+    from xpgan.pipeline.synth.archives import write_mosmed_archive
 
     write_mosmed_archive(root, n, seed=0, shape=tuple(shape), slice_jitter=0)
     marker.write_text("ok")
@@ -63,7 +63,7 @@ def make_archive(root: Path, n: int, shape: Sequence[int]) -> bool:
 
 
 def read_only(path: str) -> dict:
-    from xpgan.pipeline.io import read_ct
+    from xpgan.pipeline.ct.readers import read_ct
 
     ct = read_ct(path)
     return {"voxels": int(ct.hu.size)}
@@ -72,7 +72,7 @@ def read_only(path: str) -> dict:
 def warm_worker() -> None:
     """Imports, Numba cache loads and the CUDA probe, so that start-up is not timed."""
     from xpgan.drr import ConeGeometry, render_drr
-    from xpgan.pipeline.resize import resize_volume
+    from xpgan.pipeline.ct.resize import resize_volume
 
     for dtype in (np.float32, np.int16):
         v, s = resize_volume(np.zeros((8, 16, 16), dtype), (1, 1, 1), (4, 8, 8))
@@ -156,10 +156,11 @@ class BenchPrepResult:
                    f"workers + {1000 * self.prep_cpu_client_s / n:.0f} in the client (writer)")
         out.append(f"ratio end-to-end / read-only = {self.ratio:.2f} wall (goal <= 1.5), {self.cpu_ratio:.2f} in CPU "
                    "time (less sensitive to other load on the machine)")
+        cpu_startup = self.startup_cpu_client_s / (self.read_cpu_workers_s + self.read_cpu_client_s)
         out.append(f"one-time client start-up (first prep_drr in the process, 1 tiny volume; excluded above): "
                    f"{self.startup_s:.2f} s wall, {self.startup_cpu_client_s:.2f} s CPU; counted in, the ratios "
                    f"would be {(self.prep_s + self.startup_s) / self.read_s:.2f} wall, "
-                   f"{self.cpu_ratio + self.startup_cpu_client_s / (self.read_cpu_workers_s + self.read_cpu_client_s):.2f} CPU")
+                   f"{self.cpu_ratio + cpu_startup:.2f} CPU")
         out.append("peak RSS per worker, MB: " + ", ".join(f"{v:.0f}" for v in self.worker_rss_mb)
                    + f"  (client {self.client_rss_mb:.0f})")
         return out
@@ -170,12 +171,11 @@ def stage_times(files: Sequence[str], out_shape, k: int = 3, workers: int = 1) -
     threads: cores / workers; the k items are written as one shard, as the writer does; write = 1/k of it)."""
     import numba
 
-    from xpgan.pipeline.runner import usable_cores
-
     from xpgan.drr import ConeGeometry, render_drr
     from xpgan.pipeline import store as st
-    from xpgan.pipeline.io import read_ct, read_ct_stored
-    from xpgan.pipeline.resize import quantize_int16, resize_volume
+    from xpgan.pipeline.ct.readers import read_ct, read_ct_stored
+    from xpgan.pipeline.ct.resize import quantize_int16, resize_volume
+    from xpgan.pipeline.runner import usable_cores
 
     geom = ConeGeometry(size=256)
     names = ["read_ct", "read_stored", "resize", "quantize", "drr", "encode", "write"]
@@ -199,13 +199,20 @@ def stage_times(files: Sequence[str], out_shape, k: int = 3, workers: int = 1) -
             def mark():
                 marks.append((time.process_time(), time.perf_counter()))
 
-            ct_float = read_ct(f); mark()
+            ct_float = read_ct(f)
+
+            mark()
             del ct_float
-            ct = read_ct_stored(f); mark()
-            vol, sp = resize_volume(ct.data, ct.spacing, out_shape, scale=ct.scale, offset=ct.offset); mark()
-            v16, _ = quantize_int16(vol); mark()
-            drr = render_drr(v16, sp, geom, backend="cpu"); mark()
-            batch[i] = st.encode_items({"volume": v16, "drr": drr}, encoders); mark()
+            ct = read_ct_stored(f)
+            mark()
+            vol, sp = resize_volume(ct.data, ct.spacing, out_shape, scale=ct.scale, offset=ct.offset)
+            mark()
+            v16, _ = quantize_int16(vol)
+            mark()
+            drr = render_drr(v16, sp, geom, backend="cpu")
+            mark()
+            batch[i] = st.encode_items({"volume": v16, "drr": drr}, encoders)
+            mark()
             for j, name in enumerate(names[:-1]):
                 cpu[name].append(1000 * (marks[j + 1][0] - marks[j][0]))
                 wall[name].append(1000 * (marks[j + 1][1] - marks[j][1]))
@@ -234,8 +241,8 @@ def bench_prep(*, n: int = 24, shape=(40, 512, 512), out_shape=(64, 256, 256), w
     from distributed import Client, LocalCluster
 
     from xpgan.pipeline import runner
-    from xpgan.pipeline.discover import discover_ct
-    from xpgan.pipeline.prep_drr import prep_drr
+    from xpgan.pipeline.ct.discover import discover_ct
+    from xpgan.pipeline.ct.prep_drr import prep_drr
 
     shape, out_shape = tuple(int(s) for s in shape), tuple(int(s) for s in out_shape)
     if n < 1 or workers < 1 or stages < 0 or len(shape) != 3 or len(out_shape) != 3 \
@@ -265,8 +272,8 @@ def bench_prep(*, n: int = 24, shape=(40, 512, 512), out_shape=(64, 256, 256), w
         with cluster() as lc, Client(lc) as client:
             client.run(warm_worker)
             # the client's start-up (imports), timed apart: a first prep_drr on a 1-volume archive
-            from xpgan.pipeline.phantoms import write_mosmed_archive
-            from xpgan.pipeline.validate import SYNTHETIC_SPACING_RANGE_MM
+            from xpgan.pipeline.ct.validate import SYNTHETIC_SPACING_RANGE_MM
+            from xpgan.pipeline.synth.archives import write_mosmed_archive
 
             write_mosmed_archive(out.parent / "warm", 1, seed=0, shape=(4, 16, 16), slice_jitter=0)
             c0, t0 = cpu_seconds(), time.perf_counter()

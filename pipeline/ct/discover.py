@@ -6,8 +6,8 @@ CTItem(path, rel, study_id, label, severity, patient_id)
     One study: `path` absolute path (NIfTI file or DICOM series folder), `rel` its path relative to the
     archive root (posix), `label` 1 positive / 0 negative / -1 unknown, `severity` MosMed grade 0..4 or -1,
     `patient_id` raw id from a manifest (hash it before storing; None when not given).
-Discovery(format, root, items, notes)
-discover_ct(src) -> Discovery
+CTDiscovery(format, root, items, notes)
+discover_ct(src) -> CTDiscovery
     src may be:
     - a MosMedData COVID19_1110 tree: a folder holding `studies/CT-0 .. CT-4/*.nii[.gz]` (or the `studies`
       folder itself, or a folder holding `CT-k` folders directly). Label 0 for CT-0, 1 for CT-1..CT-4,
@@ -23,7 +23,7 @@ discover_ct(src) -> Discovery
       that cannot be listed, and folders whose files are named like DICOM (`.dcm`, or unreadable files
       with DICOM-like names, `xpgan.pipeline.sniff`) without being readable DICOM. Label -1, study id =
       relative path without extension (`ct/patient_a`, or the folder name when `src` is itself one series).
-    `Discovery.skipped` lists what was left out on purpose, (relative path, reason); `summary()` is the
+    `CTDiscovery.skipped` lists what was left out on purpose, (relative path, reason); `summary()` is the
     one-line count printed by `prep drr` (found / skipped with reasons).
     Study ids are paths chosen by whoever built the archive, never DICOM header values (no PHI is read from
     the files); if folder names in an archive hold patient names, the ids will too, so rename such
@@ -39,8 +39,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xpgan.errors import InputError, XPGANError
-from xpgan.pipeline.sniff import (DICOM_SUFFIXES, NIFTI_SUFFIXES, dicom_like_name, has_dicom_magic,
-                                   is_nifti_name, walk_once)
+from xpgan.pipeline.sniff import (
+    DICOM_SUFFIXES,
+    NIFTI_SUFFIXES,
+    dicom_like_name,
+    has_dicom_magic,
+    is_nifti_name,
+    walk_once,
+)
 
 _MOSMED_DIR = re.compile(r"^CT-([0-4])$")
 
@@ -56,7 +62,7 @@ class CTItem:
 
 
 @dataclass
-class Discovery:
+class CTDiscovery:
     format: str  # "mosmed" | "manifest" | "folder"
     root: str
     items: list[CTItem]
@@ -151,7 +157,7 @@ def _read_registry(src: Path) -> tuple[dict[str, int], list[str]]:
     return {}, notes
 
 
-def _discover_mosmed(src: Path, studies: Path) -> Discovery:
+def _discover_mosmed(src: Path, studies: Path) -> CTDiscovery:
     found: list[tuple[str, int, Path]] = []
     skipped: list[tuple[str, str]] = []
     root = studies.parent if studies.name == "studies" else studies
@@ -184,7 +190,7 @@ def _discover_mosmed(src: Path, studies: Path) -> Discovery:
     if mismatches:
         notes.append(f"registry disagrees with the CT-k folders for {len(mismatches)} studies "
                      f"(e.g. {mismatches[0]}); the folders were used")
-    return Discovery("mosmed", str(root), items, notes, skipped)
+    return CTDiscovery("mosmed", str(root), items, notes, skipped)
 
 
 def _parse_int(value: str, what: str, allowed: set[int], where: str) -> int:
@@ -197,7 +203,7 @@ def _parse_int(value: str, what: str, allowed: set[int], where: str) -> int:
     return v
 
 
-def _discover_manifest(csv_path: Path) -> Discovery:
+def _discover_manifest(csv_path: Path) -> CTDiscovery:
     base = csv_path.parent
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as fh:
@@ -229,7 +235,7 @@ def _discover_manifest(csv_path: Path) -> Discovery:
     if not items:
         raise InputError(csv_path, "the manifest lists no studies")
     has_pid = "patient_id" in fields
-    return Discovery("manifest", str(base), items, ["patient ids from manifest"] if has_pid else [])
+    return CTDiscovery("manifest", str(base), items, ["patient ids from manifest"] if has_pid else [])
 
 
 def _series_candidate(folder: Path, files: list[str]) -> bool:
@@ -250,7 +256,7 @@ def _series_candidate(folder: Path, files: list[str]) -> bool:
     return False
 
 
-def _discover_folder(src: Path) -> Discovery:
+def _discover_folder(src: Path) -> CTDiscovery:
     found: list[Path] = []
     skipped: list[tuple[str, str]] = []
 
@@ -289,10 +295,10 @@ def _discover_folder(src: Path) -> Discovery:
     if len(set(ids)) != len(ids):
         # `a.nii` and `a.nii.gz` side by side: fall back to the full relative path for every item.
         items = [CTItem(it.path, it.rel, it.rel, it.label, it.severity) for it in items]
-    return Discovery("folder", str(src.resolve()), items, [], sorted(skipped))
+    return CTDiscovery("folder", str(src.resolve()), items, [], sorted(skipped))
 
 
-def discover_ct(src: str | os.PathLike) -> Discovery:
+def discover_ct(src: str | os.PathLike) -> CTDiscovery:
     """The studies of a MosMed tree, a manifest CSV or a folder (see module docstring)."""
     src = Path(src)
     if not src.exists():
@@ -301,7 +307,7 @@ def discover_ct(src: str | os.PathLike) -> Discovery:
         if src.suffix.lower() == ".csv":
             disc = _discover_manifest(src)
         elif _is_nifti(src.name):
-            disc = Discovery("folder", str(src.parent.resolve()),
+            disc = CTDiscovery("folder", str(src.parent.resolve()),
                              [CTItem(str(src.resolve()), src.name, strip_nifti(src.name), -1, -1)], [])
         else:
             raise InputError(src, "expected a folder, a manifest .csv or a NIfTI file")

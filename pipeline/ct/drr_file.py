@@ -1,0 +1,81 @@
+"""`xpgan drr render`: DRRs of one CT file (NIfTI or DICOM series) written as .npy or .png, posed or a sweep.
+
+render_ct_file(*, ct_path, out, geometry, ...) -> str   (the line the CLI prints)
+write_drr_file(out, image, output)   .npy: float32 as rendered; .png: 8-bit, line integrals scaled to their max
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+from xpgan.errors import XPGANError, check_writable
+
+
+def parse_floats(text: str, n: int, option: str) -> tuple:
+    """'a,b,c' -> n floats, or a one-line error naming the option."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != n:
+        raise XPGANError(f"{option} must be {n} comma-separated numbers, got {text!r}")
+    return values
+
+
+def write_drr_file(out: Path, image, output: str) -> None:
+    import numpy as np
+
+    if out.suffix.lower() == ".npy":
+        np.save(out, image.astype(np.float32))
+        return
+    from PIL import Image
+
+    if output == "image":
+        scaled = image
+    else:  # line integrals have no fixed range: scale to the image's own maximum for viewing
+        peak = float(image.max())
+        scaled = image / peak if peak > 0 else image
+    Image.fromarray(np.round(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)).save(out)
+
+
+def render_ct_file(*, ct_path: Path, out: Path, geometry: str, view: str, size: int, pixel_mm: Optional[float],
+                   sdd: float, sid: float, mu_water: float, backend: str, output: str,
+                   spacing_range: tuple[float, float], yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0,
+                   offset: Optional[str] = None, yaw_sweep: Optional[str] = None, pitch_sweep: Optional[str] = None,
+                   roll_sweep: Optional[str] = None) -> str:
+    """Render one DRR of a CT volume (rows superior->inferior, columns patient right->left), or a pose sweep
+    (one launch), after the same checks as prep drr. `output` is "image" or "line-integral"."""
+    if out.suffix.lower() not in (".npy", ".png"):
+        raise XPGANError(f"{out}: output must end in .npy or .png")
+    if not out.parent.is_dir():
+        raise XPGANError(f"{out}: folder {out.parent} does not exist")
+    check_writable(out, "output")
+    from xpgan.drr import pose_grid, render_drr_views
+    from xpgan.drr.geometry import geometry_from_options
+    from xpgan.drr.poses import sweep_values, tile_views
+    from xpgan.pipeline.ct.readers import read_ct
+    from xpgan.pipeline.ct.validate import check_ct
+
+    cone = geometry == "cone"  # parallel rays ignore the cone-only options' defaults
+    geom = geometry_from_options(geometry, view=view if cone else None, size=size, pixel_mm=pixel_mm,
+                                 sdd_mm=sdd if cone else None, sid_mm=sid if cone else None)
+    geom = geom.with_pose(yaw_deg=yaw, pitch_deg=pitch, roll_deg=roll,
+                          offset_mm=parse_floats(offset, 3, "--offset") if offset is not None else (0.0, 0.0, 0.0))
+    sweeps = {name: sweep_values(text, option) for name, text, option in (
+        ("yaw_deg", yaw_sweep, "--yaw-sweep"), ("pitch_deg", pitch_sweep, "--pitch-sweep"),
+        ("roll_deg", roll_sweep, "--roll-sweep")) if text is not None}
+    geoms = pose_grid(geom, **sweeps) if sweeps else [geom]
+    ct = read_ct(ct_path)
+    check_ct(ct.hu, ct.spacing, ct_path, spacing_range_mm=spacing_range)  # the same checks as prep drr
+    images = render_drr_views(ct.hu, ct.spacing, geoms, backend=backend, output=output.replace("-", "_"),
+                              mu_water=mu_water)  # [V, size, size], one launch
+    what = f"{size}x{size}, {geometry}{' ' + view if geometry == 'cone' else ''}, {output}"
+    if not sweeps:
+        write_drr_file(out, images[0], output)
+        return f"wrote {out} ({what})"
+    per_row = math.prod(len(v) for v in list(sweeps.values())[1:]) if len(sweeps) > 1 else None  # row: 1st sweep
+    fill = 1.0 if output == "image" else float(images.max())  # white gaps between the tiles
+    write_drr_file(out, images if out.suffix.lower() == ".npy" else tile_views(images, per_row, fill=fill), output)
+    poses = "; ".join(" ".join(f"{k[:-4]} {getattr(g, k):g}" for k in sweeps) for g in geoms)
+    return f"wrote {out} ({len(geoms)} views {what}; row-major: {poses})"

@@ -1,0 +1,1 @@
+"""Chest X-ray ingestion: readers, labelled sources, the grouped split and `xpgan prep cxr`."""
