@@ -17,8 +17,9 @@ from xpgan.study import report
 from xpgan.study.cohort import PRESETS, StudyPreset, build_cohort, format_counts
 from xpgan.study.runs import execute, load_result, run_name
 
-MODES = ("baseline", "drr", "xpgan")
-COST = {"baseline": 1.0, "drr": 1.4, "xpgan": 3.5}     # rough relative cost of a step, for the first ETA
+MODES = ("baseline", "drr", "xpgan", "drr+aug", "xpgan+aug")   # "+aug": train --drr-aug pose (issue 12)
+# rough relative cost of a step, for the first ETA
+COST = {"baseline": 1.0, "drr": 1.4, "xpgan": 3.5, "drr+aug": 1.6, "xpgan+aug": 3.9}
 CONFIG = "study_config.json"
 
 

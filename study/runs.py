@@ -36,8 +36,10 @@ def load_result(run_dir: Path) -> Optional[dict]:
 def train_config(preset: StudyPreset, cohort: Cohort, mode: str, seed: int, run_dir: Path, device: str):
     from xpgan.model.config import TrainConfig
 
+    base, _, aug = mode.partition("+")          # "xpgan+aug": mode xpgan with fresh posed DRRs every step
     return TrainConfig(
-        ct=str(cohort.ct_store), cxr=str(cohort.cxr_store), mode=mode, out=str(run_dir), max_steps=preset.steps,
+        ct=str(cohort.ct_store), cxr=str(cohort.cxr_store), mode=base, drr_aug="pose" if aug else "none",
+        out=str(run_dir), max_steps=preset.steps,
         batch_size=preset.ct_batch, cxr_batch_size=preset.cxr_batch, lr=preset.lr, c_lr=preset.c_lr, seed=seed,
         preset=preset.net_preset, device=device, amp=preset.amp, num_workers=0, val_fraction=preset.val_fraction,
         class_balance=preset.class_balance, checkpoint_every=preset.steps, keep_checkpoints=1,
@@ -65,7 +67,7 @@ def execute(preset: StudyPreset, cohort: Cohort, mode: str, seed: int, run_dir: 
               "config": cfg.to_dict(), "train_seconds": t_train, "sec_per_step": t_train / max(1, tr.step),
               "steps": tr.step, "last_stats": tr.last_stats}
     result.update(evaluate_run(tr.checkpoint, cohort, cfg.val_fraction, device))
-    if mode == "xpgan":
+    if mode.partition("+")[0] == "xpgan":
         result["generator"] = generator_l1(tr.checkpoint, cohort, device)
     result["eval_seconds"] = time.perf_counter() - t1
     tmp = run_dir / (RESULT + ".tmp")
