@@ -183,3 +183,16 @@ def test_study_cli_takes_space_separated_seeds_and_modes():
     assert study_lists(["0", "1"], ["baseline,drr"], []) == ([0, 1], ["baseline", "drr"])
     with pytest.raises(XPGANError, match="--modes"):
         study_lists(["0"], ["baseline"], ["gan"])
+
+
+@pytest.mark.parametrize("mode, base, aug", [("drr", "drr", "none"), ("drr+aug", "drr", "pose"),
+                                             ("xpgan+aug", "xpgan", "pose"), ("baseline", "baseline", "none")])
+def test_aug_rows_train_the_base_mode_with_posed_drrs(tmp_path, mode, base, aug):
+    from xpgan.study.cohort import PRESETS, Cohort
+    from xpgan.study.core import MODES, PAPER_MODES
+    from xpgan.study.runs import train_config
+
+    cohort = Cohort(tmp_path, tmp_path / "ct.zarr", tmp_path / "ho.zarr", tmp_path / "cxr.zarr", {})
+    cfg = train_config(PRESETS["smoke"], cohort, mode, 0, tmp_path / "run", "cpu")
+    assert (cfg.mode, cfg.drr_aug) == (base, aug)
+    assert mode in MODES and set(PAPER_MODES) == {"baseline", "drr", "xpgan"}
