@@ -13,6 +13,7 @@ from typing import Literal
 import numpy as np
 
 from xpgan.drr.geometry import ConeGeometry, Geometry, ParallelGeometry
+from xpgan.pipeline.synth.simple import simple_chest
 
 VolumeDtype = Literal["int16", "float32"]  # int16: as in a CT store; float32: as read_ct returns
 
@@ -67,24 +68,6 @@ class DRRBenchResult:
         return asdict(self)
 
 
-def chest_like_volume(shape=(64, 256, 256), seed: int = 0) -> np.ndarray:
-    """A CT-like HU volume [d, h, w]: air around an elliptic body, two lungs, a spine, mild noise (int16)."""
-    d, h, w = shape
-    rng = np.random.default_rng(seed)
-    zz, yy, xx = np.meshgrid(np.linspace(-1, 1, d), np.linspace(-1, 1, h), np.linspace(-1, 1, w),
-                             indexing="ij", sparse=True)
-    hu = np.full(shape, -1000.0, dtype=np.float32)
-    body = (yy / 0.7) ** 2 + (xx / 0.9) ** 2 <= 1.0
-    hu[np.broadcast_to(body, shape)] = 40.0
-    for side in (-1, 1):
-        lung = ((yy + 0.05) / 0.5) ** 2 + ((xx - side * 0.42) / 0.33) ** 2 + (zz / 1.1) ** 2 <= 1.0
-        hu[np.broadcast_to(lung, shape)] = -850.0
-    spine = ((yy - 0.45) / 0.12) ** 2 + (xx / 0.1) ** 2 <= 1.0
-    hu[np.broadcast_to(spine, shape)] = 700.0
-    hu += rng.normal(0.0, 20.0, size=shape).astype(np.float32)
-    return np.clip(hu, -1024, 3071).astype(np.int16)
-
-
 def count_steps(shape, spacing_mm, geometry: Geometry) -> int:
     """Voxels crossed by all rays of one DRR (each crossed voxel is one step of the kernel's loop)."""
     spacing = np.asarray(spacing_mm, dtype=np.float64)
@@ -113,7 +96,7 @@ def bench_drr(*, shape=(64, 256, 256), spacing_mm=(5.0, 1.4, 1.4), size: int = 2
 
     backend = resolve_backend(backend)
     geom = ConeGeometry(size=size) if geometry == "cone" else ParallelGeometry(size=size)
-    vol = chest_like_volume(shape).astype(dtype)  # int16 as in the CT store; float32 as read_ct returns
+    vol = simple_chest(shape).astype(dtype)  # int16 as in the CT store; float32 as read_ct returns
     vols = np.broadcast_to(vol, (batch,) + vol.shape)
 
     def call():

@@ -119,9 +119,9 @@ def section_env(args, work: Path) -> dict:
 
 
 def _phantom(shape, dtype="int16", seed=0):
-    from xpgan.bench.drr import chest_like_volume
+    from xpgan.pipeline.synth.simple import simple_chest
 
-    return chest_like_volume(shape, seed=seed).astype(dtype)
+    return simple_chest(shape, seed=seed).astype(dtype)
 
 
 def section_agree(args, work: Path) -> dict:

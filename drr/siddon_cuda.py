@@ -24,8 +24,8 @@ kernel builds the h-prefix sums there (one thread per (volume, slice, w) column:
 then one thread per ray, many volumes or many views per launch (grid z = item).  Threads of a warp
 take neighbouring detector columns, i.e. neighbouring w, so their reads share cache lines.
 
-Tests: under NUMBA_ENABLE_CUDASIM=1 for results, and `compile_ptx_sm90()` compiles the real kernel
-to PTX for an H100 (cc 9.0) with NVVM from the `nvidia-nvvm` wheel, no GPU needed.
+Tests: under NUMBA_ENABLE_CUDASIM=1 for results, and tests/drr/test_siddon_cuda.py compiles the real
+kernels to PTX for an H100 (cc 9.0) with NVVM from the `nvidia-nvvm` wheel, no GPU needed.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ import time
 from collections import OrderedDict
 
 import numpy as np
-from numba import cuda, float32, float64, int16, int32, int64
+from numba import cuda
 
 from xpgan.drr.physics import MU_WATER_PER_MM
 from xpgan.drr.siddon_cpu import prefix_column, prefix_dtype_and_offset, ray_integral
@@ -449,33 +449,3 @@ def render_hu_torch(volumes, vol_index: np.ndarray, spacing: np.ndarray, rays: n
             st.stream.synchronize()   # new ray tables are on the device before torch's stream reads them
         _launch_render(psum, vi, sp, ry, mu_water / 1000.0, cuda.as_cuda_array(out_t, sync=False), stream)
     return out_t
-
-
-class _FakeDevice:
-    compute_capability = (9, 0)
-
-
-def compile_ptx_sm90() -> dict:
-    """Compile the real kernels to PTX for compute capability 9.0 (H100), int16 and float32 volumes.
-
-    Returns {name: ptx}.  Works without a GPU (NVVM comes from the nvidia-nvvm wheel); type errors
-    raise here.  numba-cuda compiles device functions for "the current device", which needs a
-    driver; without a GPU that lookup is pointed at a stand-in cc 9.0 device during the compile.
-    """
-    import contextlib
-    from unittest import mock
-
-    from numba.cuda import dispatcher as cuda_dispatcher
-
-    patch = (contextlib.nullcontext() if real_gpu_available()
-             else mock.patch.object(cuda_dispatcher, "get_current_device", lambda: _FakeDevice()))
-    ptx = {}
-    with patch:
-        for name, ptype in (("int16", int32), ("float32", float64)):
-            sig = (ptype[::1], int64, int64, int64, int64[::1], float64[:, ::1], float64[:, :, ::1], float64,
-                   float32[:, :, ::1])
-            ptx["render_" + name], _ = cuda.compile_ptx(_render_kernel.py_func, sig, cc=(9, 0))
-        for name, vtype, otype, ptype in (("int16", int16, int64, int32), ("float32", float32, float64, float64)):
-            sig = (vtype[:, :, :, ::1], otype, ptype[:, :, :, ::1])
-            ptx["prefix_" + name], _ = cuda.compile_ptx(_prefix_kernel.py_func, sig, cc=(9, 0))
-    return ptx

@@ -12,16 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from xpgan.drr.physics import hu_to_mu
 from xpgan.pipeline import schema
 from xpgan.pipeline import store as st
+from xpgan.pipeline.synth.simple import gaussian_blob, simple_chest
 
 CT_SPACING = (5.0, 8.0, 8.0)  # mm per voxel (sd, sh, sw): a 32-voxel chest is about 250 mm deep
-
-
-def _blob(shape, centre, radius):
-    grids = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
-    r2 = sum((g - c) ** 2 for g, c in zip(grids, centre))
-    return np.exp(-r2 / (2.0 * radius ** 2)).astype(np.float32)
 
 
 def _write(path, kind, arrays, items, *, n, not_done, shard, attrs):
@@ -41,24 +37,17 @@ def write_ct_store(path, *, n=40, shape=(8, 32, 32), drr_size=32, seed=0, not_do
     rng = np.random.default_rng(seed)
     d, h, w = shape
     labels = (np.arange(n) % 2).astype(np.int8)
-    zz, yy, xx = np.meshgrid(np.linspace(-1, 1, d), np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
-    body = (yy / 0.8) ** 2 + (xx / 0.9) ** 2 < 1.0
-    lungs = body & ((((xx - 0.4) / 0.3) ** 2 + (yy / 0.55) ** 2 < 1.0)
-                    | (((xx + 0.4) / 0.3) ** 2 + (yy / 0.55) ** 2 < 1.0))
     rows = np.rint(np.linspace(0, d - 1, drr_size)).astype(int)
     cols = np.rint(np.linspace(0, w - 1, drr_size)).astype(int)
     items = {}
     for i in range(n):
-        hu = np.full(shape, -1000.0, np.float32)
-        hu[body] = 40.0
-        hu[lungs] = -850.0
-        hu += rng.normal(0, 20, shape).astype(np.float32)
-        if labels[i] == 1:
-            side = rng.choice([-0.4, 0.4])
+        nodule = None
+        if labels[i] == 1:  # a dense nodule inside one lung
+            side = rng.choice([-0.42, 0.42])
             c = (rng.uniform(0.3, 0.7) * (d - 1), rng.uniform(0.35, 0.65) * (h - 1), (side + 1) / 2 * (w - 1))
-            hu += 1100.0 * _blob(shape, c, radius=max(w, h) / 10)
-        vol = np.clip(hu, -1024, 3000).astype(np.int16)
-        mu = 0.02 * np.maximum(0.0, 1.0 + vol.astype(np.float32) / 1000.0)     # 1/mm
+            nodule = (c, max(w, h) / 10, 1100.0)
+        vol = simple_chest(shape, seed=int(rng.integers(2**31)), nodule=nodule)
+        mu = hu_to_mu(vol.astype(np.float32))                                  # 1/mm
         p = mu.sum(axis=1) * CT_SPACING[1]                                     # [d, w] AP line integral
         # nearest-neighbour resize keeps the toy simple; only the label signal matters here
         drr = schema.image_map(p)[rows][:, cols]
@@ -83,7 +72,7 @@ def write_cxr_store(path, *, n=80, size=32, seed=1, test_every=4, not_done=(), s
         x = base + rng.normal(0, 0.04, (size, size)).astype(np.float32)
         if labels[i] == 1:
             c = (rng.uniform(0.3, 0.7) * (size - 1), rng.uniform(0.2, 0.8) * (size - 1))
-            x += 0.5 * _blob((size, size), c, radius=size / 8)
+            x += 0.5 * gaussian_blob((size, size), c, radius=size / 8)
         img = np.clip(x, 0.0, 1.0)
         if i in poison:
             img[0, 0] = np.nan
