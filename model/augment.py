@@ -38,9 +38,9 @@ from typing import Iterator, Optional
 import numpy as np
 from torch.utils.data import Dataset, Sampler
 
-from xpgan.drr.physics import MU_WATER_PER_MM
 from xpgan.drr.poses import PoseRanges
 from xpgan.errors import XPGANError
+from xpgan.pipeline import schema
 
 AUG_MODES = ("none", "pose", "pose+intensity")
 RNG_SALT = 0x4155  # "AU": keeps augmentation draws apart from every other stream seeded with `seed`
@@ -65,15 +65,7 @@ class KeyedSampler(Sampler):
 
 def store_geometry(group, path: str):
     """The DRR geometry and mu_water a CT store was prepared with (its `xpgan` attribute)."""
-    from xpgan.drr import geometry_from_dict
-
-    meta = dict(group.attrs["xpgan"])
-    if not isinstance(meta.get("geometry"), dict):
-        raise XPGANError(f"{path}: the store records no DRR geometry (attribute xpgan.geometry); --drr-aug "
-                         "re-renders DRRs with it (stores made by xpgan prep drr have it)")
-    geometry = geometry_from_dict(meta["geometry"])
-    mu_water = float(meta.get("physics", {}).get("mu_water_per_mm", meta.get("mu_water_per_mm", MU_WATER_PER_MM)))
-    return geometry, mu_water
+    return schema.ct_render_setup(group, path, "--drr-aug re-renders DRRs with it")
 
 
 class AugmentedCT(Dataset):

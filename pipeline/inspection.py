@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from xpgan.drr.physics import MU_WATER_PER_MM
 from xpgan.errors import XPGANError
 from xpgan.pipeline import schema
 
@@ -196,16 +195,12 @@ def _ct_item(group, sheet: Path, i: int) -> None:
     _save(fig, sheet)
 
 
-def _ct_poses(group, sheet: Path, i: int, n_views: int = 6, seed: int = 0) -> None:
-    from xpgan.drr import geometry_from_dict, render_drr_views
+def _ct_poses(group, store: Path, sheet: Path, i: int, n_views: int = 6, seed: int = 0) -> None:
+    from xpgan.drr import render_drr_views
     from xpgan.drr.poses import apply_pose, random_pose
 
-    meta = dict(group.attrs["xpgan"])
-    if not isinstance(meta.get("geometry"), dict):
-        raise XPGANError(f"{sheet}: the store records no DRR geometry (attribute xpgan.geometry); cannot re-render")
     drr = np.asarray(group["drr"][i], dtype=np.float32)
-    base = geometry_from_dict({**meta["geometry"], "size": int(drr.shape[-1])})  # at the stored DRR's size
-    mu_water = float(meta.get("physics", {}).get("mu_water_per_mm", MU_WATER_PER_MM))
+    base, mu_water = schema.ct_render_setup(group, store, "--poses cannot re-render its DRRs", size=int(drr.shape[-1]))
     rng = np.random.default_rng([seed, i])
     poses = [{}] + [random_pose(rng) for _ in range(n_views)]
     views = render_drr_views(np.asarray(group["volume"][i]), np.asarray(group["spacing"][i], dtype=np.float64),
@@ -261,7 +256,7 @@ def inspect_store(store: str | os.PathLike, *, sheet: str | os.PathLike | None =
     if sheet is not None:
         sheet = Path(sheet)
         if item is not None and poses:
-            _ct_poses(group, sheet, item)
+            _ct_poses(group, store, sheet, item)
             text += f"\nsheet: {sheet} (item {item}, posed views)"
         elif item is not None:
             (_ct_item if kind == "ct" else _cxr_item)(group, sheet, item)

@@ -26,6 +26,8 @@ open_store(path, kind=None) -> zarr.Group, read-only; InputError / StoreDamageEr
     is not an xpgan store of that kind, its format version is newer or unknown, a `zarr.json` is damaged, or
     a required array is missing or has the wrong dtype.
 store_version(meta) -> int.
+ct_render_setup(group, path, purpose, size=None) -> (Geometry, mu_water): how a CT store's DRRs were rendered
+    (attributes xpgan.geometry and xpgan.physics.mu_water_per_mm), to render more views the same way.
 StoreDamageError: damaged or missing store data (one line, names the store and what is wrong).
 """
 from __future__ import annotations
@@ -59,6 +61,9 @@ SPLIT_NAMES = {SPLIT_TRAIN: "train", SPLIT_TEST: "test"}
 SEVERITY_UNKNOWN = -1
 SEVERITY_GRADES = (0, 1, 2, 3, 4)  # MosMed CT-0..CT-4
 
+# keys of a CT store's metadata dict that describe how its DRRs were rendered
+GEOMETRY, PHYSICS, MU_WATER = "geometry", "physics", "mu_water_per_mm"
+
 REPREP = "prep the store again (the same command with --overwrite)"
 
 __all__ = ["ArraySpec", "COMPLETE", "FAILURES", "FIELDS", "FORMAT_VERSION", "Field", "IDENTITY", "IMAGE_MAP_NAME",
@@ -67,7 +72,7 @@ __all__ = ["ArraySpec", "COMPLETE", "FAILURES", "FIELDS", "FORMAT_VERSION", "Fie
            "SPLIT_NONE", "SPLIT_TEST", "SPLIT_TRAIN", "StoreDamageError", "VERSION", "chunk_codecs",
            "failures_csv_path", "image_map", "image_map_attrs", "item_arrays", "lock_path", "open_store",
            "salt_path", "store_version", "read", "chunk_file", "open_group", "open_array", "array_names", "first_line",
-           "check_version"]
+           "check_version", "ct_render_setup", "GEOMETRY", "PHYSICS", "MU_WATER"]
 
 
 class StoreDamageError(XPGANError):
@@ -299,3 +304,19 @@ def open_store(path: str | os.PathLike, kind: str | None = None):
         raise InputError(p, f"{found} store lacks array(s) {', '.join(missing)}")
     array_names(group, p, REPREP)  # every other array's metadata must be readable too
     return group
+
+
+def ct_render_setup(group, path: str | os.PathLike, purpose: str, size: int | None = None):
+    """(Geometry, mu_water in 1/mm) a CT store's DRRs were rendered with; `size` overrides the detector size.
+
+    Refuses, in one line naming the store and `purpose`, a store that records no geometry."""
+    from xpgan.drr.geometry import geometry_from_dict
+    from xpgan.drr.physics import MU_WATER_PER_MM
+
+    meta = dict(group.attrs[META])
+    if not isinstance(meta.get(GEOMETRY), dict):
+        raise XPGANError(f"{path}: the store records no DRR geometry (attribute {META}.{GEOMETRY}); {purpose} "
+                         "(stores made by xpgan prep drr have it)")
+    geometry = geometry_from_dict({**meta[GEOMETRY], **({"size": int(size)} if size is not None else {})})
+    mu_water = meta.get(PHYSICS, {}).get(MU_WATER, meta.get(MU_WATER, MU_WATER_PER_MM))
+    return geometry, float(mu_water)

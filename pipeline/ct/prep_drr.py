@@ -156,12 +156,12 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
             patients = [patient_hash(it.patient_id or "", salt) for it in items]
         arrays = schema.item_arrays("ct", {"D": shape[0], "H": shape[1], "W": shape[2], "S": size},
                                     optional=("patient",) if patients is not None else ())
-        physics = {"mu_water_per_mm": mu_water, "image_map": schema.image_map_attrs()}
+        physics = {schema.MU_WATER: mu_water, "image_map": schema.image_map_attrs()}
         identity = {
             "version": schema.FORMAT_VERSION,
             "shape": list(shape),
-            "geometry": geometry.to_dict(),
-            "mu_water_per_mm": mu_water,
+            schema.GEOMETRY: geometry.to_dict(),
+            schema.MU_WATER: mu_water,
             "resize": RESIZE_METHOD["method"],
             "arrays": sorted(arrays),
             "items": st.digest([[it.study_id, it.rel, it.label, it.severity] for it in items]
@@ -170,8 +170,8 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
         attrs = {
             "shape": list(shape),
             "drr_size": size,
-            "geometry": geometry.to_dict(),
-            "physics": physics,
+            schema.GEOMETRY: geometry.to_dict(),
+            schema.PHYSICS: physics,
             "resize": RESIZE_METHOD,
             "source": {"format": disc.format, "root": disc.root, "n_items": n},
             "notes": list(disc.notes),

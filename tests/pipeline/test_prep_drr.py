@@ -15,6 +15,7 @@ from xpgan.pipeline.ct.readers import read_ct
 from xpgan.pipeline.ct.resize import resize_volume
 from xpgan.pipeline.schema import FORMAT_VERSION
 from xpgan.pipeline.store import failures_csv_path, open_store
+from xpgan.pipeline.synth.simple import simple_chest
 from xpgan.pipeline.synth.writers import write_dicom_series, write_nifti
 
 SHAPE = (8, 32, 32)
@@ -22,14 +23,8 @@ GEOM = {"kind": "cone", "view": "pa", "sdd_mm": 1800.0, "sid_mm": 1600.0, "size"
 
 
 def phantom(seed, shape=(12, 40, 36)):
-    """A body ellipse (soft tissue) with two lungs (-850 HU) and random texture, in air."""
-    rng = np.random.default_rng(seed)
-    d, h, w = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
-    vol = np.full(shape, -1000.0, np.float32)
-    vol[(h / 0.8) ** 2 + (w / 0.9) ** 2 < 1] = 40.0
-    for side in (-0.45, 0.45):
-        vol[((h / 0.6) ** 2 + ((w - side) / 0.35) ** 2 < 1) & (np.abs(d) < 0.9)] = -850.0
-    return vol + rng.normal(0, 20, shape).astype(np.float32)
+    """The simple synthetic chest (body, lungs, spine, noise) as float32 HU, as read_ct returns it."""
+    return simple_chest(shape, seed, dtype=np.float32)
 
 
 def mosmed(root, n=6):
