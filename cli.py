@@ -20,9 +20,10 @@ from xpgan.drr.geometry import ConeGeometry, GeometryKind, View
 from xpgan.drr.physics import MU_WATER_PER_MM, OutputOption
 from xpgan.drr.render import Backend
 from xpgan.errors import XPGANError
-from xpgan.model.config import AmpDtype, ClassBalance, Device, DrrAug, Mode, Preset, TrainConfig
+from xpgan.model.config import AmpDtype, ClassBalance, Device, DrrAug, EvalSplit, Mode, Preset, TrainConfig
 from xpgan.pipeline.ct.prep_drr import DEFAULT_SHAPE
 from xpgan.pipeline.ct.validate import SPACING_RANGE_MM
+from xpgan.study.cohort import StudyPresetName
 
 
 class OneLineErrorsGroup(TyperGroup):
@@ -333,14 +334,6 @@ def prep_cxr_command(
 
 
 
-def _train_config_from_options(**opts):
-    from xpgan.model.config import TrainConfig
-
-    # input paths are stored absolute so that a resume from another folder finds them
-    return TrainConfig(**{k: (str(v.absolute()) if k in ("ct", "cxr", "classifier_weights") else str(v))
-                          if isinstance(v, Path) else v for k, v in opts.items()})
-
-
 @app.command("train")
 @user_errors
 def train_command(
@@ -392,32 +385,10 @@ def train_command(
                                         "pose+intensity (mode drr: also exposure x0.85-1.15 and noise)."),
 ) -> None:
     """Train a classifier (and in mode xpgan the generator and discriminator); torchrun for several GPUs."""
-    if classifier_weights is not None and not classifier_weights.is_file():
-        from xpgan.errors import InputError
-        raise InputError(classifier_weights, "classifier weights file not found")
-    cfg = _train_config_from_options(
-        ct=ct, cxr=cxr, mode=mode, out=out, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
-        cxr_batch_size=cxr_batch_size, lr=lr, lambda_l1=lambda_l1, r1_gamma=r1_gamma, r1_interval=r1_interval,
-        seed=seed, preset=preset, device=device, amp=amp, amp_dtype=amp_dtype, num_workers=num_workers,
-        checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, log_every=log_every,
-        sample_every=sample_every, classifier_weights=classifier_weights, resume=resume, stop_at=stop_at,
-        progress=progress, allow_incomplete=allow_incomplete, drr_aug=drr_aug,
-        class_balance=class_balance)
-    if dry_run:
-        from xpgan.model.train import resolve_config
-        typer.echo(resolve_config(cfg).to_json())
-        return
-    _output_path(out, "run folder (--out)")
-    if resume is None:
-        cfg.validate()
-    from xpgan.model.distributed import is_main
-    from xpgan.model.train import train
+    options = dict(locals())
+    from xpgan.model.train import train_from_options
 
-    result = train(cfg)
-    if is_main():
-        typer.echo(f"trained to step {result.step}/{result.total_steps} in {result.seconds:.1f} s "
-                   f"({result.steps_per_s:.3g} steps/s, {result.samples_per_s:.3g} samples/s); "
-                   f"checkpoint {result.checkpoint}")
+    train_from_options(dry_run=options.pop("dry_run"), log=typer.echo, **options)
 
 
 @app.command("eval")
@@ -425,7 +396,7 @@ def train_command(
 def eval_command(
     checkpoint: Path = typer.Argument(..., help="Checkpoint file (run_dir/checkpoints/step-*.pt)."),
     cxr: Path = typer.Option(..., "--cxr", help="CXR store to evaluate on."),
-    split: str = typer.Option("test", "--split", help="test | val (held-out part of train) | train."),
+    split: EvalSplit = typer.Option("test", "--split", help="test | val (held-out part of train) | train."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: RUN_DIR/eval-SPLIT)."),
     device: Device = typer.Option("auto", "--device"),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass."),
@@ -542,8 +513,8 @@ def study_command(
     ctx: typer.Context,
     out: Path = typer.Option(..., "--out", help="Study folder (cohort, runs, study.md/json/png, samples.png); "
                              "rerun the same command to resume."),
-    preset: str = typer.Option("cpu", "--preset", help="cpu (~25-40 min on 2 cores) | gpu (paper sizes, one "
-                               "GPU) | smoke (plumbing, under a minute)."),
+    preset: StudyPresetName = typer.Option("cpu", "--preset", help="cpu (~25-40 min on 2 cores) | gpu (paper "
+                                           "sizes, one GPU) | smoke (plumbing, under a minute)."),
     seeds: list[str] = typer.Option(["0", "1"], "--seeds", help="Training seeds: --seeds 0 1 (or 0,1)."),
     modes: list[str] = typer.Option(["baseline", "drr", "xpgan"], "--modes",
                                     help="Rows of the table: --modes baseline drr xpgan (or comma-separated)."),
@@ -574,8 +545,6 @@ def study_lists(seeds: list[str], modes: list[str], extra: list[str]) -> tuple[l
     if unknown:
         raise XPGANError(f"--modes must be among {', '.join(MODES)}; got {', '.join(unknown)}")
     return list(dict.fromkeys(seed_list)), list(dict.fromkeys(mode_list))
-
-
 
 
 def main() -> None:

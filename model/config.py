@@ -16,6 +16,7 @@ Device = Literal["auto", "cpu", "cuda"]
 AmpDtype = Literal["bf16", "fp16"]
 DrrAug = Literal["none", "pose", "pose+intensity"]  # model/augment.py
 ClassBalance = Literal["none", "weight", "oversample"]
+EvalSplit = Literal["test", "val", "train"]  # model/evaluate.py: val = the held-out part of train
 MODES: tuple[str, ...] = get_args(Mode)
 PRESET_NAMES: tuple[str, ...] = get_args(Preset)
 DEVICES: tuple[str, ...] = get_args(Device)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Optional, get_args
 
 import numpy as np
 import torch
@@ -16,9 +16,10 @@ from torch.utils.data import DataLoader
 from xpgan.errors import XPGANError
 from xpgan.model import checkpoint as ckpt_io
 from xpgan.model import metrics as M
+from xpgan.model.config import EvalSplit
 from xpgan.model.data import CXRDataset, cxr_store_info
 
-SPLITS = ("test", "val", "train")
+SPLITS = get_args(EvalSplit)
 
 
 @torch.no_grad()
@@ -70,7 +71,7 @@ def _plot_curves(y: np.ndarray, s: np.ndarray, out_dir: Path, title: str) -> lis
     return written
 
 
-def evaluate(checkpoint: str | Path, cxr_store: str | Path, *, split: str = "test",
+def evaluate(checkpoint: str | Path, cxr_store: str | Path, *, split: EvalSplit = "test",
              out_dir: Optional[str | Path] = None, device: str = "auto", batch_size: int = 64,
              num_workers: int = 0, allow_incomplete: bool = False) -> dict:
     """Metrics of the checkpoint's classifier on `split` of the CXR store; writes metrics.json, roc.png

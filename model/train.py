@@ -123,6 +123,32 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     return cfg.validate()
 
 
+def train_from_options(*, dry_run: bool = False, log=print, **options) -> Optional[TrainResult]:
+    """`xpgan train`: a TrainConfig from the command's options (input paths made absolute, so a resume from
+    another folder finds them); with dry_run, log the resolved config as JSON and stop; else train, and
+    log where the run ended (on the main process)."""
+    from xpgan.errors import InputError, check_writable
+
+    weights = options.get("classifier_weights")
+    if weights is not None and not Path(weights).is_file():
+        raise InputError(weights, "classifier weights file not found")
+    absolute = ("ct", "cxr", "classifier_weights")
+    cfg = TrainConfig(**{k: (str(Path(v).absolute()) if k in absolute else str(v)) if isinstance(v, Path) else v
+                         for k, v in options.items()})
+    if dry_run:
+        log(resolve_config(cfg).to_json())
+        return None
+    check_writable(Path(cfg.out), "run folder (--out)")
+    if cfg.resume is None:
+        cfg.validate()
+    result = train(cfg)
+    if dist.is_main():
+        log(f"trained to step {result.step}/{result.total_steps} in {result.seconds:.1f} s "
+            f"({result.steps_per_s:.3g} steps/s, {result.samples_per_s:.3g} samples/s); "
+            f"checkpoint {result.checkpoint}")
+    return result
+
+
 # --------------------------------------------------------------------------------------------- train
 def train(cfg: TrainConfig) -> TrainResult:
     """Train (or resume) a run; returns where it ended. Raises XPGANError on bad options or NaN loss."""

@@ -21,7 +21,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Literal, Optional, get_args
 
 from xpgan.errors import XPGANError
 
@@ -87,6 +87,8 @@ def _plain(v):
 
 _MOSMED_77 = (0.23, 0.40, 0.18, 0.12, 0.07)
 
+StudyPresetName = Literal["cpu", "gpu", "smoke"]  # the keys of PRESETS
+
 PRESETS: dict[str, StudyPreset] = {
     # ~40 min on 2 CPU cores for 3 modes x 2 seeds, cohort and prep included (see the README)
     "cpu": StudyPreset(
@@ -107,6 +109,7 @@ PRESETS: dict[str, StudyPreset] = {
         n_ct_holdout=5, size=32, prep_depth=16, net_preset="tiny", steps=3, cxr_batch=4, ct_batch=2,
         lr=0.002, c_lr=0.001, class_balance="oversample", val_fraction=0.2, amp=False, n_boot=200),
 }
+assert set(PRESETS) == set(get_args(StudyPresetName))
 
 
 def ct_categories(n: int, weights) -> list[int]:
