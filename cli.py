@@ -333,7 +333,6 @@ def prep_cxr_command(
         raise typer.Exit(1)
 
 
-
 @app.command("train")
 @user_errors
 def train_command(

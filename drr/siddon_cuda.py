@@ -38,13 +38,12 @@ import numpy as np
 from numba import cuda
 
 from xpgan.drr.physics import MU_WATER_PER_MM
-from xpgan.drr.siddon_cpu import prefix_column, prefix_dtype_and_offset, ray_integral
+from xpgan.drr.siddon_cpu import kernel_volume, prefix_column, prefix_dtype_and_offset, ray_integral
 
 _ray_integral_dev = cuda.jit(device=True)(ray_integral)
 _prefix_column_dev = cuda.jit(device=True)(prefix_column)
 
 BLOCK = (32, 4, 1)  # (columns, rows, items): a warp walks one detector row segment along w
-KERNEL_DTYPES = (np.dtype(np.int16), np.dtype(np.float32))
 MAX_GRID_Z = 65535
 
 
@@ -389,15 +388,6 @@ def render_device(psum_dev, vol_index, spacing, rays, size: int, *, scale: float
     return out_dev
 
 
-def _kernel_volume(hu: np.ndarray) -> np.ndarray:
-    hu = np.asarray(hu)
-    if hu.dtype.kind not in "fiu":
-        raise TypeError(f"volumes must be real numbers, got dtype {hu.dtype}")
-    if hu.dtype not in KERNEL_DTYPES:
-        hu = hu.astype(np.float32)
-    return np.ascontiguousarray(hu)
-
-
 def render_hu_cuda(volumes_hu: np.ndarray, vol_index: np.ndarray, spacing: np.ndarray, rays: np.ndarray,
                    size: int, mu_water: float, *, key=None) -> np.ndarray:
     """Host HU volumes [V, d, h, w] -> host float32 line integrals [B, size, size].
@@ -405,7 +395,7 @@ def render_hu_cuda(volumes_hu: np.ndarray, vol_index: np.ndarray, spacing: np.nd
     `key` (hashable) names what vol_index, spacing and rays were computed from: equal keys reuse the
     device copies of an earlier call.  One pass of the volumes to the device per call.
     """
-    hu = _kernel_volume(volumes_hu)
+    hu = kernel_volume(volumes_hu)
     nb = len(vol_index)
     if nb == 0:
         return np.zeros((0, size, size), np.float32)
