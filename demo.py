@@ -137,15 +137,15 @@ def run_demo(cfg: DemoConfig, *, log: Callable[[str], None] = print) -> DemoResu
     # 2. prep drr
     from xpgan.drr import ConeGeometry
     from xpgan.pipeline.ct.prep_drr import prep_drr
-    from xpgan.pipeline.ct.validate import SYNTHETIC_SPACING_RANGE_MM
     from xpgan.pipeline.privacy import write_seeded_salt
+    from xpgan.pipeline.synth.archives import ARCHIVE_SPACING_RANGE_MM
 
     t = step(f"prep drr -> volumes {'x'.join(map(str, cfg.prep_shape))}, DRRs {cfg.size}x{cfg.size}")
     ct_store = out / "stores" / "ct.zarr"
     salt = write_seeded_salt(out / "stores" / "demo.salt", cfg.seed)
     s = prep_drr(str(mosmed), str(ct_store), shape=cfg.prep_shape, geometry=ConeGeometry(view="pa", size=cfg.size),
                  workers=cfg.workers, progress=cfg.progress, processes=cfg.processes, salt_file=salt,
-                 spacing_range_mm=SYNTHETIC_SPACING_RANGE_MM)
+                 spacing_range_mm=ARCHIVE_SPACING_RANGE_MM)
     s.raise_on_failures("prep drr")
     log(s.text() if hasattr(s, "text") else str(s))
     paths["CT store"] = str(ct_store)

@@ -234,10 +234,9 @@ def _stores(work: Path) -> dict:
 def section_prep(args, work: Path) -> dict:
     from xpgan.drr import ConeGeometry
     from xpgan.pipeline.ct.prep_drr import prep_drr
-    from xpgan.pipeline.ct.validate import SYNTHETIC_SPACING_RANGE_MM
     from xpgan.pipeline.cxr.prep_cxr import prep_cxr
     from xpgan.pipeline.store import open_store
-    from xpgan.pipeline.synth.archives import write_cxr_archive, write_mosmed_archive
+    from xpgan.pipeline.synth.archives import ARCHIVE_SPACING_RANGE_MM, write_cxr_archive, write_mosmed_archive
 
     sz = _sizes(args.tiny)
     st = _stores(work)
@@ -251,7 +250,7 @@ def section_prep(args, work: Path) -> dict:
     s = prep_drr(str(work / "archives" / "mosmed"), str(st["ct"]), shape=sz["store_shape"],
                  geometry=ConeGeometry(view="pa", size=sz["img"]), backend=backend, workers=0 if args.tiny else 2,
                  progress=False, overwrite=True, salt_file=work / "salt",
-                 spacing_range_mm=SYNTHETIC_SPACING_RANGE_MM)  # phantom slices are coarse
+                 spacing_range_mm=ARCHIVE_SPACING_RANGE_MM)  # phantom slices are coarse
     out["prep_drr"] = {"backend": backend, "seconds": time.perf_counter() - t, "summary": s.text().splitlines()[:3],
                        "failures": len(s.failures),
                        "store_backend_attr": open_store(st["ct"]).attrs["xpgan"].get("backend")}

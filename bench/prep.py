@@ -272,18 +272,17 @@ def bench_prep(*, n: int = 24, shape=(40, 512, 512), out_shape=(64, 256, 256), w
         with cluster() as lc, Client(lc) as client:
             client.run(warm_worker)
             # the client's start-up (imports), timed apart: a first prep_drr on a 1-volume archive
-            from xpgan.pipeline.ct.validate import SYNTHETIC_SPACING_RANGE_MM
-            from xpgan.pipeline.synth.archives import write_mosmed_archive
+            from xpgan.pipeline.synth.archives import ARCHIVE_SPACING_RANGE_MM, write_mosmed_archive
 
             write_mosmed_archive(out.parent / "warm", 1, seed=0, shape=(4, 16, 16), slice_jitter=0)
             c0, t0 = cpu_seconds(), time.perf_counter()
             prep_drr(out.parent / "warm", out.parent / "warm.zarr", shape=(4, 8, 8),
                      scheduler=lc.scheduler_address, progress=False, overwrite=True,
-                     spacing_range_mm=SYNTHETIC_SPACING_RANGE_MM)
+                     spacing_range_mm=ARCHIVE_SPACING_RANGE_MM)
             res.startup_s, res.startup_cpu_client_s = time.perf_counter() - t0, cpu_seconds() - c0
             res.prep_s, res.prep_cpu_workers_s, res.prep_cpu_client_s, s = _timed_run(client, lambda: prep_drr(
                 archive, out, shape=out_shape, scheduler=lc.scheduler_address, progress=False, overwrite=True,
-                spacing_range_mm=SYNTHETIC_SPACING_RANGE_MM))
+                spacing_range_mm=ARCHIVE_SPACING_RANGE_MM))
             res.worker_rss_mb = list(client.run(worker_peak_rss_mb).values())
     finally:
         shutil.rmtree(out.parent, ignore_errors=True)

@@ -147,10 +147,9 @@ def build_cohort(root: str | Path, preset: StudyPreset, *, seed: int = 0, worker
     """Write (or reuse) the cohort of `preset` under `root`: archives/, stores/, cohort.json."""
     from xpgan.drr import ConeGeometry
     from xpgan.pipeline.ct.prep_drr import prep_drr
-    from xpgan.pipeline.ct.validate import SYNTHETIC_SPACING_RANGE_MM
     from xpgan.pipeline.cxr.prep_cxr import prep_cxr
     from xpgan.pipeline.privacy import write_seeded_salt
-    from xpgan.pipeline.synth.archives import write_cxr_archive, write_mosmed_archive
+    from xpgan.pipeline.synth.archives import ARCHIVE_SPACING_RANGE_MM, write_cxr_archive, write_mosmed_archive
 
     root = Path(root)
     stores = root / "stores"
@@ -194,7 +193,7 @@ def build_cohort(root: str | Path, preset: StudyPreset, *, seed: int = 0, worker
         log(f"[study] cohort: {name} -> {dst.name}, volumes {'x'.join(map(str, shape))}, DRRs {preset.size} px")
         s = prep_drr(str(src), str(dst), shape=shape, geometry=ConeGeometry(view="pa", size=preset.size),
                      workers=workers, progress=False, processes=False, salt_file=salt,
-                     spacing_range_mm=SYNTHETIC_SPACING_RANGE_MM)  # phantom slices are coarse
+                     spacing_range_mm=ARCHIVE_SPACING_RANGE_MM)  # phantom slices are coarse
         s.raise_on_failures(name)
         secs[name] = time.perf_counter() - t
     t = time.perf_counter()

@@ -21,8 +21,6 @@ import numpy as np
 from xpgan.errors import InputError, XPGANError
 
 SPACING_RANGE_MM = (0.1, 20.0)
-# Synthetic archives (demo, bench prep) sample the same physical chest with few voxels on purpose: tens of mm.
-SYNTHETIC_SPACING_RANGE_MM = (0.1, 1000.0)
 HU_LIMITS = (-32768.0, 32767.0)
 
 

@@ -23,7 +23,13 @@ import numpy as np
 from xpgan.pipeline.synth.anatomy import _draw_anatomy, chest_phantom
 from xpgan.pipeline.synth.radiograph import add_marker, collimate, line_integrals, simulate_radiograph
 
-__all__ = ["StudyRecord", "CXRRecord", "write_mosmed_archive", "write_cxr_archive", "COHEN_HEADER", "MOSMED_WEIGHTS"]
+# The spacing range to give `prep_drr` for archives written here: a small `shape` samples the same physical
+# chest (about 300 mm) with few voxels on purpose, so slices can be tens of mm thick, beyond the default
+# plausibility range of real CT (pipeline/ct/validate.SPACING_RANGE_MM).
+ARCHIVE_SPACING_RANGE_MM = (0.1, 1000.0)
+
+__all__ = ["ARCHIVE_SPACING_RANGE_MM", "StudyRecord", "CXRRecord", "write_mosmed_archive", "write_cxr_archive",
+           "COHEN_HEADER", "MOSMED_WEIGHTS"]
 
 _FAKE_NAMES = [("Jane", "Doe"), ("John", "Smith"), ("Maria", "Garcia"), ("Wei", "Zhang"), ("Olga", "Ivanova"),
                ("Ahmed", "Hassan"), ("Emma", "Muller"), ("Luca", "Rossi"), ("Yuki", "Tanaka"), ("Ana", "Silva")]

@@ -62,15 +62,14 @@ def test_cuda_backend_fails_loudly(failing_gpu):
 
 def test_probe_backend_and_prep_store_note(failing_gpu, tmp_path):
     from xpgan.pipeline.ct.prep_drr import prep_drr
-    from xpgan.pipeline.ct.validate import SYNTHETIC_SPACING_RANGE_MM
     from xpgan.pipeline.store import open_store
-    from xpgan.pipeline.synth.archives import write_mosmed_archive
+    from xpgan.pipeline.synth.archives import ARCHIVE_SPACING_RANGE_MM, write_mosmed_archive
 
     write_mosmed_archive(tmp_path / "mosmed", 2, seed=1, shape=(8, 32, 32), workers=1)
     with pytest.warns(RuntimeWarning, match="rendering on the CPU"):
         s = prep_drr(str(tmp_path / "mosmed"), str(tmp_path / "ct.zarr"), shape=(8, 16, 16),
                      geometry=ConeGeometry(view="pa", size=16), backend="auto", workers=0, progress=False,
-                     spacing_range_mm=SYNTHETIC_SPACING_RANGE_MM)  # tiny phantoms have coarse voxels
+                     spacing_range_mm=ARCHIVE_SPACING_RANGE_MM)  # tiny phantoms have coarse voxels
     assert not s.failures
     attrs = open_store(tmp_path / "ct.zarr").attrs["xpgan"]
     assert attrs["backend"] == "auto"
