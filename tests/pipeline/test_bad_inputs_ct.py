@@ -189,6 +189,7 @@ def test_pixdim_zero_with_sform_is_fine(tmp_path):
 
 
 # ---- unreadable files and folders (root reads everything: see conftest's run_cli_unprivileged)
+@pytest.mark.slow  # a CLI subprocess per case (permissions apply only outside root)
 def test_unreadable_slices_and_folders_fail_naming_them(tmp_path, run_cli_unprivileged):
     src = tmp_path / "archive"
     write_nifti(src / "good.nii.gz", _vol(2), SPACING)

@@ -58,6 +58,7 @@ def test_output_that_is_a_folder_fails_in_one_line_when_written(tmp_path):
     _one_line_error(res, str(tmp_path / "o.npy"), "Is a directory")
 
 
+@pytest.mark.slow  # a CLI subprocess per case (permissions apply only outside root)
 @pytest.mark.parametrize("command", ["prep cxr", "train", "drr render"])
 def test_read_only_output_folder_is_one_line_error(tmp_path, command, run_cli_unprivileged):
     ro = tmp_path / "ro"
