@@ -1,6 +1,6 @@
 """CPU cost per augmented training sample (`xpgan train --drr-aug`), as a DataLoader worker pays it.
 
-    python bench/drr_aug_bench.py [--shape 64 256 256] [--size 256] [--n 8] [--threads 1]
+    python -m xpgan.bench.drr_aug_bench [--shape 64 256 256] [--size 256] [--n 8] [--threads 1]
 
 Writes a one-item CT store (a synthetic chest, int16 HU, cone PA geometry) to a temp folder and times
 `AugmentedCT.__getitem__` (store read included) against the plain `CTDataset` item, for
