@@ -29,3 +29,16 @@ def test_eval_missing_checkpoint_is_one_line_error(tmp_path):
     res = runner.invoke(app, ["eval", str(tmp_path / "nope.pt"), "--cxr", str(tmp_path / "cxr.zarr")])
     assert res.exit_code == 2
     assert "no such checkpoint" in res.output
+
+
+def test_cli_module_imports_no_heavy_library():
+    """`xpgan --help` stays fast: importing the CLI (option types and defaults included) loads no torch, numba,
+    dask or zarr; the commands import them when they run."""
+    import subprocess
+    import sys
+
+    code = ("import sys, xpgan.cli; heavy = [m for m in ('torch', 'numba', 'dask', 'zarr', 'nibabel', 'pydicom') "
+            "if m in sys.modules]; print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"imported by xpgan.cli: {out.stdout.strip()}"
