@@ -521,6 +521,8 @@ def study_command(
     cohort_seed: int = typer.Option(0, "--cohort-seed", help="Seed of the synthetic cohort."),
     threads: int = typer.Option(1, "--threads", help="torch CPU threads for training (1 is robust on a shared "
                                 "machine; 2 is ~1.6x faster on an idle 2-core one)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps of every run (default: the "
+                                        "preset's); the cohort stays the same. One budget per --out folder."),
 ):
     """The paper's Table 2 on a synthetic cohort: every mode x seed with the same classifier, split, steps and
     threshold rule, evaluated on the CXR test split."""
@@ -528,7 +530,7 @@ def study_command(
 
     seed_list, mode_list = study_lists(seeds, modes, ctx.args)
     run_study(out, preset=preset, seeds=seed_list, modes=mode_list, device=device, cohort_seed=cohort_seed,
-              threads=threads, log=typer.echo)
+              threads=threads, steps=steps, log=typer.echo)
 
 
 def study_lists(seeds: list[str], modes: list[str], extra: list[str]) -> tuple[list[int], list[str]]:

@@ -7,6 +7,7 @@ skipped on a rerun (resume); the outputs are rewritten from every finished run e
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -48,21 +49,27 @@ def _minutes(sec: Optional[float]) -> str:
 
 def run_study(out: str | Path, *, preset: str | StudyPreset = "cpu", seeds: Sequence[int] = (0, 1),
               modes: Sequence[str] = PAPER_MODES, device: str = "auto", cohort_seed: int = 0,
-              workers: Optional[int] = None, threads: Optional[int] = 1,
+              workers: Optional[int] = None, threads: Optional[int] = 1, steps: Optional[int] = None,
               log: Callable[[str], None] = print) -> dict:
     """Run (or resume) a study into `out`; returns the contents of study.json. `threads`: torch CPU threads
     for training (None: torch's default). One is the default because on a shared 2-core machine two
     threads per process oversubscribe the cores and a step can get several times slower; on an idle
-    machine two threads are about 1.6x faster (docs/study_calibration.md)."""
+    machine two threads are about 1.6x faster (docs/study_calibration.md). `steps`: the training budget of
+    every run instead of the preset's (the cohort is the same; a study folder holds one budget)."""
     import torch
 
     if threads is not None and int(threads) < 1:
         raise XPGANError(f"--threads must be >= 1, got {threads}")
+    p = resolve_preset(preset)
+    if steps is not None:
+        if int(steps) < 1:
+            raise XPGANError(f"--steps must be >= 1, got {steps}")
+        p = dataclasses.replace(p, steps=int(steps))
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(int(threads))
     try:
-        return _run_study(out, resolve_preset(preset), seeds, modes, device, cohort_seed, workers, threads, log)
+        return _run_study(out, p, seeds, modes, device, cohort_seed, workers, threads, log)
     finally:
         torch.set_num_threads(before)
 

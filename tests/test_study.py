@@ -138,6 +138,10 @@ def test_resuming_skips_finished_runs_and_gives_the_same_table(smoke_study):
     assert table() == before                     # every row, per-run timings included
     with pytest.raises(XPGANError, match="other settings"):
         run_study(out, preset=dataclasses.replace(PRESETS["smoke"], steps=4), seeds=[0], log=lambda s: None)
+    with pytest.raises(XPGANError, match="other settings"):    # --steps changes the budget the folder holds
+        run_study(out, preset="smoke", steps=PRESETS["smoke"].steps + 1, seeds=[0], log=lambda s: None)
+    run_study(out, preset="smoke", steps=PRESETS["smoke"].steps, seeds=[0], device="cpu", log=logs.append)
+    assert any("3 of 3 runs already finished" in line for line in logs[-8:])   # the preset's own budget: same
 
 
 @pytest.mark.slow
@@ -159,6 +163,8 @@ def test_study_cli_rejects_bad_options_in_one_line(tmp_path):
     assert r.exit_code == 2 and "error:" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(app, ["study", "--out", str(tmp_path / "s"), "--preset", "smoke", "--modes", "gan"])
     assert r.exit_code == 2 and "--modes" in r.output
+    r = CliRunner().invoke(app, ["study", "--out", str(tmp_path / "s"), "--preset", "smoke", "--steps", "0"])
+    assert r.exit_code == 2 and "error: --steps must be >= 1, got 0" in r.output
 
 
 @pytest.mark.slow
