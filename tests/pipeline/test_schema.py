@@ -192,3 +192,22 @@ def test_storedamageerror_recovers_its_line_from_a_dataloader_traceback():
                "last):\n  File \"x.py\", line 1, in f\nxpgan.pipeline.schema.StoreDamageError: s.zarr: array "
                "'image' item 3: damaged data (checksum mismatch)\n")
     assert str(schema.StoreDamageError(wrapped)) == "s.zarr: array 'image' item 3: damaged data (checksum mismatch)"
+
+
+def test_ct_render_setup_reads_the_geometry_and_mu_water_prep_recorded(tmp_path):
+    from xpgan.drr import ConeGeometry, geometry_from_dict
+
+    geom = ConeGeometry(size=16, view="ap", sdd_mm=1500.0, sid_mm=1200.0)
+    arrays = schema.item_arrays("ct", {"D": 2, "H": 3, "W": 4, "S": 16})
+    for name, meta, mu in (("new", {schema.GEOMETRY: geom.to_dict(), schema.PHYSICS: {schema.MU_WATER: 0.025}}, 0.025),
+                           ("top", {schema.GEOMETRY: geom.to_dict(), schema.MU_WATER: 0.018}, 0.018),
+                           ("default", {schema.GEOMETRY: geom.to_dict()}, 0.02)):
+        g = st.create_or_open(tmp_path / f"{name}.zarr", kind="ct", arrays=arrays, n_items=1, attrs=meta,
+                              identity={})
+        got, mu_water = schema.ct_render_setup(g, tmp_path / f"{name}.zarr", "testing")
+        assert got == geometry_from_dict(geom.to_dict()) and mu_water == pytest.approx(mu), name
+        small, _ = schema.ct_render_setup(g, tmp_path / f"{name}.zarr", "testing", size=8)
+        assert small.size == 8 and small.sdd_mm == 1500.0 and small.view == "ap"
+    bare = st.create_or_open(tmp_path / "bare.zarr", kind="ct", arrays=arrays, n_items=1, attrs={}, identity={})
+    with pytest.raises(XPGANError, match=r"bare\.zarr: the store records no DRR geometry .*; testing"):
+        schema.ct_render_setup(bare, tmp_path / "bare.zarr", "testing")
