@@ -62,8 +62,8 @@ def summarize(runs: Sequence[dict], modes: Sequence[str], *, n_boot: int, seed: 
                            "ci95": [lo, hi], "values": vals.tolist()}
         gens = [r["generator"] for r in rs if r.get("generator")]
         if gens:
-            entry["generator"] = {k: float(np.mean([g[k] for g in gens]))
-                                  for k in ("l1_g", "l1_constant_mean", "l1_mean_image")}
+            entry["generator"] = {k: float(np.mean([g.get(k, np.nan) for g in gens]))
+                                  for k in ("l1_g", "l1_g_other_study", "l1_constant_mean", "l1_mean_image")}
             entry["generator"]["held_out_studies"] = gens[0]["held_out_studies"]
         out[mode] = entry
     return out
@@ -71,6 +71,10 @@ def summarize(runs: Sequence[dict], modes: Sequence[str], *, n_boot: int, seed: 
 
 def _fmt(v: Optional[float]) -> str:
     return "n/a" if v is None or not np.isfinite(v) else f"{v:.3f}"
+
+
+def _fmt4(v: Optional[float]) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:.4f}"
 
 
 def markdown(summary: dict, runs: Sequence[dict], *, header: str, footer: str = "") -> str:
@@ -87,11 +91,12 @@ def markdown(summary: dict, runs: Sequence[dict], *, header: str, footer: str = 
     if gens:
         lines += ["", "Generator on held-out CT studies (mean over seeds): L1 between G(ct) and DRR(ct), against "
                   "constant predictions from the training DRRs (lower is better).", "",
-                  "| mode | held-out studies | L1 G(ct) vs DRR | L1 constant mean grey | L1 per-pixel mean DRR |",
-                  "|---|---|---|---|---|"]
+                  "| mode | held-out studies | L1 G(ct) vs DRR | L1 G(ct) vs another study's DRR | "
+                  "L1 constant mean grey | L1 per-pixel mean DRR |",
+                  "|---|---|---|---|---|---|"]
         for mode, g in gens.items():
-            lines.append(f"| {mode} | {g['held_out_studies']} | {g['l1_g']:.4f} | {g['l1_constant_mean']:.4f} | "
-                         f"{g['l1_mean_image']:.4f} |")
+            lines.append(f"| {mode} | {g['held_out_studies']} | {g['l1_g']:.4f} | {_fmt4(g['l1_g_other_study'])} | "
+                         f"{g['l1_constant_mean']:.4f} | {g['l1_mean_image']:.4f} |")
     lines += ["", "Every run:", "",
               "| run | threshold | precision | recall | F1 | AUROC | AUPRC | val AUROC | train s | s/step |",
               "|---|---|---|---|---|---|---|---|---|---|"]

@@ -101,7 +101,9 @@ def evaluate_run(checkpoint: str, cohort: Cohort, val_fraction: float, device: s
 @torch.no_grad()
 def generator_l1(checkpoint: str, cohort: Cohort, device: str) -> dict:
     """Mean |G_ema(ct) - DRR(ct)| over the held-out CT studies, against two constant predictions: the mean
-    grey level of the training store's DRRs, and their per-pixel mean image."""
+    grey level of the training store's DRRs, and their per-pixel mean image. `l1_g_other_study` is the mean
+    |G_ema(ct_i) - DRR(ct_j)| over pairs of different held-out studies i != j: about equal to `l1_g` when G
+    draws the same chest for every study, clearly above it when G's image follows its own study."""
     from torch.utils.data import DataLoader
 
     from xpgan.model import checkpoint as ckpt_io
@@ -113,18 +115,27 @@ def generator_l1(checkpoint: str, cohort: Cohort, device: str) -> dict:
     state = ckpt_io.load(checkpoint, map_location="cpu")
     G = networks_from_checkpoint(state, ("G_ema",), dev)["G_ema"]
     window = state["net"]["hu_window"]
-    train_drr = _mean_drr(CTDataset(cohort.ct_store, hu_window=window, with_volume=False, labelled_only=False))
-    l1_g, l1_scalar, l1_image, n = 0.0, 0.0, 0.0, 0
+    train_drr = torch.from_numpy(_mean_drr(CTDataset(cohort.ct_store, hu_window=window, with_volume=False,
+                                                     labelled_only=False)))
+    fakes, drrs = [], []
     ds = CTDataset(cohort.ct_holdout_store, hu_window=window, labelled_only=False)
     for batch in DataLoader(ds, batch_size=8, shuffle=False):
-        drr = batch["drr"].float()                                           # [N, 1, R, R]
-        fake = G(batch["ct"].to(dev).float(), noise_mode="const").float().cpu()
-        l1_g += float((fake - drr).abs().mean(dim=(1, 2, 3)).sum())
-        l1_scalar += float((drr - float(train_drr.mean())).abs().mean(dim=(1, 2, 3)).sum())
-        l1_image += float((drr - torch.from_numpy(train_drr)).abs().mean(dim=(1, 2, 3)).sum())
-        n += drr.shape[0]
-    return {"held_out_studies": n, "l1_g": l1_g / n, "l1_constant_mean": l1_scalar / n,
-            "l1_mean_image": l1_image / n}
+        drrs.append(batch["drr"].float())                                                  # [N, 1, R, R]
+        fakes.append(G(batch["ct"].to(dev).float(), noise_mode="const").float().cpu())
+    fake, drr = torch.cat(fakes).flatten(1), torch.cat(drrs).flatten(1)                    # [n, R*R]
+    same, other = matched_and_other_l1(fake, drr)
+    return {"held_out_studies": int(drr.shape[0]), "l1_g": same, "l1_g_other_study": other,
+            "l1_constant_mean": float((drr - float(train_drr.mean())).abs().mean()),
+            "l1_mean_image": float((drr - train_drr.flatten()[None]).abs().mean())}
+
+
+def matched_and_other_l1(fake: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
+    """(mean_i |fake_i - target_i|, mean over i != j of |fake_i - target_j|), each |.| a mean over pixels;
+    fake and target [n, P]. The second is NaN for n < 2."""
+    n = target.shape[0]
+    pair = (fake[:, None, :] - target[None, :, :]).abs().mean(dim=2)                      # [n, n]
+    other = float((pair.sum() - pair.diagonal().sum()) / (n * (n - 1))) if n > 1 else float("nan")
+    return float(pair.diagonal().mean()), other
 
 
 def _mean_drr(ds) -> np.ndarray:

@@ -108,6 +108,7 @@ def test_smoke_study_writes_every_output_and_trains_every_mode(smoke_study):
         assert (out / "runs" / f"{r['mode']}-seed0" / "result.json").is_file()
     gen = data["runs"][2]["generator"]
     assert gen["held_out_studies"] == PRESETS["smoke"].n_ct_holdout and gen["l1_g"] > 0
+    assert gen["l1_g_other_study"] > 0 and "another study's DRR" in (out / "study.md").read_text()
     md = (out / "study.md").read_text()
     for mode in ("baseline", "drr", "xpgan"):
         assert f"| {mode} | 1 |" in md
@@ -202,3 +203,21 @@ def test_aug_rows_train_the_base_mode_with_posed_drrs(tmp_path, mode, base, aug)
     cfg = train_config(PRESETS["smoke"], cohort, mode, 0, tmp_path / "run", "cpu")
     assert (cfg.mode, cfg.drr_aug) == (base, aug)
     assert mode in MODES and set(PAPER_MODES) == {"baseline", "drr", "xpgan"}
+
+
+def test_matched_and_other_study_l1_closed_forms():
+    import torch
+
+    from xpgan.study.runs import matched_and_other_l1
+
+    target = torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.0, 2.0]])
+    same, other = matched_and_other_l1(target.clone(), target)        # a generator that follows its study
+    assert same == 0.0
+    # |t_i - t_j| per pair (pixel means): (0,1) 1, (0,2) 1, (1,2) 1 -> every ordered pair i != j: 1
+    assert other == pytest.approx(1.0)
+    mean_chest = target.mean(dim=0, keepdim=True).expand(3, 2)        # the same image for every study
+    same, other = matched_and_other_l1(mean_chest, target)
+    # a constant prediction scores the same against any study: matched = mean over i, other = mean over i != j,
+    # both averages of |m - t_j| with every j weighted equally
+    assert same == pytest.approx(other)
+    assert np.isnan(matched_and_other_l1(target[:1], target[:1])[1])
