@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence
 from xpgan.errors import XPGANError
 from xpgan.study import report
 from xpgan.study.cohort import PRESETS, StudyPreset, build_cohort, format_counts
-from xpgan.study.runs import execute, load_result, run_name
+from xpgan.study.runs import complete_generator_metrics, execute, load_result, run_name
 
 PAPER_MODES = ("baseline", "drr", "xpgan")                   # the rows of the paper's Table 2 (the default)
 MODES = PAPER_MODES + ("drr+aug", "xpgan+aug")              # "+aug": train --drr-aug pose (beyond the paper)
@@ -107,6 +107,8 @@ def _run_study(out, p: StudyPreset, seeds, modes, device, cohort_seed, workers, 
         run_dir = out / "runs" / run_name(mode, seed)
         r = load_result(run_dir)
         if r is not None:
+            if complete_generator_metrics(r, run_dir, cohort, device):
+                log(f"[study] {mode} seed {seed}: generator metrics completed from its checkpoint")
             runs.append(r)
             continue
         left = [m for m, s in todo if (m, s) != (mode, seed)]

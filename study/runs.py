@@ -70,10 +70,25 @@ def execute(preset: StudyPreset, cohort: Cohort, mode: str, seed: int, run_dir: 
     if mode.partition("+")[0] == "xpgan":
         result["generator"] = generator_l1(tr.checkpoint, cohort, device)
     result["eval_seconds"] = time.perf_counter() - t1
-    tmp = run_dir / (RESULT + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(result), indent=1) + "\n")
-    os.replace(tmp, run_dir / RESULT)
+    _write_result(run_dir, result)
     return result
+
+
+def _write_result(run_dir: Path, result: dict) -> None:
+    tmp = Path(run_dir) / (RESULT + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(result), indent=1) + "\n")
+    os.replace(tmp, Path(run_dir) / RESULT)
+
+
+def complete_generator_metrics(result: dict, run_dir: Path, cohort: Cohort, device: str) -> bool:
+    """A finished xpgan run whose result predates a generator metric (l1_g_other_study) gets its generator
+    metrics again from its checkpoint (result.json rewritten atomically); True when it did."""
+    gen = result.get("generator")
+    if gen is None or "l1_g_other_study" in gen or not Path(result.get("checkpoint", "")).is_file():
+        return False
+    result["generator"] = generator_l1(result["checkpoint"], cohort, device)
+    _write_result(run_dir, result)
+    return True
 
 
 def evaluate_run(checkpoint: str, cohort: Cohort, val_fraction: float, device: str) -> dict:

@@ -143,6 +143,15 @@ def test_resuming_skips_finished_runs_and_gives_the_same_table(smoke_study):
         run_study(out, preset="smoke", steps=PRESETS["smoke"].steps + 1, seeds=[0], log=lambda s: None)
     run_study(out, preset="smoke", steps=PRESETS["smoke"].steps, seeds=[0], device="cpu", log=logs.append)
     assert any("3 of 3 runs already finished" in line for line in logs[-8:])   # the preset's own budget: same
+    # a result written before l1_g_other_study existed gets its generator metrics again from the checkpoint
+    path = out / "runs" / "xpgan-seed0" / "result.json"
+    old = json.loads(path.read_text())
+    json.dump({**old, "generator": {k: v for k, v in old["generator"].items() if k != "l1_g_other_study"}},
+              path.open("w"))
+    logs.clear()
+    run_study(out, preset="smoke", seeds=[0], device="cpu", log=logs.append)
+    assert any("xpgan seed 0: generator metrics completed" in line for line in logs)
+    assert json.loads(path.read_text())["generator"] == pytest.approx(old["generator"])
 
 
 @pytest.mark.slow
