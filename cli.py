@@ -279,8 +279,8 @@ def inspect_command(
         raise typer.Exit(1)
 
 
-
 MAX_CXR_SIZE = 4096  # a shard of 64 images at 4096^2 float32 is 4 GiB in the single writer's memory
+
 
 @prep_app.command("cxr")
 @user_errors

@@ -63,11 +63,6 @@ class KeyedSampler(Sampler):
             yield (int(pos), k)
 
 
-def store_geometry(group, path: str):
-    """The DRR geometry and mu_water a CT store was prepared with (its `xpgan` attribute)."""
-    return schema.ct_render_setup(group, path, "--drr-aug re-renders DRRs with it")
-
-
 class AugmentedCT(Dataset):
     """A CTDataset whose samples are re-rendered under random poses (module docstring).
 
@@ -90,7 +85,8 @@ class AugmentedCT(Dataset):
         self.base, self.train_mode, self.aug = base, train_mode, aug
         self.seed, self.rank, self.ranges = int(seed), int(rank), ranges
         self.intensity = (intensity or IntensityRanges()) if aug == "pose+intensity" else None
-        self.geometry, self.mu_water = store_geometry(base._g(), base.path)
+        self.geometry, self.mu_water = schema.ct_render_setup(base._g(), base.path,
+                                                                 "--drr-aug re-renders DRRs with it")
         if self.geometry.size != base.img_res:
             raise XPGANError(f"{base.path}: the store's geometry has {self.geometry.size} px but its DRRs "
                              f"{base.img_res} px")

@@ -69,12 +69,8 @@ def summarize(runs: Sequence[dict], modes: Sequence[str], *, n_boot: int, seed: 
     return out
 
 
-def _fmt(v: Optional[float]) -> str:
-    return "n/a" if v is None or not np.isfinite(v) else f"{v:.3f}"
-
-
-def _fmt4(v: Optional[float]) -> str:
-    return "n/a" if v is None or not np.isfinite(v) else f"{v:.4f}"
+def _fmt(v: Optional[float], digits: int = 3) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
 
 
 def markdown(summary: dict, runs: Sequence[dict], *, header: str, footer: str = "") -> str:
@@ -95,7 +91,7 @@ def markdown(summary: dict, runs: Sequence[dict], *, header: str, footer: str = 
                   "L1 constant mean grey | L1 per-pixel mean DRR |",
                   "|---|---|---|---|---|---|"]
         for mode, g in gens.items():
-            lines.append(f"| {mode} | {g['held_out_studies']} | {g['l1_g']:.4f} | {_fmt4(g['l1_g_other_study'])} | "
+            lines.append(f"| {mode} | {g['held_out_studies']} | {g['l1_g']:.4f} | {_fmt(g['l1_g_other_study'], 4)} | "
                          f"{g['l1_constant_mean']:.4f} | {g['l1_mean_image']:.4f} |")
     lines += ["", "Every run:", "",
               "| run | threshold | precision | recall | F1 | AUROC | AUPRC | val AUROC | train s | s/step |",

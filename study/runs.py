@@ -148,7 +148,7 @@ def matched_and_other_l1(fake: torch.Tensor, target: torch.Tensor) -> tuple[floa
     """(mean_i |fake_i - target_i|, mean over i != j of |fake_i - target_j|), each |.| a mean over pixels;
     fake and target [n, P]. The second is NaN for n < 2."""
     n = target.shape[0]
-    pair = (fake[:, None, :] - target[None, :, :]).abs().mean(dim=2)                      # [n, n]
+    pair = torch.cdist(fake, target, p=1) / target.shape[1]                               # [n, n]
     other = float((pair.sum() - pair.diagonal().sum()) / (n * (n - 1))) if n > 1 else float("nan")
     return float(pair.diagonal().mean()), other
 
