@@ -62,13 +62,18 @@ def simulate_radiograph(
     return np.clip(img, 0.0, 1.0).astype(np.float32)
 
 
-def add_marker(img: np.ndarray, letter: str, rng: np.random.Generator) -> None:
-    glyph = np.array([[c == "1" for c in row] for row in _GLYPHS[letter]])
+def add_marker(img: np.ndarray, side: str, rng: np.random.Generator) -> None:
+    """A lead side marker naming the patient's side it lies on (radiographic convention): the image is in
+    display orientation (patient's right on the image's left), so "R" goes near the left edge and "L" near
+    the right edge, at a random height in the top eighth."""
+    if side not in ("L", "R"):
+        raise ValueError(f"side must be 'L' or 'R', got {side!r}")
+    glyph = np.array([[c == "1" for c in row] for row in _GLYPHS[side]])
     cell = max(2, img.shape[0] // 90)
     g = np.kron(glyph, np.ones((cell, cell), bool))
     r0 = int(rng.integers(img.shape[0] // 30, img.shape[0] // 8))
-    left = rng.uniform() < 0.5
-    c0 = int(img.shape[1] // 20) if left else img.shape[1] - img.shape[1] // 20 - g.shape[1]
+    margin = int(img.shape[1] // 20)
+    c0 = margin if side == "R" else img.shape[1] - margin - g.shape[1]
     img[r0:r0 + g.shape[0], c0:c0 + g.shape[1]][g] = 0.97
 
 
