@@ -20,7 +20,7 @@ from xpgan.drr.geometry import ConeGeometry, GeometryKind, View
 from xpgan.drr.physics import MU_WATER_PER_MM, OutputOption
 from xpgan.drr.render import Backend
 from xpgan.errors import XPGANError
-from xpgan.model.config import AmpDtype, ClassBalance, Device, DrrAug, EvalSplit, Mode, Preset, TrainConfig
+from xpgan.model.config import AmpDtype, ClassBalance, Device, DrrAug, EvalSplit, GArch, Mode, Preset, TrainConfig
 from xpgan.pipeline.ct.prep_drr import DEFAULT_SHAPE
 from xpgan.pipeline.ct.validate import SPACING_RANGE_MM
 from xpgan.study.cohort import StudyPresetName
@@ -382,6 +382,10 @@ def train_command(
                                    help="On-the-fly posed DRRs (modes drr, xpgan): none (stored DRRs) | pose "
                                         "(yaw/pitch +-8, roll +-5 deg, offsets +-10 mm, SID 1000-1800 mm) | "
                                         "pose+intensity (mode drr: also exposure x0.85-1.15 and noise)."),
+    g_arch: GArch = typer.Option(_TRAIN.g_arch, "--g-arch",
+                                 help="Generator of mode xpgan: projected (the CT's features collapsed along the "
+                                      "beam feed every synthesis resolution, the global vector modulates the "
+                                      "styles) | vector (the paper's: global vector only)."),
 ) -> None:
     """Train a classifier (and in mode xpgan the generator and discriminator); torchrun for several GPUs."""
     options = dict(locals())

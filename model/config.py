@@ -15,6 +15,7 @@ Preset = Literal["paper", "tiny"]  # model/networks.py PRESETS
 Device = Literal["auto", "cpu", "cuda"]
 AmpDtype = Literal["bf16", "fp16"]
 DrrAug = Literal["none", "pose", "pose+intensity"]  # model/augment.py
+GArch = Literal["projected", "vector"]  # model/networks.py G_ARCHS
 ClassBalance = Literal["none", "weight", "oversample"]
 EvalSplit = Literal["test", "val", "train"]  # model/evaluate.py: val = the held-out part of train
 MODES: tuple[str, ...] = get_args(Mode)
@@ -22,6 +23,7 @@ PRESET_NAMES: tuple[str, ...] = get_args(Preset)
 DEVICES: tuple[str, ...] = get_args(Device)
 AMP_DTYPES: tuple[str, ...] = get_args(AmpDtype)
 DRR_AUG_MODES: tuple[str, ...] = get_args(DrrAug)
+G_ARCH_NAMES: tuple[str, ...] = get_args(GArch)
 CLASS_BALANCE: tuple[str, ...] = get_args(ClassBalance)
 
 
@@ -66,6 +68,9 @@ class TrainConfig:
     progress: bool = True               # progress bar on rank 0
     allow_incomplete: bool = False      # train on the done items of a store prep is writing or did not finish
     drr_aug: str = "none"               # on-the-fly posed DRRs (model/augment.py): none | pose | pose+intensity
+    g_arch: str = "projected"           # generator (mode xpgan): projected (spatial path from the CT's
+                                        # beam-collapsed features + global style) | vector (the paper's
+                                        # global vector only); model/networks.py G_ARCHS
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -80,6 +85,7 @@ class TrainConfig:
         for k in ("betas_gd", "betas_c"):
             if k in kw and kw[k] is not None:
                 kw[k] = tuple(kw[k])
+        kw.setdefault("g_arch", "vector")  # a saved config that names no generator had the global-vector one
         return cls(**kw)
 
     @property
@@ -103,6 +109,8 @@ class TrainConfig:
         if self.drr_aug == "pose+intensity" and self.mode == "xpgan":
             raise XPGANError("--drr-aug pose+intensity applies to --mode drr only (in mode xpgan G could not know "
                              "the exposure change of its L1 target); use pose")
+        if self.g_arch not in G_ARCH_NAMES:
+            raise XPGANError(f"--g-arch must be one of {', '.join(G_ARCH_NAMES)}, got {self.g_arch!r}")
         if self.class_balance not in CLASS_BALANCE:
             raise XPGANError(f"--class-balance must be one of {', '.join(CLASS_BALANCE)}, "
                              f"got {self.class_balance!r}")

@@ -35,6 +35,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -53,6 +54,17 @@ from xpgan.model.layers import (
 )
 
 NOISE_MODES = ("random", "const", "none")
+# Generator architectures and the learning-rate multiplier of their mapping network:
+#   "vector"    the paper's layout: the CT reaches the image only through the encoder's global vector z ->
+#               mapping (StyleGAN's 0.01, the prior for a random-noise input) -> one style w that modulates a
+#               learned 4x4 constant.
+#   "projected" the same encoder, mapping and synthesis, plus a spatial path: every encoder level's 3D
+#               features are collapsed along the beam (anterior-posterior) axis with learned weights into 2D
+#               maps in the detector's frame, which enter the synthesis block of the matching resolution
+#               (added to the constant at 4x4, after the upsampling convolution above it); w still
+#               modulates every layer (co-modulation). Its mapping takes a deterministic, informative code,
+#               so it learns at the full rate (1.0).
+G_ARCHS: dict[str, float] = {"projected": 1.0, "vector": 0.01}
 
 
 # --------------------------------------------------------------------------------------------- config
@@ -63,7 +75,8 @@ class NetConfig:
     z_dim: int = 512                                   # encoder latent size
     w_dim: int = 512                                   # style size
     mapping_layers: int = 8
-    mapping_lr_mult: float = 0.01
+    mapping_lr_mult: Optional[float] = None            # None: the architecture's (G_ARCHS)
+    g_arch: str = "projected"                          # generator architecture (G_ARCHS)
     enc_channels: tuple[int, ...] = (8, 16, 32, 64, 128, 256, 512)  # 3D encoder width per level (last repeats)
     enc_min_res: int = 4                               # encoder stops halving an axis at this size, voxels
     syn_channel_base: int = 16384                      # StyleGAN2 width rule: min(base // res, max)
@@ -94,6 +107,12 @@ class NetConfig:
                 raise XPGANError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.mapping_layers < 0:
             raise XPGANError(f"mapping_layers must be >= 0, got {self.mapping_layers}")
+        if self.g_arch not in G_ARCHS:
+            raise XPGANError(f"g_arch must be one of {', '.join(G_ARCHS)}, got {self.g_arch!r}")
+        if self.mapping_lr_mult is None:
+            self.mapping_lr_mult = G_ARCHS[self.g_arch]
+        if not self.mapping_lr_mult > 0:
+            raise XPGANError(f"mapping_lr_mult must be > 0, got {self.mapping_lr_mult}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -104,7 +123,8 @@ class NetConfig:
         unknown = set(d) - known
         if unknown:
             raise XPGANError(f"unknown network config keys: {', '.join(sorted(unknown))}")
-        return cls(**d)
+        # a config that names no architecture was written by the global-vector generator
+        return cls(**{"g_arch": "vector", **d})
 
 
 PRESETS: dict[str, NetConfig] = {
@@ -119,6 +139,7 @@ def net_config_for(preset: str, ct_shape, img_res: int, **overrides) -> NetConfi
     """The preset's widths with the store's sizes (and any other field overridden by keyword)."""
     if preset not in PRESETS:
         raise XPGANError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    overrides.setdefault("mapping_lr_mult", None)      # the architecture's, unless given
     return dataclasses.replace(PRESETS[preset], ct_shape=tuple(ct_shape), img_res=int(img_res), **overrides)
 
 
@@ -186,13 +207,47 @@ class CTEncoder(nn.Module):
         self.ct_shape = tuple(cfg.ct_shape)
 
     def forward(self, ct: Tensor) -> Tensor:
+        return self.features(ct)[1]
+
+    def features(self, ct: Tensor) -> tuple[list[Tensor], Tensor]:
+        """(per-level feature volumes [N, C_l, D_l, H_l, W_l] as in `encoder_plan`, z [N, z_dim])."""
         if ct.ndim != 5 or ct.shape[1] != 1 or tuple(ct.shape[2:]) != self.ct_shape:
             raise ValueError(f"expected CT [N, 1, {', '.join(map(str, self.ct_shape))}], got {list(ct.shape)}")
         x = self.from_ct(ct)
+        levels = [x]
         for block in self.blocks:
             x = block(x)
+            levels.append(x)
         x = self.conv(x)
-        return self.out(self.fc(x.flatten(1)))
+        return levels, self.out(self.fc(x.flatten(1)))
+
+
+def projection_plan(cfg: NetConfig) -> dict[int, int]:
+    """Synthesis resolution -> the encoder level whose beam-collapsed map feeds it: the level whose
+    right-left size is the smallest one >= the resolution (the coarsest level for resolutions below it)."""
+    plan = encoder_plan(cfg)
+    widths = [dims[2] for dims, _, _ in plan]
+    out = {}
+    for i in range(2, int(math.log2(cfg.img_res)) + 1):
+        res = 2 ** i
+        fitting = [lvl for lvl, w in enumerate(widths) if w >= res]
+        out[res] = fitting[-1] if fitting else len(plan) - 1
+    return out
+
+
+class BeamProjection(nn.Module):
+    """Encoder feature volumes [N, C, D, H, W] -> 2D maps [N, C, D, W]: a learned weighted sum along H, the
+    anterior-posterior axis the beam runs along, one weight per (channel, H position). The weights start at
+    1/H (the mean), so the untrained map is an average-intensity view of the features; the result is in
+    the detector's frame (rows superior->inferior, columns patient right->left, docs/design.md)."""
+
+    def __init__(self, channels: int, depth: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels, depth))
+        self.gain = 1.0 / depth
+
+    def forward(self, x: Tensor) -> Tensor:                          # [N, C, D, H, W] -> [N, C, D, W]
+        return torch.einsum("ncdhw,ch->ncdw", x, (self.weight * self.gain).to(x.dtype))
 
 
 class MappingNetwork(nn.Module):
@@ -241,7 +296,10 @@ class ToGrey(nn.Module):
 
 
 class SynthesisBlock(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, w_dim: int, res: int):
+    """One resolution: (4x4 constant | upsampling modulated conv), an optional spatial condition map added
+    through a 1x1 convolution (sum scaled by 1/sqrt(2)), a modulated conv, and the to-grey skip output."""
+
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int, res: int, cond_ch: int = 0):
         super().__init__()
         self.res = res
         if res == 4:
@@ -250,14 +308,19 @@ class SynthesisBlock(nn.Module):
         else:
             self.const = None
             self.conv0 = SynthesisLayer(in_ch, out_ch, w_dim, res, up=True)
+        self.from_cond = EqualizedConv2d(cond_ch, out_ch, 1, activation="linear") if cond_ch else None
         self.conv1 = SynthesisLayer(out_ch, out_ch, w_dim, res)
         self.to_grey = ToGrey(out_ch, w_dim)
 
-    def forward(self, x, img, w: Tensor, noise_mode: str):
+    def forward(self, x, img, w: Tensor, noise_mode: str, cond: Optional[Tensor] = None):
         if self.const is not None:
             x = self.const[None].expand(w.shape[0], -1, -1, -1)
         else:
             x = self.conv0(x, w, noise_mode)
+        if self.from_cond is not None:
+            if cond is None or tuple(cond.shape[2:]) != (self.res, self.res):
+                raise ValueError(f"the {self.res}x{self.res} block needs a condition map of that size")
+            x = (x + self.from_cond(cond).to(x.dtype)) * math.sqrt(0.5)
         x = self.conv1(x, w, noise_mode)
         y = self.to_grey(x, w).float()
         img = y if img is None else upsample2x(img) + y
@@ -267,44 +330,70 @@ class SynthesisBlock(nn.Module):
 class SynthesisNetwork(nn.Module):
     """w [N, w_dim] -> raw image y [N, 1, R, R] (float32, unbounded)."""
 
-    def __init__(self, cfg: NetConfig):
+    def __init__(self, cfg: NetConfig, cond_channels: Optional[dict[int, int]] = None):
         super().__init__()
         log2 = int(math.log2(cfg.img_res))
         self.resolutions = [2 ** i for i in range(2, log2 + 1)]
+        cond_channels = cond_channels or {}
         blocks, in_ch = [], 0
         for res in self.resolutions:
             out_ch = _syn_channels(cfg, res)
-            blocks.append(SynthesisBlock(in_ch, out_ch, cfg.w_dim, res))
+            blocks.append(SynthesisBlock(in_ch, out_ch, cfg.w_dim, res, cond_channels.get(res, 0)))
             in_ch = out_ch
         self.blocks = nn.ModuleList(blocks)
         # each to-grey output starts with roughly unit variance (and a random offset); scaling the sum by
         # 1/sqrt(#blocks) keeps the initial image inside tanh's near-linear range instead of saturated
         self.skip_gain = 1.0 / math.sqrt(len(self.blocks))
 
-    def forward(self, w: Tensor, noise_mode: str = "random") -> Tensor:
+    def forward(self, w: Tensor, noise_mode: str = "random", conds: Optional[dict[int, Tensor]] = None) -> Tensor:
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"unknown noise_mode {noise_mode!r}; allowed: {', '.join(NOISE_MODES)}")
+        conds = conds or {}
         x = img = None
         for block in self.blocks:
-            x, img = block(x, img, w, noise_mode)
+            x, img = block(x, img, w, noise_mode, conds.get(block.res))
         return img * self.skip_gain
 
 
 class Generator(nn.Module):
-    """G(ct): [N, 1, D, H, W] in [-1, 1] -> [N, 1, R, R] in [0, 1] (float32)."""
+    """G(ct): [N, 1, D, H, W] in [-1, 1] -> [N, 1, R, R] in [0, 1] (float32); `cfg.g_arch` (G_ARCHS) chooses
+    the global-vector layout or the beam-projected spatial path on top of it."""
 
     def __init__(self, cfg: NetConfig):
         super().__init__()
         self.cfg = cfg
         self.encoder = CTEncoder(cfg)
         self.mapping = MappingNetwork(cfg)
-        self.synthesis = SynthesisNetwork(cfg)
+        if cfg.g_arch == "projected":
+            self.plan = projection_plan(cfg)
+            levels = encoder_plan(cfg)
+            used = sorted(set(self.plan.values()))
+            self.projections = nn.ModuleDict(
+                {str(lvl): BeamProjection(levels[lvl][2], levels[lvl][0][1]) for lvl in used})
+            cond = {res: levels[lvl][2] for res, lvl in self.plan.items()}
+        else:
+            self.plan, self.projections, cond = {}, None, None
+        self.synthesis = SynthesisNetwork(cfg, cond)
 
     def forward(self, ct: Tensor, noise_mode: str = "random") -> Tensor:
-        z = self.encoder(ct)                                         # [N, z_dim]
+        feats, z = self.encoder.features(ct)                         # per level [N, C, D, H, W]; z [N, z_dim]
         w = self.mapping(z)                                          # [N, w_dim]
-        y = self.synthesis(w, noise_mode)                            # [N, 1, R, R]
+        conds = None
+        if self.projections is not None:
+            maps = {lvl: proj(feats[int(lvl)]) for lvl, proj in self.projections.items()}   # [N, C, D_l, W_l]
+            conds = {res: _resize_map(maps[str(lvl)], res) for res, lvl in self.plan.items()}
+        y = self.synthesis(w, noise_mode, conds)                     # [N, 1, R, R]
         return (torch.tanh(y.float()) + 1.0) * 0.5
+
+
+def _resize_map(x: Tensor, res: int) -> Tensor:
+    """[N, C, D, W] -> [N, C, res, res]: area averaging where a side shrinks, bilinear where it grows."""
+    small = (min(x.shape[2], res), min(x.shape[3], res))
+    if small != tuple(x.shape[2:]):
+        x = torch.nn.functional.adaptive_avg_pool2d(x, small)
+    if small != (res, res):
+        x = torch.nn.functional.interpolate(x, size=(res, res), mode="bilinear", align_corners=False)
+    return x
 
 
 # ------------------------------------------------------------------------------------- discriminator
@@ -434,6 +523,7 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["NetConfig", "PRESETS", "net_config_for", "normalize_ct", "encoder_plan", "Generator",
+__all__ = ["NetConfig", "PRESETS", "G_ARCHS", "projection_plan", "BeamProjection", "net_config_for", "normalize_ct",
+           "encoder_plan", "Generator",
            "Discriminator", "Classifier", "build_classifier", "count_parameters", "CTEncoder",
            "MappingNetwork", "SynthesisNetwork", "NOISE_MODES", "GREY_MEAN", "GREY_STD"]

@@ -211,7 +211,7 @@ class _Trainer:
                 raise XPGANError(f"the checkpoint was trained on CT {self.net_cfg.ct_shape} / images "
                                  f"{self.net_cfg.img_res} px; these stores hold {ct_shape} / {img_res} px")
         else:
-            self.net_cfg = net_config_for(cfg.preset, ct_shape, img_res)
+            self.net_cfg = net_config_for(cfg.preset, ct_shape, img_res, g_arch=cfg.g_arch)
 
         # identical initial weights everywhere (then broadcast to be safe)
         seed_everything(cfg.seed)

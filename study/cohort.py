@@ -94,7 +94,7 @@ PRESETS: dict[str, StudyPreset] = {
     "cpu": StudyPreset(
         name="cpu", n_cxr=2400, cxr_positive_fraction=0.06, positive_grades=(3, 4), cxr_image_px=96,
         cxr_phantom_shape=(40, 72, 72), n_ct=240, ct_grade_weights=_MOSMED_77, ct_shape=(32, 128, 128),
-        n_ct_holdout=16, size=64, prep_depth=32, net_preset="tiny", steps=250, cxr_batch=16, ct_batch=8,
+        n_ct_holdout=64, size=64, prep_depth=32, net_preset="tiny", steps=250, cxr_batch=16, ct_batch=8,
         lr=0.002, c_lr=0.001, class_balance="oversample", val_fraction=0.2, amp=False, n_boot=1000),
     # the paper's sizes on one GPU (not run in CI)
     "gpu": StudyPreset(

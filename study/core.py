@@ -16,10 +16,12 @@ from typing import Callable, Optional, Sequence
 from xpgan.errors import XPGANError
 from xpgan.study import report
 from xpgan.study.cohort import PRESETS, StudyPreset, build_cohort, format_counts
-from xpgan.study.runs import complete_generator_metrics, execute, load_result, run_name
+from xpgan.study.runs import complete_generator_metrics, cross_run_generator_metrics, execute, load_result, run_name
 
 PAPER_MODES = ("baseline", "drr", "xpgan")                   # the rows of the paper's Table 2 (the default)
-MODES = PAPER_MODES + ("drr+aug", "xpgan+aug")              # "+aug": train --drr-aug pose (beyond the paper)
+# "+aug": train --drr-aug pose (beyond the paper); ":ARCH": mode xpgan with train --g-arch ARCH (without it:
+# the default generator), e.g. "xpgan:vector" for the paper's global-vector G beside "xpgan"
+MODES = PAPER_MODES + ("drr+aug", "xpgan+aug", "xpgan:vector", "xpgan+aug:vector")
 # rough relative cost of a step, for the first ETA
 COST = {"baseline": 1.0, "drr": 1.4, "xpgan": 3.5, "drr+aug": 1.6, "xpgan+aug": 3.9}
 CONFIG = "study_config.json"
@@ -38,9 +40,13 @@ def _eta(done: dict[str, list[float]], todo: Sequence[str]) -> Optional[float]:
     none yet)."""
     if not done:
         return None
-    per_cost = [t / COST[m] for m, ts in done.items() for t in ts]
+    per_cost = [t / _cost(m) for m, ts in done.items() for t in ts]
     unit = sum(per_cost) / len(per_cost)
-    return sum((sum(done[m]) / len(done[m])) if done.get(m) else unit * COST[m] for m in todo)
+    return sum((sum(done[m]) / len(done[m])) if done.get(m) else unit * _cost(m) for m in todo)
+
+
+def _cost(mode: str) -> float:
+    return COST[mode.partition(":")[0]]
 
 
 def _minutes(sec: Optional[float]) -> str:
@@ -124,13 +130,18 @@ def _run_study(out, p: StudyPreset, seeds, modes, device, cohort_seed, workers, 
         log(f"[study] run {len(plan) - len(todo)}/{len(plan)} done: {mode} seed {seed} in "
             f"{r['train_seconds']:.0f} s ({r['sec_per_step']:.2f} s/step): test F1 {t['f1']:.3f}, AUROC "
             f"{t['auroc']:.3f}, AUPRC {t['auprc']:.3f}" +
-            (f"; G L1 {gen['l1_g']:.4f} vs constant {gen['l1_constant_mean']:.4f}" if gen else "") +
+            (f"; G identification {gen['identification']:.2f}, L1 own/other {gen['l1_own_over_other']:.2f}, "
+             f"variation {gen['variation_ratio']:.2f} of the DRRs'" if gen else "") +
             (f"; {len(todo)} to do, ETA {_minutes(_eta(times, [m for m, _ in todo]))}" if todo else ""))
     return write_outputs(out, p, cohort, runs, modes, seeds, device, time.perf_counter() - t_start, log)
 
 
 def write_outputs(out: Path, p: StudyPreset, cohort, runs: list[dict], modes, seeds, device: str,
                   seconds: float, log: Callable[[str], None]) -> dict:
+    for r in runs:
+        if cross_run_generator_metrics(r, runs, cohort, device):
+            log(f"[study] {r['mode']} seed {r['seed']}: generator evidence / realism against the seed's drr and "
+                "baseline runs")
     summary = report.summarize(runs, modes, n_boot=p.n_boot)
     counts = cohort.info.get("counts", {})
     header = (f"# XPGAN study, preset `{p.name}`\n\n{p.describe()}\n\ncohort: {format_counts(counts)}"
@@ -147,8 +158,11 @@ def write_outputs(out: Path, p: StudyPreset, cohort, runs: list[dict], modes, se
     (out / "study.json").write_text(json.dumps(_jsonable(result), indent=1) + "\n")
     (out / "study.md").write_text(md)
     report.plot_study(summary, runs, out / "study.png", f"preset {p.name}")
-    xp = next((r["checkpoint"] for r in runs if r["mode"] == "xpgan"), None)
-    report.plot_samples(cohort, xp, out / "samples.png", device=device)
+    first_seed = {}
+    for r in sorted(runs, key=lambda r: r["seed"]):
+        if r.get("generator") and r["mode"] not in first_seed:
+            first_seed[r["mode"]] = r["checkpoint"]
+    report.plot_samples(cohort, first_seed, out / "samples.png", device=device)
     log(md)
     log(f"[study] wrote {out / 'study.md'}, {out / 'study.json'}, {out / 'study.png'}, {out / 'samples.png'}")
     return result

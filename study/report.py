@@ -62,11 +62,22 @@ def summarize(runs: Sequence[dict], modes: Sequence[str], *, n_boot: int, seed: 
                            "ci95": [lo, hi], "values": vals.tolist()}
         gens = [r["generator"] for r in rs if r.get("generator")]
         if gens:
-            entry["generator"] = {k: float(np.mean([g.get(k, np.nan) for g in gens]))
-                                  for k in ("l1_g", "l1_g_other_study", "l1_constant_mean", "l1_mean_image")}
-            entry["generator"]["held_out_studies"] = gens[0]["held_out_studies"]
+            entry["generator"] = {k: _mean_sd([g.get(k, np.nan) for g in gens]) for k in GEN_FIGURES}
+            entry["generator"]["studies"] = gens[0]["studies"]
         out[mode] = entry
     return out
+
+
+# the generator's figures on held-out studies (study/runs.py generator_report, cross_run_generator_metrics)
+GEN_FIGURES = ("identification", "l1_g", "l1_g_other_study", "l1_own_over_other", "l1_mean_image", "variation_ratio",
+               "evidence_auroc_g", "evidence_auroc_drr_mode", "kid_g", "kid_drr")
+
+
+def _mean_sd(vals) -> dict:
+    v = np.array([np.nan if x is None else x for x in vals], float)
+    ok = v[np.isfinite(v)]
+    return {"mean": float(ok.mean()) if ok.size else float("nan"),
+            "sd": float(ok.std(ddof=1)) if ok.size > 1 else 0.0, "values": v.tolist()}
 
 
 def _fmt(v: Optional[float], digits: int = 3) -> str:
@@ -85,14 +96,24 @@ def markdown(summary: dict, runs: Sequence[dict], *, header: str, footer: str = 
         lines.append(f"| {mode} | {len(e['seeds'])} | " + " | ".join(cells) + " |")
     gens = {m: e["generator"] for m, e in summary.items() if "generator" in e}
     if gens:
-        lines += ["", "Generator on held-out CT studies (mean over seeds): L1 between G(ct) and DRR(ct), against "
-                  "constant predictions from the training DRRs (lower is better).", "",
-                  "| mode | held-out studies | L1 G(ct) vs DRR | L1 G(ct) vs another study's DRR | "
-                  "L1 constant mean grey | L1 per-pixel mean DRR |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", "Generator on held-out CT studies of other patients (mean ± sd over seeds): identification = "
+                  "share of studies whose G(ct) correlates best (NCC) with its own DRR (chance 1/n); L1 of G(ct) "
+                  "against its own and against other studies' DRRs, and of the per-pixel mean training DRR; "
+                  "variation = G's per-pixel sd across studies / the DRRs'; evidence = AUROC against the CT label "
+                  "of the run's C on G(ct) and of the same seed's drr-mode C on the DRRs; realism = KID (x1000) to "
+                  "the real test radiographs in the feature space of the same seed's baseline C.", "",
+                  "| mode | studies | identification | L1 own | L1 other | own/other | L1 mean DRR | variation | "
+                  "evidence C(G) | evidence drr-C(DRR) | KID G | KID DRR |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for mode, g in gens.items():
-            lines.append(f"| {mode} | {g['held_out_studies']} | {g['l1_g']:.4f} | {_fmt(g['l1_g_other_study'], 4)} | "
-                         f"{g['l1_constant_mean']:.4f} | {g['l1_mean_image']:.4f} |")
+            def cell(k, digits=3, scale=1.0, g=g):
+                m, sd = g[k]["mean"], g[k]["sd"]
+                return f"{_fmt(m * scale, digits)} ± {_fmt(sd * scale, digits)}" if np.isfinite(m) else "n/a"
+            lines.append(f"| {mode} | {g['studies']} | {cell('identification')} | {cell('l1_g', 4)} | "
+                         f"{cell('l1_g_other_study', 4)} | {cell('l1_own_over_other')} | {cell('l1_mean_image', 4)} | "
+                         f"{cell('variation_ratio')} | {cell('evidence_auroc_g')} | "
+                         f"{cell('evidence_auroc_drr_mode')} | "
+                         f"{cell('kid_g', 2, 1000.0)} | {cell('kid_drr', 2, 1000.0)} |")
     lines += ["", "Every run:", "",
               "| run | threshold | precision | recall | F1 | AUROC | AUPRC | val AUROC | train s | s/step |",
               "|---|---|---|---|---|---|---|---|---|---|"]
@@ -148,55 +169,57 @@ def plot_study(summary: dict, runs: Sequence[dict], path: Path, title: str) -> N
     plt.close(fig)
 
 
-def plot_samples(cohort, xpgan_checkpoint: Optional[str], path: Path, device: str = "cpu") -> None:
-    """One held-out CT study per grade: DRR | G(ct) (when an xpgan run exists) | a test radiograph of the
-    same label (the CXR collection records the finding, not the grade)."""
+def plot_samples(cohort, generators: dict[str, str], path: Path, device: str = "cpu", per_grade: int = 3) -> None:
+    """`per_grade` held-out CT studies per grade (one row per grade), each as DRR | G(ct) of every generator
+    in `generators` (column title -> xpgan checkpoint), so a reader sees whether G follows the study; and
+    one test radiograph of the row's label (the CXR collection records the finding, not the grade)."""
     import torch
 
-    from xpgan.model.data import CTDataset, CXRDataset, open_store
+    from xpgan.model import checkpoint as ckpt_io
+    from xpgan.model.checkpoint import networks_from_checkpoint
+    from xpgan.model.data import CTDataset, CXRDataset, open_store, read_strings
+    from xpgan.model.distributed import resolve_device
 
     g = open_store(cohort.ct_holdout_store, "ct")
     done = np.asarray(g["done"][:], bool)
     sev = np.asarray(g["severity"][:])
-    picks = [int(np.flatnonzero(done & (sev == k))[0]) for k in range(5) if np.any(done & (sev == k))]
-    G, window = None, (-1000.0, 1000.0)
-    if xpgan_checkpoint:
-        from xpgan.model import checkpoint as ckpt_io
-        from xpgan.model.checkpoint import networks_from_checkpoint
-        from xpgan.model.distributed import resolve_device
-
-        dev = resolve_device(device)
-        state = ckpt_io.load(xpgan_checkpoint, map_location="cpu")
-        G = networks_from_checkpoint(state, ("G_ema",), dev)["G_ema"]
-        window = tuple(state["net"]["hu_window"])
-    ct = CTDataset(cohort.ct_holdout_store, hu_window=window, labelled_only=False)
+    ids = read_strings(g["study_id"], cohort.ct_holdout_store)
+    grades = [k for k in range(5) if np.any(done & (sev == k))]
+    dev = resolve_device(device)
+    Gs = {}
+    for name, ckpt in generators.items():
+        Gs[name] = networks_from_checkpoint(ckpt_io.load(ckpt, map_location="cpu"), ("G_ema",), dev)["G_ema"]
+    ct = CTDataset(cohort.ct_holdout_store, hu_window=(-1000.0, 1000.0), labelled_only=False)
     pos_of = {int(j): i for i, j in enumerate(ct.indices)}
     cxr = CXRDataset(cohort.cxr_store, part="test")
-    pos_items = [i for i in range(len(cxr)) if cxr.labels[i] == 1]
-    neg_items = [i for i in range(len(cxr)) if cxr.labels[i] == 0]
-    cols = ["DRR(ct)"] + (["G(ct)"] if G is not None else []) + ["real radiograph, same label"]
+    pools = {k: [i for i in range(len(cxr)) if cxr.labels[i] == k] for k in (0, 1)}
+    per_study = ["DRR"] + [f"G {name}" for name in Gs]
+    n_cols = per_grade * len(per_study) + 1
     plt = _plt()
-    fig, axes = plt.subplots(len(picks), len(cols), figsize=(2.4 * len(cols), 2.4 * len(picks)), dpi=100,
-                             squeeze=False)
-    for row, j in enumerate(picks):
-        item = ct[pos_of[j]]
-        imgs = [item["drr"][0]]
-        if G is not None:
+    fig, axes = plt.subplots(len(grades), n_cols, figsize=(1.7 * n_cols, 1.9 * len(grades)), dpi=100, squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.axis("off")
+    for row, grade in enumerate(grades):
+        for k, j in enumerate(np.flatnonzero(done & (sev == grade))[:per_grade]):
+            item = ct[pos_of[int(j)]]
+            imgs = [item["drr"][0]]
             with torch.no_grad():
-                fake = G(torch.from_numpy(item["ct"][None]).to(dev), noise_mode="const").float().cpu().numpy()
-            imgs.append(fake[0, 0])
-        grade = int(sev[j])
-        pool = pos_items if grade > 0 else neg_items
-        imgs.append(cxr[pool[row % len(pool)]]["cxr"][0] if pool else np.zeros_like(imgs[0]))
-        for c, img in enumerate(imgs):
-            ax = axes[row, c]
-            ax.imshow(img, cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                ax.set_title(cols[c], fontsize=9)
-            if c == 0:
-                ax.set_ylabel(f"CT-{grade}", fontsize=9)
+                for G in Gs.values():
+                    hu = torch.from_numpy(item["ct"][None]).to(dev)
+                    imgs.append(G(hu, noise_mode="const").float().cpu().numpy()[0, 0])
+            for c, img in enumerate(imgs):
+                ax = axes[row, k * len(per_study) + c]
+                ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+                ax.set_title(f"{ids[int(j)][-10:]}\n{per_study[c]}" if c == 0 else per_study[c], fontsize=7)
+        pool = pools[1 if grade > 0 else 0]
+        ax = axes[row, -1]
+        if pool:
+            ax.imshow(cxr[pool[row % len(pool)]]["cxr"][0], cmap="gray", vmin=0, vmax=1)
+        ax.set_title("real CXR, same label", fontsize=7)
+        axes[row, 0].axis("on")
+        axes[row, 0].set_ylabel(f"CT-{grade}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

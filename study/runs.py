@@ -25,7 +25,14 @@ RESULT = "result.json"
 
 
 def run_name(mode: str, seed: int) -> str:
-    return f"{mode}-seed{seed}"
+    return f"{mode.replace(':', '-')}-seed{seed}"
+
+
+def parse_mode(mode: str) -> tuple[str, bool, Optional[str]]:
+    """A study mode "BASE[+aug][:ARCH]" -> (train --mode, posed augmentation on, train --g-arch or None)."""
+    head, _, arch = mode.partition(":")
+    base, _, aug = head.partition("+")
+    return base, bool(aug), arch or None
 
 
 def load_result(run_dir: Path) -> Optional[dict]:
@@ -36,9 +43,10 @@ def load_result(run_dir: Path) -> Optional[dict]:
 def train_config(preset: StudyPreset, cohort: Cohort, mode: str, seed: int, run_dir: Path, device: str):
     from xpgan.model.config import TrainConfig
 
-    base, _, aug = mode.partition("+")          # "xpgan+aug": mode xpgan with fresh posed DRRs every step
+    base, aug, arch = parse_mode(mode)
     return TrainConfig(
         ct=str(cohort.ct_store), cxr=str(cohort.cxr_store), mode=base, drr_aug="pose" if aug else "none",
+        **({"g_arch": arch} if arch else {}),
         out=str(run_dir), max_steps=preset.steps,
         batch_size=preset.ct_batch, cxr_batch_size=preset.cxr_batch, lr=preset.lr, c_lr=preset.c_lr, seed=seed,
         preset=preset.net_preset, device=device, amp=preset.amp, num_workers=0, val_fraction=preset.val_fraction,
@@ -67,8 +75,8 @@ def execute(preset: StudyPreset, cohort: Cohort, mode: str, seed: int, run_dir: 
               "config": cfg.to_dict(), "train_seconds": t_train, "sec_per_step": t_train / max(1, tr.step),
               "steps": tr.step, "last_stats": tr.last_stats}
     result.update(evaluate_run(tr.checkpoint, cohort, cfg.val_fraction, device))
-    if mode.partition("+")[0] == "xpgan":
-        result["generator"] = generator_l1(tr.checkpoint, cohort, device)
+    if parse_mode(mode)[0] == "xpgan":
+        result["generator"] = generator_report(tr.checkpoint, cohort, device)
     result["eval_seconds"] = time.perf_counter() - t1
     _write_result(run_dir, result)
     return result
@@ -81,12 +89,12 @@ def _write_result(run_dir: Path, result: dict) -> None:
 
 
 def complete_generator_metrics(result: dict, run_dir: Path, cohort: Cohort, device: str) -> bool:
-    """A finished xpgan run whose result predates a generator metric (l1_g_other_study) gets its generator
-    metrics again from its checkpoint (result.json rewritten atomically); True when it did."""
+    """A finished xpgan run whose result lacks a generator figure of `generator_report` gets them again from
+    its checkpoint (result.json rewritten atomically); True when it did."""
     gen = result.get("generator")
-    if gen is None or "l1_g_other_study" in gen or not Path(result.get("checkpoint", "")).is_file():
+    if gen is None or "follows_study" in gen or not Path(result.get("checkpoint", "")).is_file():
         return False
-    result["generator"] = generator_l1(result["checkpoint"], cohort, device)
+    result["generator"] = generator_report(result["checkpoint"], cohort, device)
     _write_result(run_dir, result)
     return True
 
@@ -114,48 +122,57 @@ def evaluate_run(checkpoint: str, cohort: Cohort, val_fraction: float, device: s
 
 
 @torch.no_grad()
-def generator_l1(checkpoint: str, cohort: Cohort, device: str) -> dict:
-    """Mean |G_ema(ct) - DRR(ct)| over the held-out CT studies, against two constant predictions: the mean
-    grey level of the training store's DRRs, and their per-pixel mean image. `l1_g_other_study` is the mean
-    |G_ema(ct_i) - DRR(ct_j)| over pairs of different held-out studies i != j: about equal to `l1_g` when G
-    draws the same chest for every study, clearly above it when G's image follows its own study."""
-    from torch.utils.data import DataLoader
-
+def generator_report(checkpoint: str, cohort: Cohort, device: str) -> dict:
+    """G_ema on the held-out CT studies (other patients, never trained on): the figures of
+    `xpgan.model.gmetrics` against their DRRs and the per-pixel mean DRR of the training store, and the
+    evidence the run's own classifier finds (AUROC against the CT labels) in G's images and in the DRRs."""
     from xpgan.model import checkpoint as ckpt_io
+    from xpgan.model import greport
     from xpgan.model.checkpoint import networks_from_checkpoint
-    from xpgan.model.data import CTDataset
     from xpgan.model.distributed import resolve_device
 
     dev = resolve_device(device)
     state = ckpt_io.load(checkpoint, map_location="cpu")
+    nets = networks_from_checkpoint(state, ("G_ema", "C"), dev)
+    imgs = greport.generate_images(nets["G_ema"], cohort.ct_holdout_store, state["net"]["hu_window"], dev)
+    fig = greport.figures(imgs, greport.mean_drr(cohort.ct_store))
+    fig["g_arch"] = state["net"].get("g_arch", "vector")
+    fig["evidence_auroc_g"] = greport.evidence(nets["C"], imgs.fake, imgs.labels, dev)
+    fig["evidence_auroc_drr_own_c"] = greport.evidence(nets["C"], imgs.drr, imgs.labels, dev)
+    fig["follows_study"] = greport.follows_study(fig)
+    return fig
+
+
+@torch.no_grad()
+def cross_run_generator_metrics(result: dict, runs: list[dict], cohort: Cohort, device: str) -> bool:
+    """Figures of an xpgan run that need the other modes' runs of its seed: the drr-mode classifier's
+    evidence (AUROC) on the held-out DRRs, and realism, the KID of G's images and of the DRRs to the real
+    test radiographs in the feature space of the baseline classifier (trained on real CXRs only). Stored
+    in result["generator"] (result.json rewritten); True when anything was added."""
+    from xpgan.model import checkpoint as ckpt_io
+    from xpgan.model import greport
+    from xpgan.model.checkpoint import networks_from_checkpoint
+    from xpgan.model.distributed import resolve_device
+
+    gen = result.get("generator")
+    if gen is None:
+        return False
+    peers = {r["mode"]: r for r in runs if r["seed"] == result["seed"]}
+    todo = [m for m, key in (("drr", "evidence_auroc_drr_mode"), ("baseline", "kid_g")) if key not in gen
+            and m in peers and Path(peers[m].get("checkpoint", "")).is_file()]
+    if not todo:
+        return False
+    dev = resolve_device(device)
+    state = ckpt_io.load(result["checkpoint"], map_location="cpu")
     G = networks_from_checkpoint(state, ("G_ema",), dev)["G_ema"]
-    window = state["net"]["hu_window"]
-    train_drr = torch.from_numpy(_mean_drr(CTDataset(cohort.ct_store, hu_window=window, with_volume=False,
-                                                     labelled_only=False)))
-    fakes, drrs = [], []
-    ds = CTDataset(cohort.ct_holdout_store, hu_window=window, labelled_only=False)
-    for batch in DataLoader(ds, batch_size=8, shuffle=False):
-        drrs.append(batch["drr"].float())                                                  # [N, 1, R, R]
-        fakes.append(G(batch["ct"].to(dev).float(), noise_mode="const").float().cpu())
-    fake, drr = torch.cat(fakes).flatten(1), torch.cat(drrs).flatten(1)                    # [n, R*R]
-    same, other = matched_and_other_l1(fake, drr)
-    return {"held_out_studies": int(drr.shape[0]), "l1_g": same, "l1_g_other_study": other,
-            "l1_constant_mean": float((drr - float(train_drr.mean())).abs().mean()),
-            "l1_mean_image": float((drr - train_drr.flatten()[None]).abs().mean())}
-
-
-def matched_and_other_l1(fake: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
-    """(mean_i |fake_i - target_i|, mean over i != j of |fake_i - target_j|), each |.| a mean over pixels;
-    fake and target [n, P]. The second is NaN for n < 2."""
-    n = target.shape[0]
-    pair = torch.cdist(fake, target, p=1) / target.shape[1]                               # [n, n]
-    other = float((pair.sum() - pair.diagonal().sum()) / (n * (n - 1))) if n > 1 else float("nan")
-    return float(pair.diagonal().mean()), other
-
-
-def _mean_drr(ds) -> np.ndarray:
-    acc = None
-    for i in range(len(ds)):
-        d = ds[i]["drr"][0].astype(np.float64)
-        acc = d if acc is None else acc + d
-    return (acc / max(1, len(ds))).astype(np.float32)
+    imgs = greport.generate_images(G, cohort.ct_holdout_store, state["net"]["hu_window"], dev)
+    for m in todo:
+        C = networks_from_checkpoint(ckpt_io.load(peers[m]["checkpoint"], map_location="cpu"), ("C",), dev)["C"]
+        if m == "drr":
+            gen["evidence_auroc_drr_mode"] = greport.evidence(C, imgs.drr, imgs.labels, dev)
+        else:
+            real = greport.real_images(cohort.cxr_store, "test", result["config"]["val_fraction"])
+            kid = greport.realism(C, real, {"g": imgs.fake, "drr": imgs.drr}, dev)
+            gen["kid_g"], gen["kid_drr"] = kid["g"], kid["drr"]
+    _write_result(Path(result["run_dir"]), result)
+    return True

@@ -82,11 +82,14 @@ def test_ct_categories_mosmed_shares():
 
 
 # ------------------------------------------------------------------------------------------ the study
+SMOKE_MODES = ["baseline", "drr", "xpgan", "xpgan:vector"]
+
+
 @pytest.fixture(scope="module")
 def smoke_study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study") / "smoke"
     logs: list[str] = []
-    res = run_study(out, preset="smoke", seeds=[0], device="cpu", workers=1, log=logs.append)
+    res = run_study(out, preset="smoke", seeds=[0], modes=SMOKE_MODES, device="cpu", workers=1, log=logs.append)
     return out, res, logs
 
 
@@ -97,7 +100,8 @@ def test_smoke_study_writes_every_output_and_trains_every_mode(smoke_study):
     for name in OUTPUTS:
         assert (out / name).stat().st_size > 200, name
     data = json.loads((out / "study.json").read_text())
-    assert [(r["mode"], r["seed"]) for r in data["runs"]] == [("baseline", 0), ("drr", 0), ("xpgan", 0)]
+    assert [(r["mode"], r["seed"]) for r in data["runs"]] == [("baseline", 0), ("drr", 0), ("xpgan", 0),
+                                                              ("xpgan:vector", 0)]
     n_test = data["cohort"]["counts"]["cxr_test"][0]
     for r in data["runs"]:
         assert r["steps"] == PRESETS["smoke"].steps                   # the same classifier updates
@@ -105,15 +109,21 @@ def test_smoke_study_writes_every_output_and_trains_every_mode(smoke_study):
         assert r["config"]["class_balance"] == PRESETS["smoke"].class_balance
         assert len(r["test_scores"]) == len(r["test_labels"]) == n_test
         assert 0.0 <= r["threshold"] <= 1.0 and set(r["test"]) >= {"precision", "recall", "f1", "auroc", "auprc"}
-        assert (out / "runs" / f"{r['mode']}-seed0" / "result.json").is_file()
-    gen = data["runs"][2]["generator"]
-    assert gen["held_out_studies"] == PRESETS["smoke"].n_ct_holdout and gen["l1_g"] > 0
-    assert gen["l1_g_other_study"] > 0 and "another study's DRR" in (out / "study.md").read_text()
+        assert (out / "runs" / f"{r['mode'].replace(':', '-')}-seed0" / "result.json").is_file()
+    assert [r["config"]["g_arch"] for r in data["runs"][2:]] == ["projected", "vector"]
+    for r in data["runs"][2:]:
+        gen = r["generator"]
+        assert gen["studies"] == PRESETS["smoke"].n_ct_holdout and gen["l1_g"] > 0 and gen["l1_g_other_study"] > 0
+        assert 0.0 <= gen["identification"] <= 1.0 and gen["variation_ratio"] >= 0
+        assert gen["g_arch"] == r["config"]["g_arch"]
+        # figures that need the seed's drr and baseline runs
+        assert 0.0 <= gen["evidence_auroc_drr_mode"] <= 1.0
+        assert np.isfinite(gen["kid_g"]) and np.isfinite(gen["kid_drr"])
     md = (out / "study.md").read_text()
-    for mode in ("baseline", "drr", "xpgan"):
+    for mode in ("baseline", "drr", "xpgan", "xpgan:vector"):
         assert f"| {mode} | 1 |" in md
-    assert "L1 G(ct) vs DRR" in md
-    assert any("run 3/3 done" in line for line in logs) and any("ETA" in line for line in logs)
+    assert "identification" in md and "KID" in md
+    assert any("run 4/4 done" in line for line in logs) and any("ETA" in line for line in logs)
     counts = data["cohort"]["counts"]
     assert counts["ct_grades"][0] < sum(counts["ct_grades"][1:])          # CT mostly positive
 
@@ -123,7 +133,7 @@ def test_smoke_study_writes_every_output_and_trains_every_mode(smoke_study):
 def test_resuming_skips_finished_runs_and_gives_the_same_table(smoke_study):
     out, res, _ = smoke_study
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
-    assert len(stamps) == 3
+    assert len(stamps) == 4
 
     def table():
         return [ln for ln in (out / "study.md").read_text().splitlines()
@@ -131,8 +141,8 @@ def test_resuming_skips_finished_runs_and_gives_the_same_table(smoke_study):
 
     before = table()
     logs: list[str] = []
-    again = run_study(out, preset="smoke", seeds=[0], device="cpu", workers=1, log=logs.append)
-    assert any("3 of 3 runs already finished" in line for line in logs)
+    again = run_study(out, preset="smoke", seeds=[0], modes=SMOKE_MODES, device="cpu", workers=1, log=logs.append)
+    assert any("4 of 4 runs already finished" in line for line in logs)
     assert not any("done: " in line and "seed 0 in" in line for line in logs)
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")} == stamps
     assert again["summary"] == res["summary"]
@@ -143,10 +153,10 @@ def test_resuming_skips_finished_runs_and_gives_the_same_table(smoke_study):
         run_study(out, preset="smoke", steps=PRESETS["smoke"].steps + 1, seeds=[0], log=lambda s: None)
     run_study(out, preset="smoke", steps=PRESETS["smoke"].steps, seeds=[0], device="cpu", log=logs.append)
     assert any("3 of 3 runs already finished" in line for line in logs[-8:])   # the preset's own budget: same
-    # a result written before l1_g_other_study existed gets its generator metrics again from the checkpoint
+    # a result that lacks a generator figure gets its generator metrics again from the checkpoint
     path = out / "runs" / "xpgan-seed0" / "result.json"
     old = json.loads(path.read_text())
-    json.dump({**old, "generator": {k: v for k, v in old["generator"].items() if k != "l1_g_other_study"}},
+    json.dump({**old, "generator": {k: v for k, v in old["generator"].items() if k != "follows_study"}},
               path.open("w"))
     logs.clear()
     run_study(out, preset="smoke", seeds=[0], device="cpu", log=logs.append)
@@ -217,7 +227,7 @@ def test_aug_rows_train_the_base_mode_with_posed_drrs(tmp_path, mode, base, aug)
 def test_matched_and_other_study_l1_closed_forms():
     import torch
 
-    from xpgan.study.runs import matched_and_other_l1
+    from xpgan.model.gmetrics import matched_and_other_l1
 
     target = torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.0, 2.0]])
     same, other = matched_and_other_l1(target.clone(), target)        # a generator that follows its study

@@ -1,0 +1,108 @@
+"""The generator report: G_ema's images of a CT store's studies measured against their DRRs
+(`xpgan.model.gmetrics`), the classifier's evidence on them, and their distance to real radiographs.
+
+Used by `xpgan study` (held-out studies of other patients), `xpgan generate` and the demo, so every place
+that evaluates G reports the same figures.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from xpgan.model import gmetrics
+from xpgan.model import metrics as M
+from xpgan.model.data import CTDataset, CXRDataset
+
+
+@dataclass
+class StudyImages:
+    fake: Tensor            # [n, 1, R, R] G_ema(ct) in [0, 1]
+    drr: Tensor             # [n, 1, R, R] the stored DRRs
+    labels: np.ndarray      # [n] CT labels (1 positive, 0 negative, -1 unknown)
+    index: np.ndarray       # [n] store indices
+
+
+@torch.no_grad()
+def generate_images(G: torch.nn.Module, ct_store: str | Path, hu_window, device: torch.device, *,
+                    limit: Optional[int] = None, batch_size: int = 8) -> StudyImages:
+    """G's image (constant noise) and the stored DRR of every finished study of `ct_store`, in store order."""
+    ds = CTDataset(ct_store, hu_window=hu_window, labelled_only=False, limit=limit)
+    fakes, drrs, labels, index = [], [], [], []
+    for batch in DataLoader(ds, batch_size=batch_size, shuffle=False):
+        fakes.append(G(batch["ct"].to(device).float(), noise_mode="const").float().cpu())
+        drrs.append(batch["drr"].float())
+        labels.append(batch["ct_label"].numpy())
+        index.append(batch["index"].numpy())
+    return StudyImages(torch.cat(fakes), torch.cat(drrs), np.concatenate(labels).astype(np.int64),
+                       np.concatenate(index).astype(np.int64))
+
+
+def mean_drr(ct_store: str | Path) -> Tensor:
+    """Per-pixel mean [R, R] of the finished DRRs of a CT store (the mean-image reference prediction)."""
+    ds = CTDataset(ct_store, hu_window=(-1000.0, 1000.0), with_volume=False, labelled_only=False)
+    acc = None
+    for i in range(len(ds)):
+        d = ds[i]["drr"][0].astype(np.float64)
+        acc = d if acc is None else acc + d
+    return torch.from_numpy(acc / max(1, len(ds))).float()
+
+
+@torch.no_grad()
+def positive_probability(C: torch.nn.Module, images: Tensor, device: torch.device, batch_size: int = 64) -> np.ndarray:
+    """C's COVID-19 probability for each image [n, 1, R, R]."""
+    C.eval()
+    out = [torch.softmax(C(images[i:i + batch_size].to(device)).float(), dim=1)[:, 1].cpu()
+           for i in range(0, images.shape[0], batch_size)]
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+@torch.no_grad()
+def classifier_features(C: torch.nn.Module, images: Tensor, device: torch.device, batch_size: int = 64) -> Tensor:
+    """DenseNet's pooled features [n, F] of images [n, 1, R, R] (the input of C's last layer)."""
+    C.eval()
+    net = C.net
+    out = []
+    for i in range(0, images.shape[0], batch_size):
+        x = (images[i:i + batch_size].to(device) - C.mean) / C.std
+        f = torch.nn.functional.relu(net.features(x))
+        out.append(torch.nn.functional.adaptive_avg_pool2d(f, 1).flatten(1).float().cpu())
+    return torch.cat(out)
+
+
+def real_images(cxr_store: str | Path, part: str, val_fraction: float) -> Tensor:
+    """Every radiograph [n, 1, R, R] of one part of a CXR store."""
+    ds = CXRDataset(cxr_store, part=part, val_fraction=val_fraction)
+    return torch.stack([torch.from_numpy(ds[i]["cxr"]) for i in range(len(ds))])
+
+
+def evidence(C: torch.nn.Module, images: Tensor, labels: np.ndarray, device: torch.device) -> float:
+    """AUROC of C's probabilities on `images` against the CT labels (unknown labels left out); NaN when
+    one class is missing."""
+    known = labels >= 0
+    if len(np.unique(labels[known])) < 2:
+        return float("nan")
+    return float(M.auroc(labels[known], positive_probability(C, images[known], device)))
+
+
+def realism(C_ref: torch.nn.Module, real: Tensor, sets: dict[str, Tensor], device: torch.device) -> dict:
+    """KID between each image set and the real radiographs, in the pooled feature space of `C_ref`."""
+    f_real = classifier_features(C_ref, real, device)
+    return {name: gmetrics.kid(classifier_features(C_ref, imgs, device), f_real) for name, imgs in sets.items()}
+
+
+def follows_study(fig: dict) -> bool:
+    """The targets a generator that follows its CT meets: identification >= 90 %, own/other L1 <= 0.7 and
+    at least half of the DRRs' variation across studies."""
+    return (fig["identification"] >= 0.9 and fig["l1_own_over_other"] <= 0.7
+            and fig["variation_ratio"] >= 0.5)
+
+
+def figures(imgs: StudyImages, mean_image: Tensor) -> dict:
+    """gmetrics.generator_figures of the images of `imgs` against their DRRs and a mean-image reference."""
+    return gmetrics.generator_figures(imgs.fake.flatten(1), imgs.drr.flatten(1), mean_image.flatten())
