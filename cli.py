@@ -22,7 +22,7 @@ from xpgan.drr.render import Backend
 from xpgan.errors import XPGANError
 from xpgan.model.config import AmpDtype, ClassBalance, Device, DrrAug, EvalSplit, Mode, Preset, TrainConfig
 from xpgan.pipeline.ct.prep_drr import DEFAULT_SHAPE
-from xpgan.pipeline.ct.validate import SPACING_RANGE_MM
+from xpgan.pipeline.ct.validate import ALLOW_UNUSUAL_CT_HELP, ALLOW_UNUSUAL_CT_OPTION, SPACING_RANGE_MM
 from xpgan.study.cohort import StudyPresetName
 
 
@@ -138,6 +138,7 @@ def drr_render_command(
     pitch_sweep: Optional[str] = typer.Option(None, "--pitch-sweep", help="START,STOP,STEP degrees (as --yaw-sweep; "
                                               "with several sweeps, one row per value of the first)."),
     roll_sweep: Optional[str] = typer.Option(None, "--roll-sweep", help="START,STOP,STEP degrees (as --yaw-sweep)."),
+    allow_unusual_ct: bool = typer.Option(False, ALLOW_UNUSUAL_CT_OPTION, help=ALLOW_UNUSUAL_CT_HELP),
 ) -> None:
     """Render one DRR of a CT volume (rows superior->inferior, columns patient right->left), or a pose sweep."""
     from xpgan.pipeline.ct.drr_file import render_ct_file
@@ -146,7 +147,8 @@ def drr_render_command(
     typer.echo(render_ct_file(ct_path=ct_path, out=out, geometry=geometry, view=view, size=size, pixel_mm=pixel_mm,
                               sdd=sdd, sid=sid, mu_water=mu_water, backend=backend, output=output,
                               spacing_range=spacing_range, yaw=yaw, pitch=pitch, roll=roll, offset=offset,
-                              yaw_sweep=yaw_sweep, pitch_sweep=pitch_sweep, roll_sweep=roll_sweep))
+                              yaw_sweep=yaw_sweep, pitch_sweep=pitch_sweep, roll_sweep=roll_sweep,
+                              allow_unusual_ct=allow_unusual_ct))
 
 
 @bench_app.command("drr")
@@ -206,6 +208,7 @@ def prep_drr_command(
                                              "patient_id); default OUT.salt, created if missing."),
     spacing_range: tuple[float, float] = typer.Option(SPACING_RANGE_MM, "--spacing-range",
                                                       help=SPACING_OPTION_HELP),
+    allow_unusual_ct: bool = typer.Option(False, ALLOW_UNUSUAL_CT_OPTION, help=ALLOW_UNUSUAL_CT_HELP),
 ):
     """Convert a CT archive into a Zarr store of resized volumes and their DRRs (resumable)."""
     from xpgan.drr.geometry import geometry_from_options
@@ -218,7 +221,8 @@ def prep_drr_command(
     geom = geometry_from_options(geometry, view=view, size=size, pixel_mm=pixel_mm, sdd_mm=sdd, sid_mm=sid)
     summary = prep_drr(src, out, shape=shape, geometry=geom, mu_water=mu_water, backend=backend, workers=workers,
                        scheduler=scheduler, overwrite=overwrite, progress=progress,
-                       memory_limit_gb=memory_limit_gb, salt_file=salt_file, spacing_range_mm=spacing_range)
+                       memory_limit_gb=memory_limit_gb, salt_file=salt_file, spacing_range_mm=spacing_range,
+                       allow_unusual_ct=allow_unusual_ct)
     typer.echo(summary.text())
     if summary.failures:
         raise typer.Exit(1)
