@@ -23,6 +23,7 @@ from xpgan.errors import XPGANError
 from xpgan.model.config import AmpDtype, ClassBalance, Device, DrrAug, EvalSplit, Mode, Preset, TrainConfig
 from xpgan.pipeline.ct.prep_drr import DEFAULT_SHAPE
 from xpgan.pipeline.ct.validate import ALLOW_UNUSUAL_CT_HELP, ALLOW_UNUSUAL_CT_OPTION, SPACING_RANGE_MM
+from xpgan.pipeline.cxr.readers import ALLOW_BURNED_IN_OPTION
 from xpgan.study.cohort import StudyPresetName
 
 
@@ -313,6 +314,9 @@ def prep_cxr_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     salt_file: Optional[Path] = typer.Option(None, "--salt-file",
                                              help="Secret key for patient hashes (default: OUT.zarr.salt, created)."),
+    allow_burned_in: bool = typer.Option(False, ALLOW_BURNED_IN_OPTION,
+                                         help="Accept DICOM radiographs marked BurnedInAnnotation YES (text in "
+                                              "the pixels may identify the patient; refused by default)."),
 ) -> None:
     """Ingest labelled chest X-rays (PNG/JPEG/DICOM) into a Zarr store with a patient-grouped 80:20 split.
 
@@ -331,7 +335,8 @@ def prep_cxr_command(
     summary = prep_cxr(paths[:-1], paths[-1], size=size, test_fraction=test_fraction, seed=seed,
                        positive=tuple(positive) if positive else DEFAULT_POSITIVE, views=view_list,
                        source_names=source_name or None, workers=workers, scheduler=scheduler,
-                       overwrite=overwrite, progress=progress, salt_file=salt_file)
+                       overwrite=overwrite, progress=progress, salt_file=salt_file,
+                       allow_burned_in=allow_burned_in)
     typer.echo(summary.text())
     if summary.failed:
         raise typer.Exit(1)

@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xpgan.errors import InputError
+from xpgan.errors import InputError, library_reason
 from xpgan.pipeline.sniff import dicom_like_name, has_dicom_magic, is_nifti_name
 from xpgan.pipeline.values import dicom_rescale, nifti_rescale
 
@@ -148,26 +148,6 @@ def _classify(path: Path) -> str:
     if _looks_like_dicom_file(path):
         raise InputError(path, "a single DICOM file; pass the folder that holds its series")
     raise InputError(path, "not a NIfTI file (.nii, .nii.gz) or a DICOM series folder")
-
-
-def library_reason(exc: BaseException, path: Path | None = None) -> str:
-    """A library's exception as a one-line reason for users (no exception class names)."""
-    import gzip
-
-    msg = " ".join(str(exc).split())
-    if path is not None:
-        msg = msg.replace(str(path), path.name)
-    if isinstance(exc, MemoryError):
-        return "not enough memory to read it"
-    if isinstance(exc, (zlib.error, gzip.BadGzipFile)):
-        return f"damaged gzip compression ({msg or 'invalid data'})"
-    if isinstance(exc, EOFError):
-        return f"the file ends early, truncated? ({msg})" if msg else "the file ends early, truncated?"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    if type(exc).__name__ == "HeaderDataError":
-        return f"not a valid NIfTI header: {msg}"
-    return msg or "unreadable (no details from the reading library)"
 
 
 def _user_errors(fn):
