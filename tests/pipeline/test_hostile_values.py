@@ -196,6 +196,17 @@ def test_path_listed_twice_with_the_same_label_is_kept_once(tmp_path):
     assert found.excluded["duplicate path"] == 1
 
 
+@pytest.mark.parametrize("column, value", [("severity", "2.7"), ("label", "1.0"), ("label", "1e400"),
+                                           ("label", "inf"), ("severity", "nan")])
+def test_ct_manifest_numbers_are_exact(tmp_path, column, value):
+    write_nifti(tmp_path / "a.nii.gz", simple_chest((8, 16, 16), 0, dtype=np.float32), SPACING)
+    row = {"label": "1", "severity": "2", column: value}
+    (tmp_path / "m.csv").write_text(f"path,label,severity\na.nii.gz,{row['label']},{row['severity']}\n")
+    one_line_error(run("prep", "drr", tmp_path / "m.csv", tmp_path / "ct.zarr", "--workers", "0"),
+                   f"m.csv: line 2: {column} '{value}' is not one of")
+    assert not (tmp_path / "ct.zarr").exists()
+
+
 # ------------------------------------------------------------------------------- burnt-in text, orientation
 
 def test_burned_in_annotation_is_refused_unless_allowed(tmp_path):
