@@ -38,6 +38,22 @@ def library_reason(exc: BaseException, path: str | os.PathLike | None = None) ->
     return msg or "unreadable (no details from the reading library)"
 
 
+def as_input_errors(fn):
+    """Decorate a reader `fn(path, ...)`: any error other than an XPGANError (the libraries' many types on
+    bad files) becomes InputError(path, "cannot read it: <library_reason>"), one line for users."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(path, *args, **kwargs):
+        try:
+            return fn(path, *args, **kwargs)
+        except XPGANError:
+            raise
+        except Exception as e:  # noqa: BLE001 - nibabel, pydicom, Pillow, numpy and zlib raise many types
+            raise InputError(path, f"cannot read it: {library_reason(e, path)}") from None
+    return wrapper
+
+
 class DRRArgumentError(XPGANError, ValueError):
     """A bad DRR argument (name, range, shape).  Both a ValueError and a one-line CLI error."""
 

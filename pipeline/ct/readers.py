@@ -45,7 +45,8 @@ Conventions and choices:
   names neither a SOP class nor a modality, and a CT image without pixel data.
 
 Every bad input raises `xpgan.errors.InputError(path, reason)` with a one-line reason written for users:
-the public readers turn any library error into such a reason (`library_reason`), never a traceback.
+the public readers turn any library error into such a reason (`xpgan.errors.as_input_errors`), never a
+traceback.
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xpgan.errors import InputError, library_reason
+from xpgan.errors import InputError, as_input_errors, library_reason
 from xpgan.pipeline.sniff import dicom_like_name, has_dicom_magic, is_nifti_name
 from xpgan.pipeline.values import dicom_rescale, nifti_rescale
 
@@ -150,22 +151,7 @@ def _classify(path: Path) -> str:
     raise InputError(path, "not a NIfTI file (.nii, .nii.gz) or a DICOM series folder")
 
 
-def _user_errors(fn):
-    """Public readers raise InputError only: any other error of the libraries becomes one user-facing line."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(path, *args, **kwargs):
-        try:
-            return fn(path, *args, **kwargs)
-        except InputError:
-            raise
-        except Exception as e:  # noqa: BLE001 - nibabel, pydicom, numpy and zlib raise many types on bad files
-            raise InputError(path, f"cannot read it: {library_reason(e, Path(path))}") from None
-    return wrapper
-
-
-@_user_errors
+@as_input_errors
 def read_ct(path: str | os.PathLike, *, max_bytes: int | None = None) -> CTVolume:
     """Read a CT (NIfTI file or DICOM series folder) as float32 HU in canonical [d, h, w] orientation.
 
@@ -180,7 +166,7 @@ def read_ct(path: str | os.PathLike, *, max_bytes: int | None = None) -> CTVolum
     return _read_dicom_series(path, max_bytes)
 
 
-@_user_errors
+@as_input_errors
 def probe_ct(path: str | os.PathLike) -> CTHeader:
     """Shape (d, h, w), stored dtype, spacing and kind of a CT, from headers only (no pixel data read)."""
     path = Path(path)
@@ -327,7 +313,7 @@ class StoredCT:
         return out
 
 
-@_user_errors
+@as_input_errors
 def read_ct_stored(path: str | os.PathLike, *, max_bytes: int | None = None) -> StoredCT:
     """Like read_ct, without the float32 conversion: a canonical view of the stored voxels and their scaling.
 

@@ -46,7 +46,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from xpgan.errors import InputError, library_reason
+from xpgan.errors import InputError, as_input_errors, library_reason
 from xpgan.pipeline.sniff import DICOM_SUFFIXES, is_dicom_file
 from xpgan.pipeline.values import dicom_rescale
 
@@ -93,6 +93,7 @@ def read_cxr(path: str | os.PathLike, *, allow_burned_in: bool = False) -> np.nd
     return read_cxr_depth(path, allow_burned_in=allow_burned_in)[0]
 
 
+@as_input_errors
 def read_cxr_depth(path: str | os.PathLike, *, allow_burned_in: bool = False) -> tuple[np.ndarray, int]:
     """(read_cxr's image, the bit depth its values were scaled by: PNG/JPEG 2**bits - 1, DICOM BitsStored;
     0 for a float image stretched from its own range)."""

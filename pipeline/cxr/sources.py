@@ -320,7 +320,8 @@ def _drop_duplicates(found: CXRDiscovery) -> list[CXRItem]:
         if len({it.label for it in its}) > 1:
             where = ", ".join(f"{it.origin or it.source}: {it.label}" for it in its)
             for it in its:
-                found.problems.append((str(it.path), f"listed {len(its)} times with conflicting labels ({where})"))
+                own = f"{it.origin}: " if it.origin else ""
+                found.problems.append((str(it.path), f"{own}listed {len(its)} times with conflicting labels ({where})"))
             continue
         if len(its) > 1:
             found.excluded["duplicate path"] += len(its) - 1
