@@ -12,7 +12,7 @@ silently replaced by a default.
   its standard: scl_slope 0 (or NaN, as nibabel writes "unset") means unscaled, and the intercept is then
   ignored.
 - `header_number(value, name, path)`: a header field as a float, or None when absent; "ab", "inf",
-  "nan" are refused as not finite numbers.
+  "nan" and several values ("1\\2", where one is expected) are refused.
 """
 from __future__ import annotations
 
@@ -68,8 +68,8 @@ def dicom_rescale(ds, path: str | os.PathLike, *, required: bool) -> tuple[float
     """(RescaleSlope, RescaleIntercept) of a pydicom Dataset under the rule of the module docstring.
 
     required: True for CT images (both tags needed); False for radiographs (both absent -> (1, 0))."""
-    slope = header_number(_first(_raw_value(ds, "RescaleSlope")), "RescaleSlope", path)
-    inter = header_number(_first(_raw_value(ds, "RescaleIntercept")), "RescaleIntercept", path)
+    slope = header_number(_raw_value(ds, "RescaleSlope"), "RescaleSlope", path)
+    inter = header_number(_raw_value(ds, "RescaleIntercept"), "RescaleIntercept", path)
     if slope is None and inter is None:
         if required:
             raise InputError(path, "no RescaleSlope/RescaleIntercept: the stored values cannot be read as "
@@ -80,20 +80,6 @@ def dicom_rescale(ds, path: str | os.PathLike, *, required: bool) -> tuple[float
         raise InputError(path, f"{missing} is missing while its partner is present: the stored values cannot "
                                "be converted")
     return check_rescale(slope, inter, path)
-
-
-def _first(value):
-    """The first of a multi-valued header string ("1\\2") or sequence; the value itself otherwise."""
-    if isinstance(value, (bytes, bytearray)):
-        value = value.decode("ascii", "replace")
-    if isinstance(value, str):
-        return value.split("\\")[0]
-    if value is None or isinstance(value, (int, float)):
-        return value
-    try:
-        return next(iter(value), None)
-    except TypeError:
-        return value
 
 
 def nifti_rescale(raw_slope, raw_inter, path: str | os.PathLike) -> tuple[float, float]:

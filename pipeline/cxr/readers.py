@@ -143,8 +143,7 @@ def read_raster_cxr_depth(path: str | os.PathLike) -> tuple[np.ndarray, int]:
                                            "one radiograph per file expected")
                 if im.width * im.height > MAX_PIXELS:
                     raise InputError(path, f"image of {im.width}x{im.height} pixels is larger than the limit")
-                bands = len(im.getbands())
-                _check_budget(path, im.height, im.width, bands, _MODE_BYTES.get(im.mode, 4))
+                _check_budget(path, im.height, im.width, _decoded_samples(im), _MODE_BYTES.get(im.mode, 4))
                 if im.getexif().get(0x0112, 1) not in (1, None):
                     im = ImageOps.exif_transpose(im)  # rotated or mirrored by its EXIF orientation
                 im.load()
@@ -159,6 +158,13 @@ def read_raster_cxr_depth(path: str | os.PathLike) -> tuple[np.ndarray, int]:
 
 _MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 1, "PA": 1, "La": 1, "RGB": 1, "RGBA": 1, "RGBX": 1, "CMYK": 1,
                "YCbCr": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}  # bytes per band; others (I, F): 4
+_GREY_MODES = ("1", "L", "LA", "I", "F", "I;16", "I;16L", "I;16B", "I;16N")  # read without a colour conversion
+
+
+def _decoded_samples(im) -> int:
+    """Samples per pixel while reading: colour and palette modes go through RGB(A) (_pil_to_unit)."""
+    bands = len(im.getbands())
+    return bands if im.mode in _GREY_MODES else max(bands, 3)
 
 
 def depth_from_max(vmax: int) -> int:
@@ -213,7 +219,7 @@ def _check_projection(ds, path: Path, allow_burned_in: bool) -> None:
     sop = str(ds.get("SOPClassUID", "") or "").strip()
     kinds = ", ".join(PROJECTION_MODALITIES)
     if modality and modality not in PROJECTION_MODALITIES:
-        what = " (a slice of a cross-sectional series)" if modality in ("CT", "MR", "PT", "NM", "US") else ""
+        what = " (a slice of a cross-sectional series)" if modality in ("CT", "MR", "PT") else ""
         raise InputError(path, f"DICOM Modality {modality} is not a projection radiograph ({kinds}){what}")
     if not modality and sop not in PROJECTION_SOP_CLASSES:
         raise InputError(path, f"DICOM without a Modality whose SOP class ({sop or 'none'}) is not a radiograph "

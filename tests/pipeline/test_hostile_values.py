@@ -126,6 +126,7 @@ def test_nifti_header_error_is_a_user_reason(tmp_path):
 # ------------------------------------------------------------------------------ CXR: the same rescale rule
 
 @pytest.mark.parametrize("value, reason", [(b"ab", "RescaleSlope 'ab' is not a number"),
+                                           (b"1\\2", r"RescaleSlope '1\\\\2' is not a number"),
                                            (b"0", "RescaleSlope 0 is unusable"),
                                            (b"inf", "RescaleSlope is inf, not a finite number")])
 def test_radiograph_rescale_follows_the_ct_rule(tmp_path, value, reason):
