@@ -241,8 +241,9 @@ def _check_dicom_budget(ds, path: Path, rows: int, cols: int) -> None:
     _check_budget(path, rows, cols, samples, max(1.0, bits / 8))
 
 
-def _check_deflated_size(path: Path) -> None:
-    """A deflated DICOM is inflated whole by pydicom: count its inflated size first (streamed, capped)."""
+def check_deflated_size(path: Path, budget: int = DECODE_BUDGET_BYTES) -> None:
+    """A deflated DICOM is inflated whole by pydicom: count its inflated size first (streamed, stopped past
+    `budget` bytes: InputError). Files in another transfer syntax, or without file meta, pass."""
     import zlib
 
     from pydicom.filereader import read_file_meta_info
@@ -263,9 +264,9 @@ def _check_deflated_size(path: Path) -> None:
             while chunk and not d.eof:
                 total += len(d.decompress(chunk, 1 << 22))
                 chunk = d.unconsumed_tail
-                if total > DECODE_BUDGET_BYTES:
-                    raise InputError(path, f"deflated DICOM data inflates to more than the "
-                                           f"{DECODE_BUDGET_BYTES / 1e9:.1f} GB per-file budget")
+                if total > budget:
+                    raise InputError(path, f"deflated DICOM data inflates to more than the {budget / 1e9:.1f} GB "
+                                           "per-file budget")
 
 
 def read_dicom_cxr_depth(path: str | os.PathLike, *, allow_burned_in: bool = False) -> tuple[np.ndarray, int]:
@@ -277,7 +278,7 @@ def read_dicom_cxr_depth(path: str | os.PathLike, *, allow_burned_in: bool = Fal
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydicom warns about every odd element; failures still raise
-            _check_deflated_size(path)
+            check_deflated_size(path)
             ds = pydicom.dcmread(path, force=True, defer_size=_DEFER_BYTES)  # pixels read when decoded
     except InputError:
         raise

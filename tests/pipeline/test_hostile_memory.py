@@ -19,7 +19,13 @@ from typer.testing import CliRunner
 from xpgan.cli import app
 from xpgan.errors import InputError
 from xpgan.pipeline.ct.readers import GZIP_MARGIN_BYTES, gunzip_capped, read_ct
-from xpgan.pipeline.cxr.readers import DECODE_BUDGET_BYTES, decode_peak_bytes, read_cxr, write_dicom_cxr
+from xpgan.pipeline.cxr.readers import (
+    DECODE_BUDGET_BYTES,
+    check_deflated_size,
+    decode_peak_bytes,
+    read_cxr,
+    write_dicom_cxr,
+)
 from xpgan.pipeline.synth.simple import simple_chest
 from xpgan.pipeline.synth.writers import write_nifti
 
@@ -114,7 +120,7 @@ def test_dicom_that_would_decode_past_the_budget_is_refused_before_decoding(tmp_
         read_cxr(path)
 
 
-def test_deflated_dicom_radiograph_is_read(tmp_path):
+def _deflated(tmp_path: Path) -> tuple[Path, Path]:
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
     stored = (np.arange(24 * 20).reshape(24, 20) * 7).astype(np.uint16)
@@ -122,7 +128,19 @@ def test_deflated_dicom_radiograph_is_read(tmp_path):
     ds = pydicom.dcmread(plain)
     ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     ds.save_as(tmp_path / "deflated.dcm", enforce_file_format=True)
-    np.testing.assert_array_equal(read_cxr(tmp_path / "deflated.dcm"), read_cxr(plain))
+    return plain, tmp_path / "deflated.dcm"
+
+
+def test_deflated_dicom_radiograph_is_read(tmp_path):
+    plain, deflated = _deflated(tmp_path)
+    np.testing.assert_array_equal(read_cxr(deflated), read_cxr(plain))
+
+
+def test_deflated_dicom_is_inflated_only_up_to_the_budget(tmp_path):
+    _, deflated = _deflated(tmp_path)
+    check_deflated_size(deflated, budget=2000)  # 24 x 20 x 2 bytes of pixels and the header fit
+    with pytest.raises(InputError, match="deflated DICOM data inflates to more than the"):
+        check_deflated_size(deflated, budget=500)
 
 
 def test_images_within_the_budget_are_read(tmp_path):

@@ -136,6 +136,25 @@ def test_nibabel_test_files_are_failures_of_prep_drr_with_the_same_reason(tmp_pa
         assert f"failed: {name}: {reason}" in res.output, res.output
 
 
+@pytest.mark.parametrize("name, reason", [("example4d.nii.gz", "expected a 3D image, got shape (128, 96, 24, 2)"),
+                                          ("example_nifti2.nii.gz", "expected a 3D image, got shape (32, 20, 12, 2)")])
+def test_nibabel_4d_test_files_are_refused(tmp_path, name, reason):
+    path = Path(nibabel_data) / name
+    res = run("drr", "render", path, tmp_path / "o.png", "--size", "16", "--backend", "cpu")
+    assert res.exit_code == 2 and res.output.strip() == f"error: {path}: {reason}", res.output
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("CT_small.dcm", "a single CT slice (2D image), not a volume"),
+    ("MR_small.dcm", "no CT images with pixel data among 1 DICOM file(s) (modalities: MR)")])
+def test_pydicom_test_files_are_refused_as_ct(tmp_path, name, reason):
+    folder = tmp_path / "series"
+    folder.mkdir()
+    shutil.copy(get_testdata_file(name), folder / name)
+    res = run("drr", "render", folder, tmp_path / "o.png", "--size", "16", "--backend", "cpu")
+    assert res.exit_code == 2 and reason in res.output and len(res.output.strip().splitlines()) == 1, res.output
+
+
 def test_allow_unusual_ct_lets_a_valid_but_unusual_volume_through(tmp_path):
     path = Path(nibabel_data) / "anatomical.nii"
     res = run("drr", "render", path, tmp_path / "o.npy", "--size", "16", "--backend", "cpu", "--allow-unusual-ct")
