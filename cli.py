@@ -23,7 +23,7 @@ from xpgan.errors import XPGANError
 from xpgan.model.config import AmpDtype, ClassBalance, Device, DrrAug, EvalSplit, Mode, Preset, TrainConfig
 from xpgan.pipeline.ct.prep_drr import DEFAULT_SHAPE
 from xpgan.pipeline.ct.validate import ALLOW_UNUSUAL_CT_HELP, ALLOW_UNUSUAL_CT_OPTION, SPACING_RANGE_MM
-from xpgan.pipeline.cxr.readers import ALLOW_BURNED_IN_OPTION
+from xpgan.pipeline.cxr.readers import ALLOW_BURNED_IN_OPTION, DECODE_BUDGET_BYTES
 from xpgan.study.cohort import StudyPresetName
 
 
@@ -307,7 +307,9 @@ def prep_cxr_command(
                                                     help="Name stored in `source`, one per SRC in order "
                                                          "(default: the SRC folder's name)."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0,
-                                          help="Local Dask worker processes (default: one per core; 0: no Dask)."),
+                                          help="Local Dask worker processes (default: one per core, fewer if memory "
+                                               f"cannot hold {DECODE_BUDGET_BYTES / 1e9:g} GB per worker for "
+                                               "decoding; 0: no Dask)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler",
                                             help="Address of an existing Dask scheduler (tcp://HOST:PORT)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing store and start again."),

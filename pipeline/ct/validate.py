@@ -44,8 +44,9 @@ PLAUSIBLE_CT_RULE = (f"air ({AIR_HU[0]:g} to {AIR_HU[1]:g} HU) in >= {100 * AIR_
                      f"{BRIGHT_PERCENTILE:g}th percentile <= {BRIGHT_MAX_HU:g} HU, >= {MIN_CT_AXIS_VOXELS} voxels "
                      "per axis")
 ALLOW_UNUSUAL_CT_OPTION = "--allow-unusual-ct"
-ALLOW_UNUSUAL_CT_HELP = ("Accept a CT whose values do not look like a chest CT in HU (no air near -1000 HU, "
-                         "mostly brighter than bone, or an axis under 8 voxels); check it yourself first.")
+ALLOW_UNUSUAL_CT_HELP = ("Accept a volume that does not look like a CT in HU (no air near -1000 HU, more than "
+                         f"{100 - BRIGHT_PERCENTILE:g}% brighter than bone, or an axis under {MIN_CT_AXIS_VOXELS} "
+                         "voxels); check it yourself first.")
 
 
 def check_spacing_range(spacing_range_mm) -> tuple[float, float]:
