@@ -390,7 +390,10 @@ def gunzip_capped(path: Path, need: int, margin: int = GZIP_MARGIN_BYTES) -> np.
         while chunk:
             while chunk:
                 room = need - filled if filled < need else margin + 1 - extra
-                piece = d.decompress(chunk, max(1, room))
+                try:
+                    piece = d.decompress(chunk, max(1, room))
+                except zerror as e:  # ISA-L's own error type: reported like zlib's
+                    raise zlib.error(str(e)) from None
                 chunk = d.unconsumed_tail
                 if filled < need:
                     view[filled:filled + len(piece)] = piece
