@@ -63,7 +63,7 @@ PROJECTION_MODALITIES = ("CR", "DX", "RG")  # computed, digital and conventional
 PROJECTION_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.1": "CR", "1.2.840.10008.5.1.4.1.1.1.1": "DX",
                           "1.2.840.10008.5.1.4.1.1.1.1.1": "DX"}  # ... Image Storage (for presentation/processing)
 DECODE_BUDGET_BYTES = 1_500_000_000  # peak bytes one worker may use to read one radiograph
-WORKING_BYTES_PER_PIXEL = 12  # float32 output and the letterbox copy
+WORKING_BYTES_PER_PIXEL = 24  # float64 luma temporaries, the float32 image and its letterbox copy
 WORKING_BYTES_PER_SAMPLE = 8  # float64 intermediate per sample (LUT, luma)
 ALLOW_BURNED_IN_OPTION = "--allow-burned-in-annotation"
 DEFLATED_TRANSFER_SYNTAX = "1.2.840.10008.1.2.1.99"
@@ -204,7 +204,9 @@ def _pil_to_unit(im, path: Path) -> tuple[np.ndarray, int]:
     a = np.asarray(im)
     if a.shape[-1] == 4:
         _check_opaque(a[..., 3], 255, path)
-    grey = _grey_from_rgb(a[..., :3].astype(np.float64) / 255.0)
+    rgb = a[..., :3].astype(np.float64)
+    rgb /= 255.0  # in place: one float64 copy at the peak
+    grey = _grey_from_rgb(rgb)
     return grey.astype(np.float32), 8
 
 
