@@ -22,7 +22,8 @@ from xpgan.drr.render import Backend
 from xpgan.errors import XPGANError
 from xpgan.model.config import AmpDtype, ClassBalance, Device, DrrAug, EvalSplit, GArch, Mode, Preset, TrainConfig
 from xpgan.pipeline.ct.prep_drr import DEFAULT_SHAPE
-from xpgan.pipeline.ct.validate import SPACING_RANGE_MM
+from xpgan.pipeline.ct.validate import ALLOW_UNUSUAL_CT_HELP, ALLOW_UNUSUAL_CT_OPTION, SPACING_RANGE_MM
+from xpgan.pipeline.cxr.readers import ALLOW_BURNED_IN_OPTION, DECODE_BUDGET_BYTES
 from xpgan.study.cohort import StudyPresetName
 
 
@@ -138,6 +139,7 @@ def drr_render_command(
     pitch_sweep: Optional[str] = typer.Option(None, "--pitch-sweep", help="START,STOP,STEP degrees (as --yaw-sweep; "
                                               "with several sweeps, one row per value of the first)."),
     roll_sweep: Optional[str] = typer.Option(None, "--roll-sweep", help="START,STOP,STEP degrees (as --yaw-sweep)."),
+    allow_unusual_ct: bool = typer.Option(False, ALLOW_UNUSUAL_CT_OPTION, help=ALLOW_UNUSUAL_CT_HELP),
 ) -> None:
     """Render one DRR of a CT volume (rows superior->inferior, columns patient right->left), or a pose sweep."""
     from xpgan.pipeline.ct.drr_file import render_ct_file
@@ -146,7 +148,8 @@ def drr_render_command(
     typer.echo(render_ct_file(ct_path=ct_path, out=out, geometry=geometry, view=view, size=size, pixel_mm=pixel_mm,
                               sdd=sdd, sid=sid, mu_water=mu_water, backend=backend, output=output,
                               spacing_range=spacing_range, yaw=yaw, pitch=pitch, roll=roll, offset=offset,
-                              yaw_sweep=yaw_sweep, pitch_sweep=pitch_sweep, roll_sweep=roll_sweep))
+                              yaw_sweep=yaw_sweep, pitch_sweep=pitch_sweep, roll_sweep=roll_sweep,
+                              allow_unusual_ct=allow_unusual_ct))
 
 
 @bench_app.command("drr")
@@ -206,6 +209,7 @@ def prep_drr_command(
                                              "patient_id); default OUT.salt, created if missing."),
     spacing_range: tuple[float, float] = typer.Option(SPACING_RANGE_MM, "--spacing-range",
                                                       help=SPACING_OPTION_HELP),
+    allow_unusual_ct: bool = typer.Option(False, ALLOW_UNUSUAL_CT_OPTION, help=ALLOW_UNUSUAL_CT_HELP),
 ):
     """Convert a CT archive into a Zarr store of resized volumes and their DRRs (resumable)."""
     from xpgan.drr.geometry import geometry_from_options
@@ -218,7 +222,8 @@ def prep_drr_command(
     geom = geometry_from_options(geometry, view=view, size=size, pixel_mm=pixel_mm, sdd_mm=sdd, sid_mm=sid)
     summary = prep_drr(src, out, shape=shape, geometry=geom, mu_water=mu_water, backend=backend, workers=workers,
                        scheduler=scheduler, overwrite=overwrite, progress=progress,
-                       memory_limit_gb=memory_limit_gb, salt_file=salt_file, spacing_range_mm=spacing_range)
+                       memory_limit_gb=memory_limit_gb, salt_file=salt_file, spacing_range_mm=spacing_range,
+                       allow_unusual_ct=allow_unusual_ct)
     typer.echo(summary.text())
     if summary.failures:
         raise typer.Exit(1)
@@ -302,13 +307,18 @@ def prep_cxr_command(
                                                     help="Name stored in `source`, one per SRC in order "
                                                          "(default: the SRC folder's name)."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0,
-                                          help="Local Dask worker processes (default: one per core; 0: no Dask)."),
+                                          help="Local Dask worker processes (default: one per core, fewer if memory "
+                                               f"cannot hold {DECODE_BUDGET_BYTES / 1e9:g} GB per worker for "
+                                               "decoding; 0: no Dask)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler",
                                             help="Address of an existing Dask scheduler (tcp://HOST:PORT)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing store and start again."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     salt_file: Optional[Path] = typer.Option(None, "--salt-file",
                                              help="Secret key for patient hashes (default: OUT.zarr.salt, created)."),
+    allow_burned_in: bool = typer.Option(False, ALLOW_BURNED_IN_OPTION,
+                                         help="Accept DICOM radiographs marked BurnedInAnnotation YES (text in "
+                                              "the pixels may identify the patient; refused by default)."),
 ) -> None:
     """Ingest labelled chest X-rays (PNG/JPEG/DICOM) into a Zarr store with a patient-grouped 80:20 split.
 
@@ -327,7 +337,8 @@ def prep_cxr_command(
     summary = prep_cxr(paths[:-1], paths[-1], size=size, test_fraction=test_fraction, seed=seed,
                        positive=tuple(positive) if positive else DEFAULT_POSITIVE, views=view_list,
                        source_names=source_name or None, workers=workers, scheduler=scheduler,
-                       overwrite=overwrite, progress=progress, salt_file=salt_file)
+                       overwrite=overwrite, progress=progress, salt_file=salt_file,
+                       allow_burned_in=allow_burned_in)
     typer.echo(summary.text())
     if summary.failed:
         raise typer.Exit(1)

@@ -17,6 +17,43 @@ class InputError(XPGANError):
         super().__init__(f"{self.path}: {reason}")
 
 
+def library_reason(exc: BaseException, path: str | os.PathLike | None = None) -> str:
+    """A library's exception as a one-line reason for users (no exception class names)."""
+    import gzip
+    import zlib
+
+    msg = " ".join(str(exc).split())
+    if path is not None:
+        msg = msg.replace(str(path), os.path.basename(path))
+    if isinstance(exc, MemoryError):
+        return "not enough memory to read it"
+    if isinstance(exc, (zlib.error, gzip.BadGzipFile)):
+        return f"damaged gzip compression ({msg or 'invalid data'})"
+    if isinstance(exc, EOFError):
+        return f"the file ends early, truncated? ({msg})" if msg else "the file ends early, truncated?"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if type(exc).__name__ == "HeaderDataError":  # nibabel's, named here so that errors imports no library
+        return f"not a valid NIfTI header: {msg}"
+    return msg or "unreadable (no details from the reading library)"
+
+
+def as_input_errors(fn):
+    """Decorate a reader `fn(path, ...)`: any error other than an XPGANError (the libraries' many types on
+    bad files) becomes InputError(path, "cannot read it: <library_reason>"), one line for users."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(path, *args, **kwargs):
+        try:
+            return fn(path, *args, **kwargs)
+        except XPGANError:
+            raise
+        except Exception as e:  # noqa: BLE001 - nibabel, pydicom, Pillow, numpy and zlib raise many types
+            raise InputError(path, f"cannot read it: {library_reason(e, path)}") from None
+    return wrapper
+
+
 class DRRArgumentError(XPGANError, ValueError):
     """A bad DRR argument (name, range, shape).  Both a ValueError and a one-line CLI error."""
 

@@ -11,7 +11,7 @@ runner = CliRunner()
 
 @pytest.mark.slow
 def test_bench_prep_prints_throughputs_ratios_and_stages(tmp_path):
-    res = runner.invoke(app, ["bench", "prep", "--n", "3", "--shape", "6", "24", "24", "--out-shape", "4", "12", "12",
+    res = runner.invoke(app, ["bench", "prep", "--n", "3", "--shape", "8", "24", "24", "--out-shape", "4", "12", "12",
                               "--workers", "1", "--stages", "1", "--archive", str(tmp_path / "arch")])
     assert res.exit_code == 0, res.output
     out = res.output

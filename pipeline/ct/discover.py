@@ -194,10 +194,11 @@ def _discover_mosmed(src: Path, studies: Path) -> CTDiscovery:
 
 
 def _parse_int(value: str, what: str, allowed: set[int], where: str) -> int:
-    try:
-        v = int(float(str(value).strip()))
-    except ValueError:
-        raise XPGANError(f"{where}: {what} {value!r} is not an integer") from None
+    """Exactly one of `allowed` written as an integer: "2.7", "1.0", "1e400", "inf" are refused, never rounded."""
+    text = str(value).strip()
+    if not re.fullmatch(r"[+-]?[0-9]{1,3}", text):
+        raise XPGANError(f"{where}: {what} {text[:40]!r} is not one of {sorted(allowed)}")
+    v = int(text)
     if v not in allowed:
         raise XPGANError(f"{where}: {what} {v} is not one of {sorted(allowed)}")
     return v

@@ -43,9 +43,10 @@ def render_ct_file(*, ct_path: Path, out: Path, geometry: str, view: str, size: 
                    sdd: float, sid: float, mu_water: float, backend: str, output: str,
                    spacing_range: tuple[float, float], yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0,
                    offset: Optional[str] = None, yaw_sweep: Optional[str] = None, pitch_sweep: Optional[str] = None,
-                   roll_sweep: Optional[str] = None) -> str:
+                   roll_sweep: Optional[str] = None, allow_unusual_ct: bool = False) -> str:
     """Render one DRR of a CT volume (rows superior->inferior, columns patient right->left), or a pose sweep
-    (one launch), after the same checks as prep drr. `output` is "image" or "line-integral"."""
+    (one launch), after the same reader and checks as prep drr (validate.read_checked_ct). `output` is "image"
+    or "line-integral"."""
     if out.suffix.lower() not in (".npy", ".png"):
         raise XPGANError(f"{out}: output must end in .npy or .png")
     if not out.parent.is_dir():
@@ -54,8 +55,7 @@ def render_ct_file(*, ct_path: Path, out: Path, geometry: str, view: str, size: 
     from xpgan.drr import pose_grid, render_drr_views
     from xpgan.drr.geometry import geometry_from_options
     from xpgan.drr.poses import sweep_values, tile_views
-    from xpgan.pipeline.ct.readers import read_ct
-    from xpgan.pipeline.ct.validate import check_ct
+    from xpgan.pipeline.ct.validate import read_checked_ct
 
     cone = geometry == "cone"  # parallel rays ignore the cone-only options' defaults
     geom = geometry_from_options(geometry, view=view if cone else None, size=size, pixel_mm=pixel_mm,
@@ -66,9 +66,8 @@ def render_ct_file(*, ct_path: Path, out: Path, geometry: str, view: str, size: 
         ("yaw_deg", yaw_sweep, "--yaw-sweep"), ("pitch_deg", pitch_sweep, "--pitch-sweep"),
         ("roll_deg", roll_sweep, "--roll-sweep")) if text is not None}
     geoms = pose_grid(geom, **sweeps) if sweeps else [geom]
-    ct = read_ct(ct_path)
-    check_ct(ct.hu, ct.spacing, ct_path, spacing_range_mm=spacing_range)  # the same checks as prep drr
-    images = render_drr_views(ct.hu, ct.spacing, geoms, backend=backend, output=output.replace("-", "_"),
+    ct = read_checked_ct(ct_path, spacing_range_mm=spacing_range, allow_unusual_ct=allow_unusual_ct)  # as prep drr
+    images = render_drr_views(ct.hu(), ct.spacing, geoms, backend=backend, output=output.replace("-", "_"),
                               mu_water=mu_water)  # [V, size, size], one launch
     what = f"{size}x{size}, {geometry}{' ' + view if geometry == 'cone' else ''}, {output}"
     if not sweeps:

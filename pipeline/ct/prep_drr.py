@@ -10,12 +10,14 @@ prep_drr(src, out, *, shape=(64, 256, 256), geometry=None, mu_water=0.02, backen
     ParallelGeometry or its dict (default: cone, PA). memory_limit_gb: an item whose header says reading
     it would need more than this (estimate: voxels x (stored bytes per voxel + 4), the reader's peak) is
     refused before any pixel is read. Rerunning resumes (items with done set are skipped, failed ones retried);
-    `overwrite=True` starts again. spacing_range_mm: plausible voxel spacing (validate.check_ct). Returns a
+    `overwrite=True` starts again. spacing_range_mm: plausible voxel spacing (validate.check_ct).
+    allow_unusual_ct: accept volumes that do not look like a CT in HU (validate.check_ct_plausible). Returns a
     CTPrepSummary (PrepSummary + the discovery line) (summary.failed > 0: some items failed; they are
     listed in the store's "failures" attribute and in `OUT.zarr.failures.csv`).
 process_ct(path, *, job) -> {"volume": int16 [D, H, W], "drr": float32 [S, S], "spacing": float32 [3]}
-    One item, as a worker runs it: read the stored voxels (headers checked against the memory limit first)
-    -> refuse implausible spacing or voxel values (xpgan.pipeline.ct.validate.check_ct) -> resize, converting
+    One item, as a worker runs it: read the stored voxels and refuse implausible ones
+    (xpgan.pipeline.ct.validate.read_checked_ct, the reader of drr render too; headers checked against the
+    memory limit first) -> resize, converting
     to HU inside the first pass -> round/clip to int16 -> DRR of the stored int16 volume with its spacing
     (so drr[i] can be re-rendered exactly from volume[i] and spacing[i]).
 
@@ -37,7 +39,14 @@ import numpy as np
 
 from xpgan.drr.physics import MU_WATER_PER_MM
 from xpgan.errors import InputError, XPGANError
-from xpgan.pipeline.ct.validate import HU_LIMITS, SPACING_RANGE_MM, check_ct, check_spacing_range
+from xpgan.pipeline.ct.validate import (
+    ALLOW_UNUSUAL_CT_OPTION,
+    HU_LIMITS,
+    PLAUSIBLE_CT_RULE,
+    SPACING_RANGE_MM,
+    check_spacing_range,
+    read_checked_ct,
+)
 from xpgan.pipeline.runner import PrepSummary, Task
 
 DEFAULT_SHAPE = (64, 256, 256)
@@ -62,21 +71,17 @@ class DRRJob:
     backend: str  # "auto" | "cpu" | "cuda"
     memory_limit_bytes: int
     spacing_range_mm: tuple[float, float] = SPACING_RANGE_MM  # plausible voxel spacing, mm (validate.check_ct)
+    allow_unusual_ct: bool = False  # skip validate.check_ct_plausible
 
 
 def process_ct(path: str, *, job: DRRJob) -> dict:
     """Read, resize and render one CT (runs on a Dask worker)."""
     from xpgan.drr import geometry_from_dict, render_drr
-    from xpgan.pipeline.ct.readers import MemoryLimitError, read_ct_stored
     from xpgan.pipeline.ct.resize import quantize_int16, resize_volume
 
-    try:
-        ct = read_ct_stored(path, max_bytes=job.memory_limit_bytes)  # refused from its header, before reading
-    except MemoryLimitError as exc:
-        raise InputError(path, f"{exc.reason} (--memory-limit-gb)") from None
-    if ct.data.ndim != 3 or min(ct.data.shape) < 2:
-        raise InputError(path, f"not a 3D volume (shape {ct.data.shape})")
-    check_ct(ct.data, ct.spacing, path, scale=ct.scale, offset=ct.offset, spacing_range_mm=job.spacing_range_mm)
+    # the memory limit is checked from the headers, before reading; then the checks of validate
+    ct = read_checked_ct(path, max_bytes=job.memory_limit_bytes, spacing_range_mm=job.spacing_range_mm,
+                         allow_unusual_ct=job.allow_unusual_ct)
     # HU = float32(stored) * scale + offset, converted inside the first resize pass (no full-size float32 copy)
     vol, spacing = resize_volume(ct.data, ct.spacing, job.shape, scale=ct.scale, offset=ct.offset)  # [D, H, W]
     del ct
@@ -122,7 +127,7 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
              workers: int | None = None, scheduler: str | None = None, overwrite: bool = False,
              progress: bool = True, memory_limit_gb: float = DEFAULT_MEMORY_LIMIT_GB, salt_file=None,
              items_per_shard: int | None = None, processes: bool = True,
-             spacing_range_mm=SPACING_RANGE_MM) -> CTPrepSummary:
+             spacing_range_mm=SPACING_RANGE_MM, allow_unusual_ct: bool = False) -> CTPrepSummary:
     """Convert a CT archive into a CT store (see module docstring)."""
     import xpgan
     from xpgan.drr import ConeGeometry, ParallelGeometry, geometry_from_dict
@@ -177,7 +182,9 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
             "notes": list(disc.notes),
             "skipped": disc.skipped_counts(),
             "validation": {"spacing_mm": list(spacing_range_mm), "hu_limits": list(HU_LIMITS),
-                           "refused": "NaN/inf voxels, spacing or HU outside these limits"},
+                           "refused": "NaN/inf voxels, spacing or HU outside these limits",
+                           "plausible_ct": f"skipped ({ALLOW_UNUSUAL_CT_OPTION})" if allow_unusual_ct
+                           else PLAUSIBLE_CT_RULE},
             "labels": {str(k): v for k, v in schema.LABEL_NAMES.items()},
             "severity": "MosMed CT-0..CT-4 grade, -1 unknown",
             "study_id": {"mosmed": "file name without extension",
@@ -208,7 +215,8 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
             st.write_items(group, batch)
 
         job = DRRJob(shape=shape, geometry=geometry.to_dict(), mu_water=mu_water, backend=job_backend,
-                     memory_limit_bytes=int(memory_limit_gb * 1e9), spacing_range_mm=spacing_range_mm)
+                     memory_limit_bytes=int(memory_limit_gb * 1e9), spacing_range_mm=spacing_range_mm,
+                     allow_unusual_ct=bool(allow_unusual_ct))
         item_gb = 4 * float(np.prod(shape)) / 1e9
         process = functools.partial(_process_encoded, job=job, encoders=st.item_encoders(group))
         res = run_items(tasks, process, write,

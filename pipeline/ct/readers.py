@@ -11,15 +11,17 @@ Conventions and choices:
   are permuted and flipped (never resampled) to the canonical axes. An oblique affine is handled by taking,
   for each voxel axis, the closest world axis (`nibabel.orientations.io_orientation`); the obliquity itself
   is ignored, and spacing is the length of each affine column (the true voxel size along that voxel axis).
-  `scl_slope` / `scl_inter` are applied. A 4D image with a singleton 4th dimension is read as 3D.
+  `scl_slope` / `scl_inter` are applied under `xpgan.pipeline.values.nifti_rescale` (0 or NaN: unscaled;
+  infinite or absurd values refused). A 4D image with a singleton 4th dimension is read as 3D.
 - DICOM: patient coordinates are LPS (x to the patient's left, y posterior, z superior). The in-plane axes
   come from ImageOrientationPatient (first triplet: direction along a row, i.e. of increasing column index;
   second: along a column, i.e. of increasing row index), the slice axis is their cross product, slices are
   sorted by ImagePositionPatient projected on it. Pixel spacing is PixelSpacing (row spacing, column
   spacing); slice spacing is the mean difference of the sorted positions (SliceThickness is ignored).
-  RescaleSlope / RescaleIntercept are applied per slice. Oblique orientations take the closest axes, as for
-  NIfTI. A series whose slices shift in plane by a pixel or more along the stack (gantry tilt) is refused
-  rather than silently sheared.
+  RescaleSlope / RescaleIntercept are applied per slice; a CT image without them, or with a slope of 0 or
+  a value that is not a number, is refused (`xpgan.pipeline.values.dicom_rescale`). Oblique orientations
+  take the closest axes, as for NIfTI. A series whose slices shift in plane by a pixel or more along the
+  stack (gantry tilt) is refused rather than silently sheared.
 - A single DICOM file is refused (pass the folder of its series): a folder is one series, and reading "the
   folder of this file" would silently pick up whatever else lies beside it.
 - Reading is header-first: `probe_ct` reads headers only (NIfTI header; DICOM headers with the pixel data
@@ -27,10 +29,13 @@ Conventions and choices:
   that check itself between parsing the headers and reading the pixels (one header parse).
 - `read_ct_stored` stops before the float32 conversion: a canonical view of the stored voxels plus their
   slope and intercept, for consumers that convert while they compute (prep drr's resize).
-- Speed: a .nii.gz is decompressed in one call (ISA-L through the `isal` package when installed, else
-  zlib) and viewed in place; the stored values are then converted to float32, scaled and reoriented in a
-  single pass into the output array (`_native_view`). Peak memory: the decompressed file plus the float32
-  volume. A DICOM series holds all its raw slices plus the float32 volume at the peak.
+- A .nii.gz is decompressed as a stream into a buffer of the size its header declares (ISA-L through the
+  `isal` package when installed, else zlib); a stream that holds more than that plus
+  `GZIP_MARGIN_BYTES` is refused ("decompressed size exceeds what the header declares"), so memory stays
+  bounded by the header that the memory limit checked. The data are viewed in place; the stored values
+  are then converted to float32, scaled and reoriented in a single pass into the output array
+  (`_native_view`). Peak memory: the decompressed file plus the float32 volume. A DICOM series holds all
+  its raw slices plus the float32 volume at the peak.
 - DICOM files are those with the "DICM" marker, or preamble-less datasets starting with group 0008
   (`xpgan.pipeline.sniff`); DICOMDIR, README.txt and other files are ignored, and so are non-CT DICOM
   objects (reports, other SOP classes) beside the CT images. A file that may have been one of the slices
@@ -39,7 +44,9 @@ Conventions and choices:
   that cannot be read (permission, broken link) or lacks the DICOM marker, a DICOM file whose header
   names neither a SOP class nor a modality, and a CT image without pixel data.
 
-Every bad input raises `xpgan.errors.InputError(path, reason)` with a one-line reason.
+Every bad input raises `xpgan.errors.InputError(path, reason)` with a one-line reason written for users:
+the public readers turn any library error into such a reason (`xpgan.errors.as_input_errors`), never a
+traceback.
 """
 from __future__ import annotations
 
@@ -50,8 +57,9 @@ from pathlib import Path
 
 import numpy as np
 
-from xpgan.errors import InputError
+from xpgan.errors import InputError, as_input_errors, library_reason
 from xpgan.pipeline.sniff import dicom_like_name, has_dicom_magic, is_nifti_name
+from xpgan.pipeline.values import dicom_rescale, nifti_rescale
 
 CANONICAL_AXCODES = ("I", "P", "L")
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -63,6 +71,8 @@ _GAP_REL_TOL = 0.05  # relative deviation of a slice gap from the median gap
 _GAP_ABS_TOL_MM = 0.02  # mm
 # Pixel data is not read by the header scan: elements larger than this are read on access.
 _DEFER_BYTES = 1024
+GZIP_MARGIN_BYTES = 1 << 20  # bytes a .nii.gz may hold beyond its header's data (padding, trailing junk)
+_GZIP_CHUNK = 4 << 20  # compressed bytes read per step
 
 
 @dataclass
@@ -141,6 +151,7 @@ def _classify(path: Path) -> str:
     raise InputError(path, "not a NIfTI file (.nii, .nii.gz) or a DICOM series folder")
 
 
+@as_input_errors
 def read_ct(path: str | os.PathLike, *, max_bytes: int | None = None) -> CTVolume:
     """Read a CT (NIfTI file or DICOM series folder) as float32 HU in canonical [d, h, w] orientation.
 
@@ -155,6 +166,7 @@ def read_ct(path: str | os.PathLike, *, max_bytes: int | None = None) -> CTVolum
     return _read_dicom_series(path, max_bytes)
 
 
+@as_input_errors
 def probe_ct(path: str | os.PathLike) -> CTHeader:
     """Shape (d, h, w), stored dtype, spacing and kind of a CT, from headers only (no pixel data read)."""
     path = Path(path)
@@ -219,12 +231,15 @@ def _load_nifti(path: Path):
     import nibabel as nib
     from nibabel.filebasedimages import ImageFileError
     from nibabel.imageglobals import logger as nib_logger
+    from nibabel.spatialimages import HeaderDataError
 
     was_disabled, nib_logger.disabled = nib_logger.disabled, True  # its header-fix notes (pixdim 0 -> 1) would
     try:  # go to stderr; _check_raw_pixdim refuses the file instead
         img = nib.load(str(path))
+    except HeaderDataError as e:
+        raise InputError(path, library_reason(e, path)) from None
     except (ImageFileError, *_NIFTI_READ_ERRORS) as e:
-        raise InputError(path, f"not a readable NIfTI file ({_one_line(e, path)})") from None
+        raise InputError(path, f"not a readable NIfTI file ({library_reason(e, path)})") from None
     finally:
         nib_logger.disabled = was_disabled
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
@@ -244,26 +259,34 @@ def _probe_nifti(path: Path):
     dtype = img.header.get_data_dtype()
     if dtype.kind not in "iuf" or dtype.fields is not None:
         raise InputError(path, f"unsupported voxel type {dtype}")
+    raw = _raw_header(path, img)
     if int(img.header["sform_code"]) == 0:
-        _check_raw_pixdim(path, img)
+        _check_raw_pixdim(path, raw)
+    scaling = nifti_rescale(raw["scl_slope"], raw["scl_inter"], path)
     affine = np.asarray(img.affine, dtype=np.float64)
     transform = _canonical_transform(affine, path)
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     out_shape, spacing = _canonical_shape_spacing(shape, zooms, transform)
     _check_spacing(spacing, path)
-    return CTHeader(shape=out_shape, dtype=np.dtype(dtype), spacing=spacing, kind="nifti"), img, transform
+    header = CTHeader(shape=out_shape, dtype=np.dtype(dtype), spacing=spacing, kind="nifti")
+    return header, img, transform, scaling
 
 
-def _check_raw_pixdim(path: Path, img) -> None:
-    """Without an sform the voxel size comes from pixdim, which nibabel silently turns from 0 into 1 mm on
-    load: read the header as written and refuse a zero voxel size."""
+def _raw_header(path: Path, img):
+    """The header as written in the file: nibabel's loaded header is edited (pixdim 0 -> 1, scl_slope inf ->
+    unscaled), and those edits would silently change what the file says."""
     from nibabel.openers import ImageOpener
 
     try:
         with ImageOpener(str(path)) as fh:
-            raw = type(img.header).from_fileobj(fh, check=False)
+            return type(img.header).from_fileobj(fh, check=False)
     except _NIFTI_READ_ERRORS as e:
-        raise InputError(path, f"not a readable NIfTI header ({_one_line(e, path)})") from None
+        raise InputError(path, f"not a readable NIfTI header ({library_reason(e, path)})") from None
+
+
+def _check_raw_pixdim(path: Path, raw) -> None:
+    """Without an sform the voxel size comes from pixdim, which nibabel silently turns from 0 into 1 mm on
+    load: refuse a zero voxel size as the file writes it."""
     pixdim = [float(v) for v in raw["pixdim"][1:4]]
     if not all(np.isfinite(v) and v != 0 for v in pixdim):
         raise InputError(path, f"voxel size unknown: pixdim {tuple(pixdim)} with no sform (nibabel would "
@@ -281,7 +304,16 @@ class StoredCT:
     source: str
     patient_id: str | None = field(default=None, repr=False)  # as CTVolume.patient_id
 
+    def hu(self) -> np.ndarray:
+        """float32 [d, h, w] HU, as read_ct returns (one pass; the data itself when already float32 HU)."""
+        if self.data.dtype == np.float32 and self.scale == 1.0 and self.offset == 0.0:
+            return self.data
+        out = np.empty(self.data.shape, dtype=np.float32)
+        _scaled_copy(out, self.data, self.scale, self.offset)
+        return out
 
+
+@as_input_errors
 def read_ct_stored(path: str | os.PathLike, *, max_bytes: int | None = None) -> StoredCT:
     """Like read_ct, without the float32 conversion: a canonical view of the stored voxels and their scaling.
 
@@ -306,25 +338,22 @@ def read_ct_stored(path: str | os.PathLike, *, max_bytes: int | None = None) -> 
 
 def _nifti_stored(path: Path, max_bytes: int | None):
     """(header, stored array in on-disk axis order, slope, inter, transform to canonical)."""
-    header, img, transform = _probe_nifti(path)
+    header, img, transform, (slope, inter) = _probe_nifti(path)
     _check_memory(header, max_bytes, path)
     proxy = img.dataobj
     try:
         if path.name.lower().endswith(".gz") and hasattr(proxy, "get_unscaled"):
             raw = _gunzipped_data(path, img)
-            slope, inter = float(proxy.slope), float(proxy.inter)
         elif hasattr(proxy, "get_unscaled"):
             raw = proxy.get_unscaled()  # stored type: scaling is done below in float32, in the same pass
-            slope, inter = float(proxy.slope), float(proxy.inter)
         else:
             raw = np.asanyarray(proxy)
             slope, inter = 1.0, 0.0
     except _NIFTI_READ_ERRORS as e:
-        raise InputError(path, f"cannot read the image data, truncated or corrupt? ({_one_line(e, path)})") from None
+        raise InputError(path, f"cannot read the image data, truncated or corrupt? ({library_reason(e, path)})") \
+            from None
     if raw.ndim == 4:
         raw = raw[..., 0]
-    if not (np.isfinite(slope) and np.isfinite(inter)):
-        slope, inter = 1.0, 0.0
     return header, raw, slope, inter, transform
 
 
@@ -335,30 +364,68 @@ def _read_nifti(path: Path, max_bytes: int | None = None) -> CTVolume:
     return CTVolume(hu=out, spacing=header.spacing, kind="nifti", source=str(path))
 
 
-def _gunzip(data: bytes) -> bytes:
-    """Decompress a whole gzip file in one call: ISA-L (`isal`, ~1.4x faster) when installed, else zlib."""
+def _decompressobj():
+    """A gzip stream decompressor: ISA-L (`isal`, ~1.4x faster) when installed, else zlib."""
     try:
-        from isal.igzip import decompress
+        from isal import isal_zlib as zl
     except ImportError:  # optional speed-up
-        from gzip import decompress
-    return decompress(data)
+        zl = zlib
+    return zl.decompressobj(zl.MAX_WBITS | 16), zl.error
+
+
+class DecompressedSizeError(InputError):
+    """A .nii.gz whose stream holds more than its header declares (a decompression bomb or a damaged file)."""
+
+
+def gunzip_capped(path: Path, need: int, margin: int = GZIP_MARGIN_BYTES) -> np.ndarray:
+    """The first `need` decompressed bytes of a gzip file (uint8 [need]), streamed: never more than `need`
+    plus `margin` bytes decompressed; a stream holding more is refused (DecompressedSizeError); one holding
+    less gives EOFError. Concatenated gzip members are followed."""
+    out = np.empty(need, dtype=np.uint8)
+    view = memoryview(out)
+    filled, extra = 0, 0
+    d, zerror = _decompressobj()
+    with open(path, "rb") as fh:
+        chunk = fh.read(_GZIP_CHUNK)
+        while chunk:
+            while chunk:
+                room = need - filled if filled < need else margin + 1 - extra
+                try:
+                    piece = d.decompress(chunk, max(1, room))
+                except zerror as e:  # ISA-L's own error type: reported like zlib's
+                    raise zlib.error(str(e)) from None
+                chunk = d.unconsumed_tail
+                if filled < need:
+                    view[filled:filled + len(piece)] = piece
+                    filled += len(piece)
+                else:
+                    extra += len(piece)
+                if extra > margin:
+                    raise DecompressedSizeError(path, f"decompressed size exceeds what the header declares "
+                                                      f"(more than {need + margin} bytes for a declared {need})")
+                if d.eof:  # a next gzip member may follow
+                    chunk = d.unused_data + chunk
+                    if not chunk:
+                        break
+                    d, zerror = _decompressobj()
+            chunk = fh.read(_GZIP_CHUNK)
+    if filled < need:
+        raise EOFError(f"the data ends after {filled} of {need} bytes")
+    return out
 
 
 def _gunzipped_data(path: Path, img) -> np.ndarray:
-    """The stored voxel array of a .nii.gz, decompressed in one call and viewed in place (no extra copy).
+    """The stored voxel array of a .nii.gz, decompressed as a capped stream and viewed in place (no copy).
 
-    nibabel's own path streams through GzipFile in chunks; one-shot decompression is faster and the array
-    is a view of the decompressed bytes. The header (shape, dtype and byte order, data offset) is the one
-    nibabel parsed (the ArrayProxy's shape, dtype with byte order, offset and order).
+    The header (shape, dtype and byte order, data offset) is the one nibabel parsed (the ArrayProxy's shape,
+    dtype with byte order, offset and order); the decompressed size is bounded by it (gunzip_capped).
     """
     proxy = img.dataobj  # its layout comes from the file's header (img.header is an edited copy)
     shape = tuple(int(s) for s in proxy.shape)
     dtype = np.dtype(proxy.dtype)
     offset = int(proxy.offset)
-    data = _gunzip(path.read_bytes())
     need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(data) < need:
-        raise EOFError(f"the data ends after {len(data)} of {need} bytes")
+    data = gunzip_capped(path, need)
     return np.ndarray(shape, dtype=dtype, buffer=data, offset=offset, order=proxy.order)
 
 
@@ -372,23 +439,12 @@ def _allocate(header: CTHeader, path: Path) -> np.ndarray:
 
 def _scaled_copy(dst: np.ndarray, src: np.ndarray, slope: float, inter: float) -> None:
     """dst[...] = src * slope + inter, computed in float32, one pass for the common slope 1, inter 0."""
-    if not (np.isfinite(slope) and np.isfinite(inter)):
-        slope, inter = 1.0, 0.0
     if slope == 1.0:
         np.copyto(dst, src, casting="unsafe")
     else:
         np.multiply(src, np.float32(slope), out=dst, casting="unsafe")
     if inter != 0.0:
         dst += np.float32(inter)
-
-
-def _one_line(e: BaseException, path: Path | None = None) -> str:
-    """An exception as one short line; the path (already at the front of InputError) shortened to its name."""
-    msg = " ".join(str(e).split())
-    if path is not None:
-        msg = msg.replace(str(path), path.name)
-    name = type(e).__name__
-    return f"{name}: {msg}" if msg else name
 
 
 # ------------------------------------------------------------------------------------------------ DICOM
@@ -449,7 +505,7 @@ def _scan_dicom_series(folder: Path, *, defer_pixels: bool) -> _DicomSeries:
     try:
         files = _dir_files(folder)
     except OSError as e:
-        raise InputError(folder, f"cannot list the folder ({_one_line(e)})") from None
+        raise InputError(folder, f"cannot list the folder ({library_reason(e)})") from None
     images = []  # (dataset, file)
     n_dicom = 0
     modalities: set[str] = set()
@@ -461,7 +517,7 @@ def _scan_dicom_series(folder: Path, *, defer_pixels: bool) -> _DicomSeries:
             magic = has_dicom_magic(f)
         except OSError as e:
             if dicom_like_name(f.name):
-                bad.append((f, f"cannot read the file ({_one_line(e, f)})"))
+                bad.append((f, f"cannot read the file ({library_reason(e, f)})"))
             continue
         if not magic:
             if dicom_like_name(f.name):  # README.txt, thumbnails...: not part of the series
@@ -470,7 +526,7 @@ def _scan_dicom_series(folder: Path, *, defer_pixels: bool) -> _DicomSeries:
         try:
             ds = pydicom.dcmread(f, defer_size=_DEFER_BYTES if defer_pixels else None, force=True)
         except Exception as e:  # noqa: BLE001 - pydicom raises many types on corrupt files
-            raise InputError(f, f"unreadable DICOM file ({_one_line(e, f)})") from None
+            raise InputError(f, f"unreadable DICOM file ({library_reason(e, f)})") from None
         n_dicom += 1
         _fill_transfer_syntax(ds)
         sop = str(ds.get("SOPClassUID", "") or "")
@@ -485,6 +541,7 @@ def _scan_dicom_series(folder: Path, *, defer_pixels: bool) -> _DicomSeries:
             continue  # localizer reports, structured reports, other modalities: not part of the volume
         if "PixelData" not in ds:
             raise InputError(f, "a CT image without pixel data (truncated file?)")
+        dicom_rescale(ds, f, required=True)
         images.append((ds, f))
     if bad and (images or n_dicom):
         more = f" (and {len(bad) - 1} more such file(s))" if len(bad) > 1 else ""
@@ -585,7 +642,7 @@ def _read_dicom_series(folder: Path, max_bytes: int | None = None) -> CTVolume:
         try:
             on_disk = sum(f.stat().st_size for f in _dir_files(folder) if f.exists())
         except OSError as e:
-            raise InputError(folder, f"cannot list the folder ({_one_line(e)})") from None
+            raise InputError(folder, f"cannot list the folder ({library_reason(e)})") from None
         if on_disk > max_bytes:  # the one-pass scan reads every file whole: bound it before reading
             raise InputError(folder, f"the series' files hold {on_disk / 1e9:.1f} GB, over the "
                                      f"{max_bytes / 1e9:.1f} GB memory limit")
@@ -597,11 +654,10 @@ def _read_dicom_series(folder: Path, max_bytes: int | None = None) -> CTVolume:
         try:
             pixels = ds.pixel_array
         except Exception as e:  # pydicom raises many types (missing decoder plugins, bad lengths...)
-            raise InputError(f, f"cannot decode the pixel data ({_one_line(e, f)})") from None
+            raise InputError(f, f"cannot decode the pixel data ({library_reason(e, f)})") from None
         if pixels.shape != native.shape[1:]:
             raise InputError(f, f"pixel data shape {pixels.shape} does not match Rows x Columns")
-        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-        inter = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+        slope, inter = dicom_rescale(ds, f, required=True)
         _scaled_copy(native[k], pixels, slope, inter)
         series.datasets[k] = None  # release this slice's raw bytes
     return CTVolume(hu=out, spacing=series.header.spacing, kind="dicom", source=str(folder),

@@ -11,6 +11,18 @@ DRR with exit code 0. `check_ct(data, spacing, path)` refuses, with one line nam
 `data` may be stored values with a linear map (HU = data * scale + offset, as `readers.read_ct_stored` gives):
 the limits are checked on the extremes of the stored values, so the common case costs one min/max pass
 and the count is computed only for a refused volume.
+
+NIfTI files carry no modality, so `check_ct_plausible` asks whether the values look like a CT in Hounsfield
+units (an MR volume, a label map or HU stored without its rescale would otherwise render as a white or
+black rectangle with exit code 0). It refuses, with the reason:
+- an axis shorter than `MIN_CT_AXIS_VOXELS`;
+- no air: fewer than `AIR_MIN_FRACTION` of the voxels within `AIR_HU` (-1100 to -900 HU; every chest CT
+  shows air around and inside the body; HU+1024 data without its intercept or MR intensities have none);
+- too bright: the `BRIGHT_PERCENTILE`th percentile above `BRIGHT_MAX_HU` (bone and contrast stay below;
+  metal is a small fraction; scaled data or MR intensities do not).
+It looks at a regular subsample of at most `PLAUSIBILITY_SAMPLE` voxels. `ALLOW_UNUSUAL_CT_OPTION` skips it
+for an unusual but valid CT. `read_checked_ct` is the one reader of `prep drr` and `drr render`: read,
+then every check above.
 """
 from __future__ import annotations
 
@@ -22,6 +34,19 @@ from xpgan.errors import InputError, XPGANError
 
 SPACING_RANGE_MM = (0.1, 20.0)
 HU_LIMITS = (-32768.0, 32767.0)
+MIN_CT_AXIS_VOXELS = 8
+AIR_HU = (-1100.0, -900.0)
+AIR_MIN_FRACTION = 0.001
+BRIGHT_PERCENTILE = 99.5
+BRIGHT_MAX_HU = 3071.0
+PLAUSIBILITY_SAMPLE = 2_000_000  # voxels
+PLAUSIBLE_CT_RULE = (f"air ({AIR_HU[0]:g} to {AIR_HU[1]:g} HU) in >= {100 * AIR_MIN_FRACTION:g}% of voxels, "
+                     f"{BRIGHT_PERCENTILE:g}th percentile <= {BRIGHT_MAX_HU:g} HU, >= {MIN_CT_AXIS_VOXELS} voxels "
+                     "per axis")
+ALLOW_UNUSUAL_CT_OPTION = "--allow-unusual-ct"
+ALLOW_UNUSUAL_CT_HELP = ("Accept a volume that does not look like a CT in HU (no air near -1000 HU, more than "
+                         f"{100 - BRIGHT_PERCENTILE:g}% brighter than bone, or an axis under {MIN_CT_AXIS_VOXELS} "
+                         "voxels); check it yourself first.")
 
 
 def check_spacing_range(spacing_range_mm) -> tuple[float, float]:
@@ -71,3 +96,48 @@ def check_ct(data: np.ndarray, spacing, path: str | os.PathLike, *, scale: float
     raise InputError(path, f"{outside} of {data.size} voxels are outside the storable HU range "
                            f"{HU_LIMITS[0]:g} to {HU_LIMITS[1]:g} (min {float(np.min(hu)):.4g}, max "
                            f"{float(np.max(hu)):.4g} HU)")
+
+
+def _sample(data: np.ndarray) -> np.ndarray:
+    """A regular subsample of at most PLAUSIBILITY_SAMPLE voxels (every k-th along each axis)."""
+    k = max(1, int(np.ceil((data.size / PLAUSIBILITY_SAMPLE) ** (1.0 / data.ndim))))
+    return data[(slice(None, None, k),) * data.ndim]
+
+
+def check_ct_plausible(data: np.ndarray, path: str | os.PathLike, *, scale: float = 1.0,
+                       offset: float = 0.0) -> None:
+    """Raise InputError(path, reason) when the volume does not look like a CT in HU (module docstring)."""
+    data = np.asarray(data)
+    hint = f"; if it is a valid CT, pass {ALLOW_UNUSUAL_CT_OPTION}"
+    if min(data.shape) < MIN_CT_AXIS_VOXELS:
+        raise InputError(path, f"too small for a CT: shape {tuple(data.shape)} has an axis under "
+                               f"{MIN_CT_AXIS_VOXELS} voxels{hint}")
+    hu = _sample(data).astype(np.float32) * np.float32(scale) + np.float32(offset)
+    air = float(np.mean((hu >= AIR_HU[0]) & (hu <= AIR_HU[1])))
+    lo, hi = float(hu.min()), float(hu.max())
+    if air < AIR_MIN_FRACTION:
+        raise InputError(path, f"does not look like a CT in HU: no air ({100 * air:.2f}% of voxels between "
+                               f"{AIR_HU[0]:g} and {AIR_HU[1]:g} HU; values {lo:.6g} to {hi:.6g}){hint}")
+    bright = float(np.percentile(hu, BRIGHT_PERCENTILE))
+    if bright > BRIGHT_MAX_HU:
+        raise InputError(path, f"does not look like a CT in HU: {100 - BRIGHT_PERCENTILE:g}% of voxels are above "
+                               f"{bright:.6g} HU, brighter than bone ({BRIGHT_MAX_HU:g}){hint}")
+
+
+def read_checked_ct(path: str | os.PathLike, *, max_bytes: int | None = None,
+                    spacing_range_mm=SPACING_RANGE_MM, allow_unusual_ct: bool = False):
+    """The CT reader of `prep drr` and `drr render`: readers.read_ct_stored (every library error already a
+    one-line InputError; `max_bytes` checked from the headers), then check_ct and, unless
+    `allow_unusual_ct`, check_ct_plausible. Returns the readers.StoredCT."""
+    from xpgan.pipeline.ct.readers import MemoryLimitError, read_ct_stored
+
+    try:
+        ct = read_ct_stored(path, max_bytes=max_bytes)
+    except MemoryLimitError as exc:
+        raise InputError(path, f"{exc.reason} (--memory-limit-gb)") from None
+    if ct.data.ndim != 3 or min(ct.data.shape) < 2:
+        raise InputError(path, f"not a 3D volume (shape {ct.data.shape})")
+    check_ct(ct.data, ct.spacing, path, scale=ct.scale, offset=ct.offset, spacing_range_mm=spacing_range_mm)
+    if not allow_unusual_ct:
+        check_ct_plausible(ct.data, path, scale=ct.scale, offset=ct.offset)
+    return ct

@@ -27,7 +27,7 @@ import numpy as np
 
 import xpgan
 from xpgan.errors import InputError, XPGANError
-from xpgan.pipeline.cxr.readers import INTENSITY_ATTRS, load_cxr_depth
+from xpgan.pipeline.cxr.readers import DECODE_BUDGET_BYTES, INTENSITY_ATTRS, load_cxr_depth
 from xpgan.pipeline.cxr.sources import DEFAULT_POSITIVE, DEFAULT_VIEWS, discover, items_fingerprint
 from xpgan.pipeline.cxr.split import check_grouping, grouped_stratified_split
 from xpgan.pipeline.runner import PrepSummary, Task, run_items
@@ -73,18 +73,18 @@ def count_table(source: np.ndarray, split: np.ndarray, label: np.ndarray) -> lis
     return rows
 
 
-def _process(payload: tuple[str, int]) -> dict:
+def _process(payload: tuple[str, int, bool]) -> dict:
     """Worker side: one file -> {"image": float32 [size, size], "bits": int}. Errors carry no path (see
-    `_reason`)."""
-    path, size = payload
+    `_reason`). payload: (path, size, allow_burned_in)."""
+    path, size, allow_burned_in = payload
     try:
-        image, bits = load_cxr_depth(path, size)
+        image, bits = load_cxr_depth(path, size, allow_burned_in=allow_burned_in)
         return {"image": image, "bits": bits}
     except InputError as exc:
         raise XPGANError(exc.reason) from None  # the path is known to the caller; keep it out of reasons
 
 
-def _process_encoded(payload: tuple[str, int], encoders: dict) -> dict:
+def _process_encoded(payload: tuple[str, int, bool], encoders: dict) -> dict:
     """_process, then the image encoded as its Zarr chunk (store.item_encoders): compression on the workers."""
     from xpgan.pipeline.store import encode_items
 
@@ -103,9 +103,11 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
              views: Sequence[str] = DEFAULT_VIEWS, source_names: Sequence[str] | None = None,
              workers: int | None = None, scheduler: str | None = None, overwrite: bool = False,
              progress: bool = True, salt_file: str | os.PathLike | None = None,
-             processes: bool = True) -> CXRPrepSummary:
+             processes: bool = True, allow_burned_in: bool = False) -> CXRPrepSummary:
     """Build (or resume) a CXR store from `sources`; see the module docstring. Raises XPGANError for bad
-    options or sources; per-file problems are failures in the summary, not exceptions."""
+    options or sources; per-file problems are failures in the summary, not exceptions. allow_burned_in:
+    accept DICOM radiographs marked BurnedInAnnotation YES (refused by default). Each worker may need
+    `DECODE_BUDGET_BYTES` to read a file: the default worker count fits them in the machine's memory."""
     from xpgan.pipeline import schema
     from xpgan.pipeline import store as st
     from xpgan.pipeline.privacy import load_or_create_salt, patient_hash
@@ -158,6 +160,9 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
             "bits": "bit depth each image's values were scaled by (array `bits`): PNG/JPEG value / (2**bits - 1), "
                     "DICOM BitsStored, 0 float image (own min..max), -1 not written",
             "package_version": xpgan.__version__,
+            "refused_per_file": {"modality": "DICOM not CR/DX/RG (CT/MR slices, secondary captures)",
+                                 "burned_in_annotation": "accepted" if allow_burned_in else "refused",
+                                 "decode_budget_bytes": DECODE_BUDGET_BYTES},
         }
         group = st.create_or_open(
             out, kind=KIND, overwrite=overwrite, n_items=len(items), attrs=attrs, identity=identity,
@@ -166,8 +171,8 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
         redone = repair_for_resume(group, out)
         done_before = st.done_mask(group)
         # absolute paths: workers of a --scheduler cluster may run in another working directory
-        todo = [Task(i, (os.path.abspath(items[i].path), size), str(items[i].path)) for i in range(len(items))
-                if not done_before[i]]
+        todo = [Task(i, (os.path.abspath(items[i].path), size, bool(allow_burned_in)), str(items[i].path))
+                for i in range(len(items)) if not done_before[i]]
 
         def write(batch: dict[int, dict]) -> None:
             st.write_items(group, {i: {"image": r["image"], "bits": int(r["bits"]), "label": int(labels[i]),
@@ -178,7 +183,8 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
         st.set_complete(group, False)
         process = functools.partial(_process_encoded, encoders=st.item_encoders(group))
         result = run_items(todo, process, write, group_size=st.items_per_shard(group), workers=workers,
-                           scheduler=scheduler, processes=processes, progress=progress, desc="prep cxr")
+                           scheduler=scheduler, processes=processes, progress=progress, desc="prep cxr",
+                           memory_per_worker_gb=DECODE_BUDGET_BYTES / 1e9)
 
         # Failures of this run replace earlier records of the same items; items done now drop theirs.
         done_now = st.done_mask(group)

@@ -11,8 +11,8 @@ Intensity mapping to [0, 1] (bright = attenuating, as a radiograph is displayed)
   RGB(A)/palette images become grey with the ITU-R BT.601 luma weights (0.299, 0.587, 0.114) computed in
   float (no 8-bit rounding). An alpha channel that is fully opaque is ignored; an image with transparent
   or translucent pixels (alpha < max) is refused: what lies under a transparent area is unknown (it would
-  silently become black). The EXIF orientation of JPEGs is applied. Pillow reads 16-bit *RGB* PNGs as
-  8-bit RGB (a Pillow limitation).
+  silently become black). The EXIF orientation (JPEG, PNG eXIf) is applied. Pillow reads 16-bit *RGB*
+  PNGs as 8-bit RGB (a Pillow limitation).
 - DICOM (pydicom): stored values -> Modality LUT or rescale slope/intercept (`apply_modality_lut`) ->
   VOI LUT or the first WindowCenter/WindowWidth (`apply_voi_lut`) -> scaled by the VOI's output range
   (the values the VOI gives far below and far above the window map to 0 and 1), so the window the
@@ -21,7 +21,16 @@ Intensity mapping to [0, 1] (bright = attenuating, as a radiograph is displayed)
   percentiles ignore hot/dead pixels and collimator edges. MONOCHROME1 (high value = dark) is inverted
   last (`1 - x`) so every image has the MONOCHROME2 polarity. Colour DICOM (RGB/YBR/palette) becomes
   grey like PNGs. Multi-frame files are refused. No DICOM attribute is returned or copied (the depth
-  returned is BitsStored; pydicom masks the bits above it).
+  returned is BitsStored; pydicom masks the bits above it). RescaleSlope/RescaleIntercept follow the rule
+  shared with the CT reader (`xpgan.pipeline.values.dicom_rescale`; absent: no rescale).
+- What is refused before any pixel is decoded, per file with the reason:
+  - a DICOM whose Modality is not a projection radiograph (`PROJECTION_MODALITIES`; without a Modality,
+    a SOP class of `PROJECTION_SOP_CLASSES`): CT/MR slices, secondary captures, reports;
+  - a DICOM radiograph with BurnedInAnnotation YES (text burnt into the pixels may name the patient),
+    unless `allow_burned_in=True` (`ALLOW_BURNED_IN_OPTION`);
+  - a file whose decoded pixels would need more than `DECODE_BUDGET_BYTES` while it is read (estimated from
+    the header: width x height x the bytes per pixel of its mode / SamplesPerPixel x BitsAllocated, plus the
+    float working copies); a deflated DICOM whose inflated data would exceed the budget.
 
 Letterbox: the image is scaled by `size / max(H, W)` (aspect kept) with Pillow's anti-aliased bilinear
 resampling (a triangle filter widened by the down-sampling factor, so no aliasing and no overshoot:
@@ -37,8 +46,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from xpgan.errors import InputError
+from xpgan.errors import InputError, as_input_errors, library_reason
 from xpgan.pipeline.sniff import DICOM_SUFFIXES, is_dicom_file
+from xpgan.pipeline.values import dicom_rescale
 
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg")
 IMAGE_SUFFIXES = RASTER_SUFFIXES + DICOM_SUFFIXES
@@ -46,8 +56,17 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601, the weights Pillow uses fo
 NO_VOI_PERCENTILES = (0.5, 99.5)  # % of pixels clipped at each end when a DICOM has no VOI (inverted CDF)
 MAX_PIXELS = 200_000_000  # refuse absurd headers before decoding (a 14k x 14k plate is ~2e8)
 MIN_SIDE = 2  # pixels: the smallest image side accepted
+_DEFER_BYTES = 1024  # DICOM values larger than this (the pixel data) are read only when decoded
 BIT_DEPTHS = (8, 10, 12, 14, 16)  # candidate depths of 16-bit PNG data, chosen by the observed maximum
 FLOAT_DEPTH = 0  # recorded depth of float images, stretched from their own min..max
+PROJECTION_MODALITIES = ("CR", "DX", "RG")  # computed, digital and conventional radiography
+PROJECTION_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.1": "CR", "1.2.840.10008.5.1.4.1.1.1.1": "DX",
+                          "1.2.840.10008.5.1.4.1.1.1.1.1": "DX"}  # ... Image Storage (for presentation/processing)
+DECODE_BUDGET_BYTES = 1_500_000_000  # peak bytes one worker may use to read one radiograph
+WORKING_BYTES_PER_PIXEL = 24  # float64 luma temporaries, the float32 image and its letterbox copy
+WORKING_BYTES_PER_SAMPLE = 8  # float64 intermediate per sample (LUT, luma)
+ALLOW_BURNED_IN_OPTION = "--allow-burned-in-annotation"
+DEFLATED_TRANSFER_SYNTAX = "1.2.840.10008.1.2.1.99"
 
 INTENSITY_ATTRS = {
     "png_jpeg": "value / (2**bits - 1); RGB(A) -> BT.601 luma; images with transparent pixels refused",
@@ -69,20 +88,35 @@ def is_cxr_image(path: str | os.PathLike) -> bool:
     return path.suffix == "" and is_dicom_file(path)
 
 
-def read_cxr(path: str | os.PathLike) -> np.ndarray:
+def read_cxr(path: str | os.PathLike, *, allow_burned_in: bool = False) -> np.ndarray:
     """Any supported CXR file -> float32 [H, W] in [0, 1]. Raises InputError for every bad input."""
-    return read_cxr_depth(path)[0]
+    return read_cxr_depth(path, allow_burned_in=allow_burned_in)[0]
 
 
-def read_cxr_depth(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+@as_input_errors
+def read_cxr_depth(path: str | os.PathLike, *, allow_burned_in: bool = False) -> tuple[np.ndarray, int]:
     """(read_cxr's image, the bit depth its values were scaled by: PNG/JPEG 2**bits - 1, DICOM BitsStored;
     0 for a float image stretched from its own range)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "file not found")
     if is_dicom_file(path):
-        return read_dicom_cxr_depth(path)
+        return read_dicom_cxr_depth(path, allow_burned_in=allow_burned_in)
     return read_raster_cxr_depth(path)
+
+
+def decode_peak_bytes(height: int, width: int, samples: int, bytes_per_sample: float) -> int:
+    """Peak bytes of reading one radiograph of this header (decoded pixels + working copies)."""
+    per_pixel = samples * (bytes_per_sample + WORKING_BYTES_PER_SAMPLE) + WORKING_BYTES_PER_PIXEL
+    return int(height) * int(width) * int(np.ceil(per_pixel))
+
+
+def _check_budget(path: Path, height: int, width: int, samples: int, bytes_per_sample: float) -> None:
+    need = decode_peak_bytes(height, width, samples, bytes_per_sample)
+    if need > DECODE_BUDGET_BYTES:
+        raise InputError(path, f"a {width}x{height} image with {samples} sample(s) of {bytes_per_sample:g} byte(s) "
+                               f"would need about {need / 1e9:.1f} GB to read, over the "
+                               f"{DECODE_BUDGET_BYTES / 1e9:.1f} GB per-file budget")
 
 
 def _grey_from_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -109,16 +143,28 @@ def read_raster_cxr_depth(path: str | os.PathLike) -> tuple[np.ndarray, int]:
                                            "one radiograph per file expected")
                 if im.width * im.height > MAX_PIXELS:
                     raise InputError(path, f"image of {im.width}x{im.height} pixels is larger than the limit")
-                if im.format == "JPEG" and im.getexif().get(0x0112, 1) not in (1, None):
-                    im = ImageOps.exif_transpose(im)  # camera-rotated JPEGs: apply the EXIF orientation
+                _check_budget(path, im.height, im.width, _decoded_samples(im), _MODE_BYTES.get(im.mode, 4))
+                if im.getexif().get(0x0112, 1) not in (1, None):
+                    im = ImageOps.exif_transpose(im)  # rotated or mirrored by its EXIF orientation
                 im.load()
                 arr, bits = _pil_to_unit(im, path)
     except InputError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombWarning,
             Image.DecompressionBombError) as exc:
-        raise InputError(path, f"cannot read image ({type(exc).__name__}: {exc})") from None
+        raise InputError(path, f"cannot read image ({library_reason(exc, path)})") from None
     return _check_image(arr, path), bits
+
+
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 1, "PA": 1, "La": 1, "RGB": 1, "RGBA": 1, "RGBX": 1, "CMYK": 1,
+               "YCbCr": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}  # bytes per band; others (I, F): 4
+_GREY_MODES = ("1", "L", "LA", "I", "F", "I;16", "I;16L", "I;16B", "I;16N")  # read without a colour conversion
+
+
+def _decoded_samples(im) -> int:
+    """Samples per pixel while reading: colour and palette modes go through RGB(A) (_pil_to_unit)."""
+    bands = len(im.getbands())
+    return bands if im.mode in _GREY_MODES else max(bands, 3)
 
 
 def depth_from_max(vmax: int) -> int:
@@ -158,16 +204,74 @@ def _pil_to_unit(im, path: Path) -> tuple[np.ndarray, int]:
     a = np.asarray(im)
     if a.shape[-1] == 4:
         _check_opaque(a[..., 3], 255, path)
-    grey = _grey_from_rgb(a[..., :3].astype(np.float64) / 255.0)
+    rgb = a[..., :3].astype(np.float64)
+    rgb /= 255.0  # in place: one float64 copy at the peak
+    grey = _grey_from_rgb(rgb)
     return grey.astype(np.float32), 8
 
 
-def read_dicom_cxr(path: str | os.PathLike) -> np.ndarray:
+def read_dicom_cxr(path: str | os.PathLike, *, allow_burned_in: bool = False) -> np.ndarray:
     """DICOM radiograph -> float32 [H, W] in [0, 1] (see the module docstring for the mapping)."""
-    return read_dicom_cxr_depth(path)[0]
+    return read_dicom_cxr_depth(path, allow_burned_in=allow_burned_in)[0]
 
 
-def read_dicom_cxr_depth(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+def _check_projection(ds, path: Path, allow_burned_in: bool) -> None:
+    """Refuse what is not a projection radiograph, and burnt-in text unless allowed (module docstring)."""
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    sop = str(ds.get("SOPClassUID", "") or "").strip()
+    kinds = ", ".join(PROJECTION_MODALITIES)
+    if modality and modality not in PROJECTION_MODALITIES:
+        what = " (a slice of a cross-sectional series)" if modality in ("CT", "MR", "PT") else ""
+        raise InputError(path, f"DICOM Modality {modality} is not a projection radiograph ({kinds}){what}")
+    if not modality and sop not in PROJECTION_SOP_CLASSES:
+        raise InputError(path, f"DICOM without a Modality whose SOP class ({sop or 'none'}) is not a radiograph "
+                               f"({kinds})")
+    burned = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
+    if burned == "YES" and not allow_burned_in:
+        raise InputError(path, "BurnedInAnnotation is YES: text burnt into the image may identify the patient "
+                               f"(pass {ALLOW_BURNED_IN_OPTION} to accept such images)")
+
+
+def _check_dicom_budget(ds, path: Path, rows: int, cols: int) -> None:
+    try:
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        bits = int(ds.get("BitsAllocated", 16) or 16)
+    except (TypeError, ValueError):
+        raise InputError(path, "DICOM without usable SamplesPerPixel/BitsAllocated") from None
+    if not (1 <= samples <= 4 and 1 <= bits <= 64):
+        raise InputError(path, f"DICOM with SamplesPerPixel {samples} and BitsAllocated {bits}")
+    _check_budget(path, rows, cols, samples, max(1.0, bits / 8))
+
+
+def check_deflated_size(path: Path, budget: int = DECODE_BUDGET_BYTES) -> None:
+    """A deflated DICOM is inflated whole by pydicom: count its inflated size first (streamed, stopped past
+    `budget` bytes: InputError). Files in another transfer syntax, or without file meta, pass."""
+    import zlib
+
+    from pydicom.filereader import read_file_meta_info
+
+    try:
+        meta = read_file_meta_info(path)
+    except Exception:  # noqa: BLE001 - no file meta (a preamble-less dataset): not deflated
+        return
+    if str(meta.get("TransferSyntaxUID", "")) != DEFLATED_TRANSFER_SYNTAX:
+        return
+    group_length = meta.get("FileMetaInformationGroupLength")
+    if group_length is None:
+        raise InputError(path, "deflated DICOM without FileMetaInformationGroupLength")
+    d, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+    with open(path, "rb") as fh:
+        fh.seek(132 + 12 + int(group_length))  # preamble, DICM, the group length element, the meta group
+        while chunk := fh.read(1 << 20):
+            while chunk and not d.eof:
+                total += len(d.decompress(chunk, 1 << 22))
+                chunk = d.unconsumed_tail
+                if total > budget:
+                    raise InputError(path, f"deflated DICOM data inflates to more than the {budget / 1e9:.1f} GB "
+                                           "per-file budget")
+
+
+def read_dicom_cxr_depth(path: str | os.PathLike, *, allow_burned_in: bool = False) -> tuple[np.ndarray, int]:
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
@@ -176,11 +280,15 @@ def read_dicom_cxr_depth(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydicom warns about every odd element; failures still raise
-            ds = pydicom.dcmread(path, force=True)
-    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
-        raise InputError(path, f"cannot read DICOM ({type(exc).__name__}: {exc})") from None
+            check_deflated_size(path)
+            ds = pydicom.dcmread(path, force=True, defer_size=_DEFER_BYTES)  # pixels read when decoded
+    except InputError:
+        raise
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(path, f"cannot read DICOM ({library_reason(exc, path)})") from None
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise InputError(path, "DICOM without pixel data")
+    _check_projection(ds, path, allow_burned_in)
     try:
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         rows, cols = int(ds.Rows), int(ds.Columns)
@@ -192,13 +300,16 @@ def read_dicom_cxr_depth(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         raise InputError(path, f"image too small: {rows}x{cols} pixels (the minimum is {MIN_SIDE}x{MIN_SIDE})")
     if rows * cols > MAX_PIXELS:
         raise InputError(path, f"DICOM image of {rows}x{cols} pixels is larger than the limit")
+    _check_dicom_budget(ds, path, rows, cols)
+    if "RescaleSlope" in ds or "RescaleIntercept" in ds:  # checked under the rule shared with CT, then used
+        ds.RescaleSlope, ds.RescaleIntercept = (f"{v:.10g}" for v in dicom_rescale(ds, path, required=False))
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             raw = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for missing decoders / corrupt data
-        raise InputError(path, f"cannot decode DICOM pixel data ({type(exc).__name__}: {exc})") from None
+        raise InputError(path, f"cannot decode DICOM pixel data ({library_reason(exc, path)})") from None
     if raw.ndim == 3 and photometric.startswith(("MONOCHROME",)):
         raise InputError(path, f"unexpected pixel array shape {raw.shape} for {photometric}")
 
@@ -219,7 +330,7 @@ def read_dicom_cxr_depth(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     except InputError:
         raise
     except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
-        raise InputError(path, f"cannot apply DICOM LUTs ({type(exc).__name__}: {exc})") from None
+        raise InputError(path, f"cannot apply DICOM LUTs ({library_reason(exc, path)})") from None
     bits = int(ds.get("BitsStored", 0) or ds.get("BitsAllocated", 0) or 0)
     return _check_image(x if x.dtype == np.float32 and photometric.startswith("MONOCHROME")
                         else np.clip(x, 0.0, 1.0).astype(np.float32), path), bits
@@ -339,14 +450,15 @@ def content_box(shape_hw: tuple[int, int], size: int) -> tuple[int, int, int, in
     return (size - nh) // 2, (size - nw) // 2, nh, nw
 
 
-def load_cxr(path: str | os.PathLike, size: int = 256) -> np.ndarray:
+def load_cxr(path: str | os.PathLike, size: int = 256, *, allow_burned_in: bool = False) -> np.ndarray:
     """Read and letterbox one file: float32 [size, size] in [0, 1]."""
-    return letterbox(read_cxr(path), size)
+    return letterbox(read_cxr(path, allow_burned_in=allow_burned_in), size)
 
 
-def load_cxr_depth(path: str | os.PathLike, size: int = 256) -> tuple[np.ndarray, int]:
+def load_cxr_depth(path: str | os.PathLike, size: int = 256, *,
+                   allow_burned_in: bool = False) -> tuple[np.ndarray, int]:
     """load_cxr and the bit depth the values were scaled by (read_cxr_depth)."""
-    image, bits = read_cxr_depth(path)
+    image, bits = read_cxr_depth(path, allow_burned_in=allow_burned_in)
     return letterbox(image, size), bits
 
 

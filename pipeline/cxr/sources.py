@@ -9,14 +9,18 @@ Kinds of SRC (mixed freely, in the order given):
 - **Class folders**: a folder with one sub-folder per class (`covid/`, `normal/`, ...). A sub-folder whose
   name (case-insensitive) is one of `positive` gives label 1, any other gives 0. Images are found
   recursively inside each sub-folder (symlinked folders followed once, links to folders above skipped;
-  PNG/JPEG/DICOM by suffix, or DICOM by its `DICM` magic); files at
-  the top level are not labelled and are skipped (counted). The patient id is the file stem, i.e. every
+  PNG/JPEG/DICOM by suffix, or DICOM by its `DICM` magic); other files are skipped and counted by
+  reason (`.gif`, `.tif` ...: "unsupported image format"); files at the top level are not labelled and are
+  skipped (counted). The patient id is the file stem, i.e. every
   file is its own patient: give a manifest when several images belong to one patient. Files whose stem
   appears under two labels (`covid/1.png`, `normal/1.png`) would be one patient with conflicting labels:
   they are reported as problems (failures naming both class folders) and not stored.
 - **Manifest CSV** (`path,label[,patient_id][,source]`): paths relative to the CSV's folder (absolute
-  paths kept); label `0`/`1`, or a class name mapped like a sub-folder name (in `positive` -> 1, else 0);
-  patient id defaults to the file stem. Rows with an unusable label are reported as failures.
+  paths kept); label exactly `0` or `1`, or a class name mapped like a sub-folder name (in `positive` -> 1,
+  else 0; `parse_label`). Anything else fails its row, with its line number: other numbers (`1.5`,
+  `1e400`, `inf`), and words that state a label without naming a class (`positive`, `yes`, `true`:
+  `NOT_CLASS_NAMES`, unless given as a positive class). Patient id defaults to the file stem. A path listed
+  twice with the same label is kept once; with different labels every such row fails.
 - **Cohen metadata.csv** (COVID-19 image data collection; the CSV itself or its folder): a folder holding
   a `metadata.csv` is always read as such a source (never as class folders), and refused with the reason
   (e.g. `;` separators, a missing column) when the CSV is not one. Columns
@@ -51,8 +55,14 @@ DEFAULT_POSITIVE = ("covid", "covid-19", "covid19")
 DEFAULT_VIEWS = ("PA", "AP", "AP Supine")
 COHEN_COLUMNS = ("patientid", "finding", "view", "modality", "filename")
 XRAY_MODALITIES = ("x-ray", "xray", "x ray", "cr", "dx")
+UNSUPPORTED_IMAGE_SUFFIXES = (".gif", ".tif", ".tiff", ".bmp", ".webp", ".jp2", ".heic")
 _COVID = re.compile(r"covid[-_ ]?19", re.IGNORECASE)
 _UNLABELLED_FINDINGS = ("", "todo", "unknown")
+
+
+# Label words that are not class names: a manifest must say 0/1 or name the class.
+NOT_CLASS_NAMES = frozenset({"yes", "no", "y", "n", "true", "false", "t", "f", "positive", "negative", "pos", "neg",
+                             "inf", "infinity", "nan", "none", "null", "na", "n/a"})
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,7 @@ class CXRItem:
     label: int  # 1 positive, 0 negative
     patient_key: str  # "<source>/<raw patient id>": for grouping and hashing only, never stored
     source: str
+    origin: str = field(default="", compare=False)  # where it was listed ("m.csv line 7"), for messages only
 
 
 @dataclass
@@ -84,8 +95,9 @@ def _make_key(source: str, patient_id: str) -> str:
     return f"{source}/{patient_id}"
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """Header (lower-cased, stripped) and rows; tolerant of a BOM, a trailing comma and extra fields."""
+def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]], list[int]]:
+    """Header (lower-cased, stripped), rows and each row's line number in the file; tolerant of a BOM, a
+    trailing comma and extra fields."""
     try:
         with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
             reader = csv.reader(fh)
@@ -94,18 +106,21 @@ def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
             except StopIteration:
                 raise InputError(path, "empty CSV file") from None
             cols = [_norm(c) for c in header]
-            rows = []
+            rows, lines = [], []
+            line = reader.line_num + 1
             for values in reader:
+                first, line = line, reader.line_num + 1  # the row's first line (quoted fields may span lines)
                 if not any(v.strip() for v in values):
                     continue
                 # a trailing comma makes an unnamed column: keep only named columns, pad short rows
                 row = {c: (values[i].strip() if i < len(values) else "") for i, c in enumerate(cols) if c}
                 rows.append(row)
+                lines.append(first)
     except OSError as exc:
         raise InputError(path, f"cannot read CSV ({exc.strerror or exc})") from None
     except csv.Error as exc:
         raise InputError(path, f"malformed CSV ({exc})") from None
-    return cols, rows
+    return cols, rows, lines
 
 
 def is_cohen_header(cols: Iterable[str]) -> bool:
@@ -129,12 +144,12 @@ def _resolve(base: Path, rel: str) -> Path:
 
 
 def discover_cohen(csv_path: Path, source: str, *, views: Sequence[str], into: CXRDiscovery) -> None:
-    cols, rows = _read_csv(csv_path)
+    cols, rows, lines = _read_csv(csv_path)
     if not is_cohen_header(cols):
         raise InputError(csv_path, f"not a Cohen-style metadata.csv: {_not_cohen_reason(cols)}")
     wanted_views = {_norm(v) for v in views}
     base = csv_path.parent
-    for row in rows:
+    for n, row in zip(lines, rows):
         if _norm(row.get("modality", "")) not in XRAY_MODALITIES:
             into.excluded["modality not X-ray"] += 1
             continue
@@ -152,46 +167,66 @@ def discover_cohen(csv_path: Path, source: str, *, views: Sequence[str], into: C
         path = base / (row.get("folder") or "images") / filename
         pid = row.get("patientid", "") or Path(filename).stem
         label = 1 if _COVID.search(finding) else 0
-        into.items.append(CXRItem(path=path, label=label, patient_key=_make_key(source, pid), source=source))
+        into.items.append(CXRItem(path=path, label=label, patient_key=_make_key(source, pid), source=source,
+                                  origin=f"{csv_path.name} line {n}"))
 
 
-def _parse_label(text: str, positive: set[str]) -> int | None:
+def parse_label(text: str, positive: set[str]) -> int | None:
+    """A manifest label: 1 for a positive class name or "1", 0 for "0" or another class name, None for
+    anything else (other numbers, NOT_CLASS_NAMES, text that does not start with a letter)."""
     t = _norm(text)
+    if t in positive:
+        return 1
     if t in ("0", "1"):
         return int(t)
-    if t in ("0.0", "1.0"):
-        return int(float(t))
-    if not t or t[0].isdigit() or t[0] in "+-.":
+    if not t or not t[0].isalpha() or t in NOT_CLASS_NAMES:
         return None
-    return 1 if t in positive else 0
+    return 0
 
 
 def discover_manifest(csv_path: Path, source: str, *, positive: Sequence[str], into: CXRDiscovery) -> None:
-    cols, rows = _read_csv(csv_path)
+    cols, rows, lines = _read_csv(csv_path)
     if "path" not in cols or "label" not in cols:
         raise InputError(csv_path, "manifest CSV needs the columns path,label[,patient_id][,source]")
     pos = {_norm(p) for p in positive}
     base = csv_path.parent
-    for n, row in enumerate(rows, start=2):
+    for n, row in zip(lines, rows):
+        where = f"{csv_path.name} line {n}"
         if not row.get("path"):
             into.problems.append((f"{csv_path}:{n}", "manifest row without path"))
             continue
         path = _resolve(base, row["path"])
-        label = _parse_label(row.get("label", ""), pos)
+        label = parse_label(row.get("label", ""), pos)
         if label is None:
-            into.problems.append((str(path), f"manifest label {row.get('label', '')!r} is not 0, 1 or a class name"))
+            into.problems.append((str(path), f"{where}: label {row.get('label', '')[:40]!r} is not 0, 1 or a class "
+                                             f"name (positive classes: {', '.join(sorted(pos))})"))
             continue
         src = row.get("source") or source
         pid = row.get("patient_id") or path.stem
-        into.items.append(CXRItem(path=path, label=label, patient_key=_make_key(src, pid), source=src))
+        into.items.append(CXRItem(path=path, label=label, patient_key=_make_key(src, pid), source=src, origin=where))
 
 
-def _image_files(folder: Path) -> list[Path]:
+def _skip_reason(path: Path) -> str:
+    """Why a visible file in a class folder is not taken as an image (counted in `excluded`)."""
+    suffix = path.suffix.lower()
+    if suffix in UNSUPPORTED_IMAGE_SUFFIXES:
+        return f"unsupported image format {suffix} (convert to PNG)"
+    return f"not a PNG/JPEG/DICOM file ({suffix or 'no suffix'})"
+
+
+def _image_files(folder: Path, into: CXRDiscovery) -> list[Path]:
     """Images below `folder` (recursive, symlinked folders followed once, hidden names skipped), sorted by
-    their path relative to `folder`."""
+    their path relative to `folder`; other visible files are counted in `into.excluded` by reason."""
     out = []
     for root, _, files, _ in walk_once(folder, skip=lambda name: "hidden" if name.startswith(".") else None):
-        out += [Path(root) / f for f in files if not f.startswith(".") and is_cxr_image(Path(root) / f)]
+        for f in files:
+            path = Path(root) / f
+            if f.startswith("."):
+                continue
+            if is_cxr_image(path):
+                out.append(path)
+            elif path.is_file():
+                into.excluded[_skip_reason(path)] += 1
     return sorted((p for p in out if p.is_file()), key=lambda p: p.relative_to(folder).as_posix())
 
 
@@ -208,8 +243,9 @@ def discover_class_folders(root: Path, source: str, *, positive: Sequence[str], 
         if not entry.is_dir():
             continue
         label = 1 if _norm(entry.name) in pos else 0
-        for path in _image_files(entry):
-            found.append(CXRItem(path=path, label=label, patient_key=_make_key(source, path.stem), source=source))
+        for path in _image_files(entry, into):
+            found.append(CXRItem(path=path, label=label, patient_key=_make_key(source, path.stem), source=source,
+                                 origin=f"class folder {entry.name}"))
     if not found:
         raise InputError(root, "no images in class sub-folders (expected e.g. covid/ and normal/ holding "
                                "PNG/JPEG/DICOM files)")
@@ -233,6 +269,8 @@ def discover(sources: Sequence[str | os.PathLike], *, positive: Sequence[str] = 
     """All items of all SRCs, in order. Raises InputError for an unusable SRC (not for a bad row/file)."""
     if not sources:
         raise InputError("SRC", "no source given")
+    if any(not str(p).strip() for p in positive):
+        raise InputError("--positive", "class names must not be empty")
     if source_names is not None and len(source_names) not in (0, len(sources)):
         raise InputError("--source-name", f"give one per SRC ({len(sources)}), got {len(source_names)}")
     found = CXRDiscovery()
@@ -253,7 +291,7 @@ def discover(sources: Sequence[str | os.PathLike], *, positive: Sequence[str] = 
                 discover_class_folders(src, name, positive=positive, into=found)
                 found.add_kind(name, "class_folders")
         elif src.suffix.lower() == ".csv":
-            cols, _ = _read_csv(src)
+            cols, _, _ = _read_csv(src)
             if is_cohen_header(cols):
                 discover_cohen(src, name, views=views, into=found)
                 found.add_kind(name, "cohen_metadata")
@@ -267,18 +305,28 @@ def discover(sources: Sequence[str | os.PathLike], *, positive: Sequence[str] = 
         else:
             raise InputError(src, "expected a folder of class sub-folders, a manifest CSV or a metadata.csv "
                                   "(a single image has no label)")
-    # the same file reached twice (overlapping SRCs) is kept once, at its first place
-    seen: set[str] = set()
-    unique = []
-    for item in found.items:
-        key = os.path.normcase(os.path.abspath(item.path))
-        if key in seen:
-            found.excluded["duplicate path"] += 1
-            continue
-        seen.add(key)
-        unique.append(item)
-    found.items = unique
+    found.items = _drop_duplicates(found)
     return found
+
+
+def _drop_duplicates(found: CXRDiscovery) -> list[CXRItem]:
+    """The same file reached twice (overlapping SRCs, a repeated manifest row) is kept once, at its first
+    place; listed with different labels, every listing is a problem and none is kept."""
+    listings: dict[str, list[CXRItem]] = {}
+    for item in found.items:
+        listings.setdefault(os.path.normcase(os.path.abspath(item.path)), []).append(item)
+    unique = []
+    for key, its in listings.items():
+        if len({it.label for it in its}) > 1:
+            where = ", ".join(f"{it.origin or it.source}: {it.label}" for it in its)
+            for it in its:
+                own = f"{it.origin}: " if it.origin else ""
+                found.problems.append((str(it.path), f"{own}listed {len(its)} times with conflicting labels ({where})"))
+            continue
+        if len(its) > 1:
+            found.excluded["duplicate path"] += len(its) - 1
+        unique.append(its[0])
+    return unique
 
 
 def items_fingerprint(items: Sequence[CXRItem], salt: bytes) -> str:

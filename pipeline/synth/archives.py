@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+from xpgan.pipeline.ct.validate import MIN_CT_AXIS_VOXELS
 from xpgan.pipeline.synth.anatomy import _draw_anatomy, chest_phantom
 from xpgan.pipeline.synth.radiograph import add_marker, collimate, line_integrals, simulate_radiograph
 
@@ -88,7 +89,7 @@ def write_mosmed_archive(
     *,
     seed: int = 0,
     shape: Sequence[int] = (40, 512, 512),  # (d, h, w) voxels of a typical study
-    slice_jitter: int = 4,                  # slice count varies by up to +-this many per study
+    slice_jitter: int = 4,                  # slice count varies by up to +-this many (>= MIN_CT_AXIS_VOXELS)
     axcodes: Sequence[str] = ("L", "P", "S"),  # on-disk orientation (MosMed files are not canonical)
     as_dicom: bool = False,                 # also write each study as a DICOM series under `dicom/`
     categories: Sequence[int] | None = None,  # grades per study; None: drawn (every grade when n >= 5)
@@ -117,7 +118,7 @@ def write_mosmed_archive(
     for i, cat in enumerate(cats):
         sid = f"study_{i + 1:04d}"
         p_seed = int(seed) * 100_003 + i
-        d = max(4, d0 + int(rng.integers(-slice_jitter, slice_jitter + 1))) if slice_jitter else d0
+        d = max(MIN_CT_AXIS_VOXELS, d0 + int(rng.integers(-slice_jitter, slice_jitter + 1))) if slice_jitter else d0
         origin = (float(rng.uniform(-200, -150)), float(rng.uniform(-180, -120)), float(rng.uniform(-400, -300)))
         path = out / "studies" / f"CT-{cat}" / f"{sid}.nii.gz"
         ddir = out / "dicom" / sid if as_dicom else None

@@ -205,8 +205,8 @@ def test_unreadable_slices_and_folders_fail_naming_them(tmp_path, run_cli_unpriv
     out = res.stdout + res.stderr
     assert res.returncode == 1 and "Traceback" not in out, out
     assert "discovery: found 4" in out
-    assert "locked_first/IM0000.dcm: cannot read the file (PermissionError" in _failure_line(out, "locked_first")
-    assert "locked_middle/IM0005.dcm: cannot read the file (PermissionError" in _failure_line(out, "locked_middle")
-    assert "cannot list the folder (PermissionError" in _failure_line(out, "locked_folder")
+    assert "locked_first/IM0000.dcm: cannot read the file (Permission denied)" in _failure_line(out, "locked_first")
+    assert "locked_middle/IM0005.dcm: cannot read the file (Permission denied)" in _failure_line(out, "locked_middle")
+    assert "cannot list the folder (Permission denied)" in _failure_line(out, "locked_folder")
     g = open_store(tmp_path / "ct.zarr")
     assert [str(s) for s, d in zip(g["study_id"][:], g["done"][:]) if d] == ["good"]

@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from xpgan.cli import app
+from xpgan.pipeline.synth.simple import simple_chest
 from xpgan.pipeline.synth.writers import write_nifti
 
 runner = CliRunner()
@@ -51,7 +52,7 @@ def test_output_under_a_file_is_one_line_error(tmp_path, command):
 
 
 def test_output_that_is_a_folder_fails_in_one_line_when_written(tmp_path):
-    write_nifti(tmp_path / "ct.nii.gz", np.zeros((4, 6, 6), np.float32), (1.0, 1.0, 1.0))
+    write_nifti(tmp_path / "ct.nii.gz", simple_chest((8, 12, 12), 0, dtype=np.float32), (1.0, 1.0, 1.0))
     (tmp_path / "o.npy").mkdir()
     res = runner.invoke(app, ["drr", "render", str(tmp_path / "ct.nii.gz"), str(tmp_path / "o.npy"), "--size", "8",
                               "--backend", "cpu"])

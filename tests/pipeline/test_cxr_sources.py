@@ -72,7 +72,7 @@ def test_class_folders_positive_mapping(tmp_path):
     (root / "normal" / "notes.txt").write_text("not an image")
     found = discover([root])
     assert [(it.path.name, it.label) for it in found.items] == [("x1.png", 1), ("x2.png", 0), ("x3.png", 0)]
-    assert found.excluded == {"image outside a class folder": 1}
+    assert found.excluded == {"image outside a class folder": 1, "not a PNG/JPEG/DICOM file (.txt)": 1}
     assert len({it.patient_key for it in found.items}) == 3  # patient = file stem
     found = discover([root], positive=["pneumonia"])
     assert [it.label for it in found.items] == [0, 0, 1]

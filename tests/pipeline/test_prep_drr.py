@@ -173,7 +173,7 @@ def test_second_prep_on_same_store_is_refused(archive, tmp_path):
 
 def test_no_phi_in_store(tmp_path):
     phi = ["Doe^Jane", "PID-SECRET-4711", "19651231", "Jane"]
-    write_dicom_series(tmp_path / "src" / "series_01", phantom(7, (6, 24, 24)), (3.0, 1.0, 1.0),
+    write_dicom_series(tmp_path / "src" / "series_01", phantom(7, (8, 24, 24)), (3.0, 1.0, 1.0),
                        patient_name=phi[0], patient_id=phi[1], birth_date=phi[2])
     write_nifti(tmp_path / "src" / "vol_02.nii.gz", phantom(8), (5.0, 1.0, 1.0))
     (tmp_path / "src" / "m.csv").write_text(f"path,label,patient_id\nseries_01,1,{phi[1]}\nvol_02.nii.gz,0,PX-2\n")
