@@ -106,3 +106,35 @@ def follows_study(fig: dict) -> bool:
 def figures(imgs: StudyImages, mean_image: Tensor) -> dict:
     """gmetrics.generator_figures of the images of `imgs` against their DRRs and a mean-image reference."""
     return gmetrics.generator_figures(imgs.fake.flatten(1), imgs.drr.flatten(1), mean_image.flatten())
+
+
+def store_report(imgs: StudyImages, C: Optional[torch.nn.Module], device: torch.device,
+                 mean_image: Optional[Tensor] = None, reference: str = "") -> dict:
+    """The generator report of one CT store's studies (`xpgan generate`, the demo): the figures, the
+    evidence of the checkpoint's classifier in G's images and in the DRRs, and the verdict `follows_study`.
+    `mean_image` defaults to the per-pixel mean of these studies' own DRRs (an in-sample reference, a little
+    optimistic for it); `reference` says which was used."""
+    if imgs.fake.shape[0] < 2:
+        return {"studies": int(imgs.fake.shape[0]), "note": "at least two studies are needed to compare"}
+    if mean_image is None:
+        mean_image, reference = imgs.drr.mean(dim=0)[0], reference or "the per-pixel mean DRR of these studies"
+    fig = figures(imgs, mean_image)
+    fig["mean_image_reference"] = reference
+    if C is not None:
+        fig["evidence_auroc_g"] = evidence(C, imgs.fake, imgs.labels, device)
+        fig["evidence_auroc_drr"] = evidence(C, imgs.drr, imgs.labels, device)
+    fig["follows_study"] = follows_study(fig)
+    return fig
+
+
+def summary_line(fig: dict) -> str:
+    """One line for a person: does G follow the study, with the figures that say so."""
+    if "identification" not in fig:
+        return f"generator: {fig.get('note', 'no figures')}"
+    verdict = "G follows the study" if fig["follows_study"] else "G does NOT follow the study"
+    ev = (f"; C's AUROC on G(ct) {fig['evidence_auroc_g']:.3f} vs on the DRRs {fig['evidence_auroc_drr']:.3f}"
+          if np.isfinite(fig.get("evidence_auroc_g", float("nan"))) else "")
+    return (f"{verdict}: identified {fig['identification']:.0%} of {fig['studies']} studies by their own DRR "
+            f"(chance {fig['identification_chance']:.0%}), L1 own/other study {fig['l1_own_over_other']:.2f} "
+            f"(target <= 0.7), variation {fig['variation_ratio']:.2f} of the DRRs' (target >= 0.5), L1 "
+            f"{fig['l1_g']:.3f} vs mean image {fig['l1_mean_image']:.3f}{ev}")
