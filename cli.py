@@ -62,8 +62,14 @@ def user_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from xpgan.errors import Interrupted, Resumable
+
         try:
             return fn(*args, **kwargs)
+        except Resumable as exc:  # stopped part way, kept what it finished: say how to go on
+            prefix = "" if isinstance(exc, Interrupted) else "error: "
+            typer.echo(f"{prefix}{exc}{resume_hint()}", err=True)
+            raise typer.Exit(exc.exit_code)
         except XPGANError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2)
@@ -74,6 +80,17 @@ def user_errors(fn):
             raise typer.Exit(2)
 
     return wrapper
+
+
+def resume_hint(argv: list[str] | None = None) -> str:
+    """`; resume with: xpgan prep ...` (the command as typed, without --overwrite) for the prep commands,
+    which resume when run again; "" for other commands."""
+    import shlex
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] != ["prep"]:
+        return ""
+    return "; resume with: " + shlex.join(["xpgan"] + [a for a in args if a != "--overwrite"])
 
 
 def _output_path(path: Path, option: str) -> Path:

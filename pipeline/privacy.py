@@ -16,9 +16,16 @@ from pathlib import Path
 from xpgan.errors import InputError
 
 
+def beside(store: str | os.PathLike, suffix: str) -> Path:
+    """`<store><suffix>`, the file beside the RESOLVED store (symlinks and `x/../` followed), so that every path
+    naming one store names the same lock, salt and failures file."""
+    store = Path(os.path.realpath(store))
+    return store.with_name(store.name + suffix)
+
+
 def salt_path(store: str | os.PathLike) -> Path:
-    store = Path(store)
-    return store.with_name(store.name + ".salt")
+    """`<store>.salt`: the store's secret key for patient hashes."""
+    return beside(store, ".salt")
 
 
 def load_or_create_salt(store: str | os.PathLike, salt_file: str | os.PathLike | None = None) -> bytes:
@@ -43,7 +50,8 @@ def patient_hash(patient_id: str, salt: bytes) -> str:
     patient_id = str(patient_id).strip()
     if not patient_id:
         return ""
-    return hmac.new(salt, patient_id.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
+    # surrogateescape: an id taken from a file name that is not UTF-8 hashes its original bytes
+    return hmac.new(salt, patient_id.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()[:16]
 
 
 def redact_names(text: str, path: str | os.PathLike, placeholder: str = "<file>") -> str:

@@ -28,8 +28,14 @@ run_items(tasks, process_fn, write_fn, *, group_size=1, workers=None, scheduler=
       - workers=0 and no scheduler: run in this process without Dask (debugging).
     Numba threads: each task sets numba.set_num_threads(cores of its host // worker threads on its host),
     so numba-parallel kernels in several worker processes do not oversubscribe the cores.
-    Progress: a tqdm bar on stderr (done/failed, rate, ETA) when `progress` and stderr is a terminal.
-    KeyboardInterrupt stops the cluster; everything already written stays valid (resume later).
+    Progress (with `progress`): a tqdm bar on stderr (done/failed, rate, ETA) when stderr is a terminal, else
+    a line at the start and one every PROGRESS_EVERY_S seconds (done/failed, rate, elapsed, ETA).
+    Ctrl-C (SIGINT, also when a terminal sends it to every process of the job) or SIGTERM: no new item is
+    started, the finished items of every incomplete group are written too (a partial shard, which a resume
+    completes into the same bytes as an uninterrupted run), the cluster is closed, and errors.Interrupted is
+    raised (its `result`: the RunResult so far; `exit_code` 130 or 143). Local worker processes ignore
+    SIGINT: the client decides how to stop. Later signals during that writing are ignored; SIGKILL loses at
+    most the items of incomplete groups (the store stays valid).
 worker_environ(), local_worker_config() -> context managers
     Dask config for a LocalCluster made elsewhere (benchmarks) to get the same workers (enter around its
     constructor).
@@ -42,6 +48,7 @@ PrepSummary(total, done, skipped, failed, failures, seconds, store, redone)
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -51,7 +58,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from xpgan.errors import XPGANError
+from xpgan.errors import Interrupted, XPGANError, safe_text, signal_name
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,7 @@ class PrepSummary:
             lines.append("  re-done because their stored data was missing or damaged:")
             lines += [f"    {line}" for line in self.redone]
         for path, reason in self.failures[:max_failures]:
-            lines.append(f"  failed: {path}: {reason}")
+            lines.append(f"  failed: {safe_text(path)}: {safe_text(reason)}")
         if len(self.failures) > max_failures:
             lines.append(f"  ... and {len(self.failures) - max_failures} more (see the failures CSV)")
         return "\n".join(lines)
@@ -163,16 +170,26 @@ def _call(process_fn: Callable[[Any], Any], payload: Any, host_threads: Mapping[
         return ("fail", f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__)
 
 
+PROGRESS_EVERY_S = 30.0  # seconds between progress lines when stderr is not a terminal
+
+
 class _Progress:
-    def __init__(self, total: int, desc: str, enabled: bool):
+    """A tqdm bar on a terminal; elsewhere (a log, a pipe) one line at the start and every `every_s` seconds."""
+
+    def __init__(self, total: int, desc: str, enabled: bool, every_s: float = PROGRESS_EVERY_S):
         self.ok = self.failed = 0
+        self.total, self.desc, self.every_s = total, desc, every_s
         self.bar = None
+        self.lines = bool(enabled and total and not sys.stderr.isatty())
+        self.t0 = self.t_line = time.perf_counter()
         if enabled and total and sys.stderr.isatty():
             from tqdm import tqdm
 
             # n/total counts processed items; the postfix splits them into ok and failed.
             self.bar = tqdm(total=total, desc=desc, unit="item", file=sys.stderr, dynamic_ncols=True,
                             smoothing=0.1, postfix="ok=0 failed=0")
+        elif self.lines:
+            print(f"{desc}: {total} items to process", file=sys.stderr, flush=True)
 
     def update(self, ok: bool) -> None:
         if ok:
@@ -182,10 +199,58 @@ class _Progress:
         if self.bar is not None:
             self.bar.set_postfix_str(f"ok={self.ok} failed={self.failed}", refresh=False)
             self.bar.update(1)
+        elif self.lines and time.perf_counter() - self.t_line >= self.every_s:
+            self.t_line = time.perf_counter()
+            print(self.line(), file=sys.stderr, flush=True)
+
+    def line(self) -> str:
+        n = self.ok + self.failed
+        elapsed = time.perf_counter() - self.t0
+        rate = n / elapsed if elapsed > 0 else 0.0
+        eta = f", ETA {_duration((self.total - n) / rate)}" if rate > 0 and n < self.total else ""
+        return (f"{self.desc}: {n}/{self.total} items ({self.ok} ok, {self.failed} failed), "
+                f"{rate:.2f} items/s, {_duration(elapsed)} elapsed{eta}")
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+class _StopSignals:
+    """While entered (in the main thread): SIGINT and SIGTERM raise KeyboardInterrupt once and record which
+    signal came; later ones are ignored, so that writing the finished items is not cut short."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum, _frame):
+        if self.signum is None:
+            self.signum = signum
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> "_StopSignals":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
 
 
 class _Groups:
@@ -220,6 +285,14 @@ class _Groups:
                 self.write_fn(batch)
                 self.result.done.extend(sorted(batch))
 
+    def flush(self) -> None:
+        """Write the finished items of every incomplete group (a partial shard, completed on resume)."""
+        for g in sorted(self.buffer):
+            batch = self.buffer.pop(g)
+            if batch:
+                self.write_fn(batch)
+                self.result.done.extend(sorted(batch))
+
 
 def _run_inline(tasks, process_fn, groups: _Groups, bar: _Progress) -> None:
     for t in tasks:
@@ -249,8 +322,6 @@ def local_worker_config():
     """Dask config context for starting a LocalCluster: `worker_environ()` plus the workers' statistical
     profiler off (it samples the task thread's stack every 10 ms for the dashboard, which our clusters do
     not serve: measured ~10 ms CPU per 150 ms item). Workers of a local cluster receive the client's config."""
-    import contextlib
-
     import dask
 
     stack = contextlib.ExitStack()
@@ -283,9 +354,28 @@ def _start_client(workers: int | None, scheduler: str | None, processes: bool,
             warnings.catch_warnings():
         # The scheduler's small HTTP server (health routes) moves off a busy port 8787 with a warning.
         warnings.filterwarnings("ignore", message=".*already in use", category=UserWarning)
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
-                               dashboard_address=None, silence_logs=logging.CRITICAL)
+        with _workers_ignore_sigint(processes):
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
+                                   dashboard_address=None, silence_logs=logging.CRITICAL)
     return Client(cluster), cluster
+
+
+@contextlib.contextmanager
+def _workers_ignore_sigint(processes: bool):
+    """Worker processes started inside inherit SIGINT ignored (Python keeps an ignored SIGINT at start-up):
+    Ctrl-C at a terminal reaches the whole process group, and the client alone decides how to stop (it keeps
+    the finished items, then closes the cluster) instead of every worker printing a KeyboardInterrupt."""
+    import signal
+    import threading
+
+    if not processes or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def _worker_xpgan_version() -> str:
@@ -341,13 +431,26 @@ def run_items(tasks: Sequence[Task], process_fn: Callable[[Any], Any],
         return result
     groups = _Groups(tasks, group_size, write_fn, result)
     bar = _Progress(len(tasks), desc, progress)
+    stop = _StopSignals()
     try:
-        if workers == 0 and not scheduler:
-            _run_inline(tasks, process_fn, groups, bar)
-        else:
-            _run_dask(tasks, process_fn, groups, bar, workers=workers, scheduler=scheduler,
-                      processes=processes, max_in_flight=max_in_flight,
-                      memory_per_worker_gb=memory_per_worker_gb)
+        with stop:
+            if workers == 0 and not scheduler:
+                _run_inline(tasks, process_fn, groups, bar)
+            else:
+                _run_dask(tasks, process_fn, groups, bar, workers=workers, scheduler=scheduler,
+                          processes=processes, max_in_flight=max_in_flight,
+                          memory_per_worker_gb=memory_per_worker_gb)
+    except KeyboardInterrupt:
+        with _StopSignals():  # a second Ctrl-C must not cut the writing short
+            groups.flush()
+        bar.close()
+        result.seconds = time.perf_counter() - t0
+        import signal
+
+        exc = Interrupted(f"{desc} interrupted by {signal_name(stop.signum or signal.SIGINT)}",
+                          signum=stop.signum or signal.SIGINT)
+        exc.result = result
+        raise exc from None
     finally:
         bar.close()
         result.seconds = time.perf_counter() - t0
@@ -391,6 +494,10 @@ def _run_dask(tasks, process_fn, groups: _Groups, bar: _Progress, *, workers, sc
             groups.outcome(t.index, status, value)
             bar.update(status == "ok")
             submit_next()
+    except KeyboardInterrupt:
+        with _StopSignals():  # keep the finished items before the (slower) cluster shutdown
+            groups.flush()
+        raise
     finally:
         client.close()
         if cluster is not None:

@@ -21,7 +21,7 @@ ArraySpec(dtype, item_shape, fill_value): one per-item array as the writer creat
 item_arrays(kind, sizes, optional=()) -> {name: ArraySpec} (without `done`, which the writer adds).
 chunk_codecs(sharded) -> the bytes-to-bytes codecs of a new array (compression, then crc32c).
 image_map(p), IMAGE_MAP_NAME, P_REF, MAP_POWER, image_map_attrs(): the stored DRR map (drr.physics).
-lock_path, failures_csv_path, salt_path: files beside a store.
+lock_path, failures_csv_path, salt_path: files beside a store (beside the resolved store path).
 open_store(path, kind=None) -> zarr.Group, read-only; InputError / StoreDamageError (one line) when the path
     is not an xpgan store of that kind, its format version is newer or unknown, a `zarr.json` is damaged, or
     a required array is missing or has the wrong dtype.
@@ -42,7 +42,7 @@ import numpy as np
 from xpgan.drr.physics import IMAGE_MAP_NAME, MAP_POWER, P_REF, image_map_attrs
 from xpgan.drr.physics import line_integral_to_image as image_map
 from xpgan.errors import InputError, XPGANError
-from xpgan.pipeline.privacy import salt_path
+from xpgan.pipeline.privacy import beside, salt_path
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -177,15 +177,13 @@ def chunk_codecs(sharded: bool) -> list:
 
 
 def lock_path(path: str | os.PathLike) -> Path:
-    """`<store>.lock`: the one-writer lock file beside the store."""
-    path = Path(path)
-    return path.with_name(path.name + ".lock")
+    """`<store>.lock`: the one-writer lock file beside the store (beside the resolved store: see salt_path)."""
+    return beside(path, ".lock")
 
 
 def failures_csv_path(path: str | os.PathLike) -> Path:
     """`<store>.failures.csv`: failure records with file paths, for the operator."""
-    path = Path(path)
-    return path.with_name(path.name + ".failures.csv")
+    return beside(path, ".failures.csv")
 
 
 def store_version(meta: Mapping[str, Any]) -> int:

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from xpgan.drr.physics import MU_WATER_PER_MM
-from xpgan.errors import InputError, XPGANError
+from xpgan.errors import InputError, Interrupted, XPGANError
 from xpgan.pipeline.ct.validate import HU_LIMITS, SPACING_RANGE_MM, check_ct, check_spacing_range
 from xpgan.pipeline.runner import PrepSummary, Task
 
@@ -147,7 +147,7 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
     n = len(items)
     size = int(geometry.size)
 
-    with st.StoreLock(out):
+    with st.StoreLock(out), st.disk_full_is_resumable(out):
         patients = None
         if any(it.patient_id for it in items):
             from xpgan.pipeline.privacy import load_or_create_salt, patient_hash
@@ -211,10 +211,13 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
                      memory_limit_bytes=int(memory_limit_gb * 1e9), spacing_range_mm=spacing_range_mm)
         item_gb = 4 * float(np.prod(shape)) / 1e9
         process = functools.partial(_process_encoded, job=job, encoders=st.item_encoders(group))
-        res = run_items(tasks, process, write,
-                        group_size=st.items_per_shard(group), workers=workers, scheduler=scheduler,
-                        processes=processes, progress=progress, desc="prep drr",
-                        memory_per_worker_gb=min(memory_limit_gb, 2.0) + 4 * item_gb)
+        try:
+            res, stopped = run_items(tasks, process, write,
+                                     group_size=st.items_per_shard(group), workers=workers, scheduler=scheduler,
+                                     processes=processes, progress=progress, desc="prep drr",
+                                     memory_per_worker_gb=min(memory_limit_gb, 2.0) + 4 * item_gb), None
+        except Interrupted as exc:  # the finished items are written; record this run's failures, then stop
+            res, stopped = exc.result, exc
         done_now = st.done_mask(group)
         failures = []
         for i in range(n):
@@ -228,6 +231,8 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
                 continue
             failures.append({"index": i, "id": items[i].study_id, "path": items[i].rel, "reason": reason})
         st.set_failures(group, out, failures)
+        if stopped is not None:
+            raise st.interrupted(stopped, "prep drr", out, int(done_now.sum()), n)
         st.set_complete(group, True)
     return CTPrepSummary(total=n, done=int(done_now.sum()), skipped=int(done_before.sum()), failed=len(res.failed),
                          failures=[(f["path"], f["reason"]) for f in failures], seconds=res.seconds, store=str(out),
