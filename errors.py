@@ -86,6 +86,16 @@ def safe_text(text: str) -> str:
     return "".join(out)
 
 
+def check_output_folder(out: str | os.PathLike, marker: str, command: str) -> None:
+    """Refuse an output folder that exists but is not a folder, or holds files while lacking `marker` (the
+    file `xpgan COMMAND` leaves in the folders it makes): a command never writes into an unrelated folder."""
+    path = os.fspath(out)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise XPGANError(f"{path}: exists and is not a folder")
+    if os.path.isdir(path) and os.listdir(path) and not os.path.lexists(os.path.join(path, marker)):
+        raise XPGANError(f"{path}: folder is not empty and was not made by `xpgan {command}`; choose another --out")
+
+
 class Resumable(XPGANError):
     """A job that stopped part way and kept what it had finished: the same command resumes it. The command
     line appends how to resume; `exit_code` is the process's exit status."""

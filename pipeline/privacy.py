@@ -6,6 +6,7 @@ so a store shared on its own cannot be brute-forced back to short numeric patien
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -43,6 +44,20 @@ def load_or_create_salt(store: str | os.PathLike, salt_file: str | os.PathLike |
     with os.fdopen(fd, "wb") as fh:
         fh.write(secrets.token_hex(32).encode())
     return path.read_bytes().strip()
+
+
+@contextlib.contextmanager
+def store_salt(store: str | os.PathLike, salt_file: str | os.PathLike | None = None):
+    """`load_or_create_salt` for a prep run: yields the salt. A `<store>.salt` created here is removed again
+    when the block fails before the store exists (a refused run leaves nothing beside OUT); once the store
+    exists its salt stays, since its patient hashes and identity depend on it."""
+    created = salt_file is None and not salt_path(store).exists()
+    try:
+        yield load_or_create_salt(store, salt_file)
+    except BaseException:
+        if created and not (Path(store) / "zarr.json").exists():
+            salt_path(store).unlink(missing_ok=True)
+        raise
 
 
 def patient_hash(patient_id: str, salt: bytes) -> str:

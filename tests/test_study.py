@@ -230,3 +230,10 @@ def test_matched_and_other_study_l1_closed_forms():
     # both averages of |m - t_j| with every j weighted equally
     assert same == pytest.approx(other)
     assert np.isnan(matched_and_other_l1(target[:1], target[:1])[1])
+
+
+def test_study_refuses_a_non_empty_folder_it_did_not_make(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(XPGANError, match="not empty and was not made by `xpgan study`"):
+        run_study(tmp_path, preset="smoke", seeds=[0], modes=["baseline"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

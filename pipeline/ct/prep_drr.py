@@ -29,6 +29,7 @@ values: select rows by `done`. On resume, done items whose data is missing or da
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,7 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
     from xpgan.pipeline import store as st
     from xpgan.pipeline.ct.discover import discover_ct
     from xpgan.pipeline.ct.resize import RESIZE_METHOD
+    from xpgan.pipeline.privacy import patient_hash, store_salt
     from xpgan.pipeline.runner import run_items
     from xpgan.pipeline.verify import repair_for_resume
 
@@ -147,13 +149,10 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
     n = len(items)
     size = int(geometry.size)
 
-    with st.StoreLock(out), st.disk_full_is_resumable(out):
-        patients = None
-        if any(it.patient_id for it in items):
-            from xpgan.pipeline.privacy import load_or_create_salt, patient_hash
-
-            salt = load_or_create_salt(out, salt_file)
-            patients = [patient_hash(it.patient_id or "", salt) for it in items]
+    with_patients = any(it.patient_id for it in items)
+    with st.StoreLock(out), st.disk_full_is_resumable(out), \
+            (store_salt(out, salt_file) if with_patients else contextlib.nullcontext()) as salt:
+        patients = [patient_hash(it.patient_id or "", salt) for it in items] if with_patients else None
         arrays = schema.item_arrays("ct", {"D": shape[0], "H": shape[1], "W": shape[2], "S": size},
                                     optional=("patient",) if patients is not None else ())
         physics = {schema.MU_WATER: mu_water, "image_map": schema.image_map_attrs()}

@@ -108,7 +108,7 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
     options or sources; per-file problems are failures in the summary, not exceptions."""
     from xpgan.pipeline import schema
     from xpgan.pipeline import store as st
-    from xpgan.pipeline.privacy import load_or_create_salt, patient_hash
+    from xpgan.pipeline.privacy import patient_hash, store_salt
     from xpgan.pipeline.verify import repair_for_resume
 
     if int(size) < 8:
@@ -130,8 +130,7 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
                                      seed=seed, strata=[it.source for it in items])
     assert not check_grouping(split, [it.patient_key for it in items])
 
-    with st.StoreLock(out), st.disk_full_is_resumable(out):
-        salt = load_or_create_salt(out, salt_file)
+    with st.StoreLock(out), st.disk_full_is_resumable(out), store_salt(out, salt_file) as salt:
         patients = [patient_hash(it.patient_key, salt) for it in items]
         source_names_used = sorted({it.source for it in items})
         identity = {
