@@ -174,11 +174,11 @@ PROGRESS_EVERY_S = 30.0  # seconds between progress lines when stderr is not a t
 
 
 class _Progress:
-    """A tqdm bar on a terminal; elsewhere (a log, a pipe) one line at the start and every `every_s` seconds."""
+    """A tqdm bar on a terminal; elsewhere (a log, a pipe) one line at the start and every PROGRESS_EVERY_S s."""
 
-    def __init__(self, total: int, desc: str, enabled: bool, every_s: float = PROGRESS_EVERY_S):
+    def __init__(self, total: int, desc: str, enabled: bool):
         self.ok = self.failed = 0
-        self.total, self.desc, self.every_s = total, desc, every_s
+        self.total, self.desc, self.every_s = total, desc, PROGRESS_EVERY_S
         self.bar = None
         self.lines = bool(enabled and total and not sys.stderr.isatty())
         self.t0 = self.t_line = time.perf_counter()
