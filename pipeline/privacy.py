@@ -75,6 +75,7 @@ def redact_names(text: str, path: str | os.PathLike, placeholder: str = "<file>"
     word ("trunc" in "truncated", "alpha" in "alpha channel") that must not be mangled."""
     path = Path(path)
     parts = {str(path), os.path.abspath(path), path.name}
+    parts |= {repr(p)[1:-1] for p in parts}  # as libraries quote odd names: escapes for newlines, bad bytes
     for part in sorted((p for p in parts if p), key=len, reverse=True):
         text = re.sub(rf"(?<![\w.-]){re.escape(part)}(?![\w-]|\.\w)", placeholder, text)
     return text
