@@ -153,6 +153,7 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
     with st.StoreLock(out), st.disk_full_is_resumable(out), \
             (store_salt(out, salt_file) if with_patients else contextlib.nullcontext()) as salt:
         patients = [patient_hash(it.patient_id or "", salt) for it in items] if with_patients else None
+        fingerprints = st.source_fingerprints([it.path for it in items])
         arrays = schema.item_arrays("ct", {"D": shape[0], "H": shape[1], "W": shape[2], "S": size},
                                     optional=("patient",) if patients is not None else ())
         physics = {schema.MU_WATER: mu_water, "image_map": schema.image_map_attrs()}
@@ -165,6 +166,7 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
             "arrays": sorted(arrays),
             "items": st.digest([[it.study_id, it.rel, it.label, it.severity] for it in items]
                                + ([patients] if patients is not None else [])),
+            "sources": fingerprints,  # what each item's file(s) hold: another archive of the same names differs
         }
         attrs = {
             "shape": list(shape),
@@ -190,6 +192,8 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
         job_backend, fallback = probe_backend(backend)   # "auto" with a failing CUDA path -> "cpu", one warning
         if fallback:
             attrs["backend_note"] = f"auto: the CUDA path failed ({fallback}); rendered on the CPU"
+        if not overwrite:
+            st.changed_sources(out, fingerprints, [it.rel for it in items])
         group = st.create_or_open(out, kind="ct", arrays=arrays, n_items=n, attrs=attrs, identity=identity,
                                   overwrite=overwrite, items_per_shard=items_per_shard)
         redone = repair_for_resume(group, out)

@@ -1,0 +1,70 @@
+"""One identity per store: a CT store knows what each source item held (size and content sample), and its
+items' chunks are bound to their rows by the digests recorded at write time."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from xpgan.errors import XPGANError
+from xpgan.pipeline import store as st
+from xpgan.pipeline.ct.prep_drr import prep_drr
+from xpgan.pipeline.synth.writers import write_nifti
+
+SHAPE = (8, 24, 24)
+GEOM = {"kind": "cone", "size": 24}
+
+
+def _archive(root, seed, n=3):
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        write_nifti(root / f"study_{i}.nii.gz", rng.normal(-300, 300, (10, 30, 28)).astype(np.float32),
+                    (4.0, 1.0, 1.0))
+    return root
+
+
+def _prep(src, out, **kw):
+    return prep_drr(src, out, shape=SHAPE, geometry=GEOM, workers=0, progress=False, **kw)
+
+
+def test_resume_from_another_archive_with_the_same_names_is_refused_naming_the_items(tmp_path):
+    src = _archive(tmp_path / "src", seed=0)
+    out = tmp_path / "ct.zarr"
+    _prep(src, out)
+    before = sorted(p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file())
+    shutil.rmtree(src)
+    _archive(src, seed=1, n=2)  # same names, other volumes...
+    shutil.copy(tmp_path / "src" / "study_0.nii.gz", src / "study_2.nii.gz")  # ... of the same size
+    with pytest.raises(XPGANError, match=r"3 source item\(s\) differ from those the store was made from \(same "
+                                         r"name, other size or content\): study_0.nii.gz, study_1.nii.gz, "
+                                         r"study_2.nii.gz; rerun with --overwrite"):
+        _prep(src, out)
+    assert sorted(p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()) == before  # nothing kept or mixed
+
+
+def test_a_copied_archive_resumes_the_store(tmp_path):
+    src = _archive(tmp_path / "src", seed=0)
+    out = tmp_path / "ct.zarr"
+    _prep(src, out)
+    os.utime(src / "study_1.nii.gz", (1, 1))  # a copy's new times do not change what the files hold
+    assert _prep(src, out).skipped == 3
+
+
+def test_source_fingerprint_sees_the_end_of_a_large_file_and_a_folder_of_files(tmp_path):
+    big = tmp_path / "big.bin"
+    data = bytearray(3 * st.FINGERPRINT_SAMPLE)
+    big.write_bytes(bytes(data))
+    first = st.source_fingerprint(big)
+    data[-1] = 1
+    big.write_bytes(bytes(data))
+    assert st.source_fingerprint(big) != first
+    series = tmp_path / "series"
+    series.mkdir()
+    for i in range(3):
+        (series / f"{i}.dcm").write_bytes(bytes([i]) * 100)
+    fp = st.source_fingerprint(series)
+    (series / "0.dcm").write_bytes(bytes([9]) * 100)  # the first file, same size
+    assert st.source_fingerprint(series) != fp
+    assert st.source_fingerprint(tmp_path / "gone.nii") == "missing"
