@@ -12,7 +12,7 @@ ArraySpec(dtype, item_shape=(), fill_value=None)
 create_or_open(path, *, kind, arrays, n_items, attrs, identity, overwrite=False, items_per_shard=None)
     -> zarr.Group
     Creates the store (or reopens it to resume). `arrays` maps name -> ArraySpec (or (dtype, item_shape));
-    `done` is added. `attrs` is written as group attribute "xpgan" (with "kind" set). `identity` is a
+    `done` and `digest` are added. `attrs` is written as group attribute "xpgan" (with "kind" set). `identity` is a
     JSON-able dict (options, item list digest...) that must match to resume; a mismatch raises XPGANError
     telling the user to pass --overwrite. `overwrite=True` deletes an existing store first (only if it is a
     Zarr store or an empty folder). Call it while holding StoreLock.
@@ -30,7 +30,9 @@ item_encoders(group) -> {name: ItemEncoder}; encode_items(result, encoders) -> r
     resume, are decoded and merged through zarr). ItemEncoder and EncodedItem are small and picklable.
 write_items(group, results)
     results: {index: {array name: value}}; values of sharded arrays may be EncodedItem. Writes every
-    array of those items, then sets their done flags (done is written last, so done[i] implies every
+    array of those items, then their `digest` rows (the crc32c of each of their chunks in the sharded arrays,
+    schema.format_digest; verify checks that every chunk is the one its item was written with), then sets
+    their done flags (done is written last, so done[i] implies every
     other array of item i is on disk). NOT safe to call from two processes or threads at once: concurrent
     writes into one Zarr shard lose data (zarr-python #3514, #3682). The runner calls it from the client
     process only. A new shard of EncodedItems is written whole to a temp file and renamed.
@@ -283,8 +285,9 @@ def create_or_open(path: str | os.PathLike, *, kind: str, arrays: Mapping[str, A
     if n_items < 1:
         raise XPGANError(f"{path}: nothing to store (0 items)")
     specs = {name: _spec(v) for name, v in arrays.items()}
-    if "done" in specs:
-        raise ValueError("'done' is added by create_or_open; do not pass it")
+    if "done" in specs or schema.DIGEST in specs:
+        raise ValueError(f"'done' and '{schema.DIGEST}' are added by create_or_open; do not pass them")
+    specs[schema.DIGEST] = ArraySpec("str", ())
     specs["done"] = ArraySpec("bool", (), False)
     ident = json.loads(json.dumps(dict(identity), default=str))
     if overwrite:
@@ -525,30 +528,41 @@ def write_items(group, results: Mapping[int, Mapping[str, Any]]) -> None:
     arrays = dict(group.arrays())  # opened once: each group[name] reads metadata from the store
     done = arrays["done"]
     flags = np.asarray(done[...], dtype=bool)
+    crcs: dict[int, dict[str, str]] = {i: {} for i in indices}
+    sharded = [name for name, arr in arrays.items() if getattr(arr, "shards", None) is not None]
     for name, arr in arrays.items():
-        if name == "done":
+        if name in ("done", schema.DIGEST):
             continue
         if name not in results[indices[0]]:
             raise KeyError(f"result for item {indices[0]} lacks array {name!r}")
-        if getattr(arr, "shards", None) is not None:
-            _write_sharded(group, arr, name, {i: results[i][name] for i in indices}, flags)
+        if name in sharded:
+            for i, crc in _write_sharded(group, arr, name, {i: results[i][name] for i in indices}, flags).items():
+                crcs[i][name] = crc
         else:
-            # One small chunk: read, patch, write back whole (cheaper than a chunk rewrite per item). Written
-            # even when it holds only fill values (e.g. every label unknown), so a missing chunk means damage.
-            arr = arr.with_config({"write_empty_chunks": True})
-            whole = arr[...]
-            for i in indices:
-                value = results[i][name]
-                whole[i] = safe_text(value) if isinstance(value, str) else value
-            arr[...] = whole
+            _write_small(arr, {i: results[i][name] for i in indices})
+    if schema.DIGEST in arrays:  # the chunks' checksums, bound to the item's row (written before done)
+        _write_small(arrays[schema.DIGEST], {i: schema.format_digest(c) if len(c) == len(sharded) else ""
+                                             for i, c in crcs.items()})
     flags[indices] = True
     done[...] = flags
 
 
-def _write_sharded(group, arr, name: str, values: Mapping[int, Any], done_flags: np.ndarray) -> None:
+def _write_small(arr, values: Mapping[int, Any]) -> None:
+    """Items of an unsharded array: its one small chunk read, patched and written back whole (cheaper than a
+    chunk rewrite per item). Written even when it holds only fill values (e.g. every label unknown), so a
+    missing chunk means damage. Text is stored as errors.safe_text."""
+    arr = arr.with_config({"write_empty_chunks": True})
+    whole = arr[...]
+    for i, value in values.items():
+        whole[i] = safe_text(value) if isinstance(value, str) else value
+    arr[...] = whole
+
+
+def _write_sharded(group, arr, name: str, values: Mapping[int, Any], done_flags: np.ndarray) -> dict[int, str]:
     """Items of one sharded array. In a local store of the writer's layout every shard is assembled from
     encoded chunks (workers' EncodedItems, or encoded here), keeping the chunks of done items already in the
-    shard byte for byte: a shard filled over several runs is the same file as one written in one go."""
+    shard byte for byte: a shard filled over several runs is the same file as one written in one go.
+    Returns each written item's chunk crc32c (8 hex digits; {} when written through zarr)."""
     from zarr.storage import LocalStore
 
     k = int(arr.shards[0])
@@ -561,7 +575,8 @@ def _write_sharded(group, arr, name: str, values: Mapping[int, Any], done_flags:
         arr = arr.with_config({"write_empty_chunks": True})
         for a, b in _runs(indices):
             arr[a:b] = np.stack([np.asarray(values[i]) for i in range(a, b)]).astype(arr.dtype, copy=False)
-        return
+        return {}
+    crcs: dict[int, str] = {}
     for shard in sorted({i // k for i in indices}):
         members = {i: (values[i] if isinstance(values[i], EncodedItem) else encoder(values[i]))
                    for i in indices if i // k == shard}
@@ -572,6 +587,14 @@ def _write_sharded(group, arr, name: str, values: Mapping[int, Any], done_flags:
                                          lambda i: i < done_flags.size and done_flags[i] and i not in members)
         chunks.update(members)
         _write_encoded_shard(path, k, shard * k, chunks)
+        if encoder.crc32c:
+            crcs.update({i: chunk_crc(c.data) for i, c in members.items()})
+    return crcs
+
+
+def chunk_crc(chunk) -> str:
+    """The crc32c a stored chunk (format 2+) ends with, as the 8 hex digits of a `digest` row."""
+    return bytes(np.asarray(chunk[-4:], dtype=np.uint8)).hex()
 
 
 def get_failures(group) -> list[dict]:

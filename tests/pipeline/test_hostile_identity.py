@@ -68,3 +68,48 @@ def test_source_fingerprint_sees_the_end_of_a_large_file_and_a_folder_of_files(t
     (series / "0.dcm").write_bytes(bytes([9]) * 100)  # the first file, same size
     assert st.source_fingerprint(series) != fp
     assert st.source_fingerprint(tmp_path / "gone.nii") == "missing"
+
+
+def _swap_chunks_in_shard(shard_file, k, a, b):
+    """Swap the index entries of items a and b of a shard: both chunks stay valid, each at the other's row."""
+    import google_crc32c
+
+    data = bytearray(shard_file.read_bytes())
+    n = 16 * k
+    index = np.frombuffer(bytes(data[-n - 4:-4]), dtype="<u8").reshape(k, 2).copy()
+    index[[a, b]] = index[[b, a]]
+    raw = index.tobytes()
+    data[-n - 4:] = raw + np.array([google_crc32c.value(raw)], dtype="<u4").tobytes()
+    shard_file.write_bytes(bytes(data))
+
+
+def _files(store):
+    return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("swap", ["within a shard", "whole shard files"])
+def test_swapped_valid_chunks_are_caught_everywhere_and_redone_on_resume(tmp_path, swap):
+    from xpgan.model.data import ct_store_info
+    from xpgan.pipeline.inspection import check_store
+    from xpgan.pipeline.schema import StoreDamageError
+
+    src = _archive(tmp_path / "src", seed=0, n=4)
+    out = tmp_path / "ct.zarr"
+    _prep(src, out, items_per_shard=2)
+    ref = _files(out)
+    if swap == "within a shard":
+        _swap_chunks_in_shard(out / "volume" / "c" / "0" / "0" / "0" / "0", 2, 0, 1)
+    else:
+        a, b = out / "drr" / "c" / "0" / "0" / "0", out / "drr" / "c" / "1" / "0" / "0"
+        data_a = a.read_bytes()
+        a.write_bytes(b.read_bytes())
+        b.write_bytes(data_a)
+    for full in (False, True):
+        text, damaged = check_store(out, full=full)
+        assert damaged == (2 if swap == "within a shard" else 4), text
+        assert "chunk is not the one written for this item" in text
+    with pytest.raises(StoreDamageError, match="marked done have missing or damaged data"):
+        ct_store_info(out)
+    resumed = _prep(src, out)
+    assert resumed.done == 4 and len(resumed.redone) >= 1
+    assert _files(out) == ref

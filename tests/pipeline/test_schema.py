@@ -163,7 +163,7 @@ def test_version_1_store_is_not_resumed(tmp_path):
                           identity={})
 
 
-@pytest.mark.parametrize("version,match", [(3, "newer than this xpgan reads"), ("2", "unknown store format version"),
+@pytest.mark.parametrize("version,match", [(4, "newer than this xpgan reads"), ("2", "unknown store format version"),
                                            (0, "unknown store format version")])
 def test_newer_or_unknown_versions_are_refused(tmp_path, version, match):
     path = tmp_path / "s.zarr"
