@@ -276,6 +276,8 @@ def inspect_command(
                                        "and sagittal mid-slices) instead of the grid."),
     verify: bool = typer.Option(False, "--verify", help="Read every chunk of every done item back against its "
                                 "checksum (without: shard files, indexes and small chunks only)."),
+    deep: bool = typer.Option(False, "--deep", help="With --verify (CT store): also re-render 8 DRRs, spread over "
+                              "the store, from their stored volumes and compare."),
     poses: bool = typer.Option(False, "--poses", help="With --item (CT): random posed views of the study, as "
                                "train --drr-aug draws them, rendered from the stored volume."),
 ):
@@ -284,7 +286,9 @@ def inspect_command(
     from xpgan.pipeline.inspection import check_store, inspect_store
     from xpgan.pipeline.schema import StoreDamageError
 
-    report, damaged = check_store(store, full=verify)
+    if deep and not verify:
+        raise XPGANError("--deep goes with --verify: xpgan inspect --verify --deep STORE")
+    report, damaged = check_store(store, full=verify, deep=deep)
     try:
         typer.echo(inspect_store(store, sheet=sheet, item=item, poses=poses))
     except StoreDamageError as exc:

@@ -113,3 +113,24 @@ def test_swapped_valid_chunks_are_caught_everywhere_and_redone_on_resume(tmp_pat
     resumed = _prep(src, out)
     assert resumed.done == 4 and len(resumed.redone) >= 1
     assert _files(out) == ref
+
+
+def test_verify_deep_re_renders_drrs_and_catches_one_that_is_not_its_volumes(tmp_path):
+    import zarr
+    from typer.testing import CliRunner
+
+    from xpgan.cli import app
+
+    src = _archive(tmp_path / "src", seed=0, n=3)
+    out = tmp_path / "ct.zarr"
+    _prep(src, out)
+    runner = CliRunner()
+    ok = runner.invoke(app, ["inspect", "--verify", "--deep", str(out)])
+    assert ok.exit_code == 0 and "verify: 3 done items OK" in ok.output and "DRRs re-rendered" in ok.output
+    g = zarr.open_group(str(out), mode="r+")
+    row = {name: g[name][0] for name in ("volume", "label", "severity", "study_id", "spacing")}
+    st.write_items(g, {0: {**row, "drr": g["drr"][1]}})  # written the proper way: its digest matches
+    assert runner.invoke(app, ["inspect", "--verify", str(out)]).exit_code == 0
+    bad = runner.invoke(app, ["inspect", "--verify", "--deep", str(out)])
+    assert bad.exit_code == 1
+    assert "drr/c/0/0/0: the stored DRR differs from a re-render of the stored volume" in bad.output
