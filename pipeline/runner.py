@@ -225,15 +225,32 @@ def _duration(seconds: float) -> str:
 
 class _StopSignals:
     """While entered (in the main thread): SIGINT and SIGTERM raise KeyboardInterrupt once and record which
-    signal came; later ones are ignored, so that writing the finished items is not cut short."""
+    signal came (inside `deferred()`, at the next `check()`); later ones are ignored, so that writing the
+    finished items is not cut short."""
 
     def __init__(self):
         self.signum: int | None = None
         self._old: dict[int, Any] = {}
 
+    _writing = False
+
     def _handler(self, signum, _frame):
         if self.signum is None:
             self.signum = signum
+            if not self._writing:
+                raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def deferred(self):
+        """A signal that comes inside is acted on by the next check(), so a write is never cut in half."""
+        self._writing = True
+        try:
+            yield
+        finally:
+            self._writing = False
+
+    def check(self) -> None:
+        if self.signum is not None:
             raise KeyboardInterrupt
 
     def __enter__(self) -> "_StopSignals":
@@ -253,10 +270,29 @@ class _StopSignals:
         self._old.clear()
 
 
+@contextlib.contextmanager
+def _signals_ignored():
+    """SIGINT and SIGTERM ignored inside (main thread): writing the finished items of a stopped run."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
 class _Groups:
     """Collect results per group of consecutive indices; hand a group to the writer once it is complete."""
 
-    def __init__(self, tasks: Sequence[Task], group_size: int, write_fn, result: RunResult):
+    def __init__(self, tasks: Sequence[Task], group_size: int, write_fn, result: RunResult,
+                 stop: "_StopSignals | None" = None):
+        self.stop = stop if stop is not None else _StopSignals()
         self.size = max(1, int(group_size))
         self.pending: dict[int, int] = defaultdict(int)
         for t in tasks:
@@ -282,8 +318,10 @@ class _Groups:
             batch = self.buffer.pop(g, {})
             del self.pending[g]
             if batch:
-                self.write_fn(batch)
+                with self.stop.deferred():  # a signal now stops the run after this write, not inside it
+                    self.write_fn(batch)
                 self.result.done.extend(sorted(batch))
+                self.stop.check()
 
     def flush(self) -> None:
         """Write the finished items of every incomplete group (a partial shard, completed on resume)."""
@@ -429,9 +467,9 @@ def run_items(tasks: Sequence[Task], process_fn: Callable[[Any], Any],
     t0 = time.perf_counter()
     if not tasks:
         return result
-    groups = _Groups(tasks, group_size, write_fn, result)
-    bar = _Progress(len(tasks), desc, progress)
     stop = _StopSignals()
+    groups = _Groups(tasks, group_size, write_fn, result, stop)
+    bar = _Progress(len(tasks), desc, progress)
     try:
         with stop:
             if workers == 0 and not scheduler:
@@ -441,7 +479,7 @@ def run_items(tasks: Sequence[Task], process_fn: Callable[[Any], Any],
                           processes=processes, max_in_flight=max_in_flight,
                           memory_per_worker_gb=memory_per_worker_gb)
     except KeyboardInterrupt:
-        with _StopSignals():  # a second Ctrl-C must not cut the writing short
+        with _signals_ignored():  # a second Ctrl-C must not cut the writing short
             groups.flush()
         bar.close()
         result.seconds = time.perf_counter() - t0
@@ -495,7 +533,7 @@ def _run_dask(tasks, process_fn, groups: _Groups, bar: _Progress, *, workers, sc
             bar.update(status == "ok")
             submit_next()
     except KeyboardInterrupt:
-        with _StopSignals():  # keep the finished items before the (slower) cluster shutdown
+        with _signals_ignored():  # keep the finished items before the (slower) cluster shutdown
             groups.flush()
         raise
     finally:

@@ -86,3 +86,47 @@ def test_interrupted_prep_keeps_finished_items_and_resumes_byte_identical(tmp_pa
     prep_drr(src, ref, shape=SHAPE, geometry={"kind": "cone", "size": 24}, workers=0, progress=False)
     assert file_digests(out) == file_digests(ref)
     assert not (tmp_path / "cut.zarr.lock").exists() and not (tmp_path / "ref.zarr.lock").exists()
+
+
+WORK = """
+import time
+
+def work(x):
+    time.sleep(0.4)
+    return {"x": x}
+"""
+DASK_CHILD = """
+import sys
+from xpgan.errors import Interrupted
+from xpgan.pipeline.runner import Task, run_items
+import slowwork
+
+def write(batch):
+    print("wrote", *sorted(batch), flush=True)
+
+try:
+    run_items([Task(i, i) for i in range(40)], slowwork.work, write, group_size=4, workers=2, progress=False)
+except Interrupted as exc:
+    print(exc, file=sys.stderr)
+    sys.exit(exc.exit_code)
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_the_process_group_stops_dask_workers_quietly_and_keeps_finished_items(tmp_path):
+    (tmp_path / "slowwork.py").write_text(WORK)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path)] + [p for p in sys.path if p]))
+    proc = subprocess.Popen([sys.executable, "-c", DASK_CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, start_new_session=True)
+    first = proc.stdout.readline().split()
+    assert first == ["wrote", "0", "1", "2", "3"]
+    time.sleep(0.6)  # items of the next group finish on the two workers
+    t0 = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)  # the client and every worker process, as a terminal does
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and time.monotonic() - t0 < 15
+    assert stderr.strip() == "items interrupted by Ctrl-C (SIGINT)"  # no worker tracebacks
+    later = [int(i) for line in stdout.splitlines() for i in line.split()[1:]]
+    assert any(len(line.split()) - 1 < 4 for line in stdout.splitlines())  # a partial group was written too
+    assert later and min(later) >= 4
+    assert len(later) == len(set(later)) and max(later) < 40
