@@ -27,7 +27,8 @@ items_per_shard(group) -> int
 item_encoders(group) -> {name: ItemEncoder}; encode_items(result, encoders) -> result
     Workers may encode their items of sharded arrays (Blosc, as zarr would) with the store's encoders; the
     writer then assembles new shard files from those bytes without re-encoding (existing shards, e.g. on
-    resume, are decoded and merged through zarr). ItemEncoder and EncodedItem are small and picklable.
+    resume, keep the chunk bytes of their done items: a shard filled over several runs is the file one run
+    writes). ItemEncoder and EncodedItem are small and picklable.
 write_items(group, results)
     results: {index: {array name: value}}; values of sharded arrays may be EncodedItem. Writes every
     array of those items, then their `digest` rows (the crc32c of each of their chunks in the sharded arrays,
@@ -55,11 +56,6 @@ disk_full_is_resumable(path): context manager turning ENOSPC/EDQUOT into one err
 lock_holder(path) -> None (lock free) | pid text ("" if unknown): is a writer holding the store now?
 set_complete(group, complete)
     Whether the last prep run went through every item (each is done or has a failure record).
-source_fingerprint(path) -> str; source_fingerprints(paths) -> list[str]
-    What a source item holds (size + SHA-256 of the first and last MiB; a folder: every file's name and size
-    + the first and last MiB of its first and last file), for store identities.
-changed_sources(path, fingerprints, names)
-    XPGANError naming the source items whose fingerprints differ from those an existing store recorded.
 open_store, lock_path, failures_csv_path, ArraySpec: from xpgan.pipeline.schema (re-exported).
 
 Failed or not-yet-processed items keep done=False and their arrays' fill values; readers must select rows
@@ -200,72 +196,6 @@ def _remove_store(path: Path) -> None:
 def digest(obj) -> str:
     """SHA-256 of a JSON-able object (sorted keys): a short fingerprint for identities."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-FINGERPRINT_SAMPLE = 2**20  # bytes hashed at the start and at the end of a source file
-
-
-def _sample_digest(path: Path, size: int, h) -> None:
-    with open(path, "rb") as fh:
-        h.update(fh.read(FINGERPRINT_SAMPLE))
-        if size > FINGERPRINT_SAMPLE:
-            fh.seek(max(FINGERPRINT_SAMPLE, size - FINGERPRINT_SAMPLE))
-            h.update(fh.read(FINGERPRINT_SAMPLE))
-
-
-def source_fingerprint(path: str | os.PathLike) -> str:
-    """What a source item holds, cheaply (16 hex digits): for a file, its size and a SHA-256 of its first and
-    last MiB; for a folder (a DICOM series), the relative name and size of every file in it and the first and
-    last MiB of its first and last file in name order. Another archive whose files have the same names, or a
-    file replaced, changes it; the modification time does not count (a copied archive keeps its identity).
-    "missing" / "unreadable" when the item cannot be read (its prep then fails and says why)."""
-    path = Path(path)
-    h = hashlib.sha256()
-    try:
-        if path.is_dir():
-            files = sorted((p for p in path.rglob("*") if p.is_file()), key=lambda p: os.fsencode(p))
-            for p in files:
-                h.update(os.fsencode(p.relative_to(path)) + b"\0" + str(p.stat().st_size).encode() + b"\0")
-            for p in dict.fromkeys(files[:1] + files[-1:]):
-                _sample_digest(p, p.stat().st_size, h)
-        else:
-            size = path.stat().st_size
-            h.update(str(size).encode() + b"\0")
-            _sample_digest(path, size, h)
-    except FileNotFoundError:
-        return "missing"
-    except OSError:
-        return "unreadable"
-    return h.hexdigest()[:16]
-
-
-def source_fingerprints(paths: Sequence[str | os.PathLike], threads: int = 8) -> list[str]:
-    """source_fingerprint of each path, read by a few threads (the reads are small and independent)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        return list(pool.map(source_fingerprint, paths))
-
-
-def changed_sources(path: str | os.PathLike, fingerprints: Sequence[str], names: Sequence[str],
-                    key: str = "sources") -> None:
-    """Refuse, naming them, source items whose content differs from what an existing store at `path` was made
-    from (its identity's `key`: one fingerprint per item, in item order). Nothing to check when there is no
-    such store or it lists other items (the identity check then refuses it as a whole)."""
-    if not (Path(path) / "zarr.json").is_file():
-        return
-    try:
-        old = schema.open_group(Path(path), "r").attrs.get(schema.META, {}).get(schema.IDENTITY, {}).get(key)
-    except XPGANError:
-        return  # damaged metadata: create_or_open reports it
-    if not isinstance(old, list) or len(old) != len(fingerprints):
-        return
-    changed = [safe_text(names[i]) for i, (a, b) in enumerate(zip(old, fingerprints)) if a != b]
-    if changed:
-        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
-        raise XPGANError(f"{path}: {len(changed)} source item(s) differ from those the store was made from (same "
-                         f"name, other size or content): {shown}; rerun with --overwrite to start again (this "
-                         "deletes it), or point it at the archive it was made from")
 
 
 def default_items_per_shard(specs: Mapping[str, ArraySpec], n_items: int) -> int:

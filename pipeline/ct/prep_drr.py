@@ -131,6 +131,7 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
     from xpgan.pipeline import store as st
     from xpgan.pipeline.ct.discover import discover_ct
     from xpgan.pipeline.ct.resize import RESIZE_METHOD
+    from xpgan.pipeline.fingerprint import changed_sources, source_fingerprints
     from xpgan.pipeline.privacy import patient_hash, store_salt
     from xpgan.pipeline.runner import run_items
     from xpgan.pipeline.verify import repair_for_resume
@@ -153,7 +154,7 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
     with st.StoreLock(out), st.disk_full_is_resumable(out), \
             (store_salt(out, salt_file) if with_patients else contextlib.nullcontext()) as salt:
         patients = [patient_hash(it.patient_id or "", salt) for it in items] if with_patients else None
-        fingerprints = st.source_fingerprints([it.path for it in items])
+        fingerprints = source_fingerprints([it.path for it in items])
         arrays = schema.item_arrays("ct", {"D": shape[0], "H": shape[1], "W": shape[2], "S": size},
                                     optional=("patient",) if patients is not None else ())
         physics = {schema.MU_WATER: mu_water, "image_map": schema.image_map_attrs()}
@@ -193,7 +194,7 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
         if fallback:
             attrs["backend_note"] = f"auto: the CUDA path failed ({fallback}); rendered on the CPU"
         if not overwrite:
-            st.changed_sources(out, fingerprints, [it.rel for it in items])
+            changed_sources(out, fingerprints, [it.rel for it in items])
         group = st.create_or_open(out, kind="ct", arrays=arrays, n_items=n, attrs=attrs, identity=identity,
                                   overwrite=overwrite, items_per_shard=items_per_shard)
         redone = repair_for_resume(group, out)

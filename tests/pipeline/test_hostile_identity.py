@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from xpgan.errors import XPGANError
+from xpgan.pipeline import fingerprint as fp_mod
 from xpgan.pipeline import store as st
 from xpgan.pipeline.ct.prep_drr import prep_drr
 from xpgan.pipeline.synth.writers import write_nifti
@@ -54,20 +55,20 @@ def test_a_copied_archive_resumes_the_store(tmp_path):
 
 def test_source_fingerprint_sees_the_end_of_a_large_file_and_a_folder_of_files(tmp_path):
     big = tmp_path / "big.bin"
-    data = bytearray(3 * st.FINGERPRINT_SAMPLE)
+    data = bytearray(3 * fp_mod.FINGERPRINT_SAMPLE)
     big.write_bytes(bytes(data))
-    first = st.source_fingerprint(big)
+    first = fp_mod.source_fingerprint(big)
     data[-1] = 1
     big.write_bytes(bytes(data))
-    assert st.source_fingerprint(big) != first
+    assert fp_mod.source_fingerprint(big) != first
     series = tmp_path / "series"
     series.mkdir()
     for i in range(3):
         (series / f"{i}.dcm").write_bytes(bytes([i]) * 100)
-    fp = st.source_fingerprint(series)
+    fp = fp_mod.source_fingerprint(series)
     (series / "0.dcm").write_bytes(bytes([9]) * 100)  # the first file, same size
-    assert st.source_fingerprint(series) != fp
-    assert st.source_fingerprint(tmp_path / "gone.nii") == "missing"
+    assert fp_mod.source_fingerprint(series) != fp
+    assert fp_mod.source_fingerprint(tmp_path / "gone.nii") == "missing"
 
 
 def _swap_chunks_in_shard(shard_file, k, a, b):
