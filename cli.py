@@ -68,10 +68,10 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except Resumable as exc:  # stopped part way, kept what it finished: say how to go on
             prefix = "" if isinstance(exc, Interrupted) else "error: "
-            typer.echo(f"{prefix}{exc}{resume_hint()}", err=True)
+            typer.echo(one_line(f"{prefix}{exc}{resume_hint()}"), err=True)
             raise typer.Exit(exc.exit_code)
         except XPGANError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {one_line(exc)}", err=True)
             raise typer.Exit(2)
         except OSError as exc:  # an output that cannot be written (permission, a file in the way, disk full)
             from xpgan.errors import os_error_line
@@ -80,6 +80,15 @@ def user_errors(fn):
             raise typer.Exit(2)
 
     return wrapper
+
+
+def one_line(message) -> str:
+    """A message (or an exception's) as one line: a file name with a newline or bytes that are not UTF-8 is
+    escaped (errors.safe_text); other messages are unchanged."""
+    from xpgan.errors import safe_text
+
+    text = str(message)
+    return text if text.isprintable() else safe_text(text)
 
 
 def resume_hint(argv: list[str] | None = None) -> str:

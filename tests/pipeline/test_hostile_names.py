@@ -73,3 +73,23 @@ def test_prep_cxr_keeps_good_items_with_odd_names_and_no_name_reaches_the_store(
     done = np.asarray(group["done"][:], dtype=bool)
     assert all(len(str(p)) == 16 for p in np.asarray(group["patient"][:])[done])  # odd stems hash like any other
     assert len(failures_csv_path(out).read_text(encoding="utf-8").splitlines()) == 3
+
+
+def test_cli_lines_naming_odd_files_stay_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from xpgan.cli import app
+
+    src = _ct_archive(tmp_path / "src")
+    _name(src, b"odd\nnotes.txt").write_text("not a CT")
+    out = tmp_path / "ct.zarr"
+    ok = CliRunner().invoke(app, ["prep", "drr", str(src), str(out), "--shape", "8", "24", "24", "--size", "24",
+                                  "--workers", "0", "--no-progress"])
+    assert ok.exit_code == 1  # the broken file failed; the rest is done
+    assert "skipped 1: 1 not NIfTI or DICOM (odd\\nnotes.txt)" in ok.output.splitlines()[0]
+    blocked = _name(tmp_path, b"in\nthe way")
+    blocked.write_text("a file, not a store")
+    refused = CliRunner().invoke(app, ["prep", "drr", str(src), str(blocked), "--workers", "0"])
+    assert refused.exit_code == 2
+    assert refused.output.splitlines() == [f"error: {tmp_path}/in\\nthe way: exists and is not a Zarr store; "
+                                           "choose another output path"]
