@@ -130,3 +130,50 @@ def test_ctrl_c_to_the_process_group_stops_dask_workers_quietly_and_keeps_finish
     assert any(len(line.split()) - 1 < 4 for line in stdout.splitlines())  # a partial group was written too
     assert later and min(later) >= 4
     assert len(later) == len(set(later)) and max(later) < 40
+
+
+CXR_CHILD = """
+import sys, time
+import xpgan.pipeline.cxr.prep_cxr as p
+real = p._process
+def slow(payload):
+    time.sleep(0.3)
+    out = real(payload)
+    print("item", flush=True)
+    return out
+p._process = slow
+sys.argv = ["xpgan", *sys.argv[1:]]
+from xpgan.cli import main
+main()
+"""
+
+
+def test_interrupted_prep_cxr_resumes_byte_identical(tmp_path):
+    from PIL import Image
+
+    from xpgan.pipeline.cxr.prep_cxr import prep_cxr
+
+    src = tmp_path / "src"
+    for k, cls in enumerate(("covid", "normal")):
+        (src / cls).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(np.full((30, 26), 20 * i + k + 40, np.uint8)).save(src / cls / f"{cls}{i}.png")
+    salt = tmp_path / "salt"
+    salt.write_text("s" * 32)
+    out, ref = tmp_path / "cut.zarr", tmp_path / "ref.zarr"
+    args = ["prep", "cxr", str(src), str(out), "--size", "16", "--workers", "0", "--no-progress",
+            "--salt-file", str(salt)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.Popen([sys.executable, "-c", CXR_CHILD, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    for _ in range(3):
+        assert proc.stdout.readline().startswith("item")
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    kept = int(np.asarray(open_store(out)["done"][:]).sum())
+    assert proc.returncode == 130 and 2 <= kept < 10
+    assert stderr.strip().splitlines() == [f"prep cxr interrupted by Ctrl-C (SIGINT): {kept} of 10 items kept in "
+                                           f"{out}; resume with: xpgan {' '.join(args)}"]
+    assert prep_cxr([src], out, size=16, workers=0, progress=False, salt_file=salt).skipped == kept
+    prep_cxr([src], ref, size=16, workers=0, progress=False, salt_file=salt)
+    assert file_digests(out) == file_digests(ref)
