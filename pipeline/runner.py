@@ -34,7 +34,8 @@ run_items(tasks, process_fn, write_fn, *, group_size=1, workers=None, scheduler=
     started, the finished items of every incomplete group are written too (a partial shard, which a resume
     completes into the same bytes as an uninterrupted run), the cluster is closed, and errors.Interrupted is
     raised (its `result`: the RunResult so far; `exit_code` 130 or 143). Local worker processes ignore
-    SIGINT: the client decides how to stop. Later signals during that writing are ignored; SIGKILL loses at
+    SIGINT and SIGTERM: the client decides how to stop. A signal during the cluster's shutdown, once every
+    item is through, lets the run finish. Later signals during that writing are ignored; SIGKILL loses at
     most the items of incomplete groups (the store stays valid).
 worker_environ(), local_worker_config() -> context managers
     Dask config for a LocalCluster made elsewhere (benchmarks) to get the same workers (enter around its
@@ -392,28 +393,31 @@ def _start_client(workers: int | None, scheduler: str | None, processes: bool,
             warnings.catch_warnings():
         # The scheduler's small HTTP server (health routes) moves off a busy port 8787 with a warning.
         warnings.filterwarnings("ignore", message=".*already in use", category=UserWarning)
-        with _workers_ignore_sigint(processes):
+        with _workers_ignore_stop_signals(processes):
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
                                    dashboard_address=None, silence_logs=logging.CRITICAL)
     return Client(cluster), cluster
 
 
 @contextlib.contextmanager
-def _workers_ignore_sigint(processes: bool):
-    """Worker processes started inside inherit SIGINT ignored (Python keeps an ignored SIGINT at start-up):
-    Ctrl-C at a terminal reaches the whole process group, and the client alone decides how to stop (it keeps
-    the finished items, then closes the cluster) instead of every worker printing a KeyboardInterrupt."""
+def _workers_ignore_stop_signals(processes: bool):
+    """Worker processes started inside inherit SIGINT and SIGTERM ignored (Python keeps an ignored SIGINT at
+    start-up): Ctrl-C at a terminal, or a SIGTERM to the whole process group, reaches every worker, and the
+    client alone decides how to stop (it keeps the finished items, then closes the cluster, which stops its
+    workers through the nannies, by SIGKILL if they do not answer) instead of every worker printing a
+    KeyboardInterrupt or dying mid-item."""
     import signal
     import threading
 
     if not processes or threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _worker_xpgan_version() -> str:
@@ -537,6 +541,7 @@ def _run_dask(tasks, process_fn, groups: _Groups, bar: _Progress, *, workers, sc
             groups.flush()
         raise
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        with groups.stop.deferred():  # every item is through: a signal now does not cut the shutdown short
+            client.close()
+            if cluster is not None:
+                cluster.close()
