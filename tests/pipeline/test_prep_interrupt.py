@@ -25,7 +25,7 @@ import sys, time
 import xpgan.pipeline.ct.prep_drr as p
 real = p.process_ct
 def slow(path, *, job):
-    time.sleep(0.3)
+    time.sleep(0.2)
     out = real(path, job=job)
     print("item", flush=True)
     return out
@@ -66,7 +66,7 @@ def interrupt(src, out, sig, after_items):
     return proc.returncode, stderr, time.monotonic() - t0
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_prep_keeps_finished_items_and_resumes_byte_identical(tmp_path, sig):
     src = make_archive(tmp_path / "src")
     out = tmp_path / "cut.zarr"
