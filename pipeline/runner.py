@@ -89,7 +89,7 @@ class PrepSummary:
 
     def text(self, max_failures: int = 20) -> str:
         rate = (self.done - self.skipped) / self.seconds if self.seconds > 0 else 0.0
-        lines = [f"{self.store}: {self.done}/{self.total} items done ({self.skipped} already done, "
+        lines = [f"{safe_text(self.store)}: {self.done}/{self.total} items done ({self.skipped} already done, "
                  f"{self.done - self.skipped} new in {self.seconds:.1f} s, {rate:.2f} items/s), "
                  f"{self.failed} failed"]
         if self.redone:
