@@ -63,10 +63,16 @@ def user_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from xpgan.errors import Interrupted, Resumable
+
         try:
             return fn(*args, **kwargs)
+        except Resumable as exc:  # stopped part way, kept what it finished: say how to go on
+            prefix = "" if isinstance(exc, Interrupted) else "error: "
+            typer.echo(one_line(f"{prefix}{exc}{resume_hint()}"), err=True)
+            raise typer.Exit(exc.exit_code)
         except XPGANError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {one_line(exc)}", err=True)
             raise typer.Exit(2)
         except OSError as exc:  # an output that cannot be written (permission, a file in the way, disk full)
             from xpgan.errors import os_error_line
@@ -75,6 +81,26 @@ def user_errors(fn):
             raise typer.Exit(2)
 
     return wrapper
+
+
+def one_line(message) -> str:
+    """A message (or an exception's) as one line: a file name with a newline or bytes that are not UTF-8 is
+    escaped (errors.safe_text); other messages are unchanged."""
+    from xpgan.errors import safe_text
+
+    text = str(message)
+    return text if text.isprintable() else safe_text(text)
+
+
+def resume_hint(argv: list[str] | None = None) -> str:
+    """`; resume with: xpgan prep ...` (the command as typed, without --overwrite) for the prep commands,
+    which resume when run again; "" for other commands."""
+    import shlex
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] != ["prep"]:
+        return ""
+    return "; resume with: " + shlex.join(["xpgan"] + [a for a in args if a != "--overwrite"])
 
 
 def _output_path(path: Path, option: str) -> Path:
@@ -264,6 +290,8 @@ def inspect_command(
                                        "and sagittal mid-slices) instead of the grid."),
     verify: bool = typer.Option(False, "--verify", help="Read every chunk of every done item back against its "
                                 "checksum (without: shard files, indexes and small chunks only)."),
+    deep: bool = typer.Option(False, "--deep", help="With --verify (CT store): also re-render 8 DRRs, spread over "
+                              "the store, from their stored volumes and compare."),
     poses: bool = typer.Option(False, "--poses", help="With --item (CT): random posed views of the study, as "
                                "train --drr-aug draws them, rendered from the stored volume."),
 ):
@@ -272,7 +300,9 @@ def inspect_command(
     from xpgan.pipeline.inspection import check_store, inspect_store
     from xpgan.pipeline.schema import StoreDamageError
 
-    report, damaged = check_store(store, full=verify)
+    if deep and not verify:
+        raise XPGANError("--deep goes with --verify: xpgan inspect --verify --deep STORE")
+    report, damaged = check_store(store, full=verify, deep=deep)
     try:
         typer.echo(inspect_store(store, sheet=sheet, item=item, poses=poses))
     except StoreDamageError as exc:

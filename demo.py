@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from xpgan.errors import XPGANError
+from xpgan.errors import XPGANError, check_output_folder
 
 MARKER = ".xpgan-demo"
 _PARTS = ("archives", "stores", "sheets", "runs")
@@ -92,11 +92,8 @@ def verdict(auroc) -> str:
 
 def _prepare_out(out: Path) -> None:
     """Create `out`, or clear the parts a previous demo left there; refuse any other non-empty folder."""
+    check_output_folder(out, MARKER, "demo")
     if out.exists():
-        if not out.is_dir():
-            raise XPGANError(f"{out}: exists and is not a folder")
-        if any(out.iterdir()) and not (out / MARKER).exists():
-            raise XPGANError(f"{out}: folder is not empty and was not made by `xpgan demo`; choose another --out")
         for part in _PARTS:
             p = out / part
             if p.is_dir():

@@ -91,3 +91,68 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> None:
         raise InputError(path, f"cannot create the {what}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(path, f"cannot create the {what}: no permission to write in {parent}")
+
+
+_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def safe_text(text: str) -> str:
+    """`text` (a file name, a path, a message naming one) as one line of valid UTF-8, losslessly.
+
+    Bytes of a name that are not UTF-8 (kept by Python as surrogate escapes) become `\\xNN`, control
+    characters `\\n`, `\\r`, `\\t` or `\\xNN`, and a backslash `\\\\`; any other text is unchanged. So a name
+    can neither split a line of a log or a failure record nor stop a UTF-8 writer, and the original bytes can
+    be read back from the escapes."""
+    text = str(text)
+    if text.isprintable() and "\\" not in text:
+        return text
+    out = []
+    for ch in text:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # an undecodable byte under surrogateescape
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif ch.isprintable():
+            out.append(ch)
+        elif ord(ch) < 0x100:
+            out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) < 0x10000:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    return "".join(out)
+
+
+def check_output_folder(out: str | os.PathLike, marker: str, command: str) -> None:
+    """Refuse an output folder that exists but is not a folder, or holds files while lacking `marker` (the
+    file `xpgan COMMAND` leaves in the folders it makes): a command never writes into an unrelated folder."""
+    path = os.fspath(out)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise XPGANError(f"{path}: exists and is not a folder")
+    if os.path.isdir(path) and os.listdir(path) and not os.path.lexists(os.path.join(path, marker)):
+        raise XPGANError(f"{path}: folder is not empty and was not made by `xpgan {command}`; choose another --out")
+
+
+class Resumable(XPGANError):
+    """A job that stopped part way and kept what it had finished: the same command resumes it. The command
+    line appends how to resume; `exit_code` is the process's exit status."""
+
+    exit_code = 2
+
+
+class Interrupted(Resumable):
+    """A job stopped by Ctrl-C (SIGINT) or SIGTERM after keeping what it had finished; `exit_code` is the
+    shell's code for that signal (130, 143)."""
+
+    def __init__(self, message: str, *, signum: int):
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
+        super().__init__(message)
+
+
+def signal_name(signum: int) -> str:
+    """`Ctrl-C (SIGINT)`, `SIGTERM`: how a user knows the signal."""
+    import signal
+
+    name = signal.Signals(signum).name if signum in {s.value for s in signal.Signals} else f"signal {signum}"
+    return "Ctrl-C (SIGINT)" if name == "SIGINT" else name

@@ -14,9 +14,11 @@ inspect_store(store, *, sheet=None, item=None, max_tiles=48, poses=False) -> str
     - `item=I, poses=True` (CT): the stored DRR, its zero-pose re-render from the stored volume, and random
       posed views as `--drr-aug` draws them (drr/poses.py PoseRanges), each titled with its pose.
 summarize_store(group) -> str
-check_store(store, *, full=False) -> (text, damaged item count)
-    The chunks of every done item (xpgan.pipeline.verify): cheap (shard files, indexes, small chunks) or,
-    with `full` (`xpgan inspect --verify`), every chunk read back against its checksum.
+check_store(store, *, full=False, deep=False) -> (text, damaged item count)
+    The chunks of every done item (xpgan.pipeline.verify): cheap (shard files, indexes, small chunks, each
+    chunk's checksum against its item's digest) or, with `full` (`xpgan inspect --verify`), every chunk read
+    back against its checksum; `deep` (`--verify --deep`, CT): also DEEP_SAMPLE DRRs, spread over the store,
+    re-rendered from their stored volumes and compared (rerender_problems).
 """
 from __future__ import annotations
 
@@ -267,13 +269,49 @@ def inspect_store(store: str | os.PathLike, *, sheet: str | os.PathLike | None =
     return text
 
 
-def check_store(store: str | os.PathLike, *, full: bool = False) -> tuple[str, int]:
-    """Text about the chunks of every done item, and how many done items have missing or damaged data."""
+DEEP_SAMPLE = 8  # DRRs re-rendered by `inspect --verify --deep`
+DEEP_TOLERANCE = 1e-3  # largest difference allowed between a stored DRR and its re-render (image in [0, 1])
+
+
+def rerender_problems(group, store: Path, sample: int = DEEP_SAMPLE) -> list:
+    """verify.Problems for the DRRs, among `sample` done items spread over a CT store, that differ from a
+    re-render of their stored volume and spacing with the store's geometry and physics (more than
+    DEEP_TOLERANCE): a DRR that does not belong to its volume."""
+    from xpgan.drr import render_drr
+    from xpgan.pipeline.verify import Problem
+
+    done = np.flatnonzero(_read(group, "done").astype(bool))
+    pick = _even_pick(done, sample)
+    if not pick.size:
+        return []
+    size = int(group["drr"].shape[-1])
+    geometry, mu_water = schema.ct_render_setup(group, store, "--deep cannot re-render its DRRs", size=size)
+    bad = []
+    for i in pick.tolist():
+        stored = _read(group, "drr", i)
+        again = render_drr(_read(group, "volume", i), _read(group, "spacing", i).astype(np.float64), geometry,
+                           backend="auto", output="image", mu_water=mu_water)
+        diff = float(np.max(np.abs(np.asarray(again, dtype=np.float32) - stored)))
+        if not diff <= DEEP_TOLERANCE:
+            bad.append(Problem("drr", schema.chunk_file(group["drr"], i),
+                               f"the stored DRR differs from a re-render of the stored volume (max difference "
+                               f"{diff:.4f})", (i,)))
+    return bad
+
+
+def check_store(store: str | os.PathLike, *, full: bool = False, deep: bool = False) -> tuple[str, int]:
+    """Text about the chunks of every done item, and how many done items have missing or damaged data.
+    `deep` (CT stores): also re-render a sample of DRRs from their stored volumes (rerender_problems)."""
     from xpgan.pipeline.verify import scan
 
     store = Path(store)
-    found = scan(schema.open_store(store), store, full=full)
+    group = schema.open_store(store)
+    found = scan(group, store, full=full)
+    if deep and group.attrs[schema.META].get(schema.KIND) == "ct" and not found.problems:
+        found.problems += rerender_problems(group, store)
     depth = "every chunk read back" if full else "shard files, shard indexes and small chunks checked"
+    if deep and group.attrs[schema.META].get(schema.KIND) == "ct":
+        depth += f"; up to {DEEP_SAMPLE} DRRs re-rendered from their volumes"
     if full and found.version < 2:
         depth += (f"; format version {found.version} has no chunk checksums: chunks were decoded, but changed "
                   "bytes may go unnoticed; prep again with --overwrite to add them")

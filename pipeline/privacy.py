@@ -6,6 +6,7 @@ so a store shared on its own cannot be brute-forced back to short numeric patien
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -16,9 +17,16 @@ from pathlib import Path
 from xpgan.errors import InputError
 
 
+def beside(store: str | os.PathLike, suffix: str) -> Path:
+    """`<store><suffix>`, the file beside the RESOLVED store (symlinks and `x/../` followed), so that every path
+    naming one store names the same lock, salt and failures file."""
+    store = Path(os.path.realpath(store))
+    return store.with_name(store.name + suffix)
+
+
 def salt_path(store: str | os.PathLike) -> Path:
-    store = Path(store)
-    return store.with_name(store.name + ".salt")
+    """`<store>.salt`: the store's secret key for patient hashes."""
+    return beside(store, ".salt")
 
 
 def load_or_create_salt(store: str | os.PathLike, salt_file: str | os.PathLike | None = None) -> bytes:
@@ -38,12 +46,27 @@ def load_or_create_salt(store: str | os.PathLike, salt_file: str | os.PathLike |
     return path.read_bytes().strip()
 
 
+@contextlib.contextmanager
+def store_salt(store: str | os.PathLike, salt_file: str | os.PathLike | None = None):
+    """`load_or_create_salt` for a prep run: yields the salt. A `<store>.salt` created here is removed again
+    when the block fails before the store exists (a refused run leaves nothing beside OUT); once the store
+    exists its salt stays, since its patient hashes and identity depend on it."""
+    created = salt_file is None and not salt_path(store).exists()
+    try:
+        yield load_or_create_salt(store, salt_file)
+    except BaseException:
+        if created and not (Path(store) / "zarr.json").exists():
+            salt_path(store).unlink(missing_ok=True)
+        raise
+
+
 def patient_hash(patient_id: str, salt: bytes) -> str:
     """HMAC-SHA256 of the raw identifier, 16 hex digits; empty id gives the empty string."""
     patient_id = str(patient_id).strip()
     if not patient_id:
         return ""
-    return hmac.new(salt, patient_id.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
+    # surrogateescape: an id taken from a file name that is not UTF-8 hashes its original bytes
+    return hmac.new(salt, patient_id.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()[:16]
 
 
 def redact_names(text: str, path: str | os.PathLike, placeholder: str = "<file>") -> str:
@@ -52,6 +75,7 @@ def redact_names(text: str, path: str | os.PathLike, placeholder: str = "<file>"
     word ("trunc" in "truncated", "alpha" in "alpha channel") that must not be mangled."""
     path = Path(path)
     parts = {str(path), os.path.abspath(path), path.name}
+    parts |= {repr(p)[1:-1] for p in parts}  # as libraries quote odd names: escapes for newlines, bad bytes
     for part in sorted((p for p in parts if p), key=len, reverse=True):
         text = re.sub(rf"(?<![\w.-]){re.escape(part)}(?![\w-]|\.\w)", placeholder, text)
     return text

@@ -28,8 +28,15 @@ run_items(tasks, process_fn, write_fn, *, group_size=1, workers=None, scheduler=
       - workers=0 and no scheduler: run in this process without Dask (debugging).
     Numba threads: each task sets numba.set_num_threads(cores of its host // worker threads on its host),
     so numba-parallel kernels in several worker processes do not oversubscribe the cores.
-    Progress: a tqdm bar on stderr (done/failed, rate, ETA) when `progress` and stderr is a terminal.
-    KeyboardInterrupt stops the cluster; everything already written stays valid (resume later).
+    Progress (with `progress`): a tqdm bar on stderr (done/failed, rate, ETA) when stderr is a terminal, else
+    a line at the start and one every PROGRESS_EVERY_S seconds (done/failed, rate, elapsed, ETA).
+    Ctrl-C (SIGINT, also when a terminal sends it to every process of the job) or SIGTERM: no new item is
+    started, the finished items of every incomplete group are written too (a partial shard, which a resume
+    completes into the same bytes as an uninterrupted run), the cluster is closed, and errors.Interrupted is
+    raised (its `result`: the RunResult so far; `exit_code` 130 or 143). Local worker processes ignore
+    SIGINT and SIGTERM: the client decides how to stop. A signal during the cluster's shutdown, once every
+    item is through, lets the run finish. Later signals during that writing are ignored; SIGKILL loses at
+    most the items of incomplete groups (the store stays valid).
 worker_environ(), local_worker_config() -> context managers
     Dask config for a LocalCluster made elsewhere (benchmarks) to get the same workers (enter around its
     constructor).
@@ -42,6 +49,7 @@ PrepSummary(total, done, skipped, failed, failures, seconds, store, redone)
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -51,7 +59,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from xpgan.errors import XPGANError
+from xpgan.errors import Interrupted, XPGANError, safe_text, signal_name
 
 
 @dataclass(frozen=True)
@@ -81,14 +89,14 @@ class PrepSummary:
 
     def text(self, max_failures: int = 20) -> str:
         rate = (self.done - self.skipped) / self.seconds if self.seconds > 0 else 0.0
-        lines = [f"{self.store}: {self.done}/{self.total} items done ({self.skipped} already done, "
+        lines = [f"{safe_text(self.store)}: {self.done}/{self.total} items done ({self.skipped} already done, "
                  f"{self.done - self.skipped} new in {self.seconds:.1f} s, {rate:.2f} items/s), "
                  f"{self.failed} failed"]
         if self.redone:
             lines.append("  re-done because their stored data was missing or damaged:")
             lines += [f"    {line}" for line in self.redone]
         for path, reason in self.failures[:max_failures]:
-            lines.append(f"  failed: {path}: {reason}")
+            lines.append(f"  failed: {safe_text(path)}: {safe_text(reason)}")
         if len(self.failures) > max_failures:
             lines.append(f"  ... and {len(self.failures) - max_failures} more (see the failures CSV)")
         return "\n".join(lines)
@@ -163,16 +171,26 @@ def _call(process_fn: Callable[[Any], Any], payload: Any, host_threads: Mapping[
         return ("fail", f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__)
 
 
+PROGRESS_EVERY_S = 30.0  # seconds between progress lines when stderr is not a terminal
+
+
 class _Progress:
+    """A tqdm bar on a terminal; elsewhere (a log, a pipe) one line at the start and every PROGRESS_EVERY_S s."""
+
     def __init__(self, total: int, desc: str, enabled: bool):
         self.ok = self.failed = 0
+        self.total, self.desc, self.every_s = total, desc, PROGRESS_EVERY_S
         self.bar = None
+        self.lines = bool(enabled and total and not sys.stderr.isatty())
+        self.t0 = self.t_line = time.perf_counter()
         if enabled and total and sys.stderr.isatty():
             from tqdm import tqdm
 
             # n/total counts processed items; the postfix splits them into ok and failed.
             self.bar = tqdm(total=total, desc=desc, unit="item", file=sys.stderr, dynamic_ncols=True,
                             smoothing=0.1, postfix="ok=0 failed=0")
+        elif self.lines:
+            print(f"{desc}: {total} items to process", file=sys.stderr, flush=True)
 
     def update(self, ok: bool) -> None:
         if ok:
@@ -182,16 +200,100 @@ class _Progress:
         if self.bar is not None:
             self.bar.set_postfix_str(f"ok={self.ok} failed={self.failed}", refresh=False)
             self.bar.update(1)
+        elif self.lines and time.perf_counter() - self.t_line >= self.every_s:
+            self.t_line = time.perf_counter()
+            print(self.line(), file=sys.stderr, flush=True)
+
+    def line(self) -> str:
+        n = self.ok + self.failed
+        elapsed = time.perf_counter() - self.t0
+        rate = n / elapsed if elapsed > 0 else 0.0
+        eta = f", ETA {_duration((self.total - n) / rate)}" if rate > 0 and n < self.total else ""
+        return (f"{self.desc}: {n}/{self.total} items ({self.ok} ok, {self.failed} failed), "
+                f"{rate:.2f} items/s, {_duration(elapsed)} elapsed{eta}")
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
 
 
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+class _StopSignals:
+    """While entered (in the main thread): SIGINT and SIGTERM raise KeyboardInterrupt once and record which
+    signal came (inside `deferred()`, at the next `check()`); later ones are ignored, so that writing the
+    finished items is not cut short."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    _writing = False
+
+    def _handler(self, signum, _frame):
+        if self.signum is None:
+            self.signum = signum
+            if not self._writing:
+                raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def deferred(self):
+        """A signal that comes inside is acted on by the next check(), so a write is never cut in half."""
+        self._writing = True
+        try:
+            yield
+        finally:
+            self._writing = False
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> "_StopSignals":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+
+@contextlib.contextmanager
+def _signals_ignored():
+    """SIGINT and SIGTERM ignored inside (main thread): writing the finished items of a stopped run."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
 class _Groups:
     """Collect results per group of consecutive indices; hand a group to the writer once it is complete."""
 
-    def __init__(self, tasks: Sequence[Task], group_size: int, write_fn, result: RunResult):
+    def __init__(self, tasks: Sequence[Task], group_size: int, write_fn, result: RunResult,
+                 stop: "_StopSignals | None" = None):
+        self.stop = stop if stop is not None else _StopSignals()
         self.size = max(1, int(group_size))
         self.pending: dict[int, int] = defaultdict(int)
         for t in tasks:
@@ -216,6 +318,16 @@ class _Groups:
         if self.pending[g] == 0:
             batch = self.buffer.pop(g, {})
             del self.pending[g]
+            if batch:
+                with self.stop.deferred():  # a signal now stops the run after this write, not inside it
+                    self.write_fn(batch)
+                self.result.done.extend(sorted(batch))
+                self.stop.check()
+
+    def flush(self) -> None:
+        """Write the finished items of every incomplete group (a partial shard, completed on resume)."""
+        for g in sorted(self.buffer):
+            batch = self.buffer.pop(g)
             if batch:
                 self.write_fn(batch)
                 self.result.done.extend(sorted(batch))
@@ -249,8 +361,6 @@ def local_worker_config():
     """Dask config context for starting a LocalCluster: `worker_environ()` plus the workers' statistical
     profiler off (it samples the task thread's stack every 10 ms for the dashboard, which our clusters do
     not serve: measured ~10 ms CPU per 150 ms item). Workers of a local cluster receive the client's config."""
-    import contextlib
-
     import dask
 
     stack = contextlib.ExitStack()
@@ -283,9 +393,31 @@ def _start_client(workers: int | None, scheduler: str | None, processes: bool,
             warnings.catch_warnings():
         # The scheduler's small HTTP server (health routes) moves off a busy port 8787 with a warning.
         warnings.filterwarnings("ignore", message=".*already in use", category=UserWarning)
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
-                               dashboard_address=None, silence_logs=logging.CRITICAL)
+        with _workers_ignore_stop_signals(processes):
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
+                                   dashboard_address=None, silence_logs=logging.CRITICAL)
     return Client(cluster), cluster
+
+
+@contextlib.contextmanager
+def _workers_ignore_stop_signals(processes: bool):
+    """Worker processes started inside inherit SIGINT and SIGTERM ignored (Python keeps an ignored SIGINT at
+    start-up): Ctrl-C at a terminal, or a SIGTERM to the whole process group, reaches every worker, and the
+    client alone decides how to stop (it keeps the finished items, then closes the cluster, which stops its
+    workers through the nannies, by SIGKILL if they do not answer) instead of every worker printing a
+    KeyboardInterrupt or dying mid-item."""
+    import signal
+    import threading
+
+    if not processes or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _worker_xpgan_version() -> str:
@@ -339,15 +471,28 @@ def run_items(tasks: Sequence[Task], process_fn: Callable[[Any], Any],
     t0 = time.perf_counter()
     if not tasks:
         return result
-    groups = _Groups(tasks, group_size, write_fn, result)
+    stop = _StopSignals()
+    groups = _Groups(tasks, group_size, write_fn, result, stop)
     bar = _Progress(len(tasks), desc, progress)
     try:
-        if workers == 0 and not scheduler:
-            _run_inline(tasks, process_fn, groups, bar)
-        else:
-            _run_dask(tasks, process_fn, groups, bar, workers=workers, scheduler=scheduler,
-                      processes=processes, max_in_flight=max_in_flight,
-                      memory_per_worker_gb=memory_per_worker_gb)
+        with stop:
+            if workers == 0 and not scheduler:
+                _run_inline(tasks, process_fn, groups, bar)
+            else:
+                _run_dask(tasks, process_fn, groups, bar, workers=workers, scheduler=scheduler,
+                          processes=processes, max_in_flight=max_in_flight,
+                          memory_per_worker_gb=memory_per_worker_gb)
+    except KeyboardInterrupt:
+        with _signals_ignored():  # a second Ctrl-C must not cut the writing short
+            groups.flush()
+        bar.close()
+        result.seconds = time.perf_counter() - t0
+        import signal
+
+        exc = Interrupted(f"{desc} interrupted by {signal_name(stop.signum or signal.SIGINT)}",
+                          signum=stop.signum or signal.SIGINT)
+        exc.result = result
+        raise exc from None
     finally:
         bar.close()
         result.seconds = time.perf_counter() - t0
@@ -391,7 +536,12 @@ def _run_dask(tasks, process_fn, groups: _Groups, bar: _Progress, *, workers, sc
             groups.outcome(t.index, status, value)
             bar.update(status == "ok")
             submit_next()
+    except KeyboardInterrupt:
+        with _signals_ignored():  # keep the finished items before the (slower) cluster shutdown
+            groups.flush()
+        raise
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        with groups.stop.deferred():  # every item is through: a signal now does not cut the shutdown short
+            client.close()
+            if cluster is not None:
+                cluster.close()

@@ -10,18 +10,21 @@ Format versions
    (only the shard index carried a crc32c). Still read; not resumed (prep asks for --overwrite).
 2  every chunk ends in a crc32c checksum (Zarr v3 `crc32c` codec, the last codec of each array's chain;
    inside shards, of the inner chunks' chain), so damaged bytes fail loudly when read.
+3  array `digest`: each item's row records the checksums its chunks in the sharded arrays (images,
+   volumes) were written with, so a chunk moved to another item (each chunk still valid) is caught.
 A store without a version attribute is version 1. A newer or unknown version is refused.
 
 Public API
 ----------
-FORMAT_VERSION, READABLE_VERSIONS, KINDS; attribute keys META ("xpgan"), FAILURES, KIND, VERSION, IDENTITY,
+FORMAT_VERSION, READABLE_VERSIONS, KINDS; DIGEST (the per-item chunk digest array, format 3), format_digest(crcs),
+parse_digest(text); attribute keys META ("xpgan"), FAILURES, KIND, VERSION, IDENTITY,
 COMPLETE, ITEMS_PER_SHARD; codes LABEL_*, SPLIT_*, SEVERITY_*; LABEL_NAMES, SPLIT_NAMES.
 Field(name, dtype, dims, fill, meaning, optional) and FIELDS[kind]: the arrays of each store kind.
 ArraySpec(dtype, item_shape, fill_value): one per-item array as the writer creates it.
 item_arrays(kind, sizes, optional=()) -> {name: ArraySpec} (without `done`, which the writer adds).
 chunk_codecs(sharded) -> the bytes-to-bytes codecs of a new array (compression, then crc32c).
 image_map(p), IMAGE_MAP_NAME, P_REF, MAP_POWER, image_map_attrs(): the stored DRR map (drr.physics).
-lock_path, failures_csv_path, salt_path: files beside a store.
+lock_path, failures_csv_path, salt_path: files beside a store (beside the resolved store path).
 open_store(path, kind=None) -> zarr.Group, read-only; InputError / StoreDamageError (one line) when the path
     is not an xpgan store of that kind, its format version is newer or unknown, a `zarr.json` is damaged, or
     a required array is missing or has the wrong dtype.
@@ -42,10 +45,10 @@ import numpy as np
 from xpgan.drr.physics import IMAGE_MAP_NAME, MAP_POWER, P_REF, image_map_attrs
 from xpgan.drr.physics import line_integral_to_image as image_map
 from xpgan.errors import InputError, XPGANError
-from xpgan.pipeline.privacy import salt_path
+from xpgan.pipeline.privacy import beside, salt_path
 
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 KINDS = ("ct", "cxr")
 
 # group attributes
@@ -72,7 +75,8 @@ __all__ = ["ArraySpec", "COMPLETE", "FAILURES", "FIELDS", "FORMAT_VERSION", "Fie
            "SPLIT_NONE", "SPLIT_TEST", "SPLIT_TRAIN", "StoreDamageError", "VERSION", "chunk_codecs",
            "failures_csv_path", "image_map", "image_map_attrs", "item_arrays", "lock_path", "open_store",
            "salt_path", "store_version", "read", "chunk_file", "open_group", "open_array", "array_names", "first_line",
-           "check_version", "ct_render_setup", "GEOMETRY", "PHYSICS", "MU_WATER"]
+           "check_version", "ct_render_setup", "GEOMETRY", "PHYSICS", "MU_WATER", "DIGEST", "format_digest",
+           "parse_digest"]
 
 
 class StoreDamageError(XPGANError):
@@ -101,6 +105,11 @@ class Field:
     optional: bool = False     # present only in some stores (see meaning)
 
 
+DIGEST = "digest"
+# Written by the store writer with every item, like `done`; absent in format 1 and 2 stores.
+DIGEST_FIELD = Field(DIGEST, "str", (), "", "`name=crc` for each sharded array (sorted by name, space-separated): "
+                     "the crc32c (8 hex digits) its chunk of item i was written with", optional=True)
+
 FIELDS: dict[str, tuple[Field, ...]] = {
     "ct": (
         Field("volume", "int16", ("D", "H", "W"), 0, "resized volume in HU, `[d, h, w]` = (I, P, L)"),
@@ -111,6 +120,7 @@ FIELDS: dict[str, tuple[Field, ...]] = {
         Field("spacing", "float32", (3,), 0.0, "mm per voxel of the resized volume, `(sd, sh, sw)`"),
         Field("patient", "str", (), "", "salted HMAC of the patient id; only when a manifest gives ids",
               optional=True),
+        DIGEST_FIELD,
         Field("done", "bool", (), False, "set after every other array of item i is written"),
     ),
     "cxr": (
@@ -122,6 +132,7 @@ FIELDS: dict[str, tuple[Field, ...]] = {
         Field("bits", "int8", (), -1, "bit depth the stored values were scaled by (PNG/JPEG: value / (2**bits - 1); "
               "DICOM: BitsStored), 0 float image (its own min..max), -1 not written; absent in stores made "
               "before it was added", optional=True),
+        DIGEST_FIELD,
         Field("done", "bool", (), False, "set after every other array of item i is written"),
     ),
 }
@@ -164,6 +175,16 @@ def item_arrays(kind: str, sizes: Mapping[str, int], optional: Iterable[str] = (
     return out
 
 
+def format_digest(crcs: Mapping[str, str]) -> str:
+    """An item's `digest` row from {array name: crc32c as 8 hex digits}."""
+    return " ".join(f"{name}={crcs[name]}" for name in sorted(crcs))
+
+
+def parse_digest(text: str) -> dict[str, str]:
+    """{array name: crc32c hex} of a `digest` row ("" for an item written without one: {})."""
+    return dict(part.split("=", 1) for part in str(text).split() if "=" in part)
+
+
 def chunk_codecs(sharded: bool) -> list:
     """Bytes-to-bytes codecs of a new array: compression, then a crc32c of the compressed chunk.
 
@@ -177,15 +198,13 @@ def chunk_codecs(sharded: bool) -> list:
 
 
 def lock_path(path: str | os.PathLike) -> Path:
-    """`<store>.lock`: the one-writer lock file beside the store."""
-    path = Path(path)
-    return path.with_name(path.name + ".lock")
+    """`<store>.lock`: the one-writer lock file beside the store (beside the resolved store: see salt_path)."""
+    return beside(path, ".lock")
 
 
 def failures_csv_path(path: str | os.PathLike) -> Path:
     """`<store>.failures.csv`: failure records with file paths, for the operator."""
-    path = Path(path)
-    return path.with_name(path.name + ".failures.csv")
+    return beside(path, ".failures.csv")
 
 
 def store_version(meta: Mapping[str, Any]) -> int:

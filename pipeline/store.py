@@ -12,7 +12,7 @@ ArraySpec(dtype, item_shape=(), fill_value=None)
 create_or_open(path, *, kind, arrays, n_items, attrs, identity, overwrite=False, items_per_shard=None)
     -> zarr.Group
     Creates the store (or reopens it to resume). `arrays` maps name -> ArraySpec (or (dtype, item_shape));
-    `done` is added. `attrs` is written as group attribute "xpgan" (with "kind" set). `identity` is a
+    `done` and `digest` are added. `attrs` is written as group attribute "xpgan" (with "kind" set). `identity` is a
     JSON-able dict (options, item list digest...) that must match to resume; a mismatch raises XPGANError
     telling the user to pass --overwrite. `overwrite=True` deletes an existing store first (only if it is a
     Zarr store or an empty folder). Call it while holding StoreLock.
@@ -27,22 +27,32 @@ items_per_shard(group) -> int
 item_encoders(group) -> {name: ItemEncoder}; encode_items(result, encoders) -> result
     Workers may encode their items of sharded arrays (Blosc, as zarr would) with the store's encoders; the
     writer then assembles new shard files from those bytes without re-encoding (existing shards, e.g. on
-    resume, are decoded and merged through zarr). ItemEncoder and EncodedItem are small and picklable.
+    resume, keep the chunk bytes of their done items: a shard filled over several runs is the file one run
+    writes). ItemEncoder and EncodedItem are small and picklable.
 write_items(group, results)
     results: {index: {array name: value}}; values of sharded arrays may be EncodedItem. Writes every
-    array of those items, then sets their done flags (done is written last, so done[i] implies every
+    array of those items, then their `digest` rows (the crc32c of each of their chunks in the sharded arrays,
+    schema.format_digest; verify checks that every chunk is the one its item was written with), then sets
+    their done flags (done is written last, so done[i] implies every
     other array of item i is on disk). NOT safe to call from two processes or threads at once: concurrent
     writes into one Zarr shard lose data (zarr-python #3514, #3682). The runner calls it from the client
     process only. A new shard of EncodedItems is written whole to a temp file and renamed.
 done_mask(group) -> bool [N]
 set_failures(group, path, failures, *, paths_in_store=True, csv_only=()) / get_failures(group)
     failures: list of dicts with keys index, id, path, reason. Stored in group attribute "failures" and
-    written to `<store>.failures.csv` beside the store (removed when there are none).
+    written to `<store>.failures.csv` beside the store (removed when there are none). Text fields are
+    stored as errors.safe_text (one line of UTF-8; non-UTF-8 bytes and control characters escaped), as are
+    the str values write_items stores.
     paths_in_store=False: the store's records get path "" (the CSV keeps the paths); csv_only: rows for
     problems without an item slot, written to the CSV only.
 StoreLock(path)
-    Context manager: an exclusive fcntl.flock on `<store>.lock` beside the store. The OS drops it when the
-    process dies (even on SIGKILL), so no stale lock survives; a second writer gets XPGANError.
+    Context manager: an exclusive fcntl.flock on `<store>.lock` beside the resolved store (one lock for every
+    spelling of the path, symlinks included). The OS drops it when the process dies (even on SIGKILL), so no
+    stale lock survives; a second writer gets XPGANError. The lock file is removed on release (a SIGKILLed
+    writer leaves it, empty of meaning: the next writer reuses it).
+interrupted(exc, what, path, done, total) -> errors.Interrupted: the one line of a prep run stopped by a signal.
+disk_full_is_resumable(path): context manager turning ENOSPC/EDQUOT into one errors.Resumable line naming the
+    store, the items kept and how to resume.
 lock_holder(path) -> None (lock free) | pid text ("" if unknown): is a writer holding the store now?
 set_complete(group, complete)
     Whether the last prep run went through every item (each is done or has a failure record).
@@ -53,6 +63,7 @@ with `done`.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import hashlib
@@ -65,7 +76,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from xpgan.errors import XPGANError
+from xpgan.errors import Interrupted, Resumable, XPGANError, os_error_line, safe_text, signal_name
 from xpgan.pipeline import schema
 from xpgan.pipeline.schema import ArraySpec, failures_csv_path, lock_path, open_store  # noqa: F401 (re-exported)
 
@@ -81,7 +92,9 @@ def _spec(v) -> ArraySpec:
 
 
 class StoreLock:
-    """Exclusive one-writer lock on a store (flock on `<store>.lock`); released by the OS if we die."""
+    """Exclusive one-writer lock on a store (flock on `<store>.lock` beside the resolved store path, so a
+    symlink or `x/../` spelling of the same store takes the same lock); released by the OS if we die. The lock
+    file is removed on release; a writer that locked a file removed meanwhile tries again on the new one."""
 
     def __init__(self, path: str | os.PathLike):
         self.store = Path(path)
@@ -92,22 +105,26 @@ class StoreLock:
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = ""
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
-            except OSError:
-                pass
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                who = f" (pid {holder})" if holder else ""
-                raise XPGANError(
-                    f"{self.store}: another process{who} is writing this store (lock {self.path} is held); "
-                    "wait for it to finish or stop it, then rerun") from None
-            raise XPGANError(f"{self.path}: cannot lock the store: {exc.strerror}") from None
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                holder = ""
+                try:
+                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+                except OSError:
+                    pass
+                os.close(fd)
+                if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    who = f" (pid {holder})" if holder else ""
+                    raise XPGANError(
+                        f"{self.store}: another process{who} is writing this store (lock {self.path} is held); "
+                        "wait for it to finish or stop it, then rerun") from None
+                raise XPGANError(f"{self.path}: cannot lock the store: {exc.strerror}") from None
+            if _same_file(fd, self.path):
+                break
+            os.close(fd)  # a finishing writer removed the file between our open and flock: lock the new one
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
@@ -118,7 +135,7 @@ class StoreLock:
             import fcntl
 
             try:
-                os.ftruncate(self._fd, 0)
+                self.path.unlink(missing_ok=True)  # while still held: nobody can lock this file any more
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
             finally:
                 os.close(self._fd)
@@ -129,6 +146,14 @@ class StoreLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def lock_holder(path: str | os.PathLike) -> str | None:
@@ -190,8 +215,9 @@ def create_or_open(path: str | os.PathLike, *, kind: str, arrays: Mapping[str, A
     if n_items < 1:
         raise XPGANError(f"{path}: nothing to store (0 items)")
     specs = {name: _spec(v) for name, v in arrays.items()}
-    if "done" in specs:
-        raise ValueError("'done' is added by create_or_open; do not pass it")
+    if "done" in specs or schema.DIGEST in specs:
+        raise ValueError(f"'done' and '{schema.DIGEST}' are added by create_or_open; do not pass them")
+    specs[schema.DIGEST] = ArraySpec("str", ())
     specs["done"] = ArraySpec("bool", (), False)
     ident = json.loads(json.dumps(dict(identity), default=str))
     if overwrite:
@@ -366,7 +392,8 @@ def _shard_file(group, arr, shard: int) -> Path:
 
 def _write_encoded_shard(path: Path, k: int, first: int, chunks: Mapping[int, EncodedItem]) -> None:
     """A shard file from encoded chunks (zarr v3 sharding_indexed: the chunks, then the index of k
-    (offset, nbytes) uint64 little-endian pairs, missing chunks 2**64-1, then its crc32c), written whole."""
+    (offset, nbytes) uint64 little-endian pairs, missing chunks 2**64-1, then its crc32c), written whole
+    (to a temp file, renamed; the temp file is removed if the write fails, e.g. on a full disk)."""
     import google_crc32c
 
     index = np.full((k, 2), _MAX_U64, dtype="<u8")
@@ -382,9 +409,34 @@ def _write_encoded_shard(path: Path, k: int, first: int, chunks: Mapping[int, En
     parts += [index_bytes, np.array([google_crc32c.value(index_bytes)], dtype="<u4").tobytes()]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.writelines(parts)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.writelines(parts)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _read_encoded_shard(path: Path, k: int, first: int, keep) -> dict[int, EncodedItem]:
+    """The encoded chunks of an existing shard file written by `_write_encoded_shard` whose items pass
+    `keep(index)`, byte for byte (no re-encoding, so a shard completed later equals one written in one go)."""
+    import google_crc32c
+
+    data = np.fromfile(path, dtype=np.uint8)
+    n_index = 16 * k + 4
+    if data.size < n_index:
+        raise XPGANError(f"{path}: shard file truncated; rerun prep to redo its items")
+    index_bytes = data[data.size - n_index:data.size - 4].tobytes()
+    if np.array([google_crc32c.value(index_bytes)], dtype="<u4").tobytes() != data[data.size - 4:].tobytes():
+        raise XPGANError(f"{path}: shard index damaged; rerun prep to redo its items")
+    table = np.frombuffer(index_bytes, dtype="<u8").reshape(k, 2)
+    out = {}
+    for j in range(k):
+        off, n = (int(v) for v in table[j])
+        if off != _MAX_U64 and keep(first + j):
+            out[first + j] = EncodedItem(data[off:off + n].copy())
+    return out
 
 
 def _runs(indices: list[int]) -> list[tuple[int, int]]:
@@ -404,48 +456,75 @@ def write_items(group, results: Mapping[int, Mapping[str, Any]]) -> None:
         return
     indices = sorted(int(i) for i in results)
     arrays = dict(group.arrays())  # opened once: each group[name] reads metadata from the store
+    done = arrays["done"]
+    flags = np.asarray(done[...], dtype=bool)
+    crcs: dict[int, dict[str, str]] = {i: {} for i in indices}
+    sharded = [name for name, arr in arrays.items() if getattr(arr, "shards", None) is not None]
     for name, arr in arrays.items():
-        if name == "done":
+        if name in ("done", schema.DIGEST):
             continue
         if name not in results[indices[0]]:
             raise KeyError(f"result for item {indices[0]} lacks array {name!r}")
-        sharded = getattr(arr, "shards", None) is not None
-        if sharded:
-            # Skip zarr's per-chunk "all fill value?" scan (half of its write CPU): our items are never empty.
-            arr = arr.with_config({"write_empty_chunks": True})
-            k = int(arr.shards[0])
-            values = {i: results[i][name] for i in indices}
-            encoder = None
-            if any(isinstance(v, EncodedItem) for v in values.values()):
-                from zarr.storage import LocalStore
-
-                encoder = _item_encoder(arr) if isinstance(group.store, LocalStore) else None
-                if encoder is None:
-                    raise ValueError(f"array {name!r} has no item encoder; pass arrays, not EncodedItem")
-            for shard in sorted({i // k for i in indices}):
-                members = [i for i in indices if i // k == shard]
-                path = _shard_file(group, arr, shard) if encoder is not None else None
-                if path is not None and not path.exists() \
-                        and all(isinstance(values[i], EncodedItem) for i in members):
-                    # a new shard, encoded by the workers: assemble it, no zarr re-encoding
-                    _write_encoded_shard(path, k, shard * k, {i: values[i] for i in members})
-                    continue
-                for a, b in _runs(members):  # an existing shard: zarr merges (read, modify, write)
-                    block = np.stack([encoder.decode(values[i]) if isinstance(values[i], EncodedItem)
-                                      else np.asarray(values[i]) for i in range(a, b)])
-                    arr[a:b] = block.astype(arr.dtype, copy=False)
+        if name in sharded:
+            for i, crc in _write_sharded(group, arr, name, {i: results[i][name] for i in indices}, flags).items():
+                crcs[i][name] = crc
         else:
-            # One small chunk: read, patch, write back whole (cheaper than a chunk rewrite per item). Written
-            # even when it holds only fill values (e.g. every label unknown), so a missing chunk means damage.
-            arr = arr.with_config({"write_empty_chunks": True})
-            whole = arr[...]
-            for i in indices:
-                whole[i] = results[i][name]
-            arr[...] = whole
-    done = arrays["done"]
-    flags = np.asarray(done[...], dtype=bool)
+            _write_small(arr, {i: results[i][name] for i in indices})
+    if schema.DIGEST in arrays:  # the chunks' checksums, bound to the item's row (written before done)
+        _write_small(arrays[schema.DIGEST], {i: schema.format_digest(c) if len(c) == len(sharded) else ""
+                                             for i, c in crcs.items()})
     flags[indices] = True
     done[...] = flags
+
+
+def _write_small(arr, values: Mapping[int, Any]) -> None:
+    """Items of an unsharded array: its one small chunk read, patched and written back whole (cheaper than a
+    chunk rewrite per item). Written even when it holds only fill values (e.g. every label unknown), so a
+    missing chunk means damage. Text is stored as errors.safe_text."""
+    arr = arr.with_config({"write_empty_chunks": True})
+    whole = arr[...]
+    for i, value in values.items():
+        whole[i] = safe_text(value) if isinstance(value, str) else value
+    arr[...] = whole
+
+
+def _write_sharded(group, arr, name: str, values: Mapping[int, Any], done_flags: np.ndarray) -> dict[int, str]:
+    """Items of one sharded array. In a local store of the writer's layout every shard is assembled from
+    encoded chunks (workers' EncodedItems, or encoded here), keeping the chunks of done items already in the
+    shard byte for byte: a shard filled over several runs is the same file as one written in one go.
+    Returns each written item's chunk crc32c (8 hex digits; {} when written through zarr)."""
+    from zarr.storage import LocalStore
+
+    k = int(arr.shards[0])
+    indices = sorted(values)
+    encoder = _item_encoder(arr) if isinstance(group.store, LocalStore) else None
+    if encoder is None:
+        if any(isinstance(v, EncodedItem) for v in values.values()):
+            raise ValueError(f"array {name!r} has no item encoder; pass arrays, not EncodedItem")
+        # Skip zarr's per-chunk "all fill value?" scan (half of its write CPU): our items are never empty.
+        arr = arr.with_config({"write_empty_chunks": True})
+        for a, b in _runs(indices):
+            arr[a:b] = np.stack([np.asarray(values[i]) for i in range(a, b)]).astype(arr.dtype, copy=False)
+        return {}
+    crcs: dict[int, str] = {}
+    for shard in sorted({i // k for i in indices}):
+        members = {i: (values[i] if isinstance(values[i], EncodedItem) else encoder(values[i]))
+                   for i in indices if i // k == shard}
+        path = _shard_file(group, arr, shard)
+        chunks = {}
+        if path.exists():
+            chunks = _read_encoded_shard(path, k, shard * k,
+                                         lambda i: i < done_flags.size and done_flags[i] and i not in members)
+        chunks.update(members)
+        _write_encoded_shard(path, k, shard * k, chunks)
+        if encoder.crc32c:
+            crcs.update({i: chunk_crc(c.data) for i, c in members.items()})
+    return crcs
+
+
+def chunk_crc(chunk) -> str:
+    """The crc32c a stored chunk (format 2+) ends with, as the 8 hex digits of a `digest` row."""
+    return bytes(np.asarray(chunk[-4:], dtype=np.uint8)).hex()
 
 
 def get_failures(group) -> list[dict]:
@@ -461,19 +540,30 @@ def set_failures(group, path: str | os.PathLike, failures: list[Mapping[str, Any
     `csv_only`: extra rows for problems that have no item slot (e.g. a manifest row naming a missing file),
     written to the CSV after the item rows (missing keys become "").
     """
-    rows = [{k: f.get(k, "") for k in FAILURE_FIELDS} for f in sorted(failures, key=lambda f: int(f["index"]))]
+    rows = [_failure_row(f) for f in sorted(failures, key=lambda f: int(f["index"]))]
     group.attrs[schema.FAILURES] = rows if paths_in_store else [{**r, "path": ""} for r in rows]
-    rows += [{k: f.get(k, "") for k in FAILURE_FIELDS} for f in csv_only]
+    rows += [_failure_row(f) for f in csv_only]
     csv_path = failures_csv_path(path)
     if not rows:
         csv_path.unlink(missing_ok=True)
         return
     tmp = csv_path.with_name(csv_path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=FAILURE_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, csv_path)
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=FAILURE_FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, csv_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _failure_row(f: Mapping[str, Any]) -> dict:
+    """A failure record with its text fields as one line of UTF-8 each (errors.safe_text: file names that are
+    not UTF-8 or hold a newline are escaped, losslessly)."""
+    row = {k: f.get(k, "") for k in FAILURE_FIELDS}
+    return {k: (safe_text(v) if isinstance(v, str) else v) for k, v in row.items()}
 
 
 def set_complete(group, complete: bool) -> None:
@@ -481,3 +571,30 @@ def set_complete(group, complete: bool) -> None:
     meta = dict(group.attrs[schema.META])
     meta[schema.COMPLETE] = bool(complete)
     group.attrs[schema.META] = meta
+
+
+def interrupted(exc: Interrupted, what: str, path: str | os.PathLike, done: int, total: int) -> Interrupted:
+    """The one line a prep run stopped by a signal ends with: what was kept, and where."""
+    out = Interrupted(f"{what} interrupted by {signal_name(exc.signum)}: {done} of {total} items kept in {path}",
+                      signum=exc.signum)
+    return out
+
+
+@contextlib.contextmanager
+def disk_full_is_resumable(path: str | os.PathLike):
+    """A full disk (ENOSPC, or a quota: EDQUOT) while prep writes the store: one line naming the store, the
+    items kept and how to go on, instead of the bare OS message. Shard files and the failures CSV are
+    written to temp files that a failed write removes, so every item marked done stays valid."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        kept = ""
+        try:
+            done = np.asarray(open_store(path)["done"][...], dtype=bool)
+            kept = f"{int(done.sum())} of {done.size} items are kept; "
+        except Exception:  # the store was not created yet, or cannot be read: say nothing about it
+            pass
+        raise Resumable(f"{path}: the disk is full ({os_error_line(exc)}); {kept}free some space, then run the "
+                        "same command again to resume") from None

@@ -3,7 +3,9 @@
 Every item marked done must have a readable chunk in every array. Two depths:
 - cheap (readers at open, plain `inspect`): each shard file of a done item exists and its index (which
   carries a crc32c) is intact and lists the item's chunk inside the file; each small chunk file exists and
-  its checksum matches (small arrays are read anyway);
+  its checksum matches (small arrays are read anyway); in format 3 the checksum each chunk ends with (4
+  bytes read) is the one the item's `digest` row recorded at write time, so a chunk swapped with another
+  item's (each still valid) is caught;
 - full (`inspect --verify`, prep on resume): additionally every done item's chunk is checked against its
   crc32c (format 2) or decoded (format 1, which has no chunk checksums). The crc32c runs on the stored
   (compressed) bytes, without decompressing: the cost is reading the store's files once.
@@ -110,9 +112,11 @@ def _decodes(arr, sel) -> str | None:
 
 
 def _scan_sharded(arr, root: Path, idx: np.ndarray, full: Callable[[int], bool], out: list[Problem],
-                  need: bool = True) -> None:
+                  need: bool = True, digests: dict[int, dict[str, str]] | None = None) -> None:
     """Shards holding items `idx`; need=False: only check that existing shard files are usable (a new item
-    will be merged into them), not that the items' chunks are there."""
+    will be merged into them), not that the items' chunks are there. `digests` (format 3): each item's
+    chunk checksums as written; a chunk ending in another checksum belongs to another item (or was
+    rewritten), even when its own checksum is valid."""
     k, index_nbytes, at_start, index_crc, inner_crc = _sharded_layout(arr)
     for shard in np.unique(idx // k).tolist():
         members = idx[idx // k == shard].tolist() if need else []
@@ -146,25 +150,36 @@ def _scan_sharded(arr, root: Path, idx: np.ndarray, full: Callable[[int], bool],
             if check and inner_crc:
                 fh.seek(0)
                 data = np.frombuffer(fh.read(), dtype=np.uint8)
-        missing, past, damaged = [], [], []
-        for i in members:
-            off, n = (int(v) for v in table[i - shard * k])
-            if off == _MAX_U64:
-                missing.append(i)
-            elif off < lo or off + n > hi or n < 4:
-                past.append(i)
-            elif data is not None and _crc(data[off:off + n - 4]) != data[off + n - 4:off + n].tobytes():
-                damaged.append(i)
-            elif check and not inner_crc:
-                reason = _decodes(arr, i)
-                if reason:
-                    out.append(Problem(arr.path, rel, reason, (i,)))
+            missing, past, damaged, moved = [], [], [], []
+            for i in members:
+                off, n = (int(v) for v in table[i - shard * k])
+                if off == _MAX_U64:
+                    missing.append(i)
+                elif off < lo or off + n > hi or n < 4:
+                    past.append(i)
+                elif data is not None and _crc(data[off:off + n - 4]) != data[off + n - 4:off + n].tobytes():
+                    damaged.append(i)
+                elif check and not inner_crc:
+                    reason = _decodes(arr, i)
+                    if reason:
+                        out.append(Problem(arr.path, rel, reason, (i,)))
+                elif inner_crc and digests and arr.path in digests.get(i, {}):
+                    if data is not None:
+                        stored = data[off + n - 4:off + n].tobytes()
+                    else:
+                        fh.seek(off + n - 4)
+                        stored = fh.read(4)
+                    if stored.hex() != digests[i][arr.path]:
+                        moved.append(i)
         if missing:
             bad("chunk missing from the shard", missing, False)
         if past:
             bad("chunk lies outside the shard's data (truncated?)", past, False)
         if damaged:
             bad("chunk damaged (checksum mismatch)", damaged, False)
+        if moved:
+            bad("chunk is not the one written for this item (its checksum differs from the item's digest: "
+                "chunks swapped or replaced)", moved, False)
 
 
 def _scan_chunked(arr, root: Path, idx: np.ndarray, full: bool, out: list[Problem], need: bool = True,
@@ -197,13 +212,27 @@ def _scan_chunked(arr, root: Path, idx: np.ndarray, full: bool, out: list[Proble
                 out.append(Problem(arr.path, rel, reason, members, True))
 
 
+def _digests(group, path, names: list[str], idx: np.ndarray) -> dict[int, dict[str, str]]:
+    """The `digest` rows of items `idx` (format 3; {} for older stores or when the rows cannot be read, which
+    the scan of the digest array itself reports)."""
+    if schema.DIGEST not in names or not idx.size:
+        return {}
+    try:
+        rows = np.asarray(schema.open_array(group, path, schema.DIGEST)[...])
+    except Exception:  # a damaged digest chunk: reported by _scan_chunked
+        return {}
+    return {int(i): schema.parse_digest(rows[i]) for i in idx.tolist()}
+
+
 def _scan_arrays(group, path, root: Path, idx: np.ndarray, full, out: list[Problem], need: bool = True) -> None:
     version = schema.store_version(group.attrs.get(schema.META, {}))
     want = full if callable(full) else (lambda _name, _shard, v=bool(full): v)
-    for name in schema.array_names(group, path):
+    names = schema.array_names(group, path)
+    digests = _digests(group, path, names, idx) if need else {}
+    for name in names:
         arr = schema.open_array(group, path, name)
         if _sharded_layout(arr) is not None:
-            _scan_sharded(arr, root, idx, lambda s, n=name: want(n, s), out, need)
+            _scan_sharded(arr, root, idx, lambda s, n=name: want(n, s), out, need, digests)
         elif getattr(arr, "shards", None) is None:
             _scan_chunked(arr, root, idx, bool(full) and not callable(full), out, need, version)
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from xpgan.errors import XPGANError
+from xpgan.errors import XPGANError, check_output_folder
 from xpgan.study import report
 from xpgan.study.cohort import PRESETS, StudyPreset, build_cohort, format_counts
 from xpgan.study.runs import complete_generator_metrics, cross_run_generator_metrics, execute, load_result, run_name
@@ -89,6 +89,7 @@ def _run_study(out, p: StudyPreset, seeds, modes, device, cohort_seed, workers, 
     if not seeds:
         raise XPGANError("give at least one --seeds value")
     out = Path(out)
+    check_output_folder(out, CONFIG, "study")
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / CONFIG
     settings = {"preset": p.to_dict(), "cohort_seed": int(cohort_seed)}

@@ -222,3 +222,10 @@ def test_aug_rows_train_the_base_mode_with_posed_drrs(tmp_path, mode, base, aug)
     cfg = train_config(PRESETS["smoke"], cohort, mode, 0, tmp_path / "run", "cpu")
     assert (cfg.mode, cfg.drr_aug) == (base, aug)
     assert mode in MODES and set(PAPER_MODES) == {"baseline", "drr", "xpgan"}
+
+
+def test_study_refuses_a_non_empty_folder_it_did_not_make(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(XPGANError, match="not empty and was not made by `xpgan study`"):
+        run_study(tmp_path, preset="smoke", seeds=[0], modes=["baseline"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

@@ -38,7 +38,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xpgan.errors import InputError, XPGANError
+from xpgan.errors import InputError, XPGANError, safe_text
 from xpgan.pipeline.sniff import (
     DICOM_SUFFIXES,
     NIFTI_SUFFIXES,
@@ -82,7 +82,7 @@ class CTDiscovery:
         parts = []
         for reason, rels in sorted(by_reason.items(), key=lambda kv: (-len(kv[1]), kv[0])):
             more = ", ..." if len(rels) > examples else ""
-            parts.append(f"{len(rels)} {reason} ({', '.join(rels[:examples])}{more})")
+            parts.append(f"{len(rels)} {safe_text(reason)} ({', '.join(map(safe_text, rels[:examples]))}{more})")
         return f"{line}, skipped {len(self.skipped)}: " + "; ".join(parts)
 
     def skipped_counts(self) -> dict[str, int]:

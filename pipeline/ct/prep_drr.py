@@ -31,6 +31,7 @@ values: select rows by `done`. On resume, done items whose data is missing or da
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from xpgan.drr.physics import MU_WATER_PER_MM
-from xpgan.errors import InputError, XPGANError
+from xpgan.errors import InputError, Interrupted, XPGANError
 from xpgan.pipeline.ct.validate import (
     ALLOW_UNUSUAL_CT_OPTION,
     HU_LIMITS,
@@ -135,6 +136,8 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
     from xpgan.pipeline import store as st
     from xpgan.pipeline.ct.discover import discover_ct
     from xpgan.pipeline.ct.resize import RESIZE_METHOD
+    from xpgan.pipeline.fingerprint import changed_sources, source_fingerprints
+    from xpgan.pipeline.privacy import patient_hash, store_salt
     from xpgan.pipeline.runner import run_items
     from xpgan.pipeline.verify import repair_for_resume
 
@@ -152,13 +155,11 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
     n = len(items)
     size = int(geometry.size)
 
-    with st.StoreLock(out):
-        patients = None
-        if any(it.patient_id for it in items):
-            from xpgan.pipeline.privacy import load_or_create_salt, patient_hash
-
-            salt = load_or_create_salt(out, salt_file)
-            patients = [patient_hash(it.patient_id or "", salt) for it in items]
+    with_patients = any(it.patient_id for it in items)
+    with st.StoreLock(out), st.disk_full_is_resumable(out), \
+            (store_salt(out, salt_file) if with_patients else contextlib.nullcontext()) as salt:
+        patients = [patient_hash(it.patient_id or "", salt) for it in items] if with_patients else None
+        fingerprints = source_fingerprints([it.path for it in items])
         arrays = schema.item_arrays("ct", {"D": shape[0], "H": shape[1], "W": shape[2], "S": size},
                                     optional=("patient",) if patients is not None else ())
         physics = {schema.MU_WATER: mu_water, "image_map": schema.image_map_attrs()}
@@ -171,6 +172,7 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
             "arrays": sorted(arrays),
             "items": st.digest([[it.study_id, it.rel, it.label, it.severity] for it in items]
                                + ([patients] if patients is not None else [])),
+            "sources": fingerprints,  # what each item's file(s) hold: another archive of the same names differs
         }
         attrs = {
             "shape": list(shape),
@@ -198,6 +200,8 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
         job_backend, fallback = probe_backend(backend)   # "auto" with a failing CUDA path -> "cpu", one warning
         if fallback:
             attrs["backend_note"] = f"auto: the CUDA path failed ({fallback}); rendered on the CPU"
+        if not overwrite:
+            changed_sources(out, fingerprints, [it.rel for it in items])
         group = st.create_or_open(out, kind="ct", arrays=arrays, n_items=n, attrs=attrs, identity=identity,
                                   overwrite=overwrite, items_per_shard=items_per_shard)
         redone = repair_for_resume(group, out)
@@ -219,10 +223,13 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
                      allow_unusual_ct=bool(allow_unusual_ct))
         item_gb = 4 * float(np.prod(shape)) / 1e9
         process = functools.partial(_process_encoded, job=job, encoders=st.item_encoders(group))
-        res = run_items(tasks, process, write,
-                        group_size=st.items_per_shard(group), workers=workers, scheduler=scheduler,
-                        processes=processes, progress=progress, desc="prep drr",
-                        memory_per_worker_gb=min(memory_limit_gb, 2.0) + 4 * item_gb)
+        try:
+            res, stopped = run_items(tasks, process, write,
+                                     group_size=st.items_per_shard(group), workers=workers, scheduler=scheduler,
+                                     processes=processes, progress=progress, desc="prep drr",
+                                     memory_per_worker_gb=min(memory_limit_gb, 2.0) + 4 * item_gb), None
+        except Interrupted as exc:  # the finished items are written; record this run's failures, then stop
+            res, stopped = exc.result, exc
         done_now = st.done_mask(group)
         failures = []
         for i in range(n):
@@ -236,6 +243,8 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
                 continue
             failures.append({"index": i, "id": items[i].study_id, "path": items[i].rel, "reason": reason})
         st.set_failures(group, out, failures)
+        if stopped is not None:
+            raise st.interrupted(stopped, "prep drr", out, int(done_now.sum()), n)
         st.set_complete(group, True)
     return CTPrepSummary(total=n, done=int(done_now.sum()), skipped=int(done_before.sum()), failed=len(res.failed),
                          failures=[(f["path"], f["reason"]) for f in failures], seconds=res.seconds, store=str(out),

@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 import xpgan
-from xpgan.errors import InputError, XPGANError
+from xpgan.errors import InputError, Interrupted, XPGANError
 from xpgan.pipeline.cxr.readers import DECODE_BUDGET_BYTES, INTENSITY_ATTRS, load_cxr_depth
 from xpgan.pipeline.cxr.sources import DEFAULT_POSITIVE, DEFAULT_VIEWS, discover, items_fingerprint
 from xpgan.pipeline.cxr.split import check_grouping, grouped_stratified_split
@@ -110,7 +110,7 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
     `DECODE_BUDGET_BYTES` to read a file: the default worker count fits them in the machine's memory."""
     from xpgan.pipeline import schema
     from xpgan.pipeline import store as st
-    from xpgan.pipeline.privacy import load_or_create_salt, patient_hash
+    from xpgan.pipeline.privacy import patient_hash, store_salt
     from xpgan.pipeline.verify import repair_for_resume
 
     if int(size) < 8:
@@ -132,8 +132,7 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
                                      seed=seed, strata=[it.source for it in items])
     assert not check_grouping(split, [it.patient_key for it in items])
 
-    with st.StoreLock(out):
-        salt = load_or_create_salt(out, salt_file)
+    with st.StoreLock(out), st.disk_full_is_resumable(out), store_salt(out, salt_file) as salt:
         patients = [patient_hash(it.patient_key, salt) for it in items]
         source_names_used = sorted({it.source for it in items})
         identity = {
@@ -182,9 +181,13 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
 
         st.set_complete(group, False)
         process = functools.partial(_process_encoded, encoders=st.item_encoders(group))
-        result = run_items(todo, process, write, group_size=st.items_per_shard(group), workers=workers,
-                           scheduler=scheduler, processes=processes, progress=progress, desc="prep cxr",
-                           memory_per_worker_gb=DECODE_BUDGET_BYTES / 1e9)
+        try:
+            result, stopped = run_items(todo, process, write, group_size=st.items_per_shard(group),
+                                        workers=workers, scheduler=scheduler, processes=processes,
+                                        progress=progress, desc="prep cxr",
+                                        memory_per_worker_gb=DECODE_BUDGET_BYTES / 1e9), None
+        except Interrupted as exc:  # the finished items are written; record this run's failures, then stop
+            result, stopped = exc.result, exc
 
         # Failures of this run replace earlier records of the same items; items done now drop theirs.
         done_now = st.done_mask(group)
@@ -195,6 +198,8 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
         st.set_failures(group, out, [{**recs[i], "path": str(items[i].path)} for i in sorted(recs)],
                         paths_in_store=False,
                         csv_only=[{"path": p, "reason": r} for p, r in found.problems])
+        if stopped is not None:
+            raise st.interrupted(stopped, "prep cxr", out, int(done_now.sum()), len(items))
         st.set_complete(group, True)
 
         table = count_table(np.array([str(x) for x in group["source"][:]], dtype=object)[done_now],

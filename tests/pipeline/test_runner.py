@@ -110,6 +110,22 @@ def test_progress_bar_shows_done_failed_rate_eta(monkeypatch):
     assert quiet.getvalue() == ""
 
 
+def test_progress_off_a_terminal_is_periodic_lines(monkeypatch):
+    import io
+    import sys
+
+    from xpgan.pipeline import runner
+
+    err = io.StringIO()  # a log file or a pipe: no bar, lines instead
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(runner, "PROGRESS_EVERY_S", 0.0)
+    run_items([Task(i, i) for i in range(10)], fail_some, lambda b: None, workers=0, progress=True, desc="prep")
+    lines = err.getvalue().splitlines()
+    assert lines[0] == "prep: 10 items to process"
+    assert lines[-1].startswith("prep: 10/10 items (7 ok, 3 failed), ") and "items/s" in lines[-1]
+    assert "\r" not in err.getvalue() and len(lines) == 11
+
+
 def test_local_worker_processes_get_our_worker_config():
     # Dask's default MALLOC_TRIM_THRESHOLD_=65536 costs ~25 % CPU per item (every large temporary an mmap)
     # and the statistical profiler (for a dashboard we do not serve) ~7 %: the runner's local cluster drops

@@ -110,8 +110,14 @@ def test_worker_encoded_items_make_the_same_shard_files_as_zarr(tmp_path):
     assert sorted(enc) == ["image"]  # the sharded array; small arrays stay plain
     st.write_items(fast, {i: st.encode_items(r, enc) for i, r in items.items()})
     want, got = _shard_files(tmp_path / "plain.zarr"), _shard_files(tmp_path / "fast.zarr")
-    assert len(got) == 3 + 1 + 1 + 1  # image: 3 shards of 4 items; label, name, done: one chunk each
+    assert len(got) == 3 + 1 + 1 + 1 + 1  # image: 3 shards of 4 items; label, name, digest, done: one chunk each
     assert got == want
+    ref = make(tmp_path / "zarr.zarr")  # the image shards zarr itself writes
+    image = ref["image"].with_config({"write_empty_chunks": True})
+    for a, b in ((0, 5), (6, 10)):
+        image[a:b] = np.stack([item(i)["image"] for i in range(a, b)])
+    zarr_own = {p: b for p, b in _shard_files(tmp_path / "zarr.zarr").items() if p.parts[0] == "image"}
+    assert len(zarr_own) == 3 and zarr_own == {p: b for p, b in got.items() if p.parts[0] == "image"}
     g = st.open_store(tmp_path / "fast.zarr")
     assert st.done_mask(g).tolist() == [i != 5 for i in range(10)]
     for i in items:
