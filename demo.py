@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from xpgan import bounds as B
 from xpgan.errors import XPGANError
 
 MARKER = ".xpgan-demo"
@@ -111,8 +112,10 @@ def run_demo(cfg: DemoConfig, *, log: Callable[[str], None] = print) -> DemoResu
     """Run every step of the demo into cfg.out; returns where each output is and how long each step took."""
     from xpgan.pipeline.synth.archives import write_cxr_archive, write_mosmed_archive
 
-    if cfg.size < 16 or cfg.n_ct < 2 or cfg.n_cxr < 8 or cfg.train_steps < 1:
-        raise XPGANError("demo: size must be >= 16 px, with at least 2 CT studies, 8 radiographs and 1 step")
+    for option, bound, value in (("--seed", B.SEED, cfg.seed), ("--size", B.NETWORK_SIZE, cfg.size),
+                                 ("--ct", B.DEMO_CT, cfg.n_ct), ("--cxr", B.DEMO_CXR, cfg.n_cxr),
+                                 ("--steps", B.STEPS, cfg.train_steps)):
+        bound.check(option, value)
     out = Path(cfg.out)
     _prepare_out(out)
     res = DemoResult(out=str(out))

@@ -22,7 +22,7 @@ def test_train_bad_option_is_one_line_error(tmp_path):
     res = runner.invoke(app, ["train", "--cxr", str(tmp_path / "cxr.zarr"), "--mode", "baseline",
                               "--max-steps", "0", "--dry-run"])
     assert res.exit_code == 2
-    assert "error: --max-steps must be >= 1" in res.output
+    assert "error: --max-steps must be an integer >= 1" in res.output
 
 
 def test_eval_missing_checkpoint_is_one_line_error(tmp_path):
