@@ -452,7 +452,8 @@ def train_command(
 @app.command("eval")
 @user_errors
 def eval_command(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint file (run_dir/checkpoints/step-*.pt)."),
+    checkpoint: Path = typer.Argument(..., help="Checkpoint file (RUN/checkpoints/step-*.pt), or a run folder "
+                                                "(its newest checkpoint)."),
     cxr: Path = typer.Option(..., "--cxr", help="CXR store to evaluate on."),
     split: EvalSplit = typer.Option("test", "--split", help="test | val (held-out part of train) | train."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: RUN_DIR/eval-SPLIT)."),
@@ -461,18 +462,15 @@ def eval_command(
     allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="Use the done items of a store that "
                                           "prep is still writing or did not finish."),
 ) -> None:
-    """Precision, recall, F1 (at 0.5 and the best validation-F1 threshold), AUROC; PR/ROC plots."""
+    """AUROC, AUPRC, precision, recall and F1 at the threshold chosen on validation (and at 0.5); PR/ROC plots."""
     if out is not None:
         _output_path(out, "output folder (--out)")
     from xpgan.model.evaluate import evaluate
+    from xpgan.model.metrics import metrics_line
 
     r = evaluate(checkpoint, cxr, split=split, out_dir=out, device=device, batch_size=batch_size,
                  allow_incomplete=allow_incomplete)
-    best = r["at_best_val_f1"]
-    typer.echo(f"{split}: {r['counts']['items']} items, AUROC {r['auroc']:.4f}; "
-               f"at 0.5 P {r['at_0.5']['precision']:.4f} R {r['at_0.5']['recall']:.4f} F1 {r['at_0.5']['f1']:.4f}; "
-               f"at {best['threshold']:.4f} (best val F1) P {best['precision']:.4f} R {best['recall']:.4f} "
-               f"F1 {best['f1']:.4f}")
+    typer.echo(f"{split}: {r['counts']['items']} items, {metrics_line(r)}")
     typer.echo(f"wrote {r['out_dir']}/metrics.json")
 
 

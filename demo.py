@@ -23,6 +23,7 @@ from typing import Callable, Optional
 
 from xpgan import bounds as B
 from xpgan.errors import XPGANError
+from xpgan.model.metrics import metrics_line
 
 MARKER = ".xpgan-demo"
 _PARTS = ("archives", "stores", "sheets", "runs")
@@ -68,15 +69,7 @@ class DemoResult:
         lines += [f"  {k:<{w}}  {v}" for k, v in self.paths.items()]
         m = self.metrics
         if m:
-            def num(key):
-                v = m.get(key)
-                return f"{v:.3f}" if isinstance(v, (int, float)) else str(v)
-            lines.append("test metrics at threshold 0.5: "
-                         + ", ".join(f"{k} {num(k)}" for k in ("precision", "recall", "f1", "auroc") if k in m))
-            best = m.get("at_best_val_f1") or {}
-            if best:
-                lines.append(f"test metrics at the validation threshold {best['threshold']:.3f}: precision "
-                             f"{best['precision']:.3f}, recall {best['recall']:.3f}, f1 {best['f1']:.3f}")
+            lines.append(f"test {metrics_line(m)}")
             lines.append(verdict(m.get("auroc")))
         return "\n".join(lines)
 

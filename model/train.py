@@ -87,12 +87,14 @@ def _ema_update(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None
             b_ema.copy_(b)
 
 
-def _image_grid(columns: list[torch.Tensor], max_rows: int = 8) -> np.ndarray:
-    """Columns of [N, 1, R, R] images in [0, 1] -> uint8 [rows*R, cols*R] with one row per item."""
-    cols = [c[:max_rows].detach().float().cpu().clamp(0, 1)[:, 0] for c in columns]   # [n, R, R]
+def _image_grid(columns: dict[str, torch.Tensor], row_labels: list[str], max_rows: int = 8) -> np.ndarray:
+    """Titled columns of [N, 1, R, R] images in [0, 1] -> a uint8 sheet with one labelled row per item."""
+    from xpgan.pipeline.picture import labelled_grid
+
+    cols = [c[:max_rows].detach().float().cpu()[:, 0].numpy() for c in columns.values()]   # [n, R, R]
     n = min(c.shape[0] for c in cols)
-    rows = [torch.cat([c[i] for c in cols], dim=1) for i in range(n)]
-    return (torch.cat(rows, dim=0).numpy() * 255.0 + 0.5).astype(np.uint8)
+    return labelled_grid([[c[i] for c in cols] for i in range(n)], col_titles=list(columns),
+                         row_labels=row_labels[:n])
 
 
 def _save_png(arr: np.ndarray, path: Path) -> None:
@@ -166,6 +168,7 @@ class _Trainer:
         self.rank, self.world = dist.rank(), dist.world_size()
         self.main = self.rank == 0
         self.resume_state = None
+        self._study_ids = None  # CT study ids, read for the first sample sheet
         if cfg.resume:
             path = ckpt_io.resolve_resume(cfg.resume, cfg.out)
             self.resume_state = ckpt_io.load(path, map_location="cpu")
@@ -341,10 +344,13 @@ class _Trainer:
         batch = _to_device(next(self.cxr_stream), self.device)
         if self.ct_stream is not None:
             ct = next(self.ct_stream)
+            index = ct.get("index")  # store positions, for the sample sheets' study ids
             if "hu" in ct:  # posed DRRs rendered here, on the GPU (model/augment.py)
                 from xpgan.model.augment import finish_on_device
                 ct = finish_on_device(ct, self.ct_stream.dataset, self.device)
             batch.update(_to_device(ct, self.device))
+            if torch.is_tensor(index):
+                batch["ct_index"] = index
         return batch
 
     def _train_step(self, batch: dict) -> dict[str, float]:
@@ -388,7 +394,7 @@ class _Trainer:
 
     # ---------------------------------------------------------------------------------- logging
     def _sample_grid(self, batch: dict) -> np.ndarray:
-        cols = []
+        cols = {}
         with torch.no_grad():
             if "ct" in batch:
                 ct = batch["ct"]                                          # [N, 1, D, H, W]
@@ -396,13 +402,25 @@ class _Trainer:
                 r = self.net_cfg.img_res
                 mid = torch.nn.functional.interpolate(mid.float(), size=(r, r), mode="bilinear",
                                                       align_corners=False)
-                cols.append((mid + 1.0) / 2.0)
+                cols["CT mid-slice"] = (mid + 1.0) / 2.0
             if "drr" in batch:
-                cols.append(batch["drr"])
+                cols["DRR" if self.cfg.drr_aug == "none" else "posed DRR"] = batch["drr"]
             if self.G_ema is not None and "ct" in batch:
-                cols.append(self.G_ema(batch["ct"][:8], noise_mode="const"))
-            cols.append(batch["cxr"])
-        return _image_grid(cols)
+                cols["G_ema(CT)"] = self.G_ema(batch["ct"][:8], noise_mode="const")
+            cols["real CXR"] = batch["cxr"]
+        return _image_grid(cols, self._sample_labels(batch))
+
+    def _sample_labels(self, batch: dict) -> list[str]:
+        """Each sample row: the CT study id (when the row has a CT item) and the real CXR's label."""
+        cxr = ["CXR COVID+" if int(v) else "CXR COVID-" for v in batch["cxr_label"].tolist()]
+        if "ct_index" not in batch:
+            return cxr
+        if self._study_ids is None:
+            from xpgan.model.data import open_store, read_strings
+
+            self._study_ids = read_strings(open_store(self.cfg.ct, "ct")["study_id"], self.cfg.ct)
+        studies = [str(self._study_ids[i]) for i in batch["ct_index"].tolist()]
+        return [f"{s} / {c}" for s, c in zip(studies, cxr)]
 
     def _log(self, stats: dict[str, float], sec_per_step: float) -> None:
         stats = dist.all_reduce_mean(stats, self.device)

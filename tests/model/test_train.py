@@ -26,7 +26,8 @@ def test_train_then_eval_learns_separable_toy(e2e_cxr, tmp_path, one_thread):
     result = train(cfg)
     m = evaluate(result.checkpoint, e2e_cxr, split="test", out_dir=tmp_path / "eval", device="cpu")
     assert m["counts"]["items"] == 39 and m["counts"]["val_items"] > 0
-    assert m["auroc"] > 0.95 and m["f1"] == m["at_0.5"]["f1"]
+    assert m["auroc"] > 0.95 and m["f1"] == m["at_best_val_f1"]["f1"]
+    assert m["threshold"] == m["at_best_val_f1"]["threshold"]
     assert m["at_0.5"]["f1"] > 0.9
     assert m["at_best_val_f1"]["f1"] > 0.9
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -47,7 +48,19 @@ def test_run_dir_holds_config_logs_samples(tiny_xpgan_run):
     from PIL import Image
 
     grid = np.asarray(Image.open(run / "samples" / "step-00000004.png"))
-    assert grid.shape == (2 * 32, 4 * 32)        # rows: batch items; columns: CT slice | DRR | G(ct) | CXR
+    # rows: batch items labelled with their study id; columns titled CT slice | DRR | G(ct) | CXR
+    assert grid.shape[0] > 2 * 32 and grid.shape[1] > 4 * 32
+
+
+def test_sample_sheet_titles_its_columns_and_labels_its_rows():
+    from xpgan.model.train import _image_grid
+    from xpgan.pipeline.picture import labelled_grid
+
+    cols = {"DRR": torch.full((3, 1, 8, 8), 0.25), "real CXR": torch.full((3, 1, 8, 8), 0.75)}
+    sheet = _image_grid(cols, ["study_0001 / CXR COVID+", "b", "c"], max_rows=2)
+    want = labelled_grid([[np.full((8, 8), 0.25), np.full((8, 8), 0.75)]] * 2, col_titles=["DRR", "real CXR"],
+                         row_labels=["study_0001 / CXR COVID+", "b"])
+    np.testing.assert_array_equal(sheet, want)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, store_writers, one_thread):
