@@ -302,7 +302,8 @@ def bench_prep_command(
 @user_errors
 def inspect_command(
     store: Path = typer.Argument(..., help="A CT or CXR Zarr store made by xpgan prep."),
-    sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a PNG contact sheet here."),
+    sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a PNG contact sheet: FILE.png, or an existing "
+                                         "folder (the sheet is named after the store inside it)."),
     item: Optional[int] = typer.Option(None, "--item", callback=bounded(B.INDEX),
                                        help="Sheet of one item (CT: DRR beside axial, coronal "
                                        "and sagittal mid-slices) instead of the grid."),
@@ -313,9 +314,10 @@ def inspect_command(
 ):
     """Summarise a store (counts per label/severity/split, failures, geometry); optionally a PNG sheet.
     Exit code 1 when done items have missing or damaged data (listed)."""
-    from xpgan.pipeline.inspection import check_store, inspect_store
+    from xpgan.pipeline.inspection import check_store, inspect_store, sheet_path
     from xpgan.pipeline.schema import StoreDamageError
 
+    sheet = sheet_path(sheet, store, item, poses)  # refused before any reading
     report, damaged = check_store(store, full=verify)
     try:
         typer.echo(inspect_store(store, sheet=sheet, item=item, poses=poses))
