@@ -31,6 +31,15 @@ def test_eval_missing_checkpoint_is_one_line_error(tmp_path):
     assert "no such checkpoint" in res.output
 
 
+def test_eval_of_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path):
+    bad = tmp_path / "notes.pt"
+    bad.write_text("hello")
+    res = runner.invoke(app, ["eval", str(bad), "--cxr", str(tmp_path / "cxr.zarr")])
+    assert res.exit_code == 2
+    assert res.output.strip() == (f"error: {bad}: not a checkpoint of this program (not a PyTorch file of tensors, "
+                                  "numbers and strings)")
+
+
 def test_cli_module_imports_no_heavy_library():
     """`xpgan --help` stays fast: importing the CLI (option types and defaults included) loads no torch, numba,
     dask or zarr; the commands import them when they run."""
