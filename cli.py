@@ -63,10 +63,12 @@ def usage_line(exc: Exception) -> str:
 
 
 app = typer.Typer(cls=OneLineErrorsGroup, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
                   help="CT archives to DRRs, and joint GAN-classifier training for chest X-rays.")
-drr_app = typer.Typer(no_args_is_help=True, help="Render digitally reconstructed radiographs.")
-prep_app = typer.Typer(no_args_is_help=True, help="Convert CT and CXR archives into Zarr stores.")
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print throughput figures.")
+drr_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Render digitally reconstructed radiographs.")
+prep_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                       help="Convert CT and CXR archives into Zarr stores.")
+bench_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Benchmarks that print throughput figures.")
 app.add_typer(drr_app, name="drr")
 app.add_typer(prep_app, name="prep")
 app.add_typer(bench_app, name="bench")
@@ -135,9 +137,11 @@ _DEMO = DemoConfig()  # the defaults of `demo`
 @drr_app.command("render")
 @user_errors
 def drr_render_command(
-    ct_path: Path = typer.Argument(..., help="CT volume: NIfTI file (.nii, .nii.gz) or DICOM series folder."),
-    out: Path = typer.Argument(..., help="Output file: .npy (float32) or .png (8-bit; line integrals are scaled "
-                                         "to the image's maximum)."),
+    ct_path: Path = typer.Argument(..., metavar="CT",
+                                   help="CT volume: NIfTI file (.nii, .nii.gz) or DICOM series folder."),
+    out: Path = typer.Argument(..., metavar="OUT",
+                               help="Output file: .npy (float32) or .png (8-bit; line integrals are scaled to the "
+                                    "image's maximum)."),
     geometry: GeometryKind = typer.Option("cone", "--geometry", help="Ray geometry."),
     view: View = typer.Option("pa", "--view", help="Cone beam direction: pa (source posterior) or ap."),
     size: int = typer.Option(256, "--size", callback=bounded(B.DETECTOR_SIZE),
@@ -216,10 +220,10 @@ def bench_drr_command(
 @prep_app.command("drr")
 @user_errors
 def prep_drr_command(
-    src: Path = typer.Argument(..., help="CT archive: MosMed tree (studies/CT-0..CT-4), folder of NIfTI files / "
-                                          "DICOM series folders, or manifest CSV "
-                                          "(path,label[,patient_id][,study_id])."),
-    out: Path = typer.Argument(..., help="Output Zarr v3 store, e.g. ct.zarr."),
+    src: Path = typer.Argument(..., metavar="SRC",
+                               help="CT archive: MosMed tree (studies/CT-0..CT-4), folder of NIfTI files / DICOM "
+                                    "series folders, or manifest CSV (path,label[,patient_id][,study_id])."),
+    out: Path = typer.Argument(..., metavar="OUT", help="Output Zarr v3 store, e.g. ct.zarr."),
     shape: tuple[int, int, int] = typer.Option(DEFAULT_SHAPE, "--shape", callback=bounded(B.check_ct_shape),
                                                help="Resized volume size D H W, voxels."),
     geometry: GeometryKind = typer.Option("cone", "--geometry", help="DRR geometry."),
@@ -301,7 +305,7 @@ def bench_prep_command(
 @app.command("inspect")
 @user_errors
 def inspect_command(
-    store: Path = typer.Argument(..., help="A CT or CXR Zarr store made by xpgan prep."),
+    store: Path = typer.Argument(..., metavar="STORE", help="A CT or CXR Zarr store made by xpgan prep."),
     sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a PNG contact sheet: FILE.png, or an existing "
                                          "folder (the sheet is named after the store inside it)."),
     item: Optional[int] = typer.Option(None, "--item", callback=bounded(B.INDEX),
@@ -334,10 +338,11 @@ def inspect_command(
 @prep_app.command("cxr")
 @user_errors
 def prep_cxr_command(
-    paths: list[Path] = typer.Argument(..., metavar="SRC... OUT.zarr",
-                                       help="One or more sources (a folder of class sub-folders, a manifest CSV "
-                                            "path,label[,patient_id][,source], or a Cohen-style metadata.csv or "
-                                            "its folder), then the output store."),
+    srcs: list[Path] = typer.Argument(..., metavar="SRC",
+                                      help="One or more sources (a folder of class sub-folders, a manifest CSV "
+                                           "path,label[,patient_id][,source], or a Cohen-style metadata.csv or "
+                                           "its folder)."),
+    out: Path = typer.Argument(..., metavar="OUT", help="Output Zarr v3 store, e.g. cxr.zarr."),
     size: int = typer.Option(256, "--size", callback=bounded(B.CXR_SIZE),
                              help="Output image side, pixels (aspect kept by black padding)."),
     test_fraction: float = typer.Option(0.2, "--test-fraction", callback=bounded(B.FRACTION),
@@ -369,11 +374,9 @@ def prep_cxr_command(
     from xpgan.pipeline.cxr.prep_cxr import prep_cxr
     from xpgan.pipeline.cxr.sources import DEFAULT_POSITIVE
 
-    if len(paths) < 2:
-        raise XPGANError("give at least one SRC and the output store: xpgan prep cxr SRC... OUT.zarr")
-    _output_path(paths[-1], "output store")
+    _output_path(out, "output store")
     view_list = [v.strip() for v in views.split(",") if v.strip()]
-    summary = prep_cxr(paths[:-1], paths[-1], size=size, test_fraction=test_fraction, seed=seed,
+    summary = prep_cxr(srcs, out, size=size, test_fraction=test_fraction, seed=seed,
                        positive=tuple(positive) if positive else DEFAULT_POSITIVE, views=view_list,
                        source_names=source_name or None, workers=workers, scheduler=scheduler,
                        overwrite=overwrite, progress=progress, salt_file=salt_file)
@@ -454,8 +457,9 @@ def train_command(
 @app.command("eval")
 @user_errors
 def eval_command(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint file (RUN/checkpoints/step-*.pt), or a run folder "
-                                                "(its newest checkpoint)."),
+    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT",
+                                      help="Checkpoint file (RUN/checkpoints/step-*.pt), or a run folder (its "
+                                           "newest checkpoint)."),
     cxr: Path = typer.Option(..., "--cxr", help="CXR store to evaluate on."),
     split: EvalSplit = typer.Option("test", "--split", help="test | val (held-out part of train) | train."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: RUN_DIR/eval-SPLIT)."),
@@ -479,7 +483,8 @@ def eval_command(
 @app.command("generate")
 @user_errors
 def generate_command(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint of an xpgan-mode run."),
+    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", help="Checkpoint of an xpgan-mode run (file, or a "
+                                                                      "run folder: its newest checkpoint)."),
     ct: Path = typer.Option(..., "--ct", help="CT store whose volumes are translated."),
     out: Path = typer.Option(..., "--out", help="Output folder for PNGs."),
     limit: Optional[int] = typer.Option(None, "--limit", callback=bounded(B.COUNT), help="At most this many CT items."),

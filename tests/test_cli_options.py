@@ -140,3 +140,22 @@ def test_train_config_reads_the_same_bounds():
         TrainConfig(cxr="c.zarr", mode="baseline", max_steps=1, lr=1e300).validate()
     with pytest.raises(XPGANError, match="--seed must be an integer >= 0"):
         TrainConfig(cxr="c.zarr", mode="baseline", max_steps=1, seed=-1).validate()
+
+
+def test_train_help_fits_80_columns_without_cutting_option_names():
+    res = CliRunner().invoke(app, ["train", "--help"], terminal_width=80, env={"COLUMNS": "80"})
+    assert res.exit_code == 0
+    lines = res.output.splitlines()
+    assert max(len(x) for x in lines) <= 80
+    train = ROOT.commands["train"]
+    for p in train.params:
+        for opt in p.opts:
+            assert any(x.strip().startswith(opt) for x in lines), opt
+    assert any(x.strip().startswith("--classifier-weights <path>") for x in lines)
+
+
+def test_every_positional_argument_has_an_upper_case_placeholder():
+    for path, cmd in _commands():
+        for p in cmd.params:
+            if p.param_type_name == "argument":
+                assert p.metavar and p.metavar.isupper(), (path, p.name, p.metavar)
