@@ -568,7 +568,7 @@ def demo_command(
                                   help="Progress bars on stderr (tty only)."),
 ):
     """Run the whole pipeline on built-in synthetic data: archives, prep drr, prep cxr, inspect, train, eval,
-    generate (about 3 minutes on 2 cores), then print where every output is."""
+    generate (about 2 minutes on 2 idle cores), then print where every output is and the seconds per phase."""
     from xpgan.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(out=str(out), seed=seed, size=size, n_ct=n_ct, n_cxr=n_cxr, train_steps=steps,

@@ -9,7 +9,7 @@ Steps (plain function calls, the same ones the commands make):
   6. eval      metrics.json + ROC/PR curves on the CXR test split
   7. generate  G's X-rays for the CT studies, and a grid beside their DRRs
 
-Sizes are chosen so the whole run stays under about 3 minutes on 2 cores; they are fields of DemoConfig.
+Sizes are chosen so the whole run stays under about 2 minutes on 2 idle cores; they are fields of DemoConfig.
 """
 from __future__ import annotations
 
