@@ -21,7 +21,7 @@ check_store(store, *, full=False) -> (text, damaged item count)
 from __future__ import annotations
 
 import os
-import textwrap
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -109,8 +109,18 @@ def _even_pick(indices: np.ndarray, k: int) -> np.ndarray:
 
 
 def wrapped_name(text: str, width: int = 18) -> str:
-    """A name over as many title lines as it needs (never cut)."""
-    return textwrap.fill(str(text), width, break_long_words=True, break_on_hyphens=True) or ""
+    """A name over as many title lines of at most `width` characters as it needs (never cut), broken after
+    '-', '_' or a space where it can."""
+    lines, line = [], ""
+    for piece in re.findall(r"[^-_ ]*[-_ ]?", str(text)):
+        if line and len(line) + len(piece) > width:
+            lines.append(line)
+            line = ""
+        while len(piece) > width:
+            lines.append(piece[:width])
+            piece = piece[width:]
+        line += piece
+    return "\n".join(x.rstrip(" ") for x in lines + [line] if x)
 
 
 def sheet_path(sheet: str | os.PathLike | None, store: Path, item: int | None, poses: bool) -> Path | None:
