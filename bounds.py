@@ -7,6 +7,7 @@ that has no physical sense), not what is merely unusual; each upper bound says w
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -35,11 +36,11 @@ class Bound:
         return f"{kind} {lo} and {hi}{unit}"
 
     def accepts(self, value: Any) -> bool:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             return False
-        if self.integer and not isinstance(value, int):
+        if self.integer and not isinstance(value, numbers.Integral):
             return False
-        if isinstance(value, float) and not math.isfinite(value):
+        if not isinstance(value, numbers.Integral) and not math.isfinite(value):
             return False
         above = value > self.lo if self.lo_open else value >= self.lo
         below = value < self.hi if self.hi_open else value <= self.hi
