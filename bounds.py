@@ -87,15 +87,6 @@ PIXEL_MM = Bound(0.001, 100, "mm", why="detectors and DRRs have pixels of 0.05 t
 DISTANCE_MM = Bound(0, 100_000, "mm", lo_open=True)
 MU_WATER = Bound(0.005, 1.0, "1/mm", why="water attenuates 0.53/mm at 10 keV and 0.007/mm at 1 MeV")
 ANGLE = Bound(-180, 180, "degrees")
-SPACING_MM = Bound(0.001, 1000, "mm")
-
-
-def check_pair(option: str, values: Sequence[Any], bound: Bound) -> tuple:
-    """LO HI: each within `bound`, LO < HI."""
-    lo, hi = (bound.check(option, v) for v in values)
-    if not lo < hi:
-        raise XPGANError(f"{option} needs LO < HI, got {lo!r} {hi!r}")
-    return lo, hi
 
 
 def check_ct_shape(option: str, shape: Sequence[Any]) -> tuple[int, int, int]:
@@ -122,6 +113,3 @@ def check_dask_address(option: str, address: str) -> str:
         raise XPGANError(f"{option} must be a Dask scheduler address such as tcp://HOST:8786, got {address!r}")
     return address
 
-
-def check_spacing_range(option: str, values: Sequence[Any]) -> tuple:
-    return check_pair(option, values, SPACING_MM)

@@ -25,7 +25,7 @@ from xpgan.errors import XPGANError
 from xpgan.model import config as train_config
 from xpgan.model.config import AmpDtype, ClassBalance, Device, DrrAug, EvalSplit, Mode, Preset, TrainConfig
 from xpgan.pipeline.ct.prep_drr import DEFAULT_SHAPE
-from xpgan.pipeline.ct.validate import SPACING_RANGE_MM
+from xpgan.pipeline.ct.validate import SPACING_RANGE_MM, check_spacing_range
 from xpgan.study.cohort import StudyPresetName
 
 
@@ -124,6 +124,10 @@ def bounded(rule: "B.Bound | Callable[[str, Any], Any]"):
     return callback
 
 
+def spacing_range_rule(option: str, value):
+    return check_spacing_range(value)  # pipeline/ct/validate.py owns the rule and names the option
+
+
 def train_bound(field: str):
     return bounded(train_config.FIELD_BOUNDS[field])
 
@@ -160,7 +164,7 @@ def drr_render_command(
     output: OutputOption = typer.Option("image", "--output", help="image (1 - exp(-(p/4)^2) in [0, 1]) or "
                                         "line-integral (p = integral of mu dl, dimensionless)."),
     spacing_range: tuple[float, float] = typer.Option(SPACING_RANGE_MM, "--spacing-range",
-                                                      callback=bounded(B.check_spacing_range),
+                                                      callback=bounded(spacing_range_rule),
                                                       help=SPACING_OPTION_HELP),
     yaw: float = typer.Option(0.0, "--yaw", callback=bounded(B.ANGLE),
                               help="Pose: turn about the superior-inferior axis, degrees; + = LAO "
@@ -255,7 +259,7 @@ def prep_drr_command(
     salt_file: Optional[Path] = typer.Option(None, "--salt-file", help="Salt for patient-id hashes (manifest "
                                              "patient_id); default OUT.salt, created if missing."),
     spacing_range: tuple[float, float] = typer.Option(SPACING_RANGE_MM, "--spacing-range",
-                                                      callback=bounded(B.check_spacing_range),
+                                                      callback=bounded(spacing_range_rule),
                                                       help=SPACING_OPTION_HELP),
 ):
     """Convert a CT archive into a Zarr store of resized volumes and their DRRs (resumable)."""

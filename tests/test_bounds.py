@@ -28,8 +28,3 @@ def test_a_refusal_names_the_option_the_range_the_reason_and_the_value():
     assert str(err.value) == ("--size must be an integer >= 1 and <= 8,192 pixels (an 8192x8192 float32 image and "
                               "its temporaries take about 1 GiB), got 100000")
 
-
-def test_spacing_range_needs_lo_below_hi():
-    assert B.check_spacing_range("--spacing-range", (0.1, 20.0)) == (0.1, 20.0)
-    with pytest.raises(XPGANError, match="needs LO < HI"):
-        B.check_spacing_range("--spacing-range", (5.0, 1.0))
