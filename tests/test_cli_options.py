@@ -159,3 +159,10 @@ def test_every_positional_argument_has_an_upper_case_placeholder():
         for p in cmd.params:
             if p.param_type_name == "argument":
                 assert p.metavar and p.metavar.isupper(), (path, p.name, p.metavar)
+
+
+def test_study_seeds_obey_the_seed_bound(tmp_path):
+    res = CliRunner().invoke(app, ["study", "--out", str(tmp_path / "s"), "--seeds", "0", "5000000000"])
+    assert res.exit_code == 2
+    assert res.output.strip().startswith("error: --seeds must be an integer >= 0 and <= 4,294,967,295")
+    assert not (tmp_path / "s").exists()
