@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 from torch.utils.data import DataLoader
 
+from xpgan import bounds as B
 from xpgan.errors import XPGANError
 from xpgan.model import checkpoint as ckpt_io
 from xpgan.model.data import CTDataset, ct_store_info, open_store, read_strings
@@ -48,8 +49,8 @@ def generate(checkpoint: str | Path, ct_store: str | Path, out_dir: str | Path, 
     from xpgan.model.distributed import resolve_device
     from xpgan.pipeline.picture import labelled_grid, to_uint8
 
-    if limit is not None and limit < 1:
-        raise XPGANError(f"--limit must be >= 1, got {limit}")
+    if limit is not None:
+        B.COUNT.check("--limit", limit)
     dev = resolve_device(device)
     state = ckpt_io.load(ckpt_io.resolve_checkpoint(checkpoint), map_location="cpu")
     G = networks_from_checkpoint(state, ("G_ema",), dev)["G_ema"]
