@@ -61,7 +61,7 @@ def _count(hi: float, unit: str = "", lo: float = 1, why: str = "") -> Bound:
 SEED = _count(2**32 - 1, lo=0, why="NumPy seeds are 32-bit")
 DETECTOR_SIZE = _count(8192, "pixels", why="an 8192x8192 float32 image and its temporaries take about 1 GiB")
 CXR_SIZE = _count(4096, "pixels", lo=8, why="a shard of 64 images of 4096^2 float32 is 4 GiB in the writer's memory")
-NETWORK_SIZE = _count(512, "pixels", lo=16, why="the demo trains tiny networks on the CPU")
+DEMO_SIZE = _count(512, "pixels", lo=16, why="the demo trains tiny networks on the CPU")
 CT_AXIS = _count(1024, "voxels", lo=2)
 CT_VOXELS = 512**3   # a stored volume of at most 2^27 voxels: 256 MiB int16, 512 MiB float32 while resized
 WORKERS = _count(256, "processes", lo=0)

@@ -558,7 +558,7 @@ def demo_command(
                              "is cleared, any other non-empty folder is refused)."),
     seed: int = typer.Option(_DEMO.seed, "--seed", callback=bounded(B.SEED),
                              help="Seed of the synthetic patients and of training."),
-    size: int = typer.Option(_DEMO.size, "--size", callback=bounded(B.NETWORK_SIZE),
+    size: int = typer.Option(_DEMO.size, "--size", callback=bounded(B.DEMO_SIZE),
                              help="DRR and CXR store size, pixels per side (the networks' "
                              "resolution; 128 looks nicer and trains about 3x slower)."),
     n_ct: int = typer.Option(_DEMO.n_ct, "--ct", callback=bounded(B.DEMO_CT),

@@ -105,7 +105,7 @@ def run_demo(cfg: DemoConfig, *, log: Callable[[str], None] = print) -> DemoResu
     """Run every step of the demo into cfg.out; returns where each output is and how long each step took."""
     from xpgan.pipeline.synth.archives import write_cxr_archive, write_mosmed_archive
 
-    for option, bound, value in (("--seed", B.SEED, cfg.seed), ("--size", B.NETWORK_SIZE, cfg.size),
+    for option, bound, value in (("--seed", B.SEED, cfg.seed), ("--size", B.DEMO_SIZE, cfg.size),
                                  ("--ct", B.DEMO_CT, cfg.n_ct), ("--cxr", B.DEMO_CXR, cfg.n_cxr),
                                  ("--steps", B.STEPS, cfg.train_steps)):
         bound.check(option, value)
