@@ -413,7 +413,7 @@ class _Trainer:
         return _image_grid(cols, self._sample_labels(batch))
 
     def _sample_labels(self, batch: dict) -> list[str]:
-        """Each sample row: the CT study id (when the row has a CT item) and the real CXR's label."""
+        """Each sample row: the CT study id (when the row has a CT item) and the label of the (unrelated) real CXR."""
         cxr = ["CXR COVID+" if int(v) else "CXR COVID-" for v in batch["cxr_label"].tolist()]
         if "ct_index" not in batch:
             return cxr
@@ -422,7 +422,7 @@ class _Trainer:
 
             self._study_ids = read_strings(open_store(self.cfg.ct, "ct")["study_id"], self.cfg.ct)
         studies = [str(self._study_ids[i]) for i in batch["ct_index"].tolist()]
-        return [f"{s} / {c}" for s, c in zip(studies, cxr)]
+        return [f"CT {s}, {c}" for s, c in zip(studies, cxr)]  # the CXR of a row is not of that study
 
     def _log(self, stats: dict[str, float], sec_per_step: float) -> None:
         stats = dist.all_reduce_mean(stats, self.device)
