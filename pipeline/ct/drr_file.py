@@ -89,12 +89,12 @@ def render_ct_file(*, ct_path: Path, out: Path, geometry: str, view: str, size: 
     if not sweeps:
         write_drr_file(out, images[0], output)
         return f"wrote {out} ({what})"
-    captions = [" ".join(f"{k[:-4]} {getattr(g, k):g}" for k in sweeps) for g in geoms]
+    angles = [[(k[:-4], getattr(g, k)) for k in sweeps] for g in geoms]  # [("yaw", -10.0), ...] per view
     if out.suffix.lower() == ".npy":
         write_drr_file(out, images, output)
     else:  # one sweep: one row; several: one row per value of the first
         ncols = math.prod(len(v) for v in list(sweeps.values())[1:]) if len(sweeps) > 1 else len(geoms)
-        write_sweep_sheet(out, images, [" ".join(f"{k[:-4]} {getattr(g, k):g}\N{DEGREE SIGN}" for k in sweeps)
-                                        for g in geoms], ncols, output)
-    poses = "; ".join(captions)
+        captions = [" ".join(f"{name} {deg:g}\N{DEGREE SIGN}" for name, deg in view) for view in angles]
+        write_sweep_sheet(out, images, captions, ncols, output)
+    poses = "; ".join(" ".join(f"{name} {deg:g}" for name, deg in view) for view in angles)
     return f"wrote {out} ({len(geoms)} views {what}; row-major: {poses})"
