@@ -7,22 +7,30 @@ option types (Literal choices that Typer validates) and defaults come from the m
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Literal, Optional, get_args, get_origin
 
 import typer
 from typer.core import TyperGroup
 
+from xpgan import bounds as B
 from xpgan.bench.drr import VolumeDtype
 from xpgan.demo import DemoConfig
 from xpgan.drr.geometry import ConeGeometry, GeometryKind, View
 from xpgan.drr.physics import MU_WATER_PER_MM, OutputOption
 from xpgan.drr.render import Backend
 from xpgan.errors import XPGANError
+from xpgan.model import config as train_config
 from xpgan.model.config import AmpDtype, ClassBalance, Device, DrrAug, EvalSplit, GArch, Mode, Preset, TrainConfig
 from xpgan.pipeline.ct.prep_drr import DEFAULT_SHAPE
-from xpgan.pipeline.ct.validate import ALLOW_UNUSUAL_CT_HELP, ALLOW_UNUSUAL_CT_OPTION, SPACING_RANGE_MM
+from xpgan.pipeline.ct.validate import (
+    ALLOW_UNUSUAL_CT_HELP,
+    ALLOW_UNUSUAL_CT_OPTION,
+    SPACING_RANGE_MM,
+    check_spacing_range,
+)
 from xpgan.pipeline.cxr.readers import ALLOW_BURNED_IN_OPTION, DECODE_BUDGET_BYTES
 from xpgan.study.cohort import StudyPresetName
 
@@ -40,7 +48,7 @@ class OneLineErrorsGroup(TyperGroup):
             if type(exc).__name__ == "NoArgsIsHelpError":  # `xpgan`, `xpgan prep`: the help, as before
                 exc.show()
             else:
-                typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+                typer.echo(f"error: {usage_line(exc)}", err=True)
             sys.exit(exc.exit_code)
         except typer.Abort:
             typer.echo("Aborted!", err=True)
@@ -48,11 +56,25 @@ class OneLineErrorsGroup(TyperGroup):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
+def usage_line(exc: Exception) -> str:
+    """A usage error as one line; a refused choice as `--mode must be one of xpgan, drr, baseline, got 'foo'`."""
+    message = " ".join(exc.format_message().split())
+    param = getattr(exc, "param", None)
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    if param is None or get_origin(annotation) is not Literal:
+        return message
+    got = re.search(r"(\S+) is not one of", message)
+    return (f"{param.opts[0]} must be one of {', '.join(map(str, get_args(annotation)))}"
+            + (f", got {got.group(1)}" if got else ""))
+
+
 app = typer.Typer(cls=OneLineErrorsGroup, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
                   help="CT archives to DRRs, and joint GAN-classifier training for chest X-rays.")
-drr_app = typer.Typer(no_args_is_help=True, help="Render digitally reconstructed radiographs.")
-prep_app = typer.Typer(no_args_is_help=True, help="Convert CT and CXR archives into Zarr stores.")
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print throughput figures.")
+drr_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Render digitally reconstructed radiographs.")
+prep_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                       help="Convert CT and CXR archives into Zarr stores.")
+bench_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Benchmarks that print throughput figures.")
 app.add_typer(drr_app, name="drr")
 app.add_typer(prep_app, name="prep")
 app.add_typer(bench_app, name="bench")
@@ -111,17 +133,35 @@ def _output_path(path: Path, option: str) -> Path:
     return path
 
 
-MAX_DETECTOR_SIZE = 8192  # 8192^2 float32 = 256 MiB per image, ~1 GiB with the temporaries around it
+class OptionError(typer.BadParameter):
+    """An option value refused at parse time, printed as its own message (`--size must be ...`)."""
+
+    def format_message(self) -> str:
+        return self.message
 
 
-def _detector_size(size: int, option: str = "--size", limit: int = MAX_DETECTOR_SIZE) -> int:
-    if size < 1:
-        raise XPGANError(f"{option} must be a positive number of pixels, got {size}")
-    if size > limit:
-        gib = size * size * 4 * 4 / 2**30
-        raise XPGANError(f"{option} {size}: a {size}x{size} image needs about {gib:,.1f} GiB (float32 image and "
-                         f"its temporaries); the largest allowed size is {limit}")
-    return size
+def bounded(rule: "B.Bound | Callable[[str, Any], Any]"):
+    """A parse-time check of an option (a Bound of xpgan.bounds, or a check function (option, value)),
+    so that a refused value stops the command before any file is touched."""
+    check = rule.check if isinstance(rule, B.Bound) else rule
+
+    def callback(param: typer.CallbackParam, value):
+        if value is None:
+            return value
+        try:
+            return check(param.opts[0], value)
+        except XPGANError as exc:
+            raise OptionError(str(exc)) from None
+
+    return callback
+
+
+def spacing_range_rule(option: str, value):
+    return check_spacing_range(value)  # pipeline/ct/validate.py owns the rule and names the option
+
+
+def train_bound(field: str):
+    return bounded(train_config.FIELD_BOUNDS[field])
 
 
 SPACING_OPTION_HELP = ("Plausible CT voxel spacing LO HI, mm per axis; volumes outside it are refused, as are NaN/inf "
@@ -133,29 +173,39 @@ _DEMO = DemoConfig()  # the defaults of `demo`
 @drr_app.command("render")
 @user_errors
 def drr_render_command(
-    ct_path: Path = typer.Argument(..., help="CT volume: NIfTI file (.nii, .nii.gz) or DICOM series folder."),
-    out: Path = typer.Argument(..., help="Output file: .npy (float32) or .png (8-bit; line integrals are scaled "
-                                         "to the image's maximum)."),
+    ct_path: Path = typer.Argument(..., metavar="CT",
+                                   help="CT volume: NIfTI file (.nii, .nii.gz) or DICOM series folder."),
+    out: Path = typer.Argument(..., metavar="OUT",
+                               help="Output file: .npy (float32) or .png (8-bit; line integrals are scaled to the "
+                                    "image's maximum)."),
     geometry: GeometryKind = typer.Option("cone", "--geometry", help="Ray geometry."),
     view: View = typer.Option("pa", "--view", help="Cone beam direction: pa (source posterior) or ap."),
-    size: int = typer.Option(256, "--size", help="Detector size, pixels per side (square)."),
+    size: int = typer.Option(256, "--size", callback=bounded(B.DETECTOR_SIZE),
+                             help="Detector size, pixels per side (square)."),
     pixel_mm: Optional[float] = typer.Option(
-        None, "--pixel-mm", help="Pixel spacing, mm (cone: detector plane; parallel: isocentre plane). "
-                                 "Default: fit the field of view to the volume."),
-    sdd: float = typer.Option(ConeGeometry.sdd_mm, "--sdd", help="Cone: source-to-detector distance, mm."),
-    sid: float = typer.Option(ConeGeometry.sid_mm, "--sid",
+        None, "--pixel-mm", callback=bounded(B.PIXEL_MM),
+        help="Pixel spacing, mm (cone: detector plane; parallel: isocentre plane). Default: fit the field of view "
+             "to the volume."),
+    sdd: float = typer.Option(ConeGeometry.sdd_mm, "--sdd", callback=bounded(B.DISTANCE_MM),
+                              help="Cone: source-to-detector distance, mm."),
+    sid: float = typer.Option(ConeGeometry.sid_mm, "--sid", callback=bounded(B.DISTANCE_MM),
                               help="Cone: source-to-isocentre (volume centre) distance, mm."),
-    mu_water: float = typer.Option(MU_WATER_PER_MM, "--mu-water", help="Linear attenuation of water, 1/mm."),
+    mu_water: float = typer.Option(MU_WATER_PER_MM, "--mu-water", callback=bounded(B.MU_WATER),
+                                   help="Linear attenuation of water, 1/mm."),
     backend: Backend = typer.Option("auto", "--backend", help="auto: the GPU if present."),
     output: OutputOption = typer.Option("image", "--output", help="image (1 - exp(-(p/4)^2) in [0, 1]) or "
                                         "line-integral (p = integral of mu dl, dimensionless)."),
     spacing_range: tuple[float, float] = typer.Option(SPACING_RANGE_MM, "--spacing-range",
+                                                      callback=bounded(spacing_range_rule),
                                                       help=SPACING_OPTION_HELP),
-    yaw: float = typer.Option(0.0, "--yaw", help="Pose: turn about the superior-inferior axis, degrees; + = LAO "
+    yaw: float = typer.Option(0.0, "--yaw", callback=bounded(B.ANGLE),
+                              help="Pose: turn about the superior-inferior axis, degrees; + = LAO "
                               "(PA detector towards the patient's left; posterior structures move to image right)."),
-    pitch: float = typer.Option(0.0, "--pitch", help="Pose: cranio-caudal tilt, degrees; + = PA detector cranial "
+    pitch: float = typer.Option(0.0, "--pitch", callback=bounded(B.ANGLE),
+                                help="Pose: cranio-caudal tilt, degrees; + = PA detector cranial "
                                 "(posterior structures move up)."),
-    roll: float = typer.Option(0.0, "--roll", help="Pose: turn about the beam axis, degrees; + = image content "
+    roll: float = typer.Option(0.0, "--roll", callback=bounded(B.ANGLE),
+                               help="Pose: turn about the beam axis, degrees; + = image content "
                                "clockwise."),
     offset: Optional[str] = typer.Option(None, "--offset", help="Pose: isocentre shift from the volume centre, mm, "
                                          "as D,H,W (superior->inferior, anterior->posterior, right->left)."),
@@ -170,7 +220,6 @@ def drr_render_command(
     """Render one DRR of a CT volume (rows superior->inferior, columns patient right->left), or a pose sweep."""
     from xpgan.pipeline.ct.drr_file import render_ct_file
 
-    _detector_size(size)
     typer.echo(render_ct_file(ct_path=ct_path, out=out, geometry=geometry, view=view, size=size, pixel_mm=pixel_mm,
                               sdd=sdd, sid=sid, mu_water=mu_water, backend=backend, output=output,
                               spacing_range=spacing_range, yaw=yaw, pitch=pitch, roll=roll, offset=offset,
@@ -181,22 +230,23 @@ def drr_render_command(
 @bench_app.command("drr")
 @user_errors
 def bench_drr_command(
-    depth: int = typer.Option(64, "--depth", help="Volume slices (superior-inferior), voxels."),
-    height: int = typer.Option(256, "--height", help="Volume rows (anterior-posterior), voxels."),
-    width: int = typer.Option(256, "--width", help="Volume columns (right-left), voxels."),
-    size: int = typer.Option(256, "--size", help="Detector size, pixels per side."),
+    depth: int = typer.Option(64, "--depth", callback=bounded(B.CT_AXIS),
+                             help="Volume slices (superior-inferior), voxels."),
+    height: int = typer.Option(256, "--height", callback=bounded(B.CT_AXIS),
+                             help="Volume rows (anterior-posterior), voxels."),
+    width: int = typer.Option(256, "--width", callback=bounded(B.CT_AXIS),
+                             help="Volume columns (right-left), voxels."),
+    size: int = typer.Option(256, "--size", callback=bounded(B.DETECTOR_SIZE),
+                             help="Detector size, pixels per side."),
     geometry: GeometryKind = typer.Option("cone", "--geometry", help="cone (PA) or parallel."),
     backend: Backend = typer.Option("cpu", "--backend"),
-    batch: int = typer.Option(1, "--batch", help="DRRs per call (render_drr_batch when > 1)."),
-    repeats: int = typer.Option(20, "--repeats", help="Timed calls after warm-up; the best is reported."),
+    batch: int = typer.Option(1, "--batch", callback=bounded(B.BATCH),
+                              help="DRRs per call (render_drr_batch when > 1)."),
+    repeats: int = typer.Option(20, "--repeats", callback=bounded(B.REPEATS),
+                                help="Timed calls after warm-up; the best is reported."),
     dtype: VolumeDtype = typer.Option("int16", "--dtype", help="HU voxel type: int16 (CT store) or float32 (read_ct)."),
 ) -> None:
     """Print DRRs/s, ray-voxel steps/s and ns per step per core (JIT time reported separately)."""
-    for name, value in (("--depth", depth), ("--height", height), ("--width", width), ("--size", size),
-                        ("--batch", batch), ("--repeats", repeats)):
-        if value < 1:
-            raise XPGANError(f"{name} must be a positive integer, got {value}")
-    _detector_size(size)
     from xpgan.bench.drr import bench_drr
 
     result = bench_drr(shape=(depth, height, width), size=size, geometry=geometry, backend=backend, batch=batch,
@@ -208,32 +258,42 @@ def bench_drr_command(
 @prep_app.command("drr")
 @user_errors
 def prep_drr_command(
-    src: Path = typer.Argument(..., help="CT archive: MosMed tree (studies/CT-0..CT-4), folder of NIfTI files / "
-                                          "DICOM series folders, or manifest CSV "
-                                          "(path,label[,patient_id][,study_id])."),
-    out: Path = typer.Argument(..., help="Output Zarr v3 store, e.g. ct.zarr."),
-    shape: tuple[int, int, int] = typer.Option(DEFAULT_SHAPE, "--shape", help="Resized volume size D H W, voxels."),
+    src: Path = typer.Argument(..., metavar="SRC",
+                               help="CT archive: MosMed tree (studies/CT-0..CT-4), folder of NIfTI files / DICOM "
+                                    "series folders, or manifest CSV (path,label[,patient_id][,study_id])."),
+    out: Path = typer.Argument(..., metavar="OUT", help="Output Zarr v3 store, e.g. ct.zarr."),
+    shape: tuple[int, int, int] = typer.Option(DEFAULT_SHAPE, "--shape", callback=bounded(B.check_ct_shape),
+                                               help="Resized volume size D H W, voxels."),
     geometry: GeometryKind = typer.Option("cone", "--geometry", help="DRR geometry."),
     view: Optional[View] = typer.Option(None, "--view", help="Cone beam direction (default pa)."),
-    size: int = typer.Option(256, "--size", help="DRR detector size, pixels per side."),
-    pixel_mm: Optional[float] = typer.Option(None, "--pixel-mm", help="DRR pixel spacing, mm (cone: detector "
+    size: int = typer.Option(256, "--size", callback=bounded(B.DETECTOR_SIZE),
+                             help="DRR detector size, pixels per side."),
+    pixel_mm: Optional[float] = typer.Option(None, "--pixel-mm", callback=bounded(B.PIXEL_MM),
+                                             help="DRR pixel spacing, mm (cone: detector "
                                              "plane; parallel: isocentre plane). Default: fit the volume."),
-    sdd: Optional[float] = typer.Option(None, "--sdd", help="Cone source-to-detector distance, mm (default 1800)."),
-    sid: Optional[float] = typer.Option(None, "--sid", help="Cone source-to-isocentre distance, mm (default 1600)."),
-    mu_water: float = typer.Option(MU_WATER_PER_MM, "--mu-water", help="Linear attenuation of water, 1/mm."),
+    sdd: Optional[float] = typer.Option(None, "--sdd", callback=bounded(B.DISTANCE_MM),
+                                        help="Cone source-to-detector distance, mm (default 1800)."),
+    sid: Optional[float] = typer.Option(None, "--sid", callback=bounded(B.DISTANCE_MM),
+                                        help="Cone source-to-isocentre distance, mm (default 1600)."),
+    mu_water: float = typer.Option(MU_WATER_PER_MM, "--mu-water", callback=bounded(B.MU_WATER),
+                                   help="Linear attenuation of water, 1/mm."),
     backend: Backend = typer.Option("auto", "--backend", help="Ray caster (auto: the GPU if present)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Local Dask worker processes (default: one per "
+    workers: Optional[int] = typer.Option(None, "--workers", callback=bounded(B.WORKERS),
+                                          help="Local Dask worker processes (default: one per "
                                           "core, fewer if memory is short; 0: no Dask, in this process)."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of an existing Dask scheduler, "
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", callback=bounded(B.check_dask_address),
+                                            help="Address of an existing Dask scheduler, "
                                             "e.g. tcp://host:8786 (workers need xpgan and access to SRC)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete OUT and start again (default: resume)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr (tty only)."),
-    memory_limit_gb: float = typer.Option(6.0, "--memory-limit-gb", help="Refuse items whose header says reading "
+    memory_limit_gb: float = typer.Option(6.0, "--memory-limit-gb", callback=bounded(B.MEMORY_GB),
+                                          help="Refuse items whose header says reading "
                                           "needs more than this, GB (stored bytes + 4 per voxel; checked "
                                           "before reading)."),
     salt_file: Optional[Path] = typer.Option(None, "--salt-file", help="Salt for patient-id hashes (manifest "
                                              "patient_id); default OUT.salt, created if missing."),
     spacing_range: tuple[float, float] = typer.Option(SPACING_RANGE_MM, "--spacing-range",
+                                                      callback=bounded(spacing_range_rule),
                                                       help=SPACING_OPTION_HELP),
     allow_unusual_ct: bool = typer.Option(False, ALLOW_UNUSUAL_CT_OPTION, help=ALLOW_UNUSUAL_CT_HELP),
 ):
@@ -241,9 +301,6 @@ def prep_drr_command(
     from xpgan.drr.geometry import geometry_from_options
     from xpgan.pipeline.ct.prep_drr import prep_drr
 
-    if workers is not None and workers < 0:
-        raise XPGANError(f"--workers must be >= 0, got {workers}")
-    _detector_size(size)
     _output_path(out, "output store")
     geom = geometry_from_options(geometry, view=view, size=size, pixel_mm=pixel_mm, sdd_mm=sdd, sid_mm=sid)
     summary = prep_drr(src, out, shape=shape, geometry=geom, mu_water=mu_water, backend=backend, workers=workers,
@@ -258,20 +315,24 @@ def prep_drr_command(
 @bench_app.command("prep")
 @user_errors
 def bench_prep_command(
-    n: int = typer.Option(24, "--n", help="Volumes in the generated MosMed-like archive."),
-    shape: tuple[int, int, int] = typer.Option((40, 512, 512), "--shape", help="Archive volume size D H W, voxels "
+    n: int = typer.Option(24, "--n", callback=bounded(B.COUNT), help="Volumes in the generated MosMed-like archive."),
+    shape: tuple[int, int, int] = typer.Option((40, 512, 512), "--shape", callback=bounded(B.check_ct_shape),
+                                               help="Archive volume size D H W, voxels "
                                                "(int16 .nii.gz)."),
-    out_shape: tuple[int, int, int] = typer.Option(DEFAULT_SHAPE, "--out-shape", help="prep drr --shape D H W, "
+    out_shape: tuple[int, int, int] = typer.Option(DEFAULT_SHAPE, "--out-shape", callback=bounded(B.check_ct_shape),
+                                                   help="prep drr --shape D H W, "
                                                    "voxels."),
-    workers: int = typer.Option(2, "--workers", help="Local Dask worker processes for both runs."),
-    stages: int = typer.Option(3, "--stages", help="Volumes timed stage by stage in one process (0: skip)."),
+    workers: int = typer.Option(2, "--workers", callback=bounded(B.WORKERS),
+                                help="Local Dask worker processes for both runs."),
+    stages: int = typer.Option(3, "--stages", callback=bounded(B.INDEX),
+                               help="Volumes timed stage by stage in one process (0: skip)."),
     archive: Optional[Path] = typer.Option(None, "--archive", help="Where the archive is generated (reused when "
                                            "it is already there); default: a folder in the temp dir."),
 ):
     """Print prep drr volumes/s end-to-end vs read+gunzip only (wall and CPU ratios, goal <= 1.5), per-stage
     CPU ms and peak RSS per worker."""
-    if n < 1 or workers < 1 or stages < 0:
-        raise XPGANError("--n and --workers must be >= 1, --stages >= 0")
+    if workers < 1:
+        raise XPGANError("--workers must be >= 1 (both runs use Dask)")
     from xpgan.bench.prep import bench_prep
 
     result = bench_prep(n=n, shape=shape, out_shape=out_shape, workers=workers, archive=archive, stages=stages)
@@ -284,9 +345,11 @@ def bench_prep_command(
 @app.command("inspect")
 @user_errors
 def inspect_command(
-    store: Path = typer.Argument(..., help="A CT or CXR Zarr store made by xpgan prep."),
-    sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a PNG contact sheet here."),
-    item: Optional[int] = typer.Option(None, "--item", help="Sheet of one item (CT: DRR beside axial, coronal "
+    store: Path = typer.Argument(..., metavar="STORE", help="A CT or CXR Zarr store made by xpgan prep."),
+    sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a PNG contact sheet: FILE.png, or an existing "
+                                         "folder (the sheet is named after the store inside it)."),
+    item: Optional[int] = typer.Option(None, "--item", callback=bounded(B.INDEX),
+                                       help="Sheet of one item (CT: DRR beside axial, coronal "
                                        "and sagittal mid-slices) instead of the grid."),
     verify: bool = typer.Option(False, "--verify", help="Read every chunk of every done item back against its "
                                 "checksum (without: shard files, indexes and small chunks only)."),
@@ -297,11 +360,12 @@ def inspect_command(
 ):
     """Summarise a store (counts per label/severity/split, failures, geometry); optionally a PNG sheet.
     Exit code 1 when done items have missing or damaged data (listed)."""
-    from xpgan.pipeline.inspection import check_store, inspect_store
+    from xpgan.pipeline.inspection import check_store, inspect_store, sheet_path
     from xpgan.pipeline.schema import StoreDamageError
 
     if deep and not verify:
         raise XPGANError("--deep goes with --verify: xpgan inspect --verify --deep STORE")
+    sheet = sheet_path(sheet, store, item, poses)  # refused before any reading
     report, damaged = check_store(store, full=verify, deep=deep)
     try:
         typer.echo(inspect_store(store, sheet=sheet, item=item, poses=poses))
@@ -314,20 +378,20 @@ def inspect_command(
         raise typer.Exit(1)
 
 
-MAX_CXR_SIZE = 4096  # a shard of 64 images at 4096^2 float32 is 4 GiB in the single writer's memory
-
 
 @prep_app.command("cxr")
 @user_errors
 def prep_cxr_command(
-    paths: list[Path] = typer.Argument(..., metavar="SRC... OUT.zarr",
-                                       help="One or more sources (a folder of class sub-folders, a manifest CSV "
-                                            "path,label[,patient_id][,source], or a Cohen-style metadata.csv or "
-                                            "its folder), then the output store."),
-    size: int = typer.Option(256, "--size", help="Output image side, pixels (aspect kept by black padding)."),
-    test_fraction: float = typer.Option(0.2, "--test-fraction",
+    srcs: list[Path] = typer.Argument(..., metavar="SRC",
+                                      help="One or more sources (a folder of class sub-folders, a manifest CSV "
+                                           "path,label[,patient_id][,source], or a Cohen-style metadata.csv or "
+                                           "its folder)."),
+    out: Path = typer.Argument(..., metavar="OUT", help="Output Zarr v3 store, e.g. cxr.zarr."),
+    size: int = typer.Option(256, "--size", callback=bounded(B.CXR_SIZE),
+                             help="Output image side, pixels (aspect kept by black padding)."),
+    test_fraction: float = typer.Option(0.2, "--test-fraction", callback=bounded(B.FRACTION),
                                         help="Fraction of images (per source and label) put in the test split."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the patient-grouped split."),
+    seed: int = typer.Option(0, "--seed", callback=bounded(B.SEED), help="Seed of the patient-grouped split."),
     positive: Optional[list[str]] = typer.Option(None, "--positive",
                                                  help="Class folder / manifest class name that means COVID-19 "
                                                       "positive (repeatable; default covid, covid-19, covid19)."),
@@ -336,11 +400,11 @@ def prep_cxr_command(
     source_name: Optional[list[str]] = typer.Option(None, "--source-name",
                                                     help="Name stored in `source`, one per SRC in order "
                                                          "(default: the SRC folder's name)."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=0,
+    workers: Optional[int] = typer.Option(None, "--workers", callback=bounded(B.WORKERS),
                                           help="Local Dask worker processes (default: one per core, fewer if memory "
                                                f"cannot hold {DECODE_BUDGET_BYTES / 1e9:g} GB per worker for "
                                                "decoding; 0: no Dask)."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler",
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", callback=bounded(B.check_dask_address),
                                             help="Address of an existing Dask scheduler (tcp://HOST:PORT)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing store and start again."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
@@ -359,12 +423,9 @@ def prep_cxr_command(
     from xpgan.pipeline.cxr.prep_cxr import prep_cxr
     from xpgan.pipeline.cxr.sources import DEFAULT_POSITIVE
 
-    if len(paths) < 2:
-        raise XPGANError("give at least one SRC and the output store: xpgan prep cxr SRC... OUT.zarr")
-    _detector_size(size, limit=MAX_CXR_SIZE)
-    _output_path(paths[-1], "output store")
+    _output_path(out, "output store")
     view_list = [v.strip() for v in views.split(",") if v.strip()]
-    summary = prep_cxr(paths[:-1], paths[-1], size=size, test_fraction=test_fraction, seed=seed,
+    summary = prep_cxr(srcs, out, size=size, test_fraction=test_fraction, seed=seed,
                        positive=tuple(positive) if positive else DEFAULT_POSITIVE, views=view_list,
                        source_names=source_name or None, workers=workers, scheduler=scheduler,
                        overwrite=overwrite, progress=progress, salt_file=salt_file,
@@ -382,34 +443,46 @@ def train_command(
     mode: Mode = typer.Option(_TRAIN.mode, "--mode", help="xpgan (joint G/D/C), drr (C on CXR + DRRs) or baseline "
                            "(C on CXR)."),
     out: Path = typer.Option(Path(_TRAIN.out), "--out", help="Run directory (config, checkpoints, logs, samples)."),
-    epochs: Optional[int] = typer.Option(_TRAIN.epochs, "--epochs", help="Passes over the CXR training items."),
-    max_steps: Optional[int] = typer.Option(_TRAIN.max_steps, "--max-steps",
+    epochs: Optional[int] = typer.Option(_TRAIN.epochs, "--epochs", callback=train_bound("epochs"),
+                                         help="Passes over the CXR training items."),
+    max_steps: Optional[int] = typer.Option(_TRAIN.max_steps, "--max-steps", callback=train_bound("max_steps"),
                                             help="Optimisation steps (overrides --epochs)."),
-    batch_size: int = typer.Option(_TRAIN.batch_size, "--batch-size", help="CT items per step (per process)."),
+    batch_size: int = typer.Option(_TRAIN.batch_size, "--batch-size", callback=train_bound("batch_size"),
+                                   help="CT items per step (per process)."),
     cxr_batch_size: Optional[int] = typer.Option(_TRAIN.cxr_batch_size, "--cxr-batch-size",
+                                                 callback=train_bound("cxr_batch_size"),
                                                   help="CXR items per step (default: --batch-size)."),
-    lr: float = typer.Option(_TRAIN.lr, "--lr", help="Adam learning rate, cosine-annealed to 0 over the run."),
-    lambda_l1: float = typer.Option(_TRAIN.lambda_l1, "--lambda-l1", help="Weight of L1(G(ct), DRR)."),
-    r1_gamma: float = typer.Option(_TRAIN.r1_gamma, "--r1-gamma", help="R1 regularisation weight."),
-    r1_interval: int = typer.Option(_TRAIN.r1_interval, "--r1-interval", help="Steps between lazy R1 passes."),
-    seed: int = typer.Option(_TRAIN.seed, "--seed", help="Seed of weights, data order and noise."),
+    lr: float = typer.Option(_TRAIN.lr, "--lr", callback=train_bound("lr"),
+                             help="Adam learning rate, cosine-annealed to 0 over the run."),
+    lambda_l1: float = typer.Option(_TRAIN.lambda_l1, "--lambda-l1", callback=train_bound("lambda_l1"),
+                                    help="Weight of L1(G(ct), DRR)."),
+    r1_gamma: float = typer.Option(_TRAIN.r1_gamma, "--r1-gamma", callback=train_bound("r1_gamma"),
+                                   help="R1 regularisation weight."),
+    r1_interval: int = typer.Option(_TRAIN.r1_interval, "--r1-interval", callback=train_bound("r1_interval"),
+                                    help="Steps between lazy R1 passes."),
+    seed: int = typer.Option(_TRAIN.seed, "--seed", callback=train_bound("seed"),
+                             help="Seed of weights, data order and noise."),
     preset: Preset = typer.Option(_TRAIN.preset, "--preset", help="Network widths (tiny: CPU-sized)."),
     device: Device = typer.Option(_TRAIN.device, "--device"),
     amp: bool = typer.Option(_TRAIN.amp, "--amp/--no-amp", help="Mixed precision on CUDA."),
     amp_dtype: AmpDtype = typer.Option(_TRAIN.amp_dtype, "--amp-dtype", help="fp16 uses loss scaling."),
-    num_workers: int = typer.Option(_TRAIN.num_workers, "--num-workers", help="Data loader worker processes per rank."),
+    num_workers: int = typer.Option(_TRAIN.num_workers, "--num-workers", callback=train_bound("num_workers"),
+                                    help="Data loader worker processes per rank."),
     checkpoint_every: int = typer.Option(_TRAIN.checkpoint_every, "--checkpoint-every",
+                                         callback=train_bound("checkpoint_every"),
                                          help="Steps between checkpoints."),
     keep_checkpoints: int = typer.Option(_TRAIN.keep_checkpoints, "--keep-checkpoints",
+                                         callback=train_bound("keep_checkpoints"),
                                          help="Newest checkpoints kept (0: all)."),
-    log_every: int = typer.Option(_TRAIN.log_every, "--log-every", help="Steps between logged losses."),
-    sample_every: int = typer.Option(_TRAIN.sample_every, "--sample-every",
+    log_every: int = typer.Option(_TRAIN.log_every, "--log-every", callback=train_bound("log_every"),
+                                  help="Steps between logged losses."),
+    sample_every: int = typer.Option(_TRAIN.sample_every, "--sample-every", callback=train_bound("sample_every"),
                                      help="Steps between sample grid PNGs (0: never)."),
     classifier_weights: Optional[Path] = typer.Option(None, "--classifier-weights",
                                                       help="Local torchvision DenseNet121 ImageNet state_dict."),
     resume: Optional[str] = typer.Option(_TRAIN.resume, "--resume",
                                           help="Checkpoint file, run directory, or 'latest' (in --out)."),
-    stop_at: Optional[int] = typer.Option(_TRAIN.stop_at, "--stop-at",
+    stop_at: Optional[int] = typer.Option(_TRAIN.stop_at, "--stop-at", callback=train_bound("stop_at"),
                                           help="End this invocation at this step (resume later)."),
     progress: bool = typer.Option(_TRAIN.progress, "--progress/--no-progress", help="Progress bar."),
     class_balance: ClassBalance = typer.Option(_TRAIN.class_balance, "--class-balance",
@@ -438,37 +511,37 @@ def train_command(
 @app.command("eval")
 @user_errors
 def eval_command(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint file (run_dir/checkpoints/step-*.pt)."),
+    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT",
+                                      help="Checkpoint file (RUN/checkpoints/step-*.pt), or a run folder (its "
+                                           "newest checkpoint)."),
     cxr: Path = typer.Option(..., "--cxr", help="CXR store to evaluate on."),
     split: EvalSplit = typer.Option("test", "--split", help="test | val (held-out part of train) | train."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: RUN_DIR/eval-SPLIT)."),
     device: Device = typer.Option("auto", "--device"),
-    batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass."),
+    batch_size: int = typer.Option(64, "--batch-size", callback=bounded(B.BATCH), help="Images per forward pass."),
     allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="Use the done items of a store that "
                                           "prep is still writing or did not finish."),
 ) -> None:
-    """Precision, recall, F1 (at 0.5 and the best validation-F1 threshold), AUROC; PR/ROC plots."""
+    """AUROC, AUPRC, precision, recall and F1 at the threshold chosen on validation (and at 0.5); PR/ROC plots."""
     if out is not None:
         _output_path(out, "output folder (--out)")
     from xpgan.model.evaluate import evaluate
+    from xpgan.model.metrics import metrics_line
 
     r = evaluate(checkpoint, cxr, split=split, out_dir=out, device=device, batch_size=batch_size,
                  allow_incomplete=allow_incomplete)
-    best = r["at_best_val_f1"]
-    typer.echo(f"{split}: {r['counts']['items']} items, AUROC {r['auroc']:.4f}; "
-               f"at 0.5 P {r['at_0.5']['precision']:.4f} R {r['at_0.5']['recall']:.4f} F1 {r['at_0.5']['f1']:.4f}; "
-               f"at {best['threshold']:.4f} (best val F1) P {best['precision']:.4f} R {best['recall']:.4f} "
-               f"F1 {best['f1']:.4f}")
+    typer.echo(f"{split}: {r['counts']['items']} items, {metrics_line(r)}")
     typer.echo(f"wrote {r['out_dir']}/metrics.json")
 
 
 @app.command("generate")
 @user_errors
 def generate_command(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint of an xpgan-mode run."),
+    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", help="Checkpoint of an xpgan-mode run (file, or a "
+                                                                      "run folder: its newest checkpoint)."),
     ct: Path = typer.Option(..., "--ct", help="CT store whose volumes are translated."),
     out: Path = typer.Option(..., "--out", help="Output folder for PNGs."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="At most this many CT items."),
+    limit: Optional[int] = typer.Option(None, "--limit", callback=bounded(B.COUNT), help="At most this many CT items."),
     device: Device = typer.Option("auto", "--device"),
     allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="Use the done items of a store that "
                                           "prep is still writing or did not finish."),
@@ -486,9 +559,11 @@ def generate_command(
 def bench_loader_command(
     ct: Optional[Path] = typer.Option(None, "--ct", help="CT store."),
     cxr: Optional[Path] = typer.Option(None, "--cxr", help="CXR store."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Items per batch."),
-    num_workers: int = typer.Option(2, "--num-workers", help="Loader worker processes."),
-    batches: int = typer.Option(20, "--batches", help="Timed batches (after one warm-up batch)."),
+    batch_size: int = typer.Option(8, "--batch-size", callback=bounded(B.BATCH), help="Items per batch."),
+    num_workers: int = typer.Option(2, "--num-workers", callback=bounded(B.LOADER_WORKERS),
+                                    help="Loader worker processes."),
+    batches: int = typer.Option(20, "--batches", callback=bounded(B.REPEATS),
+                                help="Timed batches (after one warm-up batch)."),
 ) -> None:
     """Print training-stream samples/s (shuffled, shard-aware) for the CT and CXR stores."""
     from xpgan.bench.loader import bench_loader
@@ -506,7 +581,8 @@ def bench_gpu_command(
     tiny: bool = typer.Option(False, "--tiny", help="Tiny sizes (a dry run)."),
     sections: Optional[str] = typer.Option(None, "--sections", help="Comma-separated subset of: env, agree, rates, "
                                            "prep, train, evalgen, torchrun, loader, train_amp."),
-    max_seconds: float = typer.Option(450.0, "--max-seconds", help="Hard cap on the whole check, s."),
+    max_seconds: float = typer.Option(450.0, "--max-seconds", callback=bounded(B.SECONDS),
+                                      help="Hard cap on the whole check, s."),
     train_modes: str = typer.Option("", "--train-modes", help="Train sections: modes, e.g. xpgan,baseline."),
     amp: str = typer.Option("", "--amp", help="Train sections: precisions, e.g. fp32 or bf16,fp32."),
     cudnn_benchmark: str = typer.Option("", "--cudnn-benchmark", help="Train sections: on, off or on,off."),
@@ -530,18 +606,23 @@ def bench_gpu_command(
 def demo_command(
     out: Path = typer.Option(Path(_DEMO.out), "--out", help="Output folder (created; a previous demo's folder "
                              "is cleared, any other non-empty folder is refused)."),
-    seed: int = typer.Option(_DEMO.seed, "--seed", help="Seed of the synthetic patients and of training."),
-    size: int = typer.Option(_DEMO.size, "--size", help="DRR and CXR store size, pixels per side (the networks' "
+    seed: int = typer.Option(_DEMO.seed, "--seed", callback=bounded(B.SEED),
+                             help="Seed of the synthetic patients and of training."),
+    size: int = typer.Option(_DEMO.size, "--size", callback=bounded(B.DEMO_SIZE),
+                             help="DRR and CXR store size, pixels per side (the networks' "
                              "resolution; 128 looks nicer and trains about 3x slower)."),
-    n_ct: int = typer.Option(_DEMO.n_ct, "--ct", help="Synthetic CT studies (512x512x~40 voxels each)."),
-    n_cxr: int = typer.Option(_DEMO.n_cxr, "--cxr", help="Synthetic frontal chest X-rays (30 percent COVID-19)."),
-    steps: int = typer.Option(_DEMO.train_steps, "--steps", help="Training steps (tiny networks on the CPU; 2 CT items "
+    n_ct: int = typer.Option(_DEMO.n_ct, "--ct", callback=bounded(B.DEMO_CT),
+                             help="Synthetic CT studies (512x512x~40 voxels each)."),
+    n_cxr: int = typer.Option(_DEMO.n_cxr, "--cxr", callback=bounded(B.DEMO_CXR),
+                              help="Synthetic frontal chest X-rays (30 percent COVID-19)."),
+    steps: int = typer.Option(_DEMO.train_steps, "--steps", callback=bounded(B.STEPS),
+                              help="Training steps (tiny networks on the CPU; 2 CT items "
                               "and 16 CXRs per step)."),
     progress: bool = typer.Option(_DEMO.progress, "--progress/--no-progress",
                                   help="Progress bars on stderr (tty only)."),
 ):
     """Run the whole pipeline on built-in synthetic data: archives, prep drr, prep cxr, inspect, train, eval,
-    generate (about 3 minutes on 2 cores), then print where every output is."""
+    generate (about 2 minutes on 2 idle cores), then print where every output is and the seconds per phase."""
     from xpgan.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(out=str(out), seed=seed, size=size, n_ct=n_ct, n_cxr=n_cxr, train_steps=steps,
@@ -563,10 +644,12 @@ def study_command(
     modes: list[str] = typer.Option(["baseline", "drr", "xpgan"], "--modes",
                                     help="Rows of the table: --modes baseline drr xpgan (or comma-separated)."),
     device: Device = typer.Option("auto", "--device"),
-    cohort_seed: int = typer.Option(0, "--cohort-seed", help="Seed of the synthetic cohort."),
-    threads: int = typer.Option(1, "--threads", help="torch CPU threads for training (1 is robust on a shared "
+    cohort_seed: int = typer.Option(0, "--cohort-seed", callback=bounded(B.SEED), help="Seed of the synthetic cohort."),
+    threads: int = typer.Option(1, "--threads", callback=bounded(B.THREADS),
+                                help="torch CPU threads for training (1 is robust on a shared "
                                 "machine; 2 is ~1.6x faster on an idle 2-core one)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps of every run (default: the "
+    steps: Optional[int] = typer.Option(None, "--steps", callback=bounded(B.STEPS),
+                                        help="Training steps of every run (default: the "
                                         "preset's); the cohort stays the same. One budget per --out folder."),
 ):
     """The paper's Table 2 on a synthetic cohort: every mode x seed with the same classifier, split, steps and
@@ -585,7 +668,7 @@ def study_lists(seeds: list[str], modes: list[str], extra: list[str]) -> tuple[l
     from xpgan.study import MODES
 
     tokens = [t for v in list(seeds) + list(modes) + list(extra) for t in v.replace(",", " ").split()]
-    seed_list = [int(t) for t in tokens if t.lstrip("-").isdigit()]
+    seed_list = [B.SEED.check("--seeds", int(t)) for t in tokens if t.lstrip("-").isdigit()]
     mode_list = [t for t in tokens if not t.lstrip("-").isdigit()]
     unknown = [t for t in mode_list if t not in MODES]
     if unknown:

@@ -9,7 +9,7 @@ Steps (plain function calls, the same ones the commands make):
   6. eval      metrics.json + ROC/PR curves on the CXR test split
   7. generate  G's X-rays for the CT studies, and a grid beside their DRRs
 
-Sizes are chosen so the whole run stays under about 3 minutes on 2 cores; they are fields of DemoConfig.
+Sizes are chosen so the whole run stays under about 2 minutes on 2 idle cores; they are fields of DemoConfig.
 """
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from xpgan import bounds as B
 from xpgan.errors import XPGANError, check_output_folder
+from xpgan.model.metrics import metrics_line
 
 MARKER = ".xpgan-demo"
 _PARTS = ("archives", "stores", "sheets", "runs")
@@ -67,15 +69,7 @@ class DemoResult:
         lines += [f"  {k:<{w}}  {v}" for k, v in self.paths.items()]
         m = self.metrics
         if m:
-            def num(key):
-                v = m.get(key)
-                return f"{v:.3f}" if isinstance(v, (int, float)) else str(v)
-            lines.append("test metrics at threshold 0.5: "
-                         + ", ".join(f"{k} {num(k)}" for k in ("precision", "recall", "f1", "auroc") if k in m))
-            best = m.get("at_best_val_f1") or {}
-            if best:
-                lines.append(f"test metrics at the validation threshold {best['threshold']:.3f}: precision "
-                             f"{best['precision']:.3f}, recall {best['recall']:.3f}, f1 {best['f1']:.3f}")
+            lines.append(f"test {metrics_line(m)}")
             lines.append(verdict(m.get("auroc")))
         return "\n".join(lines)
 
@@ -108,8 +102,10 @@ def run_demo(cfg: DemoConfig, *, log: Callable[[str], None] = print) -> DemoResu
     """Run every step of the demo into cfg.out; returns where each output is and how long each step took."""
     from xpgan.pipeline.synth.archives import write_cxr_archive, write_mosmed_archive
 
-    if cfg.size < 16 or cfg.n_ct < 2 or cfg.n_cxr < 8 or cfg.train_steps < 1:
-        raise XPGANError("demo: size must be >= 16 px, with at least 2 CT studies, 8 radiographs and 1 step")
+    for option, bound, value in (("--seed", B.SEED, cfg.seed), ("--size", B.DEMO_SIZE, cfg.size),
+                                 ("--ct", B.DEMO_CT, cfg.n_ct), ("--cxr", B.DEMO_CXR, cfg.n_cxr),
+                                 ("--steps", B.STEPS, cfg.train_steps)):
+        bound.check(option, value)
     out = Path(cfg.out)
     _prepare_out(out)
     res = DemoResult(out=str(out))

@@ -1,7 +1,6 @@
 """Pose sweeps, random poses for augmentation, and posed resampling (the pose convention: geometry.py).
 
     sweep_values("-10,10,5")            -> [-10.0, -5.0, 0.0, 5.0, 10.0]
-    tile_views(images [V, S, S], ncols) -> one [rows*S + gaps, cols*S + gaps] float32 array
     render_drr_poses(volumes [B, d, h, w], spacings, geometries) -> float32 [B, P, S, S], one launch
     random_pose(rng, PoseRanges()) -> {"yaw_deg", "pitch_deg", "roll_deg", "offset_mm", "sid_mm"}
     apply_pose(geometry, pose)     -> the posed geometry (cone: SID changed, detector gap kept)
@@ -13,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -40,21 +39,6 @@ def sweep_values(text: str, option: str = "sweep") -> list[float]:
     if n > MAX_SWEEP_VIEWS:
         raise DRRArgumentError(f"{option} gives {n} views; at most {MAX_SWEEP_VIEWS}")
     return [round(start + k * step, 9) for k in range(n)]
-
-
-def tile_views(images: np.ndarray, ncols: Optional[int] = None, gap: int = 2, fill: float = 1.0) -> np.ndarray:
-    """Views [V, H, W] side by side, row-major, `ncols` per row (default: all in one row), `gap` px of `fill`."""
-    images = np.asarray(images, dtype=np.float32)
-    if images.ndim != 3 or images.shape[0] < 1:
-        raise DRRArgumentError(f"tile_views needs images [V, H, W] with V >= 1, got shape {images.shape}")
-    nv, h, w = images.shape
-    ncols = nv if ncols is None else max(1, min(int(ncols), nv))
-    nrows = -(-nv // ncols)
-    out = np.full((nrows * h + (nrows - 1) * gap, ncols * w + (ncols - 1) * gap), fill, dtype=np.float32)
-    for i in range(nv):
-        r, c = divmod(i, ncols)
-        out[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = images[i]
-    return out
 
 
 def render_drr_poses(volumes_hu: np.ndarray, spacings_mm, geometries: Sequence, *, backend: str = "auto",

@@ -19,6 +19,10 @@ import torch
 from xpgan.errors import InputError, XPGANError
 
 CHECKPOINT_VERSION = 1
+# What every checkpoint of this program holds (key: type), and the network fields its readers use.
+REQUIRED_KEYS = {"config": dict, "net": dict, "models": dict, "step": int}
+REQUIRED_NET_KEYS = ("ct_shape", "img_res", "hu_window")
+NOT_A_CHECKPOINT = "not a checkpoint of this program"
 _NAME = re.compile(r"^step-(\d{8})\.pt$")
 
 
@@ -37,6 +41,17 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
         return []
     found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
     return [p for _, p in sorted(found)]
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder (or its checkpoints/ folder): its newest checkpoint."""
+    p = Path(path)
+    if p.is_dir():
+        found = list_checkpoints(p.parent if p.name == "checkpoints" else p)
+        if not found:
+            raise InputError(p, "a folder without checkpoints (give a run folder or a checkpoints/step-*.pt file)")
+        return found[-1]
+    return p
 
 
 def resolve_resume(resume: str, run_dir: str | Path) -> Path:
@@ -76,10 +91,14 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         raise InputError(path, "no such checkpoint")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise InputError(path, f"not a readable xpgan checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(state, dict) or "models" not in state or "config" not in state:
-        raise InputError(path, "not an xpgan checkpoint (no models/config)")
+    except Exception:  # torch's messages run over many lines; what matters is that the file is not ours
+        raise InputError(path, f"{NOT_A_CHECKPOINT} (not a PyTorch file of tensors, numbers and strings)") from None
+    if not isinstance(state, dict):
+        raise InputError(path, f"{NOT_A_CHECKPOINT} (holds a {type(state).__name__}, not a dict)")
+    missing = [k for k, kind in REQUIRED_KEYS.items() if not isinstance(state.get(k), kind)]
+    missing += [f"net.{k}" for k in REQUIRED_NET_KEYS if not missing and k not in state["net"]]
+    if missing:
+        raise InputError(path, f"{NOT_A_CHECKPOINT} (missing or wrong: {', '.join(missing)})")
     return state
 
 
@@ -154,6 +173,11 @@ def networks_from_checkpoint(state: dict, names: tuple[str, ...], device: torch.
             m = Discriminator(net_cfg)
         else:
             m = build_classifier(net_cfg, None)
-        m.load_state_dict(state["models"][name])
+        try:
+            m.load_state_dict(state["models"][name])
+        except (RuntimeError, TypeError, AttributeError) as exc:  # torch lists every mismatched tensor
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise XPGANError(f"{NOT_A_CHECKPOINT}: its {name} weights do not fit the network it describes "
+                             f"({first.rstrip(':')})") from None
         out[name] = m.to(device).eval().requires_grad_(False)
     return out

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, get_args
 
+from xpgan import bounds as B
 from xpgan.errors import XPGANError
 
 # The choices of the options (the CLI takes these types, so Typer validates them); the tuples are the same lists.
@@ -25,6 +26,19 @@ AMP_DTYPES: tuple[str, ...] = get_args(AmpDtype)
 DRR_AUG_MODES: tuple[str, ...] = get_args(DrrAug)
 G_ARCH_NAMES: tuple[str, ...] = get_args(GArch)
 CLASS_BALANCE: tuple[str, ...] = get_args(ClassBalance)
+
+# The bound of each numeric field (xpgan/bounds.py); the `train` options check the same ones at parse time.
+FIELD_BOUNDS: dict[str, B.Bound] = {
+    "epochs": B.EPOCHS, "max_steps": B.STEPS, "stop_at": B.STEPS, "batch_size": B.BATCH, "cxr_batch_size": B.BATCH,
+    "lr": B.LR, "c_lr": B.LR, "lambda_l1": B.LOSS_WEIGHT, "r1_gamma": B.LOSS_WEIGHT, "r1_interval": B.EVERY,
+    "seed": B.SEED, "num_workers": B.LOADER_WORKERS, "val_fraction": B.FRACTION, "checkpoint_every": B.EVERY,
+    "keep_checkpoints": B.KEEP, "log_every": B.EVERY, "sample_every": B.EVERY_OR_NEVER,
+}
+
+
+def option_name(field: str) -> str:
+    """The `train` option of a TrainConfig field: batch_size -> --batch-size."""
+    return "--" + field.replace("_", "-")
 
 
 @dataclass
@@ -118,23 +132,11 @@ class TrainConfig:
             raise XPGANError("--cxr is required (the CXR store)")
         if self.mode in ("xpgan", "drr") and self.ct is None:
             raise XPGANError(f"--ct is required for --mode {self.mode}")
-        if self.stop_at is not None and self.stop_at < 1:
-            raise XPGANError(f"--stop-at must be >= 1, got {self.stop_at}")
         if self.max_steps is None and self.epochs is None:
             raise XPGANError("give --epochs or --max-steps")
-        for name in ("batch_size", "cxr_batch", "r1_interval", "checkpoint_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise XPGANError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise XPGANError(f"--max-steps must be >= 1, got {self.max_steps}")
-        if self.epochs is not None and self.epochs < 1:
-            raise XPGANError(f"--epochs must be >= 1, got {self.epochs}")
-        if not (self.lr > 0):
-            raise XPGANError(f"--lr must be > 0, got {self.lr}")
-        if not (0.0 <= self.val_fraction < 1.0):
-            raise XPGANError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.num_workers < 0:
-            raise XPGANError(f"--num-workers must be >= 0, got {self.num_workers}")
+        for name, bound in FIELD_BOUNDS.items():
+            if getattr(self, name) is not None:
+                bound.check(option_name(name), getattr(self, name))
         return self
 
 

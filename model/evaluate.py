@@ -1,7 +1,9 @@
 """Evaluate a checkpoint's classifier on a CXR store: metrics.json plus PR and ROC curve PNGs.
 
-The decision threshold is reported twice: at 0.5, and at the best-F1 threshold chosen on the validation
-part of the train split (the same deterministic carve the trainer held out), never on the test split.
+The headline precision, recall and F1 (top level of metrics.json) are at the documented threshold rule:
+the best-F1 threshold chosen on the validation part of the train split (the same deterministic carve the
+trainer held out), never on the test split. The same figures at a fixed 0.5 are kept under "at_0.5",
+and every printed line says which threshold a figure belongs to.
 """
 from __future__ import annotations
 
@@ -59,7 +61,8 @@ def _plot_curves(y: np.ndarray, s: np.ndarray, out_dir: Path, title: str) -> lis
 
     prec, rec, _ = M.pr_curve(y, s)
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
-    ax.step(np.concatenate([[0.0], rec]), np.concatenate([[1.0], prec]), where="post", lw=2)
+    ax.step(np.concatenate([[0.0], rec]), np.concatenate([[1.0], prec]), where="post", lw=2,
+            label=f"AUPRC {M.average_precision(y, s):.3f}")
     base = float(np.mean(y)) if len(y) else 0.0
     ax.axhline(base, ls="--", c="grey", lw=1, label=f"prevalence {base:.2f}")
     ax.set(xlabel="recall", ylabel="precision", title=f"PR — {title}", xlim=(0, 1), ylim=(0, 1.02))
@@ -74,8 +77,9 @@ def _plot_curves(y: np.ndarray, s: np.ndarray, out_dir: Path, title: str) -> lis
 def evaluate(checkpoint: str | Path, cxr_store: str | Path, *, split: EvalSplit = "test",
              out_dir: Optional[str | Path] = None, device: str = "auto", batch_size: int = 64,
              num_workers: int = 0, allow_incomplete: bool = False) -> dict:
-    """Metrics of the checkpoint's classifier on `split` of the CXR store; writes metrics.json, roc.png
-    and pr.png into out_dir (default: beside the checkpoint, `eval-<split>/`). Returns the metrics. The
+    """Metrics of the checkpoint's classifier (a checkpoint file, or a run folder: its newest checkpoint) on
+    `split` of the CXR store; writes metrics.json, roc.png and pr.png into out_dir (default: beside the
+    checkpoint's run, `eval-<split>/`). Returns the metrics (see the module docstring). The
     store is refused while prep writes it or when its last prep run did not finish, unless
     `allow_incomplete`."""
     from xpgan.model.checkpoint import networks_from_checkpoint
@@ -84,6 +88,7 @@ def evaluate(checkpoint: str | Path, cxr_store: str | Path, *, split: EvalSplit 
     if split not in SPLITS:
         raise XPGANError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     dev = resolve_device(device)
+    checkpoint = ckpt_io.resolve_checkpoint(checkpoint)
     state = ckpt_io.load(checkpoint, map_location="cpu")
     net_res = int(state["net"]["img_res"])
     info = cxr_store_info(cxr_store, allow_incomplete=allow_incomplete)
@@ -114,14 +119,17 @@ def evaluate(checkpoint: str | Path, cxr_store: str | Path, *, split: EvalSplit 
         "counts": {"items": int(len(y)), "positive": int(y.sum()), "negative": int(len(y) - y.sum()),
                    "val_items": int(len(y_val)), "val_positive": int(y_val.sum())},
         "auroc": M.auroc(y, s),
-        # headline figures at threshold 0.5 (the same numbers as in "at_0.5")
-        **{k: v for k, v in M.prf(M.confusion(y, s, 0.5)).items()},
+        "auprc": M.average_precision(y, s),
+        # headline figures at the validation threshold (the same numbers as in "at_best_val_f1")
+        "threshold": best_t,
+        "threshold_source": threshold_source,
+        **M.prf(M.confusion(y, s, best_t)),
         "at_0.5": M.summary(y, s, 0.5),
         "at_best_val_f1": {**M.summary(y, s, best_t), "threshold_source": threshold_source},
         "val": {"auroc": M.auroc(y_val, s_val) if len(y_val) else float("nan"),
                 "at_best_val_f1": M.summary(y_val, s_val, best_t) if len(y_val) else None},
     }
-    out = Path(out_dir) if out_dir is not None else Path(checkpoint).resolve().parent.parent / f"eval-{split}"
+    out = Path(out_dir) if out_dir is not None else checkpoint.resolve().parent.parent / f"eval-{split}"
     out.mkdir(parents=True, exist_ok=True)
     result["plots"] = _plot_curves(y, s, out, f"{split} split") if len(np.unique(y)) == 2 else []
     (out / "metrics.json").write_text(json.dumps(_jsonable(result), indent=2) + "\n")
@@ -137,3 +145,4 @@ def _jsonable(x):
     if isinstance(x, float) and not np.isfinite(x):
         return None
     return x
+

@@ -5,15 +5,17 @@ import re
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from xpgan import bounds as B
 from xpgan.errors import XPGANError
 from xpgan.model import checkpoint as ckpt_io
 from xpgan.model.data import CTDataset, ct_store_info, open_store, read_strings
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+OWN_OUTPUT = re.compile(r"^(\d{6}(_[A-Za-z0-9._-]*)?|grid)\.png$")  # the names generate writes
+GRID_TITLES = ("stored DRR", "G_ema(CT)")
 
 
 def _safe_name(study_id: str, index: int) -> str:
@@ -21,8 +23,14 @@ def _safe_name(study_id: str, index: int) -> str:
     return f"{index:06d}_{stem}.png" if stem else f"{index:06d}.png"
 
 
-def _to_uint8(img: np.ndarray) -> np.ndarray:
-    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+def clear_own_outputs(out: Path) -> int:
+    """Delete the PNGs an earlier generate wrote into `out` (its names only); return how many."""
+    if not out.is_dir():
+        return 0
+    own = [p for p in out.iterdir() if p.is_file() and OWN_OUTPUT.match(p.name)]
+    for p in own:
+        p.unlink()
+    return len(own)
 
 
 @torch.no_grad()
@@ -30,18 +38,21 @@ def generate(checkpoint: str | Path, ct_store: str | Path, out_dir: str | Path, 
              device: str = "auto", batch_size: int = 8, grid_items: int = 16, noise_mode: str = "const",
              allow_incomplete: bool = False) -> dict:
     """Write `out_dir/<index>_<study_id>.png` (G_ema(ct), [0, 1] -> 0..255 greyscale) for the finished CT
-    items (the first `limit` of them), and `out_dir/grid.png`: rows of [stored DRR | G(ct)]. Returns
+    items (the first `limit` of them), and `out_dir/grid.png`: rows of [stored DRR | G(ct)] under column
+    titles, each row labelled with its study id. The PNGs of an earlier generate in out_dir are deleted
+    first, so the folder holds this run's images only (other files are left alone). Returns
     {"images": [...paths], "grid": path}. Study ids carry no PHI (docs/design.md). The store is refused
     while prep writes it or when its last prep run did not finish, unless `allow_incomplete`."""
     from PIL import Image
 
     from xpgan.model.checkpoint import networks_from_checkpoint
     from xpgan.model.distributed import resolve_device
+    from xpgan.pipeline.picture import labelled_grid, to_uint8
 
-    if limit is not None and limit < 1:
-        raise XPGANError(f"--limit must be >= 1, got {limit}")
+    if limit is not None:
+        B.COUNT.check("--limit", limit)
     dev = resolve_device(device)
-    state = ckpt_io.load(checkpoint, map_location="cpu")
+    state = ckpt_io.load(ckpt_io.resolve_checkpoint(checkpoint), map_location="cpu")
     G = networks_from_checkpoint(state, ("G_ema",), dev)["G_ema"]
     net = state["net"]
     info = ct_store_info(ct_store, allow_incomplete=allow_incomplete)
@@ -53,18 +64,18 @@ def generate(checkpoint: str | Path, ct_store: str | Path, out_dir: str | Path, 
         raise XPGANError(f"{ct_store}: no finished items")
     study_ids = read_strings(open_store(ct_store, "ct")["study_id"], ct_store)
     out = Path(out_dir)
+    clear_own_outputs(out)
     out.mkdir(parents=True, exist_ok=True)
-    images, drrs, fakes = [], [], []
+    images, rows, labels = [], [], []
     for batch in DataLoader(ds, batch_size=batch_size, shuffle=False):
         fake = G(batch["ct"].to(dev).float(), noise_mode=noise_mode).float().cpu().numpy()   # [N, 1, R, R]
         for j, idx in enumerate(batch["index"].tolist()):
             path = out / _safe_name(study_ids[idx], idx)
-            Image.fromarray(_to_uint8(fake[j, 0])).save(path)
+            Image.fromarray(to_uint8(fake[j, 0])).save(path)
             images.append(str(path))
-            if len(fakes) < grid_items:
-                fakes.append(fake[j, 0])
-                drrs.append(batch["drr"][j, 0].numpy())
-    grid = np.concatenate([np.concatenate([d, f], axis=1) for d, f in zip(drrs, fakes)], axis=0)
+            if len(rows) < grid_items:
+                rows.append([batch["drr"][j, 0].numpy(), fake[j, 0]])
+                labels.append(study_ids[idx])
     grid_path = out / "grid.png"
-    Image.fromarray(_to_uint8(grid)).save(grid_path)
+    Image.fromarray(labelled_grid(rows, col_titles=GRID_TITLES, row_labels=labels)).save(grid_path)
     return {"images": images, "grid": str(grid_path)}

@@ -111,3 +111,16 @@ def summary(y_true, scores, threshold: float) -> dict:
     return {"threshold": float(threshold), **prf(counts),
             "confusion": {"tn": counts["tn"], "fp": counts["fp"], "fn": counts["fn"], "tp": counts["tp"]},
             "confusion_matrix": [[counts["tn"], counts["fp"]], [counts["fn"], counts["tp"]]]}
+
+
+def metrics_line(r: dict) -> str:
+    """One line of a metrics.json: AUROC, AUPRC, then P/R/F1 at the validation threshold and at 0.5, each
+    labelled with its threshold."""
+    def prf(m: dict) -> str:
+        return f"P {m['precision']:.3f} R {m['recall']:.3f} F1 {m['f1']:.3f}"
+
+    def num(v) -> str:
+        return f"{v:.3f}" if isinstance(v, (int, float)) and v == v else "undefined"
+
+    return (f"AUROC {num(r.get('auroc'))}, AUPRC {num(r.get('auprc'))}; at the validation threshold "
+            f"{r['threshold']:.3f}: {prf(r)}; at 0.5: {prf(r['at_0.5'])}")

@@ -18,7 +18,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -87,12 +87,14 @@ def _ema_update(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None
             b_ema.copy_(b)
 
 
-def _image_grid(columns: list[torch.Tensor], max_rows: int = 8) -> np.ndarray:
-    """Columns of [N, 1, R, R] images in [0, 1] -> uint8 [rows*R, cols*R] with one row per item."""
-    cols = [c[:max_rows].detach().float().cpu().clamp(0, 1)[:, 0] for c in columns]   # [n, R, R]
+def _image_grid(columns: dict[str, torch.Tensor], row_labels: list[str], max_rows: int = 8) -> np.ndarray:
+    """Titled columns of [N, 1, R, R] images in [0, 1] -> a uint8 sheet with one labelled row per item."""
+    from xpgan.pipeline.picture import labelled_grid
+
+    cols = [c[:max_rows].detach().float().cpu()[:, 0].numpy() for c in columns.values()]   # [n, R, R]
     n = min(c.shape[0] for c in cols)
-    rows = [torch.cat([c[i] for c in cols], dim=1) for i in range(n)]
-    return (torch.cat(rows, dim=0).numpy() * 255.0 + 0.5).astype(np.uint8)
+    return labelled_grid([[c[i] for c in cols] for i in range(n)], col_titles=list(columns),
+                         row_labels=row_labels[:n])
 
 
 def _save_png(arr: np.ndarray, path: Path) -> None:
@@ -141,7 +143,7 @@ def train_from_options(*, dry_run: bool = False, log=print, **options) -> Option
     check_writable(Path(cfg.out), "run folder (--out)")
     if cfg.resume is None:
         cfg.validate()
-    result = train(cfg)
+    result = train(cfg, log=log)
     if dist.is_main():
         log(f"trained to step {result.step}/{result.total_steps} in {result.seconds:.1f} s "
             f"({result.steps_per_s:.3g} steps/s, {result.samples_per_s:.3g} samples/s); "
@@ -150,22 +152,25 @@ def train_from_options(*, dry_run: bool = False, log=print, **options) -> Option
 
 
 # --------------------------------------------------------------------------------------------- train
-def train(cfg: TrainConfig) -> TrainResult:
-    """Train (or resume) a run; returns where it ended. Raises XPGANError on bad options or NaN loss."""
+def train(cfg: TrainConfig, log: Optional[Callable[[str], None]] = None) -> TrainResult:
+    """Train (or resume) a run; returns where it ended. Raises XPGANError on bad options or NaN loss. With
+    `log`, the main process reports what the run will cost at the start and an ETA after its first steps."""
     device = dist.resolve_device(cfg.device)
     dist.init(device)
     try:
-        return _Trainer(cfg, device).run()
+        return _Trainer(cfg, device, log).run()
     finally:
         dist.shutdown()
 
 
 class _Trainer:
-    def __init__(self, cfg: TrainConfig, device: torch.device):
+    def __init__(self, cfg: TrainConfig, device: torch.device, log: Optional[Callable[[str], None]] = None):
         self.device = device
         self.rank, self.world = dist.rank(), dist.world_size()
         self.main = self.rank == 0
+        self.say = log if (log is not None and self.main) else (lambda line: None)
         self.resume_state = None
+        self._study_ids = None  # CT study ids, read for the first sample sheet
         if cfg.resume:
             path = ckpt_io.resolve_resume(cfg.resume, cfg.out)
             self.resume_state = ckpt_io.load(path, map_location="cpu")
@@ -341,10 +346,13 @@ class _Trainer:
         batch = _to_device(next(self.cxr_stream), self.device)
         if self.ct_stream is not None:
             ct = next(self.ct_stream)
+            index = ct.get("index")  # store positions, for the sample sheets' study ids
             if "hu" in ct:  # posed DRRs rendered here, on the GPU (model/augment.py)
                 from xpgan.model.augment import finish_on_device
                 ct = finish_on_device(ct, self.ct_stream.dataset, self.device)
             batch.update(_to_device(ct, self.device))
+            if torch.is_tensor(index):
+                batch["ct_index"] = index
         return batch
 
     def _train_step(self, batch: dict) -> dict[str, float]:
@@ -388,7 +396,7 @@ class _Trainer:
 
     # ---------------------------------------------------------------------------------- logging
     def _sample_grid(self, batch: dict) -> np.ndarray:
-        cols = []
+        cols = {}
         with torch.no_grad():
             if "ct" in batch:
                 ct = batch["ct"]                                          # [N, 1, D, H, W]
@@ -396,13 +404,25 @@ class _Trainer:
                 r = self.net_cfg.img_res
                 mid = torch.nn.functional.interpolate(mid.float(), size=(r, r), mode="bilinear",
                                                       align_corners=False)
-                cols.append((mid + 1.0) / 2.0)
+                cols["CT mid-slice"] = (mid + 1.0) / 2.0
             if "drr" in batch:
-                cols.append(batch["drr"])
+                cols["DRR" if self.cfg.drr_aug == "none" else "posed DRR"] = batch["drr"]
             if self.G_ema is not None and "ct" in batch:
-                cols.append(self.G_ema(batch["ct"][:8], noise_mode="const"))
-            cols.append(batch["cxr"])
-        return _image_grid(cols)
+                cols["G_ema(CT)"] = self.G_ema(batch["ct"][:8], noise_mode="const")
+            cols["real CXR"] = batch["cxr"]
+        return _image_grid(cols, self._sample_labels(batch))
+
+    def _sample_labels(self, batch: dict) -> list[str]:
+        """Each sample row: the CT study id (when the row has a CT item) and the label of the (unrelated) real CXR."""
+        cxr = ["CXR COVID+" if int(v) else "CXR COVID-" for v in batch["cxr_label"].tolist()]
+        if "ct_index" not in batch:
+            return cxr
+        if self._study_ids is None:
+            from xpgan.model.data import open_store, read_strings
+
+            self._study_ids = read_strings(open_store(self.cfg.ct, "ct")["study_id"], self.cfg.ct)
+        studies = [str(self._study_ids[i]) for i in batch["ct_index"].tolist()]
+        return [f"CT {s}, {c}" for s, c in zip(studies, cxr)]  # the CXR of a row is not of that study
 
     def _log(self, stats: dict[str, float], sec_per_step: float) -> None:
         stats = dist.all_reduce_mean(stats, self.device)
@@ -444,9 +464,13 @@ class _Trainer:
                 self.writer = None
         end = self.total if cfg.stop_at is None else min(self.total, int(cfg.stop_at))
         start_step = self.step
+        for line in cost_lines(cfg, start_step, end, self.total, self.device.type, self.world,
+                               with_ct=self.ct_stream is not None):
+            self.say(line)
         bar = tqdm(total=self.total, initial=self.step, disable=not (self.main and cfg.progress),
                    desc=f"train {cfg.mode}", unit="step", dynamic_ncols=True)
         t0 = time.perf_counter()
+        t_first = t0
         t_log, stats = t0, {}
         batch = None
         try:
@@ -462,13 +486,17 @@ class _Trainer:
                 self._after_step()
                 self.step += 1
                 bar.update(1)
+                if self.step == start_step + 1:
+                    t_first = time.perf_counter()  # the first step includes warm-up; the ETA leaves it out
+                elif self.step == start_step + 1 + ETA_AFTER_STEPS and self.step < end:
+                    self.say(eta_line((time.perf_counter() - t_first) / ETA_AFTER_STEPS, self.step, end))
                 if self.step % cfg.log_every == 0 or self.step == end:
                     now = time.perf_counter()
                     n = cfg.log_every if self.step % cfg.log_every == 0 else max(1, self.step - start_step)
                     self._log(stats, (now - t_log) / n)
                     t_log = now
                     if self.main and cfg.progress:
-                        bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in list(stats.items())[:4]})
+                        bar.set_postfix(postfix(stats))
                 if cfg.sample_every and self.step % cfg.sample_every == 0:
                     self._write_sample(batch)
                 if self.step % cfg.checkpoint_every == 0 and self.step < end:
@@ -499,6 +527,48 @@ class _Trainer:
         if self.G_ema is not None:
             out["G_ema"] = ckpt_io.weights_digest(self.G_ema.state_dict())
         return out
+
+
+ETA_AFTER_STEPS = 2   # timed steps after the first before the ETA is printed
+CPU_PAPER_S_PER_STEP = (170, 220)  # measured: mode xpgan, paper preset, 2 CPU cores
+
+
+def cost_lines(cfg: TrainConfig, start: int, end: int, total: int, device: str, world: int, *,
+               with_ct: bool) -> list[str]:
+    """What a run will cost, said before its first step: steps, items per step, and a warning when the paper
+    preset (GPU-sized networks) runs on a CPU."""
+    items = f"{cfg.cxr_batch} CXR" + (f" + {cfg.batch_size} CT" if with_ct else "") + " items per step"
+    where = f"{world} processes on {device}" if world > 1 else device
+    lines = [f"train {cfg.mode}: steps {start} -> {end} of {total} ({end - start} to run), {items}, "
+             f"preset {cfg.preset}, on {where}"]
+    if cfg.preset == "paper" and device == "cpu":
+        lo, hi = CPU_PAPER_S_PER_STEP
+        lines.append(f"warning: the paper preset is sized for a GPU; on a CPU a step takes minutes (mode xpgan: "
+                     f"{lo}-{hi} s/step on 2 cores), so {end - start} steps take about "
+                     f"{_duration((end - start) * lo)} or more; --preset tiny is the CPU size")
+    return lines
+
+
+def eta_line(sec_per_step: float, step: int, end: int) -> str:
+    left = (end - step) * sec_per_step
+    return (f"step {step}: {sec_per_step:.3g} s/step, about {_duration(left)} for the {end - step} steps left "
+            f"(ETA {time.strftime('%Y-%m-%d %H:%M', time.localtime(time.time() + left))})")
+
+
+def _duration(seconds: float) -> str:
+    m = int(round(seconds / 60))
+    if m < 1:
+        return f"{seconds:.0f} s"
+    if m < 120:
+        return f"{m} min"
+    return f"{m // 60} h {m % 60:02d} min" if m < 48 * 60 else f"{m / 1440:.1f} days"
+
+
+def postfix(stats: dict[str, float], n: int = 4) -> dict[str, str]:
+    """The progress bar's figures: losses by their term name, other figures with their group (acc/C_real
+    stays distinct from loss/C_real)."""
+    shown = [(k, v) for k, v in stats.items() if not k.startswith("__")][:n]
+    return {k.removeprefix("loss/"): f"{v:.3f}" for k, v in shown}
 
 
 def _drr_on_gpu(device: torch.device) -> bool:

@@ -23,12 +23,13 @@ check_store(store, *, full=False, deep=False) -> (text, damaged item count)
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from xpgan.errors import XPGANError
+from xpgan.errors import XPGANError, check_writable
 from xpgan.pipeline import schema
 
 LABEL_NAMES = {schema.LABEL_POSITIVE: "pos", schema.LABEL_NEGATIVE: "neg", schema.LABEL_UNKNOWN: "unk"}
@@ -109,6 +110,37 @@ def _even_pick(indices: np.ndarray, k: int) -> np.ndarray:
     return indices[np.linspace(0, indices.size - 1, k).round().astype(int)]
 
 
+def wrapped_name(text: str, width: int = 18) -> str:
+    """A name over as many title lines of at most `width` characters as it needs (never cut), broken after
+    '-', '_' or a space where it can."""
+    lines, line = [], ""
+    for piece in re.findall(r"[^-_ ]*[-_ ]?", str(text)):
+        if line and len(line) + len(piece) > width:
+            lines.append(line)
+            line = ""
+        while len(piece) > width:
+            lines.append(piece[:width])
+            piece = piece[width:]
+        line += piece
+    return "\n".join(x.rstrip(" ") for x in lines + [line] if x)
+
+
+def sheet_path(sheet: str | os.PathLike | None, store: Path, item: int | None, poses: bool) -> Path | None:
+    """Where the sheet goes: `--sheet FILE.png` as given; an existing folder gets the default name inside it
+    (STORE.png, STORE.itemN.png, STORE.itemN.poses.png); no --sheet with --item: that name beside the store.
+    Anything else is refused before any drawing."""
+    name = f"{store.name}{f'.item{item}' if item is not None else ''}{'.poses' if poses else ''}.png"
+    if sheet is None:
+        return store.with_name(name) if item is not None else None
+    sheet = Path(sheet)
+    if sheet.is_dir():
+        sheet = sheet / name
+    elif sheet.suffix.lower() != ".png":
+        raise XPGANError(f"{sheet}: --sheet must be a .png file or an existing folder")
+    check_writable(sheet, "sheet")
+    return sheet
+
+
 def _figure(ncols: int, nrows: int, tile_in: float = 1.8):
     import matplotlib
 
@@ -144,7 +176,7 @@ def _ct_grid(group, sheet: Path, max_tiles: int) -> int:
     for ax, i in zip(axes.flat, pick):
         ax.imshow(_read(group, "drr", int(i)), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
         s = f" CT-{sev[i]}" if sev[i] >= 0 else ""
-        ax.set_title(f"{ids[i][-18:]}\n{LABEL_NAMES.get(int(label[i]), label[i])}{s}", fontsize=7)
+        ax.set_title(f"{wrapped_name(ids[i])}\n{LABEL_NAMES.get(int(label[i]), label[i])}{s}", fontsize=7)
     fig.suptitle("DRRs (head at top, patient right on image left)", fontsize=9)
     _save(fig, sheet)
     return int(pick.size)
@@ -170,7 +202,7 @@ def _cxr_grid(group, sheet: Path, max_tiles: int) -> int:
         for c, i in enumerate(idx):
             ax = axes[r, c]
             ax.imshow(_read(group, "image", int(i)), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-            ax.set_title(f"{SPLIT_NAMES.get(sp, sp)} {LABEL_NAMES.get(lb, lb)}\n{source[i][-18:]}", fontsize=7)
+            ax.set_title(f"{SPLIT_NAMES.get(sp, sp)} {LABEL_NAMES.get(lb, lb)}\n{wrapped_name(source[i])}", fontsize=7)
     fig.suptitle("CXR store: one row per split x label", fontsize=9)
     _save(fig, sheet)
     return int(sum(r[2].size for r in rows))
@@ -253,10 +285,8 @@ def inspect_store(store: str | os.PathLike, *, sheet: str | os.PathLike | None =
             raise XPGANError(f"--item {item} is out of range: the store has items 0..{n - 1}")
         if not bool(_read(group, "done", item)):
             raise XPGANError(f"--item {item} is not done (failed or not yet processed)")
-        if sheet is None:
-            sheet = store.with_name(f"{store.name}.item{item}{'.poses' if poses else ''}.png")
+    sheet = sheet_path(sheet, store, item, poses)
     if sheet is not None:
-        sheet = Path(sheet)
         if item is not None and poses:
             _ct_poses(group, store, sheet, item)
             text += f"\nsheet: {sheet} (item {item}, posed views)"

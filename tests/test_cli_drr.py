@@ -82,8 +82,8 @@ def test_2d_image_is_one_line_error(tmp_path):
                           "flat.nii")
 
 
-@pytest.mark.parametrize("args, fragment", [(["--geometry", "fan"], "'cone', 'parallel'"),
-                                            (["--backend", "gpu"], "'auto', 'cpu', 'cuda'"),
+@pytest.mark.parametrize("args, fragment", [(["--geometry", "fan"], "--geometry must be one of cone, parallel"),
+                                            (["--backend", "gpu"], "--backend must be one of auto, cpu, cuda"),
                                             (["--sid", "5"], "source inside the volume")])
 def test_bad_options_are_one_line_errors(tmp_path, args, fragment):
     ct = write_nifti(tmp_path / "ct.nii.gz", marker_volume(), (2.0, 2.5, 1.5))
@@ -140,6 +140,8 @@ def test_pose_options_render_the_posed_geometry(tmp_path):
 def test_yaw_sweep_writes_a_strip_and_a_stack(tmp_path):
     from PIL import Image
 
+    from xpgan.pipeline.picture import labelled_grid
+
     ct = write_nifti(tmp_path / "ct.nii.gz", marker_volume(), (2.0, 2.5, 1.5))
     res = run("drr", "render", ct, tmp_path / "sweep.npy", "--size", 16, "--backend", "cpu", "--yaw-sweep", "-10,10,5")
     assert res.exit_code == 0, res.output
@@ -148,21 +150,27 @@ def test_yaw_sweep_writes_a_strip_and_a_stack(tmp_path):
     assert stack.shape == (5, 16, 16)
     assert run("drr", "render", ct, tmp_path / "strip.png", "--size", 16, "--backend", "cpu",
                "--yaw-sweep", "-10,10,5").exit_code == 0
-    assert np.asarray(Image.open(tmp_path / "strip.png")).shape == (16, 5 * 16 + 4 * 2)  # one row
+    angles = [[f"yaw {a}\N{DEGREE SIGN}" for a in (-10, -5, 0, 5, 10)]]   # one row, each view under its angle
+    want = labelled_grid([list(stack)], captions=angles)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "strip.png")), want)
     single = tmp_path / "yaw5.npy"
     assert run("drr", "render", ct, single, "--size", 16, "--backend", "cpu", "--yaw", 5).exit_code == 0
     np.testing.assert_array_equal(stack[3], np.load(single))
-    res = run("drr", "render", ct, tmp_path / "grid.png", "--size", 16, "--backend", "cpu", "--yaw-sweep", "-4,4,4",
-              "--pitch-sweep", "0,6,3")
+    sweep = ("--size", 16, "--backend", "cpu", "--yaw-sweep", "-4,4,4", "--pitch-sweep", "0,6,3")
+    assert run("drr", "render", ct, tmp_path / "grid.npy", *sweep).exit_code == 0
+    res = run("drr", "render", ct, tmp_path / "grid.png", *sweep)
     assert res.exit_code == 0, res.output
-    img = np.asarray(Image.open(tmp_path / "grid.png"))
-    assert img.shape == (3 * 16 + 2 * 2, 3 * 16 + 2 * 2)  # one row per yaw, one column per pitch, 2 px gaps
-    assert (img[16:18] == 255).all() and (img[:, 16:18] == 255).all()
+    views = np.load(tmp_path / "grid.npy")
+    rows = [list(views[3 * r:3 * r + 3]) for r in range(3)]  # one row per yaw, one column per pitch
+    captions = [[f"yaw {y}\N{DEGREE SIGN} pitch {p}\N{DEGREE SIGN}" for p in (0, 3, 6)] for y in (-4, 0, 4)]
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "grid.png")),
+                                  labelled_grid(rows, captions=captions))
 
 
 @pytest.mark.parametrize("args, fragment", [(("--yaw-sweep", "1,2"), "START,STOP,STEP"),
                                             (("--yaw-sweep", "0,10,-2"), "STEP"),
-                                            (("--offset", "1,2"), "--offset"), (("--yaw", "nan"), "yaw_deg")])
+                                            (("--offset", "1,2"), "--offset"),
+                                            (("--yaw", "nan"), "--yaw must be a number >= -180 and <= 180 degrees")])
 def test_bad_pose_options_are_one_line_errors(tmp_path, args, fragment):
     ct = write_nifti(tmp_path / "ct.nii.gz", marker_volume(), (2.0, 2.5, 1.5))
     assert_one_line_error(run("drr", "render", ct, tmp_path / "o.npy", "--backend", "cpu", *args), fragment)

@@ -22,13 +22,22 @@ def test_train_bad_option_is_one_line_error(tmp_path):
     res = runner.invoke(app, ["train", "--cxr", str(tmp_path / "cxr.zarr"), "--mode", "baseline",
                               "--max-steps", "0", "--dry-run"])
     assert res.exit_code == 2
-    assert "error: --max-steps must be >= 1" in res.output
+    assert "error: --max-steps must be an integer >= 1" in res.output
 
 
 def test_eval_missing_checkpoint_is_one_line_error(tmp_path):
     res = runner.invoke(app, ["eval", str(tmp_path / "nope.pt"), "--cxr", str(tmp_path / "cxr.zarr")])
     assert res.exit_code == 2
     assert "no such checkpoint" in res.output
+
+
+def test_eval_of_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path):
+    bad = tmp_path / "notes.pt"
+    bad.write_text("hello")
+    res = runner.invoke(app, ["eval", str(bad), "--cxr", str(tmp_path / "cxr.zarr")])
+    assert res.exit_code == 2
+    assert res.output.strip() == (f"error: {bad}: not a checkpoint of this program (not a PyTorch file of tensors, "
+                                  "numbers and strings)")
 
 
 def test_cli_module_imports_no_heavy_library():

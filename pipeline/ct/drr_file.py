@@ -23,6 +23,14 @@ def parse_floats(text: str, n: int, option: str) -> tuple:
     return values
 
 
+def for_viewing(image, output: str):
+    """An image map as it is; line integrals (no fixed range) scaled to their own maximum."""
+    if output == "image":
+        return image
+    peak = float(image.max())
+    return image / peak if peak > 0 else image
+
+
 def write_drr_file(out: Path, image, output: str) -> None:
     import numpy as np
 
@@ -31,12 +39,19 @@ def write_drr_file(out: Path, image, output: str) -> None:
         return
     from PIL import Image
 
-    if output == "image":
-        scaled = image
-    else:  # line integrals have no fixed range: scale to the image's own maximum for viewing
-        peak = float(image.max())
-        scaled = image / peak if peak > 0 else image
-    Image.fromarray(np.round(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)).save(out)
+    Image.fromarray(np.round(np.clip(for_viewing(image, output), 0.0, 1.0) * 255.0).astype(np.uint8)).save(out)
+
+
+def write_sweep_sheet(out: Path, images, captions: list[str], ncols: int, output: str) -> None:
+    """Views [V, S, S] as a PNG sheet, row-major, `ncols` per row, each under its pose caption."""
+    from PIL import Image
+
+    from xpgan.pipeline.picture import labelled_grid
+
+    views = for_viewing(images, output)
+    rows = [list(views[i:i + ncols]) for i in range(0, len(views), ncols)]
+    caps = [captions[i:i + ncols] for i in range(0, len(views), ncols)]
+    Image.fromarray(labelled_grid(rows, captions=caps)).save(out)
 
 
 def render_ct_file(*, ct_path: Path, out: Path, geometry: str, view: str, size: int, pixel_mm: Optional[float],
@@ -54,7 +69,7 @@ def render_ct_file(*, ct_path: Path, out: Path, geometry: str, view: str, size: 
     check_writable(out, "output")
     from xpgan.drr import pose_grid, render_drr_views
     from xpgan.drr.geometry import geometry_from_options
-    from xpgan.drr.poses import sweep_values, tile_views
+    from xpgan.drr.poses import sweep_values
     from xpgan.pipeline.ct.validate import read_checked_ct
 
     cone = geometry == "cone"  # parallel rays ignore the cone-only options' defaults
@@ -73,8 +88,12 @@ def render_ct_file(*, ct_path: Path, out: Path, geometry: str, view: str, size: 
     if not sweeps:
         write_drr_file(out, images[0], output)
         return f"wrote {out} ({what})"
-    per_row = math.prod(len(v) for v in list(sweeps.values())[1:]) if len(sweeps) > 1 else None  # row: 1st sweep
-    fill = 1.0 if output == "image" else float(images.max())  # white gaps between the tiles
-    write_drr_file(out, images if out.suffix.lower() == ".npy" else tile_views(images, per_row, fill=fill), output)
-    poses = "; ".join(" ".join(f"{k[:-4]} {getattr(g, k):g}" for k in sweeps) for g in geoms)
+    angles = [[(k[:-4], getattr(g, k)) for k in sweeps] for g in geoms]  # [("yaw", -10.0), ...] per view
+    if out.suffix.lower() == ".npy":
+        write_drr_file(out, images, output)
+    else:  # one sweep: one row; several: one row per value of the first
+        ncols = math.prod(len(v) for v in list(sweeps.values())[1:]) if len(sweeps) > 1 else len(geoms)
+        captions = [" ".join(f"{name} {deg:g}\N{DEGREE SIGN}" for name, deg in view) for view in angles]
+        write_sweep_sheet(out, images, captions, ncols, output)
+    poses = "; ".join(" ".join(f"{name} {deg:g}" for name, deg in view) for view in angles)
     return f"wrote {out} ({len(geoms)} views {what}; row-major: {poses})"

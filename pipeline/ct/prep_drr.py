@@ -111,14 +111,12 @@ def _relative_reason(reason: str, path: str, rel: str) -> str:
 
 
 def _check_options(shape, mu_water, memory_limit_gb, backend):
+    from xpgan import bounds as B
     from xpgan.drr import BACKENDS
     from xpgan.drr.physics import check_mu_water
 
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != 3 or min(shape) < 2:
-        raise XPGANError(f"--shape needs three sizes D H W of at least 2 voxels, got {shape}")
-    if not (memory_limit_gb and memory_limit_gb > 0):
-        raise XPGANError(f"--memory-limit-gb must be > 0, got {memory_limit_gb}")
+    shape = B.check_ct_shape("--shape", tuple(int(s) for s in shape))
+    B.MEMORY_GB.check("--memory-limit-gb", memory_limit_gb)
     if backend not in BACKENDS:
         raise XPGANError(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
     return shape, float(check_mu_water(mu_water))

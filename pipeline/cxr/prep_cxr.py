@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 
 import xpgan
+from xpgan import bounds as B
 from xpgan.errors import InputError, Interrupted, XPGANError
 from xpgan.pipeline.cxr.readers import DECODE_BUDGET_BYTES, INTENSITY_ATTRS, load_cxr_depth
 from xpgan.pipeline.cxr.sources import DEFAULT_POSITIVE, DEFAULT_VIEWS, discover, items_fingerprint
@@ -113,10 +114,8 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
     from xpgan.pipeline.privacy import patient_hash, store_salt
     from xpgan.pipeline.verify import repair_for_resume
 
-    if int(size) < 8:
-        raise XPGANError(f"--size must be at least 8 pixels, got {size}")
-    if not 0.0 <= float(test_fraction) < 1.0:
-        raise XPGANError(f"--test-fraction must be in [0, 1), got {test_fraction}")
+    B.CXR_SIZE.check("--size", size)
+    B.FRACTION.check("--test-fraction", test_fraction)
     if not views:
         raise XPGANError("--views must name at least one view")
     size = int(size)

@@ -47,8 +47,9 @@ def test_checkpoint_contents(tiny_xpgan_run):
 
 def test_save_atomic_replaces_and_leaves_no_temp(tmp_path):
     path = tmp_path / "c" / "x.pt"
-    ckpt_io.save_atomic({"models": {}, "config": {"a": 1}}, path)
-    ckpt_io.save_atomic({"models": {}, "config": {"a": 2}}, path)
+    net = {"ct_shape": [8, 32, 32], "img_res": 32, "hu_window": [-1000.0, 1000.0]}
+    ckpt_io.save_atomic({"models": {}, "config": {"a": 1}, "net": net, "step": 1}, path)
+    ckpt_io.save_atomic({"models": {}, "config": {"a": 2}, "net": net, "step": 2}, path)
     assert ckpt_io.load(path)["config"] == {"a": 2}
     assert [p.name for p in path.parent.iterdir()] == ["x.pt"]
 
@@ -73,5 +74,40 @@ def test_rng_state_round_trip():
 def test_not_a_checkpoint(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(InputError, match="not a readable"):
+    with pytest.raises(InputError, match=f"^{bad}: not a checkpoint of this program \\(not a PyTorch file"):
         ckpt_io.load(bad)
+
+
+@pytest.mark.parametrize("key", ["config", "net", "models", "step", "net.img_res"])
+def test_a_checkpoint_lacking_a_key_is_not_a_checkpoint_of_this_program(tiny_xpgan_run, tmp_path, key):
+    state = ckpt_io.load(tiny_xpgan_run[1].checkpoint)
+    if key.startswith("net."):
+        del state["net"][key[4:]]
+    else:
+        del state[key]
+    crafted = ckpt_io.save_atomic(state, tmp_path / "crafted.pt")
+    want = f"^{crafted}: not a checkpoint of this program \\(missing or wrong: {key}\\)$"
+    with pytest.raises(InputError, match=want):
+        ckpt_io.load(crafted)
+
+
+def test_weights_that_do_not_fit_the_network_are_one_line(tiny_xpgan_run, tmp_path):
+    from xpgan.errors import XPGANError
+
+    state = ckpt_io.load(tiny_xpgan_run[1].checkpoint)
+    state["models"]["C"] = {"w": torch.zeros(2)}
+    with pytest.raises(XPGANError, match="its C weights do not fit") as err:
+        ckpt_io.networks_from_checkpoint(state, ("C",), torch.device("cpu"))
+    assert "\n" not in str(err.value)
+
+
+def test_a_run_folder_resolves_to_its_newest_checkpoint(tmp_path):
+    for step in (2, 10):
+        ckpt_io.save_atomic({"step": step}, ckpt_io.checkpoint_path(tmp_path / "run", step))
+    newest = ckpt_io.checkpoint_path(tmp_path / "run", 10)
+    assert ckpt_io.resolve_checkpoint(tmp_path / "run") == newest
+    assert ckpt_io.resolve_checkpoint(tmp_path / "run" / "checkpoints") == newest
+    assert ckpt_io.resolve_checkpoint(newest) == newest
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="a folder without checkpoints"):
+        ckpt_io.resolve_checkpoint(tmp_path / "empty")

@@ -49,3 +49,51 @@ def test_summary_confusion_matrix_layout():
 def test_bad_labels_rejected():
     with pytest.raises(ValueError, match="0 or 1"):
         M.confusion([2, 0], [0.1, 0.2], 0.5)
+
+
+def test_headline_metrics_follow_the_validation_threshold(tiny_xpgan_run, toy_stores, tmp_path):
+    import json
+
+    from xpgan.model.evaluate import evaluate
+
+    _, result = tiny_xpgan_run
+    _, cxr = toy_stores
+    m = evaluate(result.checkpoint, cxr, out_dir=tmp_path / "e", device="cpu")
+    best = m["at_best_val_f1"]
+    assert m["threshold"] == best["threshold"]
+    assert (m["precision"], m["recall"], m["f1"]) == (best["precision"], best["recall"], best["f1"])
+    assert m["at_0.5"]["threshold"] == 0.5 and m["auprc"] == M.average_precision(*_labels_scores(m, tmp_path))
+    saved = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert saved["f1"] == m["f1"] and saved["threshold_source"].startswith("validation")
+
+
+def _labels_scores(m, tmp_path):
+    """The test split's labels and scores, recomputed the way evaluate does."""
+    import torch
+
+    from xpgan.model import checkpoint as ckpt_io
+    from xpgan.model.data import CXRDataset
+    from xpgan.model.evaluate import predict
+
+    state = ckpt_io.load(m["checkpoint"])
+    C = ckpt_io.networks_from_checkpoint(state, ("C",), torch.device("cpu"))["C"]
+    return predict(C, CXRDataset(m["store"], part="test"), device=torch.device("cpu"))
+
+
+def test_eval_of_a_run_folder_takes_its_newest_checkpoint_and_labels_each_threshold(tiny_xpgan_run, toy_stores,
+                                                                                     tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from xpgan.cli import app
+
+    _, result = tiny_xpgan_run
+    _, cxr = toy_stores
+    res = CliRunner().invoke(app, ["eval", str(result.run_dir), "--cxr", str(cxr), "--device", "cpu",
+                                   "--out", str(tmp_path / "e")])
+    assert res.exit_code == 0, res.output
+    line = res.output.splitlines()[0]
+    assert line.startswith("test: ") and "AUROC" in line and "AUPRC" in line
+    assert "at the validation threshold" in line and "; at 0.5: P " in line
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["checkpoint"] == str(result.checkpoint)

@@ -26,7 +26,39 @@ def test_generate_writes_g_ema_pngs_and_grid(tiny_xpgan_run, toy_stores, tmp_pat
         want = G(torch.from_numpy(CTDataset(ct)[0]["ct"][None]), noise_mode="const")[0, 0].numpy()
     np.testing.assert_allclose(first / 255.0, want, atol=1 / 255 + 1e-6)
     grid = np.asarray(Image.open(out["grid"]))
-    assert grid.shape == (5 * 32, 2 * 32)
+    assert grid.shape[0] > 5 * 32 and grid.shape[1] > 2 * 32   # five rows of [DRR | G], titled and labelled
+
+
+def test_grid_rows_are_labelled_with_their_study_ids(tiny_xpgan_run, toy_stores, tmp_path):
+    from xpgan.model.generate import GRID_TITLES
+    from xpgan.pipeline.picture import labelled_grid
+
+    cfg, result = tiny_xpgan_run
+    ct, _ = toy_stores
+    out = generate(result.checkpoint, ct, tmp_path / "gen", limit=2, device="cpu")
+    tiles = [[CTDataset(ct)[i]["drr"][0], np.asarray(Image.open(out["images"][i])) / 255.0] for i in range(2)]
+    want = labelled_grid(tiles, col_titles=GRID_TITLES, row_labels=["study_0000", "study_0001"])
+    np.testing.assert_array_equal(np.asarray(Image.open(out["grid"])), want)
+
+
+def test_a_second_run_replaces_the_first_runs_images(tiny_xpgan_run, toy_stores, tmp_path):
+    cfg, result = tiny_xpgan_run
+    ct, _ = toy_stores
+    (tmp_path / "gen").mkdir()
+    (tmp_path / "gen" / "notes.txt").write_text("mine")
+    generate(result.checkpoint, ct, tmp_path / "gen", limit=4, device="cpu")
+    out = generate(result.checkpoint, ct, tmp_path / "gen", limit=2, device="cpu")
+    assert sorted(p.name for p in (tmp_path / "gen").iterdir()) == sorted(
+        ["notes.txt", "grid.png"] + [p.split("/")[-1] for p in out["images"]])
+    assert len(out["images"]) == 2
+
+
+def test_generate_takes_a_run_folder_as_its_newest_checkpoint(tiny_xpgan_run, toy_stores, tmp_path):
+    cfg, result = tiny_xpgan_run
+    ct, _ = toy_stores
+    a = generate(result.run_dir, ct, tmp_path / "a", limit=1, device="cpu")
+    b = generate(result.checkpoint, ct, tmp_path / "b", limit=1, device="cpu")
+    assert Image.open(a["images"][0]).tobytes() == Image.open(b["images"][0]).tobytes()
 
 
 def test_generate_needs_a_generator(tmp_path, toy_stores):

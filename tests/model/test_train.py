@@ -26,7 +26,8 @@ def test_train_then_eval_learns_separable_toy(e2e_cxr, tmp_path, one_thread):
     result = train(cfg)
     m = evaluate(result.checkpoint, e2e_cxr, split="test", out_dir=tmp_path / "eval", device="cpu")
     assert m["counts"]["items"] == 39 and m["counts"]["val_items"] > 0
-    assert m["auroc"] > 0.95 and m["f1"] == m["at_0.5"]["f1"]
+    assert m["auroc"] > 0.95 and m["f1"] == m["at_best_val_f1"]["f1"]
+    assert m["threshold"] == m["at_best_val_f1"]["threshold"]
     assert m["at_0.5"]["f1"] > 0.9
     assert m["at_best_val_f1"]["f1"] > 0.9
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -47,7 +48,19 @@ def test_run_dir_holds_config_logs_samples(tiny_xpgan_run):
     from PIL import Image
 
     grid = np.asarray(Image.open(run / "samples" / "step-00000004.png"))
-    assert grid.shape == (2 * 32, 4 * 32)        # rows: batch items; columns: CT slice | DRR | G(ct) | CXR
+    # rows: batch items labelled with their study id; columns titled CT slice | DRR | G(ct) | CXR
+    assert grid.shape[0] > 2 * 32 and grid.shape[1] > 4 * 32
+
+
+def test_sample_sheet_titles_its_columns_and_labels_its_rows():
+    from xpgan.model.train import _image_grid
+    from xpgan.pipeline.picture import labelled_grid
+
+    cols = {"DRR": torch.full((3, 1, 8, 8), 0.25), "real CXR": torch.full((3, 1, 8, 8), 0.75)}
+    sheet = _image_grid(cols, ["study_0001 / CXR COVID+", "b", "c"], max_rows=2)
+    want = labelled_grid([[np.full((8, 8), 0.25), np.full((8, 8), 0.75)]] * 2, col_titles=["DRR", "real CXR"],
+                         row_labels=["study_0001 / CXR COVID+", "b"])
+    np.testing.assert_array_equal(sheet, want)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, store_writers, one_thread):
@@ -128,3 +141,33 @@ def test_epochs_count_passes_over_cxr_train_part(toy_stores, tmp_path, one_threa
     result = train(cfg)
     assert result.total_steps == result.step == n_train // 20
     assert ckpt_io.load(result.checkpoint)["streams"]["cxr"] == {"epoch": 1, "batch": 0}
+
+
+def test_progress_postfix_keeps_a_loss_and_an_accuracy_of_the_same_term_apart():
+    from xpgan.model.train import postfix
+
+    shown = postfix({"loss/C_real": 0.7, "acc/C_real": 0.625, "loss/G_adv": 1.0})
+    assert shown == {"C_real": "0.700", "acc/C_real": "0.625", "G_adv": "1.000"}
+
+
+def test_cost_lines_say_steps_and_items_and_warn_for_the_paper_preset_on_a_cpu():
+    from xpgan.model.train import cost_lines
+
+    cfg = TrainConfig(cxr="c.zarr", ct="t.zarr", mode="xpgan", max_steps=100, batch_size=8, preset="paper")
+    lines = cost_lines(cfg, 0, 100, 100, "cpu", 1, with_ct=True)
+    assert lines[0] == ("train xpgan: steps 0 -> 100 of 100 (100 to run), 8 CXR + 8 CT items per step, preset "
+                        "paper, on cpu")
+    assert lines[1].startswith("warning: the paper preset is sized for a GPU") and "4 h 43 min or more" in lines[1]
+    assert len(cost_lines(cfg, 0, 100, 100, "cuda", 1, with_ct=True)) == 1
+    cfg.preset = "tiny"
+    assert len(cost_lines(cfg, 0, 100, 100, "cpu", 1, with_ct=True)) == 1
+
+
+def test_train_reports_its_cost_then_an_eta(tmp_path, store_writers, one_thread):
+    cxr = store_writers[1](tmp_path / "cxr.zarr", n=40)
+    cfg = TrainConfig(cxr=str(cxr), mode="baseline", out=str(tmp_path / "run"), max_steps=5, batch_size=4,
+                      preset="tiny", device="cpu", num_workers=0, sample_every=0, progress=False, seed=0)
+    lines = []
+    train(cfg, log=lines.append)
+    assert lines[0].startswith("train baseline: steps 0 -> 5 of 5 (5 to run), 4 CXR items per step, preset tiny")
+    assert len(lines) == 2 and lines[1].startswith("step 3: ") and "for the 2 steps left (ETA " in lines[1]

@@ -80,8 +80,8 @@ def test_absurd_size_is_refused_with_the_size(tmp_path, args, limit):
     src = tmp_path / "ct.nii.gz"
     write_nifti(src, np.zeros((4, 6, 6), np.float32), (1.0, 1.0, 1.0))
     argv = [a.format(src=src, tmp=tmp_path) for a in args] + ["--size", "100000"]
-    text = _one_line_error(runner.invoke(app, argv), "--size 100000: a 100000x100000 image needs about 149.0 GiB",
-                           f"the largest allowed size is {limit}")
+    text = _one_line_error(runner.invoke(app, argv), "--size must be an integer >= ", f"and <= {limit:,} pixels",
+                           "got 100000")
     assert not (tmp_path / "o.zarr").exists() and not (tmp_path / "o.npy").exists(), text
     argv[-1] = str(limit + 1)
-    _one_line_error(runner.invoke(app, argv), f"--size {limit + 1}: ", f"the largest allowed size is {limit}")
+    _one_line_error(runner.invoke(app, argv), f"<= {limit:,} pixels", f"got {limit + 1}")

@@ -91,3 +91,30 @@ def test_ct_item_poses_sheet_shows_stored_rerendered_and_posed_views(tmp_path):
         assert im.width > 400 and np.asarray(im.convert("L")).std() > 5
     with pytest.raises(XPGANError, match="--item N"):
         inspect_store(path, poses=True)
+
+
+def test_sheet_into_a_folder_lands_inside_it_under_the_store_name(tmp_path):
+    store = ct_store(tmp_path / "ct.zarr")
+    (tmp_path / "sheets").mkdir()
+    res = CliRunner().invoke(app, ["inspect", str(store), "--sheet", str(tmp_path / "sheets")])
+    assert res.exit_code == 0, res.output
+    assert [p.name for p in (tmp_path / "sheets").iterdir()] == ["ct.zarr.png"]
+    assert not (tmp_path / "sheets.png").exists()
+    assert f"sheet: {tmp_path / 'sheets' / 'ct.zarr.png'}" in res.output
+
+
+def test_sheet_that_is_not_a_png_is_refused_before_drawing(tmp_path):
+    store = ct_store(tmp_path / "ct.zarr")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    res = CliRunner().invoke(app, ["inspect", str(store), "--sheet", str(tmp_path / "sheet")])
+    assert res.exit_code == 2
+    assert res.output.strip() == f"error: {tmp_path / 'sheet'}: --sheet must be a .png file or an existing folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_sheet_titles_wrap_long_names_instead_of_cutting_them():
+    from xpgan.pipeline.inspection import wrapped_name
+
+    name = "covid-chestxray-dataset-ieee8023"
+    lines = wrapped_name(name).split("\n")
+    assert len(lines) > 1 and all(len(x) <= 18 for x in lines) and "".join(lines) == name
