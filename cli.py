@@ -551,6 +551,9 @@ def generate_command(
     from xpgan.model.generate import generate
 
     r = generate(checkpoint, ct, out, limit=limit, device=device, allow_incomplete=allow_incomplete)
+    from xpgan.model.greport import summary_line
+
+    typer.echo(f"{summary_line(r['report'])} ({r['report_path']})")
     typer.echo(f"wrote {len(r['images'])} images and {r['grid']}")
 
 

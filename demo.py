@@ -61,6 +61,7 @@ class DemoResult:
     paths: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    generator: dict = field(default_factory=dict)     # generate's report (model/greport.py)
 
     def text(self) -> str:
         lines = [f"demo finished in {sum(self.seconds.values()):.0f} s "
@@ -71,6 +72,10 @@ class DemoResult:
         if m:
             lines.append(f"test {metrics_line(m)}")
             lines.append(verdict(m.get("auroc")))
+        if self.generator:
+            from xpgan.model.greport import summary_line
+
+            lines.append(summary_line(self.generator) + " (on the studies it trained on, not held out)")
         return "\n".join(lines)
 
 
@@ -209,6 +214,8 @@ def run_demo(cfg: DemoConfig, *, log: Callable[[str], None] = print) -> DemoResu
     gen_dir = run_dir / "generated"
     g = generate(tr.checkpoint, ct_store, gen_dir, device="cpu")
     paths["generated images"] = str(gen_dir)
+    paths["generator report"] = g["report_path"]
+    res.generator = g["report"]
     if g.get("grid"):
         paths["generated grid (DRR | G(ct))"] = str(g["grid"])
     secs["generate"] = time.perf_counter() - t

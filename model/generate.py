@@ -1,21 +1,26 @@
 """G_ema's X-ray for each finished CT item, as PNGs, plus a grid beside the stored DRRs."""
 from __future__ import annotations
 
+import json
+import math
 import re
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from xpgan import bounds as B
 from xpgan.errors import XPGANError
 from xpgan.model import checkpoint as ckpt_io
+from xpgan.model import greport
 from xpgan.model.data import CTDataset, ct_store_info, open_store, read_strings
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 OWN_OUTPUT = re.compile(r"^(\d{6}(_[A-Za-z0-9._-]*)?|grid)\.png$")  # the names generate writes
 GRID_TITLES = ("stored DRR", "G_ema(CT)")
+REPORT = "g_report.json"
 
 
 def _safe_name(study_id: str, index: int) -> str:
@@ -41,8 +46,11 @@ def generate(checkpoint: str | Path, ct_store: str | Path, out_dir: str | Path, 
     items (the first `limit` of them), and `out_dir/grid.png`: rows of [stored DRR | G(ct)] under column
     titles, each row labelled with its study id. The PNGs of an earlier generate in out_dir are deleted
     first, so the folder holds this run's images only (other files are left alone). Returns
-    {"images": [...paths], "grid": path}. Study ids carry no PHI (docs/design.md). The store is refused
-    while prep writes it or when its last prep run did not finish, unless `allow_incomplete`."""
+    {"images": [...paths], "grid": path, "report": the generator report, "report_path"}:
+    `out_dir/g_report.json` holds how well G follows each study (`xpgan.model.greport.store_report`, against
+    these studies' DRRs and labels; the checkpoint's classifier gives the evidence figures). Study ids carry
+    no PHI (docs/design.md). The store is refused while prep writes it or when its last prep run did not
+    finish, unless `allow_incomplete`."""
     from PIL import Image
 
     from xpgan.model.checkpoint import networks_from_checkpoint
@@ -67,8 +75,12 @@ def generate(checkpoint: str | Path, ct_store: str | Path, out_dir: str | Path, 
     clear_own_outputs(out)
     out.mkdir(parents=True, exist_ok=True)
     images, rows, labels = [], [], []
+    fakes, drrs, ct_labels = [], [], []
     for batch in DataLoader(ds, batch_size=batch_size, shuffle=False):
         fake = G(batch["ct"].to(dev).float(), noise_mode=noise_mode).float().cpu().numpy()   # [N, 1, R, R]
+        fakes.append(torch.from_numpy(fake))
+        drrs.append(batch["drr"].float())
+        ct_labels.append(batch["ct_label"].numpy())
         for j, idx in enumerate(batch["index"].tolist()):
             path = out / _safe_name(study_ids[idx], idx)
             Image.fromarray(to_uint8(fake[j, 0])).save(path)
@@ -78,4 +90,11 @@ def generate(checkpoint: str | Path, ct_store: str | Path, out_dir: str | Path, 
                 labels.append(study_ids[idx])
     grid_path = out / "grid.png"
     Image.fromarray(labelled_grid(rows, col_titles=GRID_TITLES, row_labels=labels)).save(grid_path)
-    return {"images": images, "grid": str(grid_path)}
+    imgs = greport.StudyImages(torch.cat(fakes), torch.cat(drrs), np.concatenate(ct_labels).astype(np.int64),
+                               np.zeros(0, np.int64))
+    C = networks_from_checkpoint(state, ("C",), dev)["C"] if "C" in state["models"] else None
+    report = greport.store_report(imgs, C, dev)
+    report_path = out / REPORT
+    plain = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in report.items()}
+    report_path.write_text(json.dumps(plain, indent=1) + "\n")
+    return {"images": images, "grid": str(grid_path), "report": report, "report_path": str(report_path)}

@@ -133,7 +133,8 @@ def summary_line(fig: dict) -> str:
         return f"generator: {fig.get('note', 'no figures')}"
     verdict = "G follows the study" if fig["follows_study"] else "G does NOT follow the study"
     ev = (f"; C's AUROC on G(ct) {fig['evidence_auroc_g']:.3f} vs on the DRRs {fig['evidence_auroc_drr']:.3f}"
-          if np.isfinite(fig.get("evidence_auroc_g", float("nan"))) else "")
+          if np.isfinite(fig.get("evidence_auroc_g", float("nan")))
+          and np.isfinite(fig.get("evidence_auroc_drr", float("nan"))) else "")
     return (f"{verdict}: identified {fig['identification']:.0%} of {fig['studies']} studies by their own DRR "
             f"(chance {fig['identification_chance']:.0%}), L1 own/other study {fig['l1_own_over_other']:.2f} "
             f"(target <= 0.7), variation {fig['variation_ratio']:.2f} of the DRRs' (target >= 0.5), L1 "

@@ -49,7 +49,7 @@ def test_a_second_run_replaces_the_first_runs_images(tiny_xpgan_run, toy_stores,
     generate(result.checkpoint, ct, tmp_path / "gen", limit=4, device="cpu")
     out = generate(result.checkpoint, ct, tmp_path / "gen", limit=2, device="cpu")
     assert sorted(p.name for p in (tmp_path / "gen").iterdir()) == sorted(
-        ["notes.txt", "grid.png"] + [p.split("/")[-1] for p in out["images"]])
+        ["notes.txt", "grid.png", "g_report.json"] + [p.split("/")[-1] for p in out["images"]])
     assert len(out["images"]) == 2
 
 
@@ -67,3 +67,20 @@ def test_generate_needs_a_generator(tmp_path, toy_stores):
         ct_shape=(8, 32, 32), img_res=32).to_dict(), "step": 1}, tmp_path / "c.pt")
     with pytest.raises(XPGANError, match="mode baseline.*no G_ema"):
         generate(path, ct, tmp_path / "gen", device="cpu")
+
+
+def test_generate_writes_the_generator_report(tiny_xpgan_run, toy_stores, tmp_path):
+    import json
+
+    from xpgan.model.greport import summary_line
+
+    cfg, result = tiny_xpgan_run
+    ct, _ = toy_stores
+    out = generate(result.checkpoint, ct, tmp_path / "gen", limit=6, device="cpu")
+    rep = json.loads((tmp_path / "gen" / "g_report.json").read_text())
+    assert rep["studies"] == 6 and 0.0 <= rep["identification"] <= 1.0
+    assert rep["identification_chance"] == pytest.approx(1 / 6)
+    assert rep["follows_study"] == out["report"]["follows_study"]
+    line = summary_line(out["report"])
+    assert ("G follows the study" in line) == out["report"]["follows_study"]
+    assert "of 6 studies" in line
