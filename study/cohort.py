@@ -7,7 +7,7 @@ CT-0..CT-4 (`ct_grade_weights`, 77 % positive). Radiographs differ from the DRRs
 (`simulate_radiograph`: film curve, scatter, quantum noise, blur, edge enhancement, side markers,
 collimation; other source distances); the CT studies are rendered as plain DRRs by prep drr.
 A second, small CT archive (`n_ct_holdout` studies, other patients) is prepped into `ct_holdout.zarr`: it
-is never trained on and measures the generator (L1 of G(ct) against DRR(ct)).
+is never trained on and measures the generator (`xpgan.model.gmetrics`: does G(ct) follow its own study).
 
 Everything is deterministic in (preset, cohort seed). `build_cohort` writes `cohort.json` last (atomically):
 a cohort folder without it is incomplete and is rebuilt from scratch.
@@ -100,7 +100,7 @@ PRESETS: dict[str, StudyPreset] = {
     "gpu": StudyPreset(
         name="gpu", n_cxr=6000, cxr_positive_fraction=0.043, positive_grades=(3, 4), cxr_image_px=320,
         cxr_phantom_shape=(72, 160, 160), n_ct=1110, ct_grade_weights=_MOSMED_77, ct_shape=(64, 256, 256),
-        n_ct_holdout=32, size=256, prep_depth=64, net_preset="paper", steps=6000, cxr_batch=16, ct_batch=16,
+        n_ct_holdout=64, size=256, prep_depth=64, net_preset="paper", steps=6000, cxr_batch=16, ct_batch=16,
         lr=0.002, c_lr=0.001, class_balance="oversample", val_fraction=0.2, amp=True, n_boot=2000),
     # plumbing only (tests): every file, every mode, in about a minute
     "smoke": StudyPreset(

@@ -3,7 +3,6 @@ import json
 import numpy as np
 import pytest
 import torch
-import zarr
 
 from xpgan.errors import XPGANError
 from xpgan.model import checkpoint as ckpt_io
@@ -68,13 +67,11 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, store_writers, 
     cfg = TrainConfig(cxr=str(cxr), mode="baseline", out=str(tmp_path / "run"), max_steps=6, batch_size=4,
                       preset="tiny", device="cpu", num_workers=0, checkpoint_every=1, sample_every=0,
                       progress=False, seed=5)
-    # poison the first item of the third batch (the trainer's real order) with a NaN pixel
+    # poison the first item of the third batch (the trainer's real order) with a NaN pixel, written by the
+    # store writer (a NaN that prep stored, with its digest, not a damaged chunk)
     ds = CXRDataset(cxr, part="train", val_fraction=cfg.val_fraction)
     pos = BlockShuffleSampler(ds.block_ids, seed=cfg.seed).epoch_order(0)[2 * cfg.batch_size]
-    img = zarr.open_group(str(cxr), mode="r+")["image"]
-    item = img[int(ds.indices[pos])]
-    item[3, 3] = np.nan
-    img[int(ds.indices[pos])] = item
+    store_writers[1](tmp_path / "cxr.zarr", n=40, poison=(int(ds.indices[pos]),))
     with pytest.raises(XPGANError, match=r"step 3: loss term loss/C\w* is nan.*step-00000002.pt is untouched"):
         train(cfg)
     found = ckpt_io.list_checkpoints(tmp_path / "run")
