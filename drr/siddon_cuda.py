@@ -1,15 +1,12 @@
 """CUDA backend: one thread per ray, the same `ray_integral` source as the CPU kernel.
 
-Per-call cost (issue 10).  A single volume used to cost ~8 s per call whatever the number of views:
-`cuda.to_device(vol[None])` uploads an array with a 0 stride on its new axis (numpy gives a `None`
-axis stride 0, and np.ascontiguousarray keeps it since the array counts as contiguous); numba-cuda's
-`copy_to_device` then calls `array_core` (twice) on the device array, and its dummy-array indexing
-walks a 0-stride array voxel by voxel in Python (`iter_contiguous_extent`: 13.9 s per 64x256x256
-volume measured without a GPU, 0.1 ms with ordinary strides).  Now no host array with a 0 stride
-reaches the device (tests/drr: test_cuda_path_uploads_no_zero_strides): volumes go into device
-buffers this module allocates, and small tables are fresh C-ordered copies (a 0 stride is also typed
-layout 'A', a second specialisation of a kernel).  Each kernel compiles once per process and volume
-dtype; `kernel_overload_counts()` tells how many specialisations and compilations each holds.
+Per-call cost.  No host array with a 0 stride reaches the device (tests/drr:
+test_cuda_path_uploads_no_zero_strides): `cuda.to_device(vol[None])` would upload an array with a 0
+stride on its new axis, and numba-cuda's `copy_to_device` walks such an array voxel by voxel in Python
+(`iter_contiguous_extent`: 13.9 s per 64x256x256 volume measured without a GPU, 0.1 ms with ordinary
+strides).  Volumes go into device buffers this module allocates, and small tables are fresh C-ordered
+copies (a 0 stride is also typed layout 'A', a second specialisation of a kernel).  Each kernel compiles
+once per process and volume dtype; `kernel_overload_counts()` tells how many specialisations and compilations each holds.
 Volumes go up once per call on one stream: small ones through two reused pinned staging buffers (chunks
 copied by a few threads, overlapped with the DMA); large ones by whichever of staged / registered
 (cuMemHostRegister of the caller's memory, one DMA) / pageable was fastest on this machine when each

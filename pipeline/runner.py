@@ -406,18 +406,11 @@ def _workers_ignore_stop_signals(processes: bool):
     client alone decides how to stop (it keeps the finished items, then closes the cluster, which stops its
     workers through the nannies, by SIGKILL if they do not answer) instead of every worker printing a
     KeyboardInterrupt or dying mid-item."""
-    import signal
-    import threading
-
-    if not processes or threading.current_thread() is not threading.main_thread():
+    if not processes:
         yield
         return
-    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with _signals_ignored():
         yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
 
 
 def _worker_xpgan_version() -> str:
