@@ -6,7 +6,8 @@ stride on its new axis, and numba-cuda's `copy_to_device` walks such an array vo
 (`iter_contiguous_extent`: 13.9 s per 64x256x256 volume measured without a GPU, 0.1 ms with ordinary
 strides).  Volumes go into device buffers this module allocates, and small tables are fresh C-ordered
 copies (a 0 stride is also typed layout 'A', a second specialisation of a kernel).  Each kernel compiles
-once per process and volume dtype; `kernel_overload_counts()` tells how many specialisations and compilations each holds.
+once per process and volume dtype; `kernel_overload_counts()` tells how many specialisations and
+compilations each holds.
 Volumes go up once per call on one stream: small ones through two reused pinned staging buffers (chunks
 copied by a few threads, overlapped with the DMA); large ones by whichever of staged / registered
 (cuMemHostRegister of the caller's memory, one DMA) / pageable was fastest on this machine when each
