@@ -126,7 +126,8 @@ def _check_spacings(spacings, n: int) -> np.ndarray:
     return np.ascontiguousarray(sp)
 
 
-def _finish(p, output: str):
+def finish_output(p, output: str):
+    """Line integrals p (numpy or torch) as the requested output: themselves, or the detector's image map."""
     if output == "line_integral":
         return p
     if _is_torch(p):
@@ -199,7 +200,7 @@ def _render(volumes_hu, vol_index: np.ndarray, spacings: np.ndarray, geometries:
     if backend == "cuda":
         try:
             p = _render_cuda(volumes_hu, vol_index, spacings, rays, size, mu_water, key + (vol_index.tobytes(),))
-            return _finish(p, output)
+            return finish_output(p, output)
         except Exception as exc:  # noqa: BLE001 - "auto" must survive any compile or launch failure
             if requested != "auto":
                 raise
@@ -207,7 +208,7 @@ def _render(volumes_hu, vol_index: np.ndarray, spacings: np.ndarray, geometries:
             _FALLBACK["reason"] = reason
             warnings.warn(f"DRR backend 'auto': the CUDA path failed ({reason}); rendering on the CPU from now on "
                           "in this process (use backend='cuda' to see the full error)", RuntimeWarning, stacklevel=3)
-    return _finish(_render_cpu(volumes_hu, vol_index, spacings, rays, size, mu_water), output)
+    return finish_output(_render_cpu(volumes_hu, vol_index, spacings, rays, size, mu_water), output)
 
 
 def render_drr(volume_hu: np.ndarray, spacing_mm, geometry: Geometry, *, backend: str = "auto",

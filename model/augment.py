@@ -116,7 +116,7 @@ class AugmentedCT(Dataset):
         from xpgan.drr import render_drr
         from xpgan.drr.physics import line_integral_to_image
         from xpgan.drr.poses import apply_pose, random_pose, resample_to_pose
-        from xpgan.model.data import normalize_hu
+        from xpgan.model.transforms import normalize_hu
 
         self._one_thread_in_workers()
         pos, draw = key
@@ -194,7 +194,7 @@ def finish_on_device(batch: dict, dataset: AugmentedCT, device, *, backend: str 
 
     from xpgan.drr import render_drr_batch
     from xpgan.drr.poses import apply_pose
-    from xpgan.drr.render import _finish  # the image map on torch tensors (on their device)
+    from xpgan.drr.render import finish_output  # the image map on torch tensors (on their device)
 
     hu = batch.pop("hu").to(device)                                               # [B, D, H, W] HU
     spacings = batch.pop("spacing").numpy().astype(np.float64)                    # [B, 3]
@@ -208,7 +208,7 @@ def finish_on_device(batch: dict, dataset: AugmentedCT, device, *, backend: str 
     if exposure is not None:
         exposure = exposure.to(device=device, dtype=torch.float32)
         p = p * exposure[:, 0, None, None]
-    img = _finish(p, "image")                                                     # [B, R, R] in [0, 1]
+    img = finish_output(p, "image")                                                     # [B, R, R] in [0, 1]
     if exposure is not None:
         noise = torch.stack([torch.randn(img.shape[1:], device=device,
                                          generator=torch.Generator(device=device).manual_seed(int(sd)))

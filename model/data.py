@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from xpgan.errors import InputError, XPGANError
+from xpgan.model.transforms import HU_WINDOW, normalize_hu
 from xpgan.pipeline import schema
 from xpgan.pipeline.schema import open_store  # noqa: F401 (the one open_store; generate uses it from here)
 from xpgan.pipeline.verify import check_done_data, check_ready
@@ -100,16 +101,6 @@ def read_strings(arr, path="") -> list[str]:
     return [str(v) for v in schema.read(arr, path, arr.basename).tolist()]
 
 
-def normalize_hu(volume_hu: np.ndarray, hu_window: Sequence[float]) -> np.ndarray:
-    """HU -> [-1, 1] over the window (lo, hi), clipped; float32."""
-    lo, hi = float(hu_window[0]), float(hu_window[1])
-    x = volume_hu.astype(np.float32)                 # one copy, then in place
-    x -= lo
-    x *= 2.0 / (hi - lo)
-    x -= 1.0
-    return np.clip(x, -1.0, 1.0, out=x)
-
-
 def _patient_is_val(patient: str, val_fraction: float) -> bool:
     """Deterministic, order-free carve of validation patients from train (same for every run/seed)."""
     h = int.from_bytes(hashlib.sha256(("xpgan-val:" + patient).encode()).digest()[:8], "big")
@@ -165,7 +156,7 @@ class CTDataset(_LazyStoreDataset):
 
     kind = "ct"
 
-    def __init__(self, path, *, hu_window=(-1000.0, 1000.0), with_volume: bool = True,
+    def __init__(self, path, *, hu_window=HU_WINDOW, with_volume: bool = True,
                  labelled_only: bool = True, limit: Optional[int] = None):
         super().__init__(path)
         g = _open_checked(path, "ct")

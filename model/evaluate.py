@@ -132,16 +132,16 @@ def evaluate(checkpoint: str | Path, cxr_store: str | Path, *, split: EvalSplit 
     out = Path(out_dir) if out_dir is not None else checkpoint.resolve().parent.parent / f"eval-{split}"
     out.mkdir(parents=True, exist_ok=True)
     result["plots"] = _plot_curves(y, s, out, f"{split} split") if len(np.unique(y)) == 2 else []
-    (out / "metrics.json").write_text(json.dumps(_jsonable(result), indent=2) + "\n")
+    (out / "metrics.json").write_text(json.dumps(jsonable(result), indent=2) + "\n")
     result["out_dir"] = str(out)
     return result
 
 
-def _jsonable(x):
+def jsonable(x):
     if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
+        return {k: jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, float) and not np.isfinite(x):
         return None
     return x

@@ -45,7 +45,7 @@ def generate_images(G: torch.nn.Module, ct_store: str | Path, hu_window, device:
 
 def mean_drr(ct_store: str | Path) -> Tensor:
     """Per-pixel mean [R, R] of the finished DRRs of a CT store (the mean-image reference prediction)."""
-    ds = CTDataset(ct_store, hu_window=(-1000.0, 1000.0), with_volume=False, labelled_only=False)
+    ds = CTDataset(ct_store, with_volume=False, labelled_only=False)
     acc = None
     for i in range(len(ds)):
         d = ds[i]["drr"][0].astype(np.float64)

@@ -4,7 +4,8 @@ residual discriminator) and classifier C (torchvision DenseNet121, one channel, 
 Every size comes from `NetConfig`, so the same code builds the paper-sized networks and CPU-sized ones.
 
 Generator, in order:
-  * `normalize_ct` (outside the network; the data loader or caller applies it): HU window -> [-1, 1].
+  * `xpgan.model.transforms.normalize_hu` (outside the network; the data loader or caller applies it): HU
+    window -> [-1, 1].
   * `CTEncoder`: a 3D residual encoder in the spirit of Shen et al. 2019 (stacks of 3x3x3 convolutions
     with identity/projection skip connections). A 1x1x1 "from-CT" layer, then one residual block per
     level; each block halves every axis still larger than 2 * `enc_min_res` (so a 64x256x256 volume ends at
@@ -52,6 +53,7 @@ from xpgan.model.layers import (
     normalize_2nd_moment,
     upsample2x,
 )
+from xpgan.model.transforms import HU_WINDOW, check_hu_window
 
 NOISE_MODES = ("random", "const", "none")
 # Generator architectures and the learning-rate multiplier of their mapping network:
@@ -85,13 +87,13 @@ class NetConfig:
     d_channel_max: int = 512
     mbstd_group: int = 4
     mbstd_channels: int = 1
-    hu_window: tuple[float, float] = (-1000.0, 1000.0)  # HU mapped to [-1, 1]
+    hu_window: tuple[float, float] = HU_WINDOW          # HU mapped to [-1, 1] (model/transforms.py)
 
     def __post_init__(self):
         # JSON round trips turn tuples into lists; accept them back
         self.ct_shape = tuple(int(v) for v in self.ct_shape)
         self.enc_channels = tuple(int(v) for v in self.enc_channels)
-        self.hu_window = tuple(float(v) for v in self.hu_window)
+        self.hu_window = check_hu_window(self.hu_window)
         if len(self.ct_shape) != 3 or min(self.ct_shape) < 1:
             raise XPGANError(f"ct_shape must be three positive sizes (D, H, W), got {self.ct_shape}")
         r = int(self.img_res)
@@ -99,8 +101,6 @@ class NetConfig:
             raise XPGANError(f"img_res must be a power of two >= 8, got {self.img_res}")
         if not self.enc_channels or min(self.enc_channels) < 1:
             raise XPGANError(f"enc_channels must be positive widths, got {self.enc_channels}")
-        if len(self.hu_window) != 2 or not self.hu_window[1] > self.hu_window[0]:
-            raise XPGANError(f"hu_window must be (low, high) with high > low, got {self.hu_window}")
         for name in ("z_dim", "w_dim", "syn_channel_base", "syn_channel_max", "d_channel_base",
                      "d_channel_max", "mbstd_group", "mbstd_channels", "enc_min_res"):
             if int(getattr(self, name)) < 1:
@@ -141,15 +141,6 @@ def net_config_for(preset: str, ct_shape, img_res: int, **overrides) -> NetConfi
         raise XPGANError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     overrides.setdefault("mapping_lr_mult", None)      # the architecture's, unless given
     return dataclasses.replace(PRESETS[preset], ct_shape=tuple(ct_shape), img_res=int(img_res), **overrides)
-
-
-def normalize_ct(volume_hu: Tensor, hu_window=(-1000.0, 1000.0)) -> Tensor:
-    """HU -> [-1, 1]: the window's low end maps to -1, its high end to +1, values outside are clipped."""
-    lo, hi = float(hu_window[0]), float(hu_window[1])
-    if not hi > lo:
-        raise XPGANError(f"hu_window must be (low, high) with high > low, got {hu_window}")
-    x = torch.as_tensor(volume_hu).float()
-    return ((x.clamp(lo, hi) - lo) * (2.0 / (hi - lo)) - 1.0).clamp(-1.0, 1.0)
 
 
 def _syn_channels(cfg: NetConfig, res: int) -> int:
@@ -523,7 +514,7 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["NetConfig", "PRESETS", "G_ARCHS", "projection_plan", "BeamProjection", "net_config_for", "normalize_ct",
+__all__ = ["NetConfig", "PRESETS", "G_ARCHS", "projection_plan", "BeamProjection", "net_config_for",
            "encoder_plan", "Generator",
            "Discriminator", "Classifier", "build_classifier", "count_parameters", "CTEncoder",
            "MappingNetwork", "SynthesisNetwork", "NOISE_MODES", "GREY_MEAN", "GREY_STD"]

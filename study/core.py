@@ -154,9 +154,9 @@ def write_outputs(out: Path, p: StudyPreset, cohort, runs: list[dict], modes, se
     result = {"preset": p.to_dict(), "modes": list(modes), "seeds": list(seeds), "device": device,
               "cohort": cohort.info, "summary": summary, "runs": runs, "invocation_seconds": seconds,
               "run_seconds": run_secs}
-    from xpgan.model.evaluate import _jsonable
+    from xpgan.model.evaluate import jsonable
 
-    (out / "study.json").write_text(json.dumps(_jsonable(result), indent=1) + "\n")
+    (out / "study.json").write_text(json.dumps(jsonable(result), indent=1) + "\n")
     (out / "study.md").write_text(md)
     report.plot_study(summary, runs, out / "study.png", f"preset {p.name}")
     first_seed = {}

@@ -189,7 +189,7 @@ def plot_samples(cohort, generators: dict[str, str], path: Path, device: str = "
     Gs = {}
     for name, ckpt in generators.items():
         Gs[name] = networks_from_checkpoint(ckpt_io.load(ckpt, map_location="cpu"), ("G_ema",), dev)["G_ema"]
-    ct = CTDataset(cohort.ct_holdout_store, hu_window=(-1000.0, 1000.0), labelled_only=False)
+    ct = CTDataset(cohort.ct_holdout_store, labelled_only=False)
     pos_of = {int(j): i for i, j in enumerate(ct.indices)}
     cxr = CXRDataset(cohort.cxr_store, part="test")
     pools = {k: [i for i in range(len(cxr)) if cxr.labels[i] == k] for k in (0, 1)}

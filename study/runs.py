@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from xpgan.model import metrics as M
-from xpgan.model.evaluate import _jsonable
+from xpgan.model.evaluate import jsonable
 from xpgan.study.cohort import Cohort, StudyPreset
 
 RESULT = "result.json"
@@ -84,7 +84,7 @@ def execute(preset: StudyPreset, cohort: Cohort, mode: str, seed: int, run_dir: 
 
 def _write_result(run_dir: Path, result: dict) -> None:
     tmp = Path(run_dir) / (RESULT + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(result), indent=1) + "\n")
+    tmp.write_text(json.dumps(jsonable(result), indent=1) + "\n")
     os.replace(tmp, Path(run_dir) / RESULT)
 
 

@@ -104,7 +104,7 @@ class _Anatomy:
     extras: dict = field(default_factory=dict)
 
 
-def _draw_anatomy(rng: np.random.Generator) -> _Anatomy:
+def draw_anatomy(rng: np.random.Generator) -> _Anatomy:
     s = rng.uniform(0.88, 1.12)
     ax = 158.0 * s * rng.uniform(0.94, 1.06)
     ay = 110.0 * s * rng.uniform(0.92, 1.08)
@@ -572,7 +572,7 @@ def chest_phantom(
         severity = 2
     seed = int(seed)
     anat_rng = np.random.default_rng([seed, 0])
-    an = _draw_anatomy(anat_rng)
+    an = draw_anatomy(anat_rng)
     d, h, w = shape
     spacing = (round((an.coverage + 2.0 * z_margin_mm) / d, 3), round(an.fov / h, 4), round(an.fov / w, 4))
     # (keep in step with _phantom_spacing)

@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from xpgan.pipeline.ct.validate import MIN_CT_AXIS_VOXELS
-from xpgan.pipeline.synth.anatomy import _draw_anatomy, chest_phantom
+from xpgan.pipeline.synth.anatomy import chest_phantom, draw_anatomy
 from xpgan.pipeline.synth.radiograph import add_marker, collimate, line_integrals, simulate_radiograph
 
 # The spacing range to give `prep_drr` for archives written here: a small `shape` samples the same physical
@@ -66,7 +66,7 @@ def _categories(n: int, rng: np.random.Generator) -> list[int]:
 
 def _phantom_spacing(seed: int, shape) -> tuple[float, float, float]:
     """The spacing chest_phantom(seed, shape=shape) will have (it depends on the anatomy draw only)."""
-    an = _draw_anatomy(np.random.default_rng([int(seed), 0]))
+    an = draw_anatomy(np.random.default_rng([int(seed), 0]))
     d, h, w = shape
     return (round(an.coverage / d, 3), round(an.fov / h, 4), round(an.fov / w, 4))
 

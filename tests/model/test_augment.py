@@ -11,8 +11,9 @@ from xpgan.errors import XPGANError
 from xpgan.model import checkpoint as ckpt_io
 from xpgan.model.augment import RNG_SALT, AugmentedCT, finish_on_device
 from xpgan.model.config import TrainConfig
-from xpgan.model.data import BatchStream, CTDataset, normalize_hu
+from xpgan.model.data import BatchStream, CTDataset
 from xpgan.model.train import train
+from xpgan.model.transforms import normalize_hu
 
 GEOMETRY = ConeGeometry(view="pa", size=32)  # store DRRs are 32 px
 

@@ -12,8 +12,8 @@ from xpgan.model.data import (
     CXRDataset,
     ct_store_info,
     cxr_store_info,
-    normalize_hu,
 )
+from xpgan.model.transforms import normalize_hu
 from xpgan.pipeline.schema import open_store
 
 

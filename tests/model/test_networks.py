@@ -28,8 +28,8 @@ from xpgan.model.networks import (
     count_parameters,
     encoder_plan,
     net_config_for,
-    normalize_ct,
 )
+from xpgan.model.transforms import normalize_hu
 
 # many small ops: one thread avoids OpenMP spin-waiting when other jobs share the 2 cores (conftest.py)
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -41,14 +41,14 @@ def _seed():
 
 
 # ------------------------------------------------------------------------------------------- config
-def test_normalize_ct_window_maps_ends_and_clips():
+def test_normalize_hu_torch_window_maps_ends_and_clips():
     hu = torch.tensor([-3000.0, -1000.0, -500.0, 0.0, 250.0, 1000.0, 2500.0])
-    out = normalize_ct(hu, (-1000.0, 1000.0))
+    out = normalize_hu(hu, (-1000.0, 1000.0))
     np.testing.assert_allclose(out.numpy(), [-1, -1, -0.5, 0, 0.25, 1, 1], atol=1e-6)
-    out2 = normalize_ct(torch.tensor([-160, 40, 240], dtype=torch.int16), (-160.0, 240.0))
+    out2 = normalize_hu(torch.tensor([-160, 40, 240], dtype=torch.int16), (-160.0, 240.0))
     np.testing.assert_allclose(out2.numpy(), [-1, 0, 1], atol=1e-6)
     with pytest.raises(XPGANError):
-        normalize_ct(hu, (100.0, 100.0))
+        normalize_hu(hu, (100.0, 100.0))
 
 
 def test_net_config_json_round_trip_and_presets():
