@@ -74,6 +74,22 @@ def _plot_curves(y: np.ndarray, s: np.ndarray, out_dir: Path, title: str) -> lis
     return written
 
 
+def score(C: torch.nn.Module, cxr_store: str | Path, part: str, val_fraction: float, device: torch.device, *,
+          batch_size: int = 64, num_workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, C's positive-class probabilities) over one part of a CXR store ("train", "val", "test",
+    "train_all"; the validation carve of `val_fraction` as the trainer made it)."""
+    return predict(C, CXRDataset(cxr_store, part=part, val_fraction=val_fraction), device=device,
+                   batch_size=batch_size, num_workers=num_workers)
+
+
+def validation_threshold(y_val: np.ndarray, s_val: np.ndarray) -> tuple[float, str]:
+    """The decision threshold every report uses, and where it came from: the best F1 on the validation part
+    of train (never the test split); 0.5 when that part is empty or has no positives."""
+    if len(y_val) == 0 or y_val.sum() == 0:
+        return 0.5, "0.5 (the validation part is empty or has no positives)"
+    return M.best_f1_threshold(y_val, s_val), "validation part of train (best F1)"
+
+
 def evaluate(checkpoint: str | Path, cxr_store: str | Path, *, split: EvalSplit = "test",
              out_dir: Optional[str | Path] = None, device: str = "auto", batch_size: int = 64,
              num_workers: int = 0, allow_incomplete: bool = False) -> dict:
@@ -98,18 +114,12 @@ def evaluate(checkpoint: str | Path, cxr_store: str | Path, *, split: EvalSplit 
     C = networks_from_checkpoint(state, ("C",), dev)["C"]
     val_fraction = float(state["config"].get("val_fraction", 0.1))
 
-    val = CXRDataset(cxr_store, part="val", val_fraction=val_fraction)
-    target = CXRDataset(cxr_store, part="train" if split == "train" else split, val_fraction=val_fraction)
-    if len(target) == 0:
+    y, s = score(C, cxr_store, "train" if split == "train" else split, val_fraction, dev, batch_size=batch_size,
+                 num_workers=num_workers)
+    if len(y) == 0:
         raise XPGANError(f"{cxr_store}: no finished, labelled items in the {split} split")
-    y_val, s_val = predict(C, val, device=dev, batch_size=batch_size, num_workers=num_workers)
-    y, s = predict(C, target, device=dev, batch_size=batch_size, num_workers=num_workers)
-
-    threshold_source = "validation part of train (best F1)"
-    if len(y_val) == 0 or y_val.sum() == 0:
-        best_t, threshold_source = 0.5, "0.5 (the validation part is empty or has no positives)"
-    else:
-        best_t = M.best_f1_threshold(y_val, s_val)
+    y_val, s_val = score(C, cxr_store, "val", val_fraction, dev, batch_size=batch_size, num_workers=num_workers)
+    best_t, threshold_source = validation_threshold(y_val, s_val)
     result = {
         "checkpoint": str(checkpoint),
         "step": int(state["step"]),

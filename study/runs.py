@@ -103,18 +103,16 @@ def evaluate_run(checkpoint: str, cohort: Cohort, val_fraction: float, device: s
     """Scores on the validation part and the test split, the validation threshold, the test metrics."""
     from xpgan.model import checkpoint as ckpt_io
     from xpgan.model.checkpoint import networks_from_checkpoint
-    from xpgan.model.data import CXRDataset
     from xpgan.model.distributed import resolve_device
-    from xpgan.model.evaluate import predict
+    from xpgan.model.evaluate import score, validation_threshold
 
     dev = resolve_device(device)
     state = ckpt_io.load(checkpoint, map_location="cpu")
     C = networks_from_checkpoint(state, ("C",), dev)["C"]
-    y_val, s_val = predict(C, CXRDataset(cohort.cxr_store, part="val", val_fraction=val_fraction), device=dev)
-    y, s = predict(C, CXRDataset(cohort.cxr_store, part="test", val_fraction=val_fraction), device=dev)
-    threshold = M.best_f1_threshold(y_val, s_val)      # 0.5 when val has no positives
-    return {"threshold": threshold,
-            "threshold_source": "best F1 on the validation part of train" if y_val.sum() else "0.5 (no val positives)",
+    y_val, s_val = score(C, cohort.cxr_store, "val", val_fraction, dev)
+    y, s = score(C, cohort.cxr_store, "test", val_fraction, dev)
+    threshold, source = validation_threshold(y_val, s_val)
+    return {"threshold": threshold, "threshold_source": source,
             "val": threshold_metrics(y_val, s_val, threshold) if len(y_val) else {},
             "test": threshold_metrics(y, s, threshold),
             "test_at_0.5": M.prf(M.confusion(y, s, 0.5)),
