@@ -7,9 +7,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from xpgan import bounds as B
 from xpgan.errors import XPGANError
@@ -74,24 +72,19 @@ def generate(checkpoint: str | Path, ct_store: str | Path, out_dir: str | Path, 
     out = Path(out_dir)
     clear_own_outputs(out)
     out.mkdir(parents=True, exist_ok=True)
+    imgs = greport.generate_images(G, ct_store, net["hu_window"], dev, limit=limit, batch_size=batch_size,
+                                   noise_mode=noise_mode)
+    fakes = imgs.fake.numpy()                                                             # [n, 1, R, R]
     images, rows, labels = [], [], []
-    fakes, drrs, ct_labels = [], [], []
-    for batch in DataLoader(ds, batch_size=batch_size, shuffle=False):
-        fake = G(batch["ct"].to(dev).float(), noise_mode=noise_mode).float().cpu().numpy()   # [N, 1, R, R]
-        fakes.append(torch.from_numpy(fake))
-        drrs.append(batch["drr"].float())
-        ct_labels.append(batch["ct_label"].numpy())
-        for j, idx in enumerate(batch["index"].tolist()):
-            path = out / _safe_name(study_ids[idx], idx)
-            Image.fromarray(to_uint8(fake[j, 0])).save(path)
-            images.append(str(path))
-            if len(rows) < grid_items:
-                rows.append([batch["drr"][j, 0].numpy(), fake[j, 0]])
-                labels.append(study_ids[idx])
+    for k, idx in enumerate(imgs.index.tolist()):
+        path = out / _safe_name(study_ids[idx], idx)
+        Image.fromarray(to_uint8(fakes[k, 0])).save(path)
+        images.append(str(path))
+        if len(rows) < grid_items:
+            rows.append([imgs.drr[k, 0].numpy(), fakes[k, 0]])
+            labels.append(study_ids[idx])
     grid_path = out / "grid.png"
     Image.fromarray(labelled_grid(rows, col_titles=GRID_TITLES, row_labels=labels)).save(grid_path)
-    imgs = greport.StudyImages(torch.cat(fakes), torch.cat(drrs), np.concatenate(ct_labels).astype(np.int64),
-                               np.zeros(0, np.int64))
     C = networks_from_checkpoint(state, ("C",), dev)["C"] if "C" in state["models"] else None
     report = greport.store_report(imgs, C, dev)
     report_path = out / REPORT

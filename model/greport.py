@@ -30,12 +30,12 @@ class StudyImages:
 
 @torch.no_grad()
 def generate_images(G: torch.nn.Module, ct_store: str | Path, hu_window, device: torch.device, *,
-                    limit: Optional[int] = None, batch_size: int = 8) -> StudyImages:
-    """G's image (constant noise) and the stored DRR of every finished study of `ct_store`, in store order."""
+                    limit: Optional[int] = None, batch_size: int = 8, noise_mode: str = "const") -> StudyImages:
+    """G's image and the stored DRR of every finished study of `ct_store` (the first `limit`), in store order."""
     ds = CTDataset(ct_store, hu_window=hu_window, labelled_only=False, limit=limit)
     fakes, drrs, labels, index = [], [], [], []
     for batch in DataLoader(ds, batch_size=batch_size, shuffle=False):
-        fakes.append(G(batch["ct"].to(device).float(), noise_mode="const").float().cpu())
+        fakes.append(G(batch["ct"].to(device).float(), noise_mode=noise_mode).float().cpu())
         drrs.append(batch["drr"].float())
         labels.append(batch["ct_label"].numpy())
         index.append(batch["index"].numpy())
@@ -110,7 +110,7 @@ def figures(imgs: StudyImages, mean_image: Tensor) -> dict:
 
 def store_report(imgs: StudyImages, C: Optional[torch.nn.Module], device: torch.device,
                  mean_image: Optional[Tensor] = None, reference: str = "") -> dict:
-    """The generator report of one CT store's studies (`xpgan generate`, the demo): the figures, the
+    """The generator report of one CT store's studies (`xpgan generate`, the demo, the study): the figures, the
     evidence of the checkpoint's classifier in G's images and in the DRRs, and the verdict `follows_study`.
     `mean_image` defaults to the per-pixel mean of these studies' own DRRs (an in-sample reference, a little
     optimistic for it); `reference` says which was used."""

@@ -133,12 +133,9 @@ def generator_report(checkpoint: str, cohort: Cohort, device: str) -> dict:
     state = ckpt_io.load(checkpoint, map_location="cpu")
     nets = networks_from_checkpoint(state, ("G_ema", "C"), dev)
     imgs = greport.generate_images(nets["G_ema"], cohort.ct_holdout_store, state["net"]["hu_window"], dev)
-    fig = greport.figures(imgs, greport.mean_drr(cohort.ct_store))
-    fig["g_arch"] = state["net"].get("g_arch", "vector")
-    fig["evidence_auroc_g"] = greport.evidence(nets["C"], imgs.fake, imgs.labels, dev)
-    fig["evidence_auroc_drr_own_c"] = greport.evidence(nets["C"], imgs.drr, imgs.labels, dev)
-    fig["follows_study"] = greport.follows_study(fig)
-    return fig
+    fig = greport.store_report(imgs, nets["C"], dev, mean_image=greport.mean_drr(cohort.ct_store),
+                               reference="the per-pixel mean DRR of the training store")
+    return {**fig, "g_arch": state["net"].get("g_arch", "vector")}
 
 
 @torch.no_grad()
