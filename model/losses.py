@@ -120,7 +120,7 @@ class XPGANLoss:
     # ---------------------------------------------------------------------------------------- phases
     def _phase_g(self, batch):
         ct, drr, cxr = batch["ct"], batch["drr"], batch["cxr"]
-        fake = self._generate(ct, grad=True)                          # [N, 1, R, R]
+        fake = self._generate(batch, grad=True)                       # [N, 1, R, R]
         with self._autocast(ct):
             logits = self._run("D", fake)                             # [N]
         g_adv = F.softplus(-logits.float()).mean()
@@ -138,7 +138,7 @@ class XPGANLoss:
 
     def _phase_d(self, batch):
         ct, cxr = batch["ct"], batch["cxr"]
-        fake = self._generate(ct, grad=False)
+        fake = self._generate(batch, grad=False)
         with self._autocast(ct):
             logits_fake = self._run("D", fake).float()               # [N]
             logits_real = self._run("D", cxr).float()                # [M]
@@ -162,7 +162,7 @@ class XPGANLoss:
     def _phase_c(self, batch):
         cxr, cxr_label = batch["cxr"], batch["cxr_label"]
         if self.mode == "xpgan":
-            extra, extra_name = self._generate(batch["ct"], grad=False), "loss/C_gen"
+            extra, extra_name = self._generate(batch, grad=False), "loss/C_gen"
         elif self.mode == "drr":
             extra, extra_name = batch["drr"], "loss/C_drr"
         else:
@@ -213,14 +213,16 @@ class XPGANLoss:
             return contextlib.nullcontext()
         return torch.autocast(like.device.type, dtype=self.amp_dtype)
 
-    def _generate(self, ct: Tensor, *, grad: bool) -> Tensor:
-        """G(ct) as float32; with grad=False a cached detached copy from this batch's phase "G" is reused."""
+    def _generate(self, batch: dict, *, grad: bool) -> Tensor:
+        """G(ct, rays) as float32 (batch "ct" and, when the loader gives it, "rays"); with grad=False a cached
+        detached copy from this batch's phase "G" is reused."""
+        ct = batch["ct"]
         if not grad and self.reuse_fakes and self._cache is not None:
             ref, version, fake = self._cache
             if ref() is ct and ct._version == version:
                 return fake
         with self._autocast(ct), torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-            fake = self._run("G", ct).float()                         # [N, 1, R, R]
+            fake = self._run("G", ct, batch.get("rays")).float()      # [N, 1, R, R]
         # a weak reference: the cache must not keep a finished step's CT batch alive
         self._cache = (weakref.ref(ct), ct._version, fake.detach()) if self.reuse_fakes else None
         return fake

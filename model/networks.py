@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from xpgan.errors import InputError, XPGANError
+from xpgan.model.beam import check_rays, plane_centres, slab_grid
 from xpgan.model.layers import (
     EqualizedConv2d,
     EqualizedConv3d,
@@ -62,7 +63,8 @@ NOISE_MODES = ("random", "const", "none")
 #               learned 4x4 constant.
 #   "projected" the same encoder, mapping and synthesis, plus a spatial path: every encoder level's 3D
 #               features are collapsed along the beam (anterior-posterior) axis with learned weights into 2D
-#               maps in the detector's frame, which enter the synthesis block of the matching resolution
+#               maps placed on the detector along each study's own rays (the DRR's geometry and the study's
+#               spacing, model/beam.py), which enter the synthesis block of the matching resolution
 #               (added to the constant at 4x4, after the upsampling convolution above it); w still
 #               modulates every layer (co-modulation). Its mapping takes a deterministic, informative code,
 #               so it learns at the full rate (1.0).
@@ -79,6 +81,7 @@ class NetConfig:
     mapping_layers: int = 8
     mapping_lr_mult: Optional[float] = None            # None: the architecture's (G_ARCHS)
     g_arch: str = "projected"                          # generator architecture (G_ARCHS)
+    beam_slabs: int = 4                                # projected G: anterior-posterior slabs per level
     enc_channels: tuple[int, ...] = (8, 16, 32, 64, 128, 256, 512)  # 3D encoder width per level (last repeats)
     enc_min_res: int = 4                               # encoder stops halving an axis at this size, voxels
     syn_channel_base: int = 16384                      # StyleGAN2 width rule: min(base // res, max)
@@ -101,7 +104,7 @@ class NetConfig:
             raise XPGANError(f"img_res must be a power of two >= 8, got {self.img_res}")
         if not self.enc_channels or min(self.enc_channels) < 1:
             raise XPGANError(f"enc_channels must be positive widths, got {self.enc_channels}")
-        for name in ("z_dim", "w_dim", "syn_channel_base", "syn_channel_max", "d_channel_base",
+        for name in ("beam_slabs", "z_dim", "w_dim", "syn_channel_base", "syn_channel_max", "d_channel_base",
                      "d_channel_max", "mbstd_group", "mbstd_channels", "enc_min_res"):
             if int(getattr(self, name)) < 1:
                 raise XPGANError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -227,18 +230,30 @@ def projection_plan(cfg: NetConfig) -> dict[int, int]:
 
 
 class BeamProjection(nn.Module):
-    """Encoder feature volumes [N, C, D, H, W] -> 2D maps [N, C, D, W]: a learned weighted sum along H, the
-    anterior-posterior axis the beam runs along, one weight per (channel, H position). The weights start at
-    1/H (the mean), so the untrained map is an average-intensity view of the features; the result is in
-    the detector's frame (rows superior->inferior, columns patient right->left, docs/design.md)."""
+    """Encoder feature volumes [N, C, D, H, W] -> 2D maps [N, C, res, res] on the detector, along each
+    study's own rays (model/beam.py). The anterior-posterior axis H (the beam's) is split into `slabs`
+    contiguous slabs; each slab is collapsed by a learned weighted sum along H, one weight per (channel, H
+    position), and its map is sampled where the detector pixels' rays cross the slab's centre plane (so a
+    cone beam's magnification, which differs between planes near the source and near the detector, is
+    followed slab by slab); the slab maps are summed. The weights start at 1/H (the mean along the beam),
+    so the untrained map is an average-intensity view of the features placed where the DRR puts them."""
 
-    def __init__(self, channels: int, depth: int):
+    def __init__(self, channels: int, depth: int, slabs: int):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(channels, depth))
         self.gain = 1.0 / depth
+        self.ranges, planes = plane_centres(depth, slabs)
+        self.register_buffer("planes", planes, persistent=False)
 
-    def forward(self, x: Tensor) -> Tensor:                          # [N, C, D, H, W] -> [N, C, D, W]
-        return torch.einsum("ncdhw,ch->ncdw", x, (self.weight * self.gain).to(x.dtype))
+    def forward(self, x: Tensor, rays: Tensor, res: int) -> Tensor:
+        grid = slab_grid(rays, res, self.planes)                  # [N, K, res, res, 2] (w, d)
+        weight = (self.weight * self.gain).to(x.dtype)
+        out = 0
+        for k, (a, b) in enumerate(self.ranges):
+            slab = torch.einsum("ncdhw,ch->ncdw", x[:, :, :, a:b], weight[:, a:b])   # [N, C, D, W]
+            out = out + torch.nn.functional.grid_sample(slab, grid[:, k].to(slab.dtype), mode="bilinear",
+                                                        padding_mode="zeros", align_corners=False)
+        return out
 
 
 class MappingNetwork(nn.Module):
@@ -347,8 +362,10 @@ class SynthesisNetwork(nn.Module):
 
 
 class Generator(nn.Module):
-    """G(ct): [N, 1, D, H, W] in [-1, 1] -> [N, 1, R, R] in [0, 1] (float32); `cfg.g_arch` (G_ARCHS) chooses
-    the global-vector layout or the beam-projected spatial path on top of it."""
+    """G(ct, rays): [N, 1, D, H, W] in [-1, 1] -> [N, 1, R, R] in [0, 1] (float32); `cfg.g_arch` (G_ARCHS)
+    chooses the global-vector layout or the beam-projected spatial path on top of it. `rays` [N, 6, 3]: each
+    study's ray bundle (model/beam.py `beam_rays`; the CT datasets give it as item "rays"); the projected
+    path needs it, the vector layout ignores it."""
 
     def __init__(self, cfg: NetConfig):
         super().__init__()
@@ -358,33 +375,34 @@ class Generator(nn.Module):
         if cfg.g_arch == "projected":
             self.plan = projection_plan(cfg)
             levels = encoder_plan(cfg)
-            used = sorted(set(self.plan.values()))
+            # each level is projected once, at the finest resolution it feeds; coarser ones are pooled from it
+            self.map_res = {lvl: max(r for r, used in self.plan.items() if used == lvl)
+                            for lvl in set(self.plan.values())}
             self.projections = nn.ModuleDict(
-                {str(lvl): BeamProjection(levels[lvl][2], levels[lvl][0][1]) for lvl in used})
+                {str(lvl): BeamProjection(levels[lvl][2], levels[lvl][0][1], cfg.beam_slabs)
+                 for lvl in sorted(self.map_res)})
             cond = {res: levels[lvl][2] for res, lvl in self.plan.items()}
         else:
-            self.plan, self.projections, cond = {}, None, None
+            self.plan, self.map_res, self.projections, cond = {}, {}, None, None
         self.synthesis = SynthesisNetwork(cfg, cond)
 
-    def forward(self, ct: Tensor, noise_mode: str = "random") -> Tensor:
+    def forward(self, ct: Tensor, rays: Optional[Tensor] = None, noise_mode: str = "random") -> Tensor:
         feats, z = self.encoder.features(ct)                         # per level [N, C, D, H, W]; z [N, z_dim]
         w = self.mapping(z)                                          # [N, w_dim]
         conds = None
         if self.projections is not None:
-            maps = {lvl: proj(feats[int(lvl)]) for lvl, proj in self.projections.items()}   # [N, C, D_l, W_l]
-            conds = {res: _resize_map(maps[str(lvl)], res) for res, lvl in self.plan.items()}
+            check_rays(rays, ct.shape[0])
+            rays = rays.to(ct.device)
+            maps = {lvl: self.projections[str(lvl)](feats[lvl], rays, res)
+                    for lvl, res in self.map_res.items()}            # [N, C_l, res, res]
+            conds = {res: _resize_map(maps[lvl], res) for res, lvl in self.plan.items()}
         y = self.synthesis(w, noise_mode, conds)                     # [N, 1, R, R]
         return (torch.tanh(y.float()) + 1.0) * 0.5
 
 
 def _resize_map(x: Tensor, res: int) -> Tensor:
-    """[N, C, D, W] -> [N, C, res, res]: area averaging where a side shrinks, bilinear where it grows."""
-    small = (min(x.shape[2], res), min(x.shape[3], res))
-    if small != tuple(x.shape[2:]):
-        x = torch.nn.functional.adaptive_avg_pool2d(x, small)
-    if small != (res, res):
-        x = torch.nn.functional.interpolate(x, size=(res, res), mode="bilinear", align_corners=False)
-    return x
+    """[N, C, r, r] -> [N, C, res, res] by area averaging (res <= r)."""
+    return x if x.shape[-1] == res else torch.nn.functional.adaptive_avg_pool2d(x, (res, res))
 
 
 # ------------------------------------------------------------------------------------- discriminator

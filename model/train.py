@@ -408,7 +408,9 @@ class _Trainer:
             if "drr" in batch:
                 cols["DRR" if self.cfg.drr_aug == "none" else "posed DRR"] = batch["drr"]
             if self.G_ema is not None and "ct" in batch:
-                cols["G_ema(CT)"] = self.G_ema(batch["ct"][:8], noise_mode="const")
+                rays = batch.get("rays")
+                cols["G_ema(CT)"] = self.G_ema(batch["ct"][:8], None if rays is None else rays[:8],
+                                               noise_mode="const")
             cols["real CXR"] = batch["cxr"]
         return _image_grid(cols, self._sample_labels(batch))
 

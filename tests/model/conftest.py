@@ -12,12 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from xpgan.drr.geometry import make_geometry
 from xpgan.drr.physics import hu_to_mu
 from xpgan.pipeline import schema
 from xpgan.pipeline import store as st
 from xpgan.pipeline.synth.simple import gaussian_blob, simple_chest
 
-CT_SPACING = (5.0, 8.0, 8.0)  # mm per voxel (sd, sh, sw): a 32-voxel chest is about 250 mm deep
+# mm per voxel (sd, sh, sw): a 32-voxel chest is about 250 mm deep, and 8 slices span as much as 32 columns,
+# so the recorded parallel geometry (field of view fitted to the larger extent) puts the volume on the whole
+# detector, as the nearest-neighbour resized projection below does
+CT_SPACING = (32.0, 8.0, 8.0)
 
 
 def _write(path, kind, arrays, items, *, n, not_done, shard, attrs):
@@ -31,9 +35,9 @@ def _write(path, kind, arrays, items, *, n, not_done, shard, attrs):
     return Path(path)
 
 
-def write_ct_store(path, *, n=40, shape=(8, 32, 32), drr_size=32, seed=0, not_done=(), shard=8):
+def write_ct_store(path, *, n=40, shape=(8, 32, 32), drr_size=32, seed=0, not_done=(), shard=8, geometry=True):
     """CT store: volume int16 HU [N, D, H, W], drr float32 [N, R, R] (the schema's image map of a parallel
-    AP projection), labels alternating 0/1."""
+    AP projection, recorded as a parallel geometry unless `geometry` is false), labels alternating 0/1."""
     rng = np.random.default_rng(seed)
     d, h, w = shape
     labels = (np.arange(n) % 2).astype(np.int8)
@@ -55,7 +59,8 @@ def write_ct_store(path, *, n=40, shape=(8, 32, 32), drr_size=32, seed=0, not_do
                     "study_id": f"study_{i:04d}", "spacing": np.asarray(CT_SPACING, np.float32)}
     arrays = schema.item_arrays("ct", {"D": d, "H": h, "W": w, "S": drr_size})
     return _write(path, "ct", arrays, items, n=n, not_done=not_done, shard=shard,
-                  attrs={"shape": list(shape), "drr_size": drr_size})
+                  attrs={"shape": list(shape), "drr_size": drr_size,
+                         **({"geometry": make_geometry("parallel", size=drr_size).to_dict()} if geometry else {})})
 
 
 def write_cxr_store(path, *, n=80, size=32, seed=1, test_every=4, not_done=(), shard=8, poison=()):

@@ -143,7 +143,7 @@ def test_options_are_checked(aug_stores, tmp_path, store_writers):
         TrainConfig(**base, mode="xpgan", drr_aug="pose+intensity").validate()
     with pytest.raises(XPGANError, match="baseline"):
         TrainConfig(**base, mode="baseline", drr_aug="pose").validate()
-    bare = store_writers[0](tmp_path / "bare.zarr", n=4)  # no geometry attribute
+    bare = store_writers[0](tmp_path / "bare.zarr", n=4, geometry=False)
     with pytest.raises(XPGANError, match="records no DRR geometry"):
         AugmentedCT(CTDataset(bare), train_mode="xpgan", aug="pose", seed=0)
 

@@ -23,7 +23,9 @@ def test_generate_writes_g_ema_pngs_and_grid(tiny_xpgan_run, toy_stores, tmp_pat
     G.load_state_dict(st["models"]["G_ema"])
     G.eval()
     with torch.no_grad():
-        want = G(torch.from_numpy(CTDataset(ct)[0]["ct"][None]), noise_mode="const")[0, 0].numpy()
+        item = CTDataset(ct)[0]
+        want = G(torch.from_numpy(item["ct"][None]), torch.from_numpy(item["rays"][None]),
+                 noise_mode="const")[0, 0].numpy()
     np.testing.assert_allclose(first / 255.0, want, atol=1 / 255 + 1e-6)
     grid = np.asarray(Image.open(out["grid"]))
     assert grid.shape[0] > 5 * 32 and grid.shape[1] > 2 * 32   # five rows of [DRR | G], titled and labelled

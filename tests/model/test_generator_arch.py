@@ -2,10 +2,13 @@
 in checkpoints, exact resume, and checkpoints that name no architecture (the global-vector G)."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from xpgan.drr.geometry import make_geometry
 from xpgan.model import checkpoint as ckpt_io
+from xpgan.model.beam import beam_rays, example_rays
 from xpgan.model.config import G_ARCH_NAMES, TrainConfig
 from xpgan.model.generate import generate
 from xpgan.model.networks import (
@@ -18,6 +21,7 @@ from xpgan.model.networks import (
     net_config_for,
     projection_plan,
 )
+from xpgan.pipeline import schema
 
 
 def test_architecture_names_have_one_owner():
@@ -31,7 +35,7 @@ def test_tiny_shapes_dtypes_and_mapping_rate(arch):
     assert cfg.mapping_lr_mult == G_ARCHS[arch]
     G = Generator(cfg)
     with torch.no_grad():
-        y = G(torch.rand(3, 1, 8, 32, 32) * 2 - 1)
+        y = G(torch.rand(3, 1, 8, 32, 32) * 2 - 1, torch.from_numpy(example_rays((8, 32, 32), 32, 3)))
     assert y.shape == (3, 1, 32, 32) and y.dtype == torch.float32
     assert 0.0 <= float(y.min()) and float(y.max()) <= 1.0
     assert all(layer.lr_mult == G_ARCHS[arch] for layer in G.mapping.layers)
@@ -43,7 +47,7 @@ def test_tiny_shapes_dtypes_and_mapping_rate(arch):
 def test_paper_preset_shapes(arch):
     G = Generator(net_config_for("paper", (64, 256, 256), 256, g_arch=arch))
     with torch.no_grad():
-        y = G(torch.zeros(1, 1, 64, 256, 256))
+        y = G(torch.zeros(1, 1, 64, 256, 256), torch.from_numpy(example_rays((64, 256, 256), 256, 1)))
     assert y.shape == (1, 1, 256, 256) and y.dtype == torch.float32
 
 
@@ -58,13 +62,56 @@ def test_projection_plan_feeds_each_resolution_its_matching_level():
 
 
 def test_beam_projection_starts_as_the_mean_along_the_beam_and_keeps_the_detector_frame():
-    proj = BeamProjection(channels=2, depth=5)
-    x = torch.randn(3, 2, 4, 5, 6)                                          # [N, C, D, H(AP), W(RL)]
-    torch.testing.assert_close(proj(x), x.mean(dim=3))
-    with torch.no_grad():
-        proj.weight.zero_()
-        proj.weight[:, 2] = 5.0                                            # only the middle AP slab
-    torch.testing.assert_close(proj(x), x[:, :, :, 2])
+    # parallel rays, one detector pixel per voxel column (equal d and w extents): the map is the volume's
+    # mean along the beam, sampled at voxel centres, rows superior->inferior and columns right->left
+    shape = (6, 5, 6)
+    r = torch.from_numpy(beam_rays(make_geometry("parallel", size=6), shape, (1.0, 2.0, 1.0)))[None].repeat(3, 1, 1)
+    x = torch.randn(3, 2, *shape)                                              # [N, C, D, H(AP), W(RL)]
+    for slabs in (1, 2, 5):
+        proj = BeamProjection(channels=2, depth=5, slabs=slabs)
+        torch.testing.assert_close(proj(x, r, 6), x.mean(dim=3))
+        with torch.no_grad():
+            proj.weight.zero_()
+            proj.weight[:, 2] = 5.0                                            # only the middle AP plane
+        torch.testing.assert_close(proj(x, r, 6), x[:, :, :, 2])
+
+
+@pytest.mark.parametrize("view", ["pa", "ap"])
+def test_beam_projection_puts_a_point_where_the_siddon_drr_puts_it(view):
+    # one dense voxel off-centre, near the source or the detector: the cone beam magnifies it differently;
+    # the projection with one slab per plane must put it where the DRR renderer's image has it
+    from xpgan.drr import render_drr
+
+    shape, spacing, size = (12, 16, 16), (8.0, 6.0, 6.0), 128   # pixels much finer than voxels
+    geometry = make_geometry("cone", view=view, size=size, sid_mm=300.0, sdd_mm=400.0)
+    r = torch.from_numpy(beam_rays(geometry, shape, spacing))[None]
+    for voxel in [(2, 1, 3), (9, 14, 12), (5, 8, 2)]:
+        vol = np.full(shape, -1000.0, np.float32)
+        vol[voxel] = 3000.0
+        drr = render_drr(vol, spacing, geometry, backend="cpu", output="line_integral")
+        proj = BeamProjection(channels=1, depth=shape[1], slabs=shape[1])
+        x = torch.from_numpy(vol + 1000.0)[None, None]
+        with torch.no_grad():
+            mapped = proj(x, r, size)[0, 0].numpy()
+        np.testing.assert_allclose(centroid(mapped), centroid(drr), atol=0.25)
+
+
+def centroid(img: np.ndarray) -> np.ndarray:
+    """Intensity-weighted (row, column) centre of an image, pixels."""
+    rr, cc = np.meshgrid(np.arange(img.shape[0]), np.arange(img.shape[1]), indexing="ij")
+    return np.array([(img * rr).sum(), (img * cc).sum()]) / img.sum()
+
+
+def test_study_rays_follow_each_study_spacing(toy_stores):
+    from xpgan.model.data import CTDataset
+
+    ct, _ = toy_stores
+    ds = CTDataset(ct)
+    item = ds[0]
+    assert item["rays"].shape == (6, 3) and item["rays"].dtype == np.float32
+    geometry, _ = schema.ct_render_setup(schema.open_store(ct, "ct"), ct, "")
+    spacing = schema.read(schema.open_store(ct, "ct"), ct, "spacing")[item["index"]]
+    np.testing.assert_allclose(item["rays"], beam_rays(geometry, ds.ct_shape, spacing), rtol=1e-6)
 
 
 def test_a_config_that_names_no_architecture_is_the_vector_generator():
