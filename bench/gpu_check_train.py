@@ -1,7 +1,7 @@
 """The training runs of `xpgan bench gpu` (gpu_check.py): the real trainer, timed phase by phase.
 
 Each run records where its wall time goes, so a slow start tells its cause:
-    setup_s            networks, optimizers, stores and loaders built (`_Trainer._setup`)
+    setup_s            networks, optimizers, stores and loaders built (`Trainer.setup`)
     batch_s[i]         waiting for batch i (the first includes DataLoader worker start-up and store opening)
     step_s[i]          training step i, GPU work finished (the first includes cuDNN autotuning when
                        cudnn.benchmark is on, and lazy CUDA module loading)
@@ -26,43 +26,40 @@ def _sync(device) -> None:
 
 
 class _Timings:
-    """Wraps the bound methods of one trainer so each call is timed (GPU work included: synchronised)."""
+    """The run's timings, recorded through the trainer's public hooks (model/train.py TrainHooks)."""
 
-    def __init__(self, tr):
-        self.tr = tr
-        self.rec: dict = {"batch_s": [], "step_s": [], "phase_s": [], "after_step_s": [], "checkpoint_s": []}
-        for name, key in (("_setup", "setup_s"), ("_next_batch", "batch_s"), ("_train_step", "step_s"),
-                          ("_after_step", "after_step_s"), ("_save_checkpoint", "checkpoint_s")):
-            setattr(tr, name, self._timed(getattr(tr, name), key))
+    def __init__(self):
+        from xpgan.model.train import TrainHooks
 
-    def _timed(self, fn, key):
-        def call(*a, **k):
-            if key == "step_s":
-                self.rec["phase_s"].append({})
-            t = time.perf_counter()
-            out = fn(*a, **k)
-            _sync(self.tr.device)
-            sec = time.perf_counter() - t
-            if isinstance(self.rec.get(key), list):
-                self.rec[key].append(sec)
-            else:
-                self.rec[key] = sec
-            if key == "setup_s":
-                self._wrap_loss()
-            return out
-        return call
+        rec: dict = {"setup_s": None, "batch_s": [], "step_s": [], "phase_s": [], "after_step_s": [],
+                     "checkpoint_s": []}
+        self.rec = rec
 
-    def _wrap_loss(self):
-        loss = self.tr.loss
-        inner = loss.accumulate_gradients
+        class Hooks(TrainHooks):
+            timed = True
+            phases: dict = {}
 
-        def acc(phase, *a, **k):
-            t = time.perf_counter()
-            out = inner(phase, *a, **k)
-            _sync(self.tr.device)
-            self.rec["phase_s"][-1][phase] = time.perf_counter() - t
-            return out
-        loss.accumulate_gradients = acc
+            def on_setup(self, seconds):
+                rec["setup_s"] = seconds
+
+            def on_batch(self, seconds):
+                rec["batch_s"].append(seconds)
+
+            def on_phase(self, phase, seconds):
+                self.phases[phase] = seconds
+
+            def on_step(self, step, seconds):
+                rec["step_s"].append(seconds)
+                rec["phase_s"].append(dict(self.phases))
+                self.phases.clear()
+
+            def on_after_step(self, seconds):
+                rec["after_step_s"].append(seconds)
+
+            def on_checkpoint(self, path, seconds):
+                rec["checkpoint_s"].append(seconds)
+
+        self.hooks = Hooks()
 
     def summary(self) -> dict:
         r = dict(self.rec)
@@ -81,9 +78,8 @@ def train_one(work: Path, stores: dict, mode: str, amp: str, sz: dict, device: s
 
     import torch
 
-    from xpgan.model import distributed as dist
     from xpgan.model.config import TrainConfig
-    from xpgan.model.train import _Trainer
+    from xpgan.model.train import train
 
     tag = f"{mode}-{amp}" + ("" if cudnn_benchmark else "-nobench")
     run = stores["runs"] / tag
@@ -100,14 +96,8 @@ def train_one(work: Path, stores: dict, mode: str, amp: str, sz: dict, device: s
         shutil.rmtree(run)
     os.environ["XPGAN_CUDNN_BENCHMARK"] = "1" if cudnn_benchmark else "0"
     t = time.perf_counter()
-    dev = dist.resolve_device(cfg.device)
-    dist.init(dev)
-    try:
-        tr = _Trainer(cfg, dev)
-        timings = _Timings(tr)
-        r = tr.run()
-    finally:
-        dist.shutdown()
+    timings = _Timings()
+    r = train(cfg, hooks=timings.hooks)
     wall = time.perf_counter() - t
     logs = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x.strip()]
     sec = logs[-1]["sec_per_step"] if logs else r.seconds / max(1, r.step)
@@ -131,28 +121,26 @@ def compute_only_rate(cfg, out_dir: Path, items: int, steps: int = 6) -> dict:
 
     import torch
 
-    from xpgan.model.train import _Trainer
+    from xpgan.model.train import Trainer
 
     device = torch.device(cfg.device)
-    tr = _Trainer(dataclasses.replace(cfg, out=str(out_dir)), device)
-    tr._setup()
+    tr = Trainer(dataclasses.replace(cfg, out=str(out_dir)), device)
+    tr.setup()
     try:
-        batch = tr._next_batch()
+        batch = tr.next_batch()
         for _ in range(2):
-            tr._train_step(batch)
-            tr._after_step()
+            tr.train_step(batch)
+            tr.after_step()
             tr.step += 1
         _sync(device)
         t = time.perf_counter()
         for _ in range(steps):
-            tr._train_step(batch)
-            tr._after_step()
+            tr.train_step(batch)
+            tr.after_step()
             tr.step += 1
         _sync(device)
         sec = (time.perf_counter() - t) / steps
     finally:
-        tr.cxr_stream.close()
-        if tr.ct_stream is not None:
-            tr.ct_stream.close()
+        tr.close()
     return {"sec_per_step": sec, "samples_per_s": items / sec,
             "ct_samples_per_s": cfg.batch_size / sec if cfg.mode != "baseline" else None}

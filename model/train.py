@@ -152,20 +152,47 @@ def train_from_options(*, dry_run: bool = False, log=print, **options) -> Option
 
 
 # --------------------------------------------------------------------------------------------- train
-def train(cfg: TrainConfig, log: Optional[Callable[[str], None]] = None) -> TrainResult:
+class TrainHooks:
+    """What a training run reports as it goes; subclass and override (the defaults do nothing).
+
+    With `timed` true the trainer times its parts, with the device's queued work finished (CUDA synchronised)
+    before each clock reading, and calls: on_setup(s) once (networks, optimisers, stores and loaders built),
+    on_batch(s) per batch wait, on_phase(phase, s) per loss phase (G / D / Dreg / C) and on_step(step, s) per
+    whole step, on_after_step(s) per scheduler + EMA update, on_checkpoint(path, s) per checkpoint write.
+    Without `timed` only on_step and on_checkpoint are called, with seconds None."""
+
+    timed = False
+
+    def on_setup(self, seconds: Optional[float]) -> None: ...
+    def on_batch(self, seconds: Optional[float]) -> None: ...
+    def on_phase(self, phase: str, seconds: Optional[float]) -> None: ...
+    def on_step(self, step: int, seconds: Optional[float]) -> None: ...
+    def on_after_step(self, seconds: Optional[float]) -> None: ...
+    def on_checkpoint(self, path: Optional[Path], seconds: Optional[float]) -> None: ...
+
+
+def train(cfg: TrainConfig, log: Optional[Callable[[str], None]] = None,
+          hooks: Optional[TrainHooks] = None) -> TrainResult:
     """Train (or resume) a run; returns where it ended. Raises XPGANError on bad options or NaN loss. With
-    `log`, the main process reports what the run will cost at the start and an ETA after its first steps."""
+    `log`, the main process reports what the run will cost at the start and an ETA after its first steps;
+    `hooks` (TrainHooks) receives the run's events and, when timed, where its time goes."""
     device = dist.resolve_device(cfg.device)
     dist.init(device)
     try:
-        return _Trainer(cfg, device, log).run()
+        return Trainer(cfg, device, log, hooks).run()
     finally:
         dist.shutdown()
 
 
-class _Trainer:
-    def __init__(self, cfg: TrainConfig, device: torch.device, log: Optional[Callable[[str], None]] = None):
+class Trainer:
+    """One training run: `setup` builds it (resumed state merged), `next_batch` / `train_step` / `after_step`
+    advance it by one step, `save_checkpoint` writes it, `close` releases its loaders; `run` does all of it
+    to the end of the schedule, reporting to `hooks`."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, log: Optional[Callable[[str], None]] = None,
+                 hooks: Optional[TrainHooks] = None):
         self.device = device
+        self.hooks = hooks or TrainHooks()
         self.rank, self.world = dist.rank(), dist.world_size()
         self.main = self.rank == 0
         self.say = log if (log is not None and self.main) else (lambda line: None)
@@ -190,7 +217,7 @@ class _Trainer:
         self.amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bf16" else torch.float16
 
     # ------------------------------------------------------------------------------------ setup
-    def _setup(self) -> None:
+    def setup(self) -> None:
         from xpgan.model.losses import XPGANLoss
         from xpgan.model.networks import PRESETS, net_config_for
 
@@ -331,7 +358,8 @@ class _Trainer:
             **({"augment": _augment_state(self.ct_stream)} if self.cfg.drr_aug != "none" else {}),
         }
 
-    def _save_checkpoint(self) -> Optional[Path]:
+    def save_checkpoint(self) -> Optional[Path]:
+        t = self._clock()
         state = self._state()          # every rank takes part (RNG gather)
         path = None
         if self.main:
@@ -339,10 +367,28 @@ class _Trainer:
             ckpt_io.prune(self.run_dir, self.cfg.keep_checkpoints)
         dist.barrier()
         self.last_checkpoint = path
+        self.hooks.on_checkpoint(path, self._since(t))
         return path
 
     # ------------------------------------------------------------------------------------- step
-    def _next_batch(self) -> dict:
+    def _clock(self) -> Optional[float]:
+        """perf_counter after the device's queued work, when the hooks want timings; else None."""
+        if not self.hooks.timed:
+            return None
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def _since(self, t: Optional[float]) -> Optional[float]:
+        return None if t is None else self._clock() - t
+
+    def close(self) -> None:
+        """Stop the loaders' workers."""
+        self.cxr_stream.close()
+        if self.ct_stream is not None:
+            self.ct_stream.close()
+
+    def next_batch(self) -> dict:
         batch = _to_device(next(self.cxr_stream), self.device)
         if self.ct_stream is not None:
             ct = next(self.ct_stream)
@@ -355,7 +401,7 @@ class _Trainer:
                 batch["ct_index"] = index
         return batch
 
-    def _train_step(self, batch: dict) -> dict[str, float]:
+    def train_step(self, batch: dict) -> dict[str, float]:
         stats: dict[str, float] = {}
         bad: Optional[tuple[str, float]] = None
         for phase in self.phases:
@@ -364,7 +410,10 @@ class _Trainer:
             net_name = "D" if phase == "Dreg" else phase
             net, opt, scaler = self.nets[net_name], self.opts[net_name], self.scalers[phase]
             opt.zero_grad(set_to_none=True)
+            t = self._clock()
             s = self.loss.accumulate_gradients(phase, batch, scaler=scaler if scaler.is_enabled() else None)
+            if t is not None:
+                self.hooks.on_phase(phase, self._since(t))
             for k, v in s.items():
                 v = float(v)
                 if not math.isfinite(v) and bad is None:
@@ -380,7 +429,7 @@ class _Trainer:
                 opt.step()
         return stats
 
-    def _after_step(self) -> None:
+    def after_step(self) -> None:
         cfg = self.cfg
         for s in self.scheds.values():
             s.step()
@@ -452,7 +501,10 @@ class _Trainer:
         from tqdm import tqdm
 
         cfg = self.cfg
-        self._setup()
+        t = self._clock()
+        self.setup()
+        if t is not None:
+            self.hooks.on_setup(self._since(t))
         self.last_checkpoint = getattr(self, "resume_path", None)
         self.writer = None
         if self.main:
@@ -477,16 +529,25 @@ class _Trainer:
         batch = None
         try:
             while self.step < end:
-                batch = self._next_batch()
-                stats = self._train_step(batch)
+                t = self._clock()
+                batch = self.next_batch()
+                if t is not None:
+                    self.hooks.on_batch(self._since(t))
+                t = self._clock()
+                stats = self.train_step(batch)
+                step_s = self._since(t)
                 if "__bad__" in stats:
                     term, value = stats["__bad__"]
                     where = (f"; the last good checkpoint {self.last_checkpoint} is untouched"
                              if self.last_checkpoint else "; no checkpoint was written yet")
                     raise XPGANError(f"step {self.step + 1}: loss term {term} is {value} in phase "
                                      f"{stats['__phase__']}; training stopped{where}")
-                self._after_step()
+                t = self._clock()
+                self.after_step()
+                if t is not None:
+                    self.hooks.on_after_step(self._since(t))
                 self.step += 1
+                self.hooks.on_step(self.step, step_s)
                 bar.update(1)
                 if self.step == start_step + 1:
                     t_first = time.perf_counter()  # the first step includes warm-up; the ETA leaves it out
@@ -502,17 +563,15 @@ class _Trainer:
                 if cfg.sample_every and self.step % cfg.sample_every == 0:
                     self._write_sample(batch)
                 if self.step % cfg.checkpoint_every == 0 and self.step < end:
-                    self._save_checkpoint()
+                    self.save_checkpoint()
             seconds = time.perf_counter() - t0
             if batch is not None and self.step > start_step:
-                self._save_checkpoint()
+                self.save_checkpoint()
                 if cfg.sample_every and self.step % cfg.sample_every != 0:
                     self._write_sample(batch)
         finally:
             bar.close()
-            self.cxr_stream.close()
-            if self.ct_stream is not None:
-                self.ct_stream.close()
+            self.close()
             if self.writer is not None:
                 self.writer.close()
         steps = self.step - start_step
