@@ -6,9 +6,12 @@ option types (Literal choices that Typer validates) and defaults come from the m
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import re
 import sys
+import typing
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional, get_args, get_origin
 
@@ -23,7 +26,7 @@ from xpgan.drr.physics import MU_WATER_PER_MM, OutputOption
 from xpgan.drr.render import Backend
 from xpgan.errors import XPGANError
 from xpgan.model import config as train_config
-from xpgan.model.config import AmpDtype, ClassBalance, Device, DrrAug, EvalSplit, GArch, Mode, Preset, TrainConfig
+from xpgan.model.config import Device, EvalSplit, TrainConfig
 from xpgan.pipeline.ct.prep_drr import DEFAULT_SHAPE
 from xpgan.pipeline.ct.validate import (
     ALLOW_UNUSUAL_CT_HELP,
@@ -160,13 +163,8 @@ def spacing_range_rule(option: str, value):
     return check_spacing_range(value)  # pipeline/ct/validate.py owns the rule and names the option
 
 
-def train_bound(field: str):
-    return bounded(train_config.FIELD_BOUNDS[field])
-
-
 SPACING_OPTION_HELP = ("Plausible CT voxel spacing LO HI, mm per axis; volumes outside it are refused, as are NaN/inf "
                        "voxels and values outside the int16 HU range.")
-_TRAIN = TrainConfig()  # the defaults of `train`
 _DEMO = DemoConfig()  # the defaults of `demo`
 
 
@@ -435,77 +433,39 @@ def prep_cxr_command(
         raise typer.Exit(1)
 
 
-@app.command("train")
-@user_errors
-def train_command(
-    ct: Optional[Path] = typer.Option(None, "--ct", help="CT store (xpgan prep drr output); modes xpgan, drr."),
-    cxr: Optional[Path] = typer.Option(None, "--cxr", help="CXR store (xpgan prep cxr output)."),
-    mode: Mode = typer.Option(_TRAIN.mode, "--mode", help="xpgan (joint G/D/C), drr (C on CXR + DRRs) or baseline "
-                           "(C on CXR)."),
-    out: Path = typer.Option(Path(_TRAIN.out), "--out", help="Run directory (config, checkpoints, logs, samples)."),
-    epochs: Optional[int] = typer.Option(_TRAIN.epochs, "--epochs", callback=train_bound("epochs"),
-                                         help="Passes over the CXR training items."),
-    max_steps: Optional[int] = typer.Option(_TRAIN.max_steps, "--max-steps", callback=train_bound("max_steps"),
-                                            help="Optimisation steps (overrides --epochs)."),
-    batch_size: int = typer.Option(_TRAIN.batch_size, "--batch-size", callback=train_bound("batch_size"),
-                                   help="CT items per step (per process)."),
-    cxr_batch_size: Optional[int] = typer.Option(_TRAIN.cxr_batch_size, "--cxr-batch-size",
-                                                 callback=train_bound("cxr_batch_size"),
-                                                  help="CXR items per step (default: --batch-size)."),
-    lr: float = typer.Option(_TRAIN.lr, "--lr", callback=train_bound("lr"),
-                             help="Adam learning rate, cosine-annealed to 0 over the run."),
-    lambda_l1: float = typer.Option(_TRAIN.lambda_l1, "--lambda-l1", callback=train_bound("lambda_l1"),
-                                    help="Weight of L1(G(ct), DRR)."),
-    r1_gamma: float = typer.Option(_TRAIN.r1_gamma, "--r1-gamma", callback=train_bound("r1_gamma"),
-                                   help="R1 regularisation weight."),
-    r1_interval: int = typer.Option(_TRAIN.r1_interval, "--r1-interval", callback=train_bound("r1_interval"),
-                                    help="Steps between lazy R1 passes."),
-    seed: int = typer.Option(_TRAIN.seed, "--seed", callback=train_bound("seed"),
-                             help="Seed of weights, data order and noise."),
-    preset: Preset = typer.Option(_TRAIN.preset, "--preset", help="Network widths (tiny: CPU-sized)."),
-    device: Device = typer.Option(_TRAIN.device, "--device"),
-    amp: bool = typer.Option(_TRAIN.amp, "--amp/--no-amp", help="Mixed precision on CUDA."),
-    amp_dtype: AmpDtype = typer.Option(_TRAIN.amp_dtype, "--amp-dtype", help="fp16 uses loss scaling."),
-    num_workers: int = typer.Option(_TRAIN.num_workers, "--num-workers", callback=train_bound("num_workers"),
-                                    help="Data loader worker processes per rank."),
-    checkpoint_every: int = typer.Option(_TRAIN.checkpoint_every, "--checkpoint-every",
-                                         callback=train_bound("checkpoint_every"),
-                                         help="Steps between checkpoints."),
-    keep_checkpoints: int = typer.Option(_TRAIN.keep_checkpoints, "--keep-checkpoints",
-                                         callback=train_bound("keep_checkpoints"),
-                                         help="Newest checkpoints kept (0: all)."),
-    log_every: int = typer.Option(_TRAIN.log_every, "--log-every", callback=train_bound("log_every"),
-                                  help="Steps between logged losses."),
-    sample_every: int = typer.Option(_TRAIN.sample_every, "--sample-every", callback=train_bound("sample_every"),
-                                     help="Steps between sample grid PNGs (0: never)."),
-    classifier_weights: Optional[Path] = typer.Option(None, "--classifier-weights",
-                                                      help="Local torchvision DenseNet121 ImageNet state_dict."),
-    resume: Optional[str] = typer.Option(_TRAIN.resume, "--resume",
-                                          help="Checkpoint file, run directory, or 'latest' (in --out)."),
-    stop_at: Optional[int] = typer.Option(_TRAIN.stop_at, "--stop-at", callback=train_bound("stop_at"),
-                                          help="End this invocation at this step (resume later)."),
-    progress: bool = typer.Option(_TRAIN.progress, "--progress/--no-progress", help="Progress bar."),
-    class_balance: ClassBalance = typer.Option(_TRAIN.class_balance, "--class-balance",
-                                               help="Real-CXR class imbalance: oversample (each positive repeated "
-                                                    "n_neg/n_pos times per epoch), weight (positives weighted "
-                                                    "n_neg/n_pos in the loss) or none."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config as JSON and exit."),
-    allow_incomplete: bool = typer.Option(_TRAIN.allow_incomplete, "--allow-incomplete", help="Use the done items of "
-                                          "a store that prep is still writing or did not finish (refused by default)."),
-    drr_aug: DrrAug = typer.Option(_TRAIN.drr_aug, "--drr-aug",
-                                   help="On-the-fly posed DRRs (modes drr, xpgan): none (stored DRRs) | pose "
-                                        "(yaw/pitch +-8, roll +-5 deg, offsets +-10 mm, SID 1000-1800 mm) | "
-                                        "pose+intensity (mode drr: also exposure x0.85-1.15 and noise)."),
-    g_arch: GArch = typer.Option(_TRAIN.g_arch, "--g-arch",
-                                 help="Generator of mode xpgan: projected (the CT's features collapsed along the "
-                                      "beam feed every synthesis resolution, the global vector modulates the "
-                                      "styles) | vector (the paper's: global vector only)."),
-) -> None:
+def _train_command(**options) -> None:
     """Train a classifier (and in mode xpgan the generator and discriminator); torchrun for several GPUs."""
-    options = dict(locals())
     from xpgan.model.train import train_from_options
 
     train_from_options(dry_run=options.pop("dry_run"), log=typer.echo, **options)
+
+
+def _train_signature() -> inspect.Signature:
+    """The `train` options, one per TrainConfig field offered on the command line (its default, help,
+    choices from the Literal type, bound checked at parse time, flag spelling), plus --dry-run."""
+    hints = typing.get_type_hints(TrainConfig)
+    params = []
+    for f in dataclasses.fields(TrainConfig):
+        meta = f.metadata
+        if not meta.get("cli", True):
+            continue
+        annotation, default = hints[f.name], f.default
+        if meta.get("path"):
+            annotation = Path if default is not None else Optional[Path]
+            default = Path(default) if default is not None else None
+        option = typer.Option(default, meta.get("flag") or train_config.option_name(f.name),
+                              help=meta.get("help") or None,
+                              callback=bounded(meta["bound"]) if meta.get("bound") is not None else None)
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
+    params.append(inspect.Parameter("dry_run", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                                    default=typer.Option(False, "--dry-run",
+                                                         help="Print the resolved config as JSON and exit.")))
+    return inspect.Signature(params)
+
+
+_train_command.__signature__ = _train_signature()
+_train_command.__annotations__ = {p.name: p.annotation for p in _train_command.__signature__.parameters.values()}
+train_command = app.command("train")(user_errors(_train_command))
 
 
 @app.command("eval")

@@ -5,7 +5,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional, get_args
+from typing import Any, Literal, Optional, get_args, get_origin, get_type_hints
 
 from xpgan import bounds as B
 from xpgan.errors import XPGANError
@@ -27,13 +27,13 @@ DRR_AUG_MODES: tuple[str, ...] = get_args(DrrAug)
 G_ARCH_NAMES: tuple[str, ...] = get_args(GArch)
 CLASS_BALANCE: tuple[str, ...] = get_args(ClassBalance)
 
-# The bound of each numeric field (xpgan/bounds.py); the `train` options check the same ones at parse time.
-FIELD_BOUNDS: dict[str, B.Bound] = {
-    "epochs": B.EPOCHS, "max_steps": B.STEPS, "stop_at": B.STEPS, "batch_size": B.BATCH, "cxr_batch_size": B.BATCH,
-    "lr": B.LR, "c_lr": B.LR, "lambda_l1": B.LOSS_WEIGHT, "r1_gamma": B.LOSS_WEIGHT, "r1_interval": B.EVERY,
-    "seed": B.SEED, "num_workers": B.LOADER_WORKERS, "val_fraction": B.FRACTION, "checkpoint_every": B.EVERY,
-    "keep_checkpoints": B.KEEP, "log_every": B.EVERY, "sample_every": B.EVERY_OR_NEVER,
-}
+
+def _opt(default, help: str = "", *, bound: Optional[B.Bound] = None, flag: Optional[str] = None,
+         path: bool = False, cli: bool = True):
+    """A TrainConfig field with what the `train` command needs to offer it: help, parse-time bound, the flag
+    spelling of a boolean (--amp/--no-amp), whether it is a path, and whether it is a command option at all."""
+    return dataclasses.field(default=default, metadata={"help": help, "bound": bound, "flag": flag, "path": path,
+                                                        "cli": cli})
 
 
 def option_name(field: str) -> str:
@@ -43,48 +43,55 @@ def option_name(field: str) -> str:
 
 @dataclass
 class TrainConfig:
-    ct: Optional[str] = None            # CT store (required for modes xpgan and drr)
-    cxr: Optional[str] = None           # CXR store (always required)
-    mode: str = "xpgan"                 # xpgan | drr | baseline (the rows of the paper's Table 2)
-    out: str = "runs/xpgan"             # run directory
-    epochs: Optional[int] = None        # passes over the CXR training items (ignored when max_steps is set)
-    max_steps: Optional[int] = None     # optimisation steps; one step = one CT batch + one CXR batch
-    batch_size: int = 8                 # CT items per step
-    cxr_batch_size: Optional[int] = None  # CXR items per step (None: same as batch_size)
-    lr: float = 0.002                   # Adam learning rate of G, D and C (cosine-annealed to 0)
-    c_lr: Optional[float] = None        # classifier learning rate (None: lr)
-    betas_gd: tuple[float, float] = (0.0, 0.99)   # StyleGAN2 betas for G and D
-    betas_c: tuple[float, float] = (0.9, 0.999)   # classifier Adam betas
-    lambda_l1: float = 2.0              # weight of L1(G(ct), DRR(ct))
-    r1_gamma: float = 1.0               # R1 weight (StyleGAN2 convention, images seen in [-1, 1])
-    r1_interval: int = 16               # lazy R1: the Dreg phase runs every r1_interval steps
-    ema_kimg: float = 10.0              # half-life of the G EMA, thousands of images
-    ema_rampup: Optional[float] = 0.05  # EMA half-life at most ema_rampup * images seen (None: off)
-    seed: int = 0
-    preset: str = "paper"               # paper | tiny network widths
-    device: str = "auto"                # auto | cpu | cuda
-    amp: bool = True                    # mixed precision (CUDA only)
-    amp_dtype: str = "bf16"             # bf16 (no loss scaling) | fp16 (with GradScaler)
-    num_workers: int = 2                # DataLoader worker processes per rank
-    val_fraction: float = 0.1           # share of CXR training patients held out for eval's threshold
-    class_balance: str = "oversample"   # real-CXR class imbalance: "oversample" (each positive listed
-                                        # round(n_neg/n_pos) times per epoch), "weight" (cross entropy
-                                        # weights positives by n_neg/n_pos of the train part) or "none";
-                                        # see docs/study_calibration.md for the choice
-    checkpoint_every: int = 1000        # steps between checkpoints (one is always written at the end)
-    keep_checkpoints: int = 3           # newest checkpoints kept (0: keep all)
-    log_every: int = 50                 # steps between scalar logs
-    sample_every: int = 1000            # steps between PNG sample grids (0: never)
-    classifier_weights: Optional[str] = None  # local torchvision DenseNet121 state_dict (ImageNet)
-    resume: Optional[str] = None        # checkpoint path or "latest" (newest in out/checkpoints)
-    stop_at: Optional[int] = None       # end this invocation at this step (checkpoint written); the
-                                        # schedule still spans the whole run, so a resume continues it
-    progress: bool = True               # progress bar on rank 0
-    allow_incomplete: bool = False      # train on the done items of a store prep is writing or did not finish
-    drr_aug: str = "none"               # on-the-fly posed DRRs (model/augment.py): none | pose | pose+intensity
-    g_arch: str = "projected"           # generator (mode xpgan): projected (spatial path from the CT's
-                                        # beam-collapsed features + global style) | vector (the paper's
-                                        # global vector only); model/networks.py G_ARCHS
+    """Every training option once: default, help, choices (Literal types) and bound live on the field; the
+    `train` command's options are generated from these fields (cli.py) and `validate` checks the same rules."""
+
+    ct: Optional[str] = _opt(None, "CT store (xpgan prep drr output); modes xpgan, drr.", path=True)
+    cxr: Optional[str] = _opt(None, "CXR store (xpgan prep cxr output).", path=True)
+    mode: Mode = _opt("xpgan", "xpgan (joint G/D/C), drr (C on CXR + DRRs) or baseline (C on CXR).")
+    out: str = _opt("runs/xpgan", "Run directory (config, checkpoints, logs, samples).", path=True)
+    epochs: Optional[int] = _opt(None, "Passes over the CXR training items.", bound=B.EPOCHS)
+    max_steps: Optional[int] = _opt(None, "Optimisation steps (overrides --epochs).", bound=B.STEPS)
+    batch_size: int = _opt(8, "CT items per step (per process).", bound=B.BATCH)
+    cxr_batch_size: Optional[int] = _opt(None, "CXR items per step (default: --batch-size).", bound=B.BATCH)
+    lr: float = _opt(0.002, "Adam learning rate, cosine-annealed to 0 over the run.", bound=B.LR)
+    lambda_l1: float = _opt(2.0, "Weight of L1(G(ct), DRR).", bound=B.LOSS_WEIGHT)
+    r1_gamma: float = _opt(1.0, "R1 regularisation weight.", bound=B.LOSS_WEIGHT)
+    r1_interval: int = _opt(16, "Steps between lazy R1 passes.", bound=B.EVERY)
+    seed: int = _opt(0, "Seed of weights, data order and noise.", bound=B.SEED)
+    preset: Preset = _opt("paper", "Network widths (tiny: CPU-sized).")
+    device: Device = _opt("auto", "auto: CUDA when available, else CPU.")
+    amp: bool = _opt(True, "Mixed precision on CUDA.", flag="--amp/--no-amp")
+    amp_dtype: AmpDtype = _opt("bf16", "fp16 uses loss scaling.")
+    num_workers: int = _opt(2, "Data loader worker processes per rank.", bound=B.LOADER_WORKERS)
+    checkpoint_every: int = _opt(1000, "Steps between checkpoints.", bound=B.EVERY)
+    keep_checkpoints: int = _opt(3, "Newest checkpoints kept (0: all).", bound=B.KEEP)
+    log_every: int = _opt(50, "Steps between logged losses.", bound=B.EVERY)
+    sample_every: int = _opt(1000, "Steps between sample grid PNGs (0: never).", bound=B.EVERY_OR_NEVER)
+    classifier_weights: Optional[str] = _opt(None, "Local torchvision DenseNet121 ImageNet state_dict.", path=True)
+    resume: Optional[str] = _opt(None, "Checkpoint file, run directory, or 'latest' (in --out).")
+    stop_at: Optional[int] = _opt(None, "End this invocation at this step (resume later).", bound=B.STEPS)
+    progress: bool = _opt(True, "Progress bar.", flag="--progress/--no-progress")
+    class_balance: ClassBalance = _opt("oversample", "Real-CXR class imbalance: oversample (each positive repeated "
+                                       "n_neg/n_pos times per epoch), weight (positives weighted n_neg/n_pos in "
+                                       "the loss) or none.")
+    allow_incomplete: bool = _opt(False, "Use the done items of a store that prep is still writing or did not "
+                                  "finish (refused by default).", flag="--allow-incomplete")
+    drr_aug: DrrAug = _opt("none", "On-the-fly posed DRRs (modes drr, xpgan): none (stored "
+                           "DRRs) | pose (yaw/pitch +-8, roll +-5 deg, offsets +-10 mm, SID 1000-1800 mm) | "
+                           "pose+intensity (mode drr: also exposure x0.85-1.15 and noise).")
+    g_arch: GArch = _opt("projected", "Generator of mode xpgan: projected (the CT's features collapsed along "
+                         "each study's rays feed every synthesis resolution, the global vector modulates the "
+                         "styles) | vector (the paper's: global vector only).")
+    # not command options: fixed by the method, changed only through a config file or the API
+    c_lr: Optional[float] = _opt(None, "classifier learning rate (None: lr)", bound=B.LR, cli=False)
+    betas_gd: tuple[float, float] = _opt((0.0, 0.99), "StyleGAN2 Adam betas for G and D", cli=False)
+    betas_c: tuple[float, float] = _opt((0.9, 0.999), "classifier Adam betas", cli=False)
+    ema_kimg: float = _opt(10.0, "half-life of the G EMA, thousands of images", cli=False)
+    ema_rampup: Optional[float] = _opt(0.05, "EMA half-life at most ema_rampup * images seen (None: off)",
+                                       cli=False)
+    val_fraction: float = _opt(0.1, "share of CXR training patients held out for eval's threshold",
+                               bound=B.FRACTION, cli=False)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -108,36 +115,30 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Raise XPGANError on an option the user can fix; return self."""
-        if self.mode not in MODES:
-            raise XPGANError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.preset not in PRESET_NAMES:
-            raise XPGANError(f"--preset must be one of {', '.join(PRESET_NAMES)}, got {self.preset!r}")
-        if self.device not in DEVICES:
-            raise XPGANError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        if self.amp_dtype not in AMP_DTYPES:
-            raise XPGANError(f"amp_dtype must be one of {', '.join(AMP_DTYPES)}, got {self.amp_dtype!r}")
-        if self.drr_aug not in DRR_AUG_MODES:
-            raise XPGANError(f"--drr-aug must be one of {', '.join(DRR_AUG_MODES)}, got {self.drr_aug!r}")
+        hints = get_type_hints(TrainConfig)
+        for f in dataclasses.fields(self):
+            value, choices = getattr(self, f.name), get_args(hints[f.name])
+            if get_origin(hints[f.name]) is Literal and value not in choices:
+                raise XPGANError(f"{option_name(f.name)} must be one of {', '.join(choices)}, got {value!r}")
+            if f.metadata.get("bound") is not None and value is not None:
+                f.metadata["bound"].check(option_name(f.name), value)
         if self.drr_aug != "none" and self.mode == "baseline":
             raise XPGANError("--drr-aug needs --mode xpgan or drr (mode baseline trains on no CT)")
         if self.drr_aug == "pose+intensity" and self.mode == "xpgan":
             raise XPGANError("--drr-aug pose+intensity applies to --mode drr only (in mode xpgan G could not know "
                              "the exposure change of its L1 target); use pose")
-        if self.g_arch not in G_ARCH_NAMES:
-            raise XPGANError(f"--g-arch must be one of {', '.join(G_ARCH_NAMES)}, got {self.g_arch!r}")
-        if self.class_balance not in CLASS_BALANCE:
-            raise XPGANError(f"--class-balance must be one of {', '.join(CLASS_BALANCE)}, "
-                             f"got {self.class_balance!r}")
         if self.cxr is None:
             raise XPGANError("--cxr is required (the CXR store)")
         if self.mode in ("xpgan", "drr") and self.ct is None:
             raise XPGANError(f"--ct is required for --mode {self.mode}")
         if self.max_steps is None and self.epochs is None:
             raise XPGANError("give --epochs or --max-steps")
-        for name, bound in FIELD_BOUNDS.items():
-            if getattr(self, name) is not None:
-                bound.check(option_name(name), getattr(self, name))
         return self
+
+
+# The bound of each numeric field, read from the fields (the property test of the options reads this table).
+FIELD_BOUNDS: dict[str, B.Bound] = {f.name: f.metadata["bound"] for f in dataclasses.fields(TrainConfig)
+                                    if f.metadata.get("bound") is not None}
 
 
 def write_config(cfg: TrainConfig, run_dir: str | Path) -> Path:

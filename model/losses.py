@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xpgan.model.config import MODES
+from xpgan.model.config import MODES, TrainConfig
 
 PHASES_FOR_MODE = {"xpgan": ("G", "D", "Dreg", "C"), "drr": ("C",), "baseline": ("C",)}
 PHASE_NETWORK = {"G": "G", "D": "D", "Dreg": "D", "C": "C"}   # the network each phase updates
@@ -69,7 +69,8 @@ def cross_entropy_known(logits: Tensor, labels: Tensor, class_weight: Tensor | N
 
 class XPGANLoss:
     def __init__(self, G: nn.Module | None, D: nn.Module | None, C: nn.Module, *, mode: str = "xpgan",
-                 lambda_l1: float = 2.0, lambda_cls: float = 1.0, r1_gamma: float = 1.0, r1_interval: int = 16,
+                 lambda_l1: float = TrainConfig.lambda_l1, lambda_cls: float = 1.0,
+                 r1_gamma: float = TrainConfig.r1_gamma, r1_interval: int = TrainConfig.r1_interval,
                  amp_dtype: torch.dtype | None = None, reuse_fakes: bool = True,
                  cxr_class_weight: tuple[float, float] | None = None):
         if mode not in MODES:
