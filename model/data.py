@@ -369,3 +369,16 @@ class BatchStream:
         it, self._it = self._it, None
         if it is not None and hasattr(it, "_shutdown_workers"):
             it._shutdown_workers()
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """A loader batch on `device` (store indices dropped, labels as int64)."""
+    out = {}
+    for k, v in batch.items():
+        if k == "index":
+            continue
+        out[k] = v.to(device, non_blocking=True)
+    for k in ("ct_label", "cxr_label"):
+        if k in out:
+            out[k] = out[k].long()
+    return out

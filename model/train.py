@@ -27,7 +27,8 @@ from xpgan.errors import XPGANError
 from xpgan.model import checkpoint as ckpt_io
 from xpgan.model import distributed as dist
 from xpgan.model.config import TrainConfig, write_config
-from xpgan.model.data import BatchStream, CTDataset, CXRDataset, ct_store_info, cxr_store_info
+from xpgan.model.ctsource import ct_source_for
+from xpgan.model.data import BatchStream, CXRDataset, ct_store_info, cxr_store_info, to_device
 
 # Options that may differ when resuming (where and how the run executes, not what it computes).
 RESUME_OVERRIDES = ("ct", "cxr", "out", "device", "num_workers", "progress", "checkpoint_every",
@@ -65,18 +66,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)
     torch.manual_seed(seed)
-
-
-def _to_device(batch: dict, device: torch.device) -> dict:
-    out = {}
-    for k, v in batch.items():
-        if k == "index":
-            continue
-        out[k] = v.to(device, non_blocking=True)
-    for k in ("ct_label", "cxr_label"):
-        if k in out:
-            out[k] = out[k].long()
-    return out
 
 
 def _ema_update(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None:
@@ -276,19 +265,7 @@ class Trainer:
             batch_size=cfg.cxr_batch,
             seed=cfg.seed, rank=self.rank, world_size=self.world, num_workers=cfg.num_workers,
             pin_memory=device.type == "cuda", name=f"{cfg.cxr} (train part)")
-        self.ct_stream = None
-        if cfg.mode in ("xpgan", "drr"):
-            # mode xpgan also learns G/D from CTs of unknown label (-1; the loss skips them in CE)
-            ct_data = CTDataset(cfg.ct, hu_window=self.net_cfg.hu_window, with_volume=cfg.mode == "xpgan",
-                                labelled_only=cfg.mode == "drr")
-            if cfg.drr_aug != "none":  # fresh posed DRRs instead of the stored ones (model/augment.py)
-                from xpgan.model.augment import AugmentedCT
-                ct_data = AugmentedCT(ct_data, train_mode=cfg.mode, aug=cfg.drr_aug, seed=cfg.seed, rank=self.rank,
-                                      render_in_workers=not _drr_on_gpu(device))
-            self.ct_stream = BatchStream(
-                ct_data,
-                batch_size=cfg.batch_size, seed=cfg.seed + 1, rank=self.rank, world_size=self.world,
-                num_workers=cfg.num_workers, pin_memory=device.type == "cuda", name=str(cfg.ct))
+        self.ct_source = ct_source_for(cfg, self.net_cfg.hu_window, device, rank=self.rank, world_size=self.world)
         if cfg.max_steps is not None:
             self.total = int(cfg.max_steps)
         else:
@@ -326,11 +303,8 @@ class Trainer:
                 s.load_state_dict(st["scalers"][k])
         self.step = int(st["step"])
         self.cxr_stream.load_state_dict(st["streams"]["cxr"])
-        if self.ct_stream is not None:
-            self.ct_stream.load_state_dict(st["streams"]["ct"])
-        if self.cfg.drr_aug != "none":
-            from xpgan.model.augment import check_checkpoint_state
-            check_checkpoint_state(st.get("augment"), self.ct_stream)
+        if self.ct_source is not None:
+            self.ct_source.load(st["streams"]["ct"], st.get("augment"))
         rngs = st["rng"]
         ckpt_io.set_rng_state(rngs[self.rank] if self.rank < len(rngs) else rngs[0])
 
@@ -343,6 +317,7 @@ class Trainer:
         models = {k: m.state_dict() for k, m in self.nets.items()}
         if self.G_ema is not None:
             models["G_ema"] = self.G_ema.state_dict()
+        ct = self.ct_source.state() if self.ct_source is not None else {}
         return {
             "version": ckpt_io.CHECKPOINT_VERSION,
             "config": self.cfg.to_dict(),
@@ -352,10 +327,9 @@ class Trainer:
             "schedulers": {k: s.state_dict() for k, s in self.scheds.items()},
             "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
             "step": self.step,
-            "streams": {"cxr": self.cxr_stream.state_dict(),
-                        **({"ct": self.ct_stream.state_dict()} if self.ct_stream is not None else {})},
+            "streams": {"cxr": self.cxr_stream.state_dict(), **({"ct": ct["stream"]} if ct else {})},
             "rng": rngs,
-            **({"augment": _augment_state(self.ct_stream)} if self.cfg.drr_aug != "none" else {}),
+            **({"augment": ct["augment"]} if "augment" in ct else {}),
         }
 
     def save_checkpoint(self) -> Optional[Path]:
@@ -385,20 +359,13 @@ class Trainer:
     def close(self) -> None:
         """Stop the loaders' workers."""
         self.cxr_stream.close()
-        if self.ct_stream is not None:
-            self.ct_stream.close()
+        if self.ct_source is not None:
+            self.ct_source.close()
 
     def next_batch(self) -> dict:
-        batch = _to_device(next(self.cxr_stream), self.device)
-        if self.ct_stream is not None:
-            ct = next(self.ct_stream)
-            index = ct.get("index")  # store positions, for the sample sheets' study ids
-            if "hu" in ct:  # posed DRRs rendered here, on the GPU (model/augment.py)
-                from xpgan.model.augment import finish_on_device
-                ct = finish_on_device(ct, self.ct_stream.dataset, self.device)
-            batch.update(_to_device(ct, self.device))
-            if torch.is_tensor(index):
-                batch["ct_index"] = index
+        batch = to_device(next(self.cxr_stream), self.device)
+        if self.ct_source is not None:
+            batch.update(self.ct_source.next_batch(self.device))
         return batch
 
     def train_step(self, batch: dict) -> dict[str, float]:
@@ -455,7 +422,7 @@ class Trainer:
                                                       align_corners=False)
                 cols["CT mid-slice"] = (mid + 1.0) / 2.0
             if "drr" in batch:
-                cols["DRR" if self.cfg.drr_aug == "none" else "posed DRR"] = batch["drr"]
+                cols[self.ct_source.drr_title] = batch["drr"]
             if self.G_ema is not None and "ct" in batch:
                 rays = batch.get("rays")
                 cols["G_ema(CT)"] = self.G_ema(batch["ct"][:8], None if rays is None else rays[:8],
@@ -519,7 +486,7 @@ class Trainer:
         end = self.total if cfg.stop_at is None else min(self.total, int(cfg.stop_at))
         start_step = self.step
         for line in cost_lines(cfg, start_step, end, self.total, self.device.type, self.world,
-                               with_ct=self.ct_stream is not None):
+                               with_ct=self.ct_source is not None):
             self.say(line)
         bar = tqdm(total=self.total, initial=self.step, disable=not (self.main and cfg.progress),
                    desc=f"train {cfg.mode}", unit="step", dynamic_ncols=True)
@@ -575,7 +542,7 @@ class Trainer:
             if self.writer is not None:
                 self.writer.close()
         steps = self.step - start_step
-        per_step_items = cfg.cxr_batch + (cfg.batch_size if self.ct_stream is not None else 0)
+        per_step_items = cfg.cxr_batch + (cfg.batch_size if self.ct_source is not None else 0)
         return TrainResult(run_dir=str(self.run_dir), step=self.step, total_steps=self.total,
                            checkpoint=str(self.last_checkpoint) if self.last_checkpoint else None,
                            seconds=seconds, steps_per_s=steps / seconds if seconds > 0 else 0.0,
@@ -630,18 +597,6 @@ def postfix(stats: dict[str, float], n: int = 4) -> dict[str, str]:
     stays distinct from loss/C_real)."""
     shown = [(k, v) for k, v in stats.items() if not k.startswith("__")][:n]
     return {k.removeprefix("loss/"): f"{v:.3f}" for k, v in shown}
-
-
-def _drr_on_gpu(device: torch.device) -> bool:
-    from xpgan.drr import cuda_available
-
-    return device.type == "cuda" and cuda_available()
-
-
-def _augment_state(stream) -> dict:
-    from xpgan.model.augment import checkpoint_state
-
-    return checkpoint_state(stream)
 
 
 def _class_counts(ds: CXRDataset) -> tuple[int, int]:
