@@ -16,14 +16,14 @@ def bench_generator(*, preset: str = "tiny", ct_shape=(32, 64, 64), img_res: int
                     cxr_batch: int = 16, repeats: int = 5, device: str = "cpu", log=print) -> dict:
     import torch
 
-    from xpgan.model.beam import example_rays
+    from xpgan.model.beam import example_beam
     from xpgan.model.losses import PHASES_FOR_MODE, XPGANLoss
     from xpgan.model.networks import G_ARCHS, Discriminator, Generator, build_classifier, net_config_for
 
     dev = torch.device(device)
     g = torch.Generator().manual_seed(0)
     batch_data = {"ct": torch.rand(batch, 1, *ct_shape, generator=g) * 2 - 1,
-                  "rays": torch.from_numpy(example_rays(ct_shape, img_res, batch)),
+                  "beam": torch.from_numpy(example_beam(ct_shape, img_res, batch)),
                   "drr": torch.rand(batch, 1, img_res, img_res, generator=g),
                   "ct_label": torch.randint(0, 2, (batch,), generator=g),
                   "cxr": torch.rand(cxr_batch, 1, img_res, img_res, generator=g),
@@ -40,7 +40,7 @@ def bench_generator(*, preset: str = "tiny", ct_shape=(32, 64, 64), img_res: int
     def g_only(arch):
         G = setups[arch][0]
         G.zero_grad(set_to_none=True)
-        G(batch_data["ct"], batch_data["rays"]).mean().backward()
+        G(batch_data["ct"], batch_data["beam"]).mean().backward()
 
     def step(arch):
         _, loss, opts = setups[arch]

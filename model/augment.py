@@ -68,7 +68,7 @@ class AugmentedCT(Dataset):
 
     Indexed by (position, draw number) keys from `KeyedSampler` (BatchStream does this for datasets with
     `keyed`).  Items: {"drr": [1, R, R] in [0, 1], "ct_label", "index"} plus, in mode xpgan,
-    "ct": [1, D, H, W] in [-1, 1] (the volume in the posed frame) and its "rays" (model/beam.py)."""
+    "ct": [1, D, H, W] in [-1, 1] (the volume in the posed frame) and its "beam" (model/beam.py)."""
 
     mp_context = "spawn"  # numba's OpenMP pool does not survive fork once the parent has used it
 
@@ -142,13 +142,13 @@ class AugmentedCT(Dataset):
             out["drr"] = line_integral_to_image(p)[None]
         if self.train_mode == "xpgan":
             out["ct"] = normalize_hu(resample_to_pose(hu, spacing, pose), self.base.hu_window)[None]
-            out.update(self._rays(pos))
+            out.update(self._beam(pos))
         return out
 
 
-    def _rays(self, pos: int) -> dict:
-        """G's rays for the volume in the posed frame: the unposed ones (resampling keeps shape and spacing)."""
-        return {"rays": self.base.rays[pos]} if self.base.rays is not None else {}
+    def _beam(self, pos: int) -> dict:
+        """G's beam for the volume in the posed frame: the unposed ones (resampling keeps shape and spacing)."""
+        return {"beam": self.base.beams[pos]} if self.base.beams is not None else {}
 
     def _for_device(self, hu, spacing, pose, rng, pos: int, j: int) -> dict:
         """What `finish_on_device` needs: the volume, its spacing, the pose (and exposure) of this draw."""
@@ -156,7 +156,7 @@ class AugmentedCT(Dataset):
         out = {"hu": hu, "spacing": spacing, "ct_label": int(self.labels[pos]), "index": j,
                "pose": np.array([pose["yaw_deg"], pose["pitch_deg"], pose["roll_deg"], *pose["offset_mm"], sid])}
         if self.train_mode == "xpgan":
-            out.update(self._rays(pos))
+            out.update(self._beam(pos))
         if self.intensity is not None:
             lo, hi = self.intensity.atten_scale
             out["exposure"] = np.array([rng.uniform(lo, hi), rng.uniform(0.0, self.intensity.noise_std)])

@@ -1,23 +1,31 @@
-"""Where a CT's features land on the detector: the per-study ray geometry the projected generator uses.
+"""Where a CT's features land on the detector: the per-study beam the projected generator uses.
 
 The DRR of a study is rendered with the store's geometry (drr/geometry.py) and the study's voxel spacing,
 so where the volume lands on the detector differs between studies (a fitted field of view fits the larger
 of the superior-inferior / right-left extents, a cone beam magnifies planes near the source more than
-planes near the detector). The generator's spatial path follows the same rays:
+planes near the detector). The generator's spatial path follows the same beam:
 
-  * `beam_rays(geometry, shape, spacing)`: the study's unposed ray bundle (drr/geometry.RayBundle) in the
-    normalised volume frame of torch's grid_sample (align_corners=False: -1 and +1 are the volume's outer
-    faces), [6, 3] float32 rows (src_c, src_u, src_v, det_c, det_u, det_v), columns (d, h, w): the ray
-    through the detector point at (u, v) in [-1, 1]^2 (u down the rows, v along the columns, +-1 the
-    detector's outer edges) runs from src_c + u src_u + v src_v to det_c + u det_u + v det_v. It does not
-    depend on the detector's pixel count, so any image resolution samples it. Posed training
-    (model/augment.py) resamples the volume into the posed frame, so the unposed bundle is the right one
+  * `study_beam(geometry, shape, spacing, mu_water)`: [8, 3] float32. Rows 0-5: the study's unposed ray
+    bundle (drr/geometry.RayBundle) in the normalised volume frame of torch's grid_sample
+    (align_corners=False: -1 and +1 are the volume's outer faces), rows (src_c, src_u, src_v, det_c, det_u,
+    det_v), columns (d, h, w): the ray through the detector point at (u, v) in [-1, 1]^2 (u down the rows,
+    v along the columns, +-1 the detector's outer edges) runs from src_c + u src_u + v src_v to
+    det_c + u det_u + v det_v. Row 6: the voxel spacing (d, h, w) in mm; row 7: (mu_water in 1/mm, 0, 0).
+    None of it depends on the detector's pixel count, so any image resolution samples it. Posed training
+    (model/augment.py) resamples the volume into the posed frame, so the unposed beam is the right one
     there as well.
-  * `slab_grid(rays, res, planes)`: for every pixel of a res x res image and every anterior-posterior plane
+  * `slab_grid(beam, res, planes)`: for every pixel of a res x res image and every anterior-posterior plane
     in `planes` (normalised h), the (w, d) point where that pixel's ray crosses the plane, as a grid_sample
     grid [N, K, res, res, 2].
 
-Rays that miss the volume sample zeros (padding), as a DRR's rays through air give no attenuation.
+  * `drr_estimate(ct, beam, res, hu_window)`: the study's DRR computed from G's own input, the windowed
+    volume: mu = mu_water * max(0, 1 + HU/1000) summed along the beam slab by slab (`ESTIMATE_SLABS`,
+    each slab's plane placed along the rays, one anterior-posterior voxel = its spacing in mm), then the
+    detector's image map (drr/render.finish_output). It differs from the stored DRR by the window's clipping
+    of dense bone, by the slab approximation of the cone beam and by resampling; the projected generator
+    starts from it and learns the rest.
+
+Rays that miss the volume sample zeros (padding), as rays through air meet no attenuation.
 """
 from __future__ import annotations
 
@@ -25,45 +33,49 @@ import numpy as np
 import torch
 from torch import Tensor
 
-RAY_ROWS = 6   # src0, src_dr, src_dc, det0, det_dr, det_dc
+from xpgan.drr.physics import MU_WATER_PER_MM
+
+BEAM_ROWS = 8        # src_c, src_u, src_v, det_c, det_u, det_v, spacing (mm), (mu_water, 0, 0)
+ESTIMATE_SLABS = 16  # anterior-posterior slabs of `drr_estimate` (at most one per voxel plane)
 
 
-def beam_rays(geometry, shape, spacing_mm) -> np.ndarray:
-    """The unposed ray bundle of `geometry` for a volume of `shape` voxels and `spacing_mm`, in the
-    normalised volume frame: [6, 3] float32 (module docstring)."""
+def study_beam(geometry, shape, spacing_mm, mu_water: float = MU_WATER_PER_MM) -> np.ndarray:
+    """The unposed beam of `geometry` for a volume of `shape` voxels and `spacing_mm`: [8, 3] float32
+    (module docstring)."""
     if geometry.is_posed:
-        raise ValueError("beam_rays takes the store's unposed geometry")
+        raise ValueError("study_beam takes the store's unposed geometry")
     b = geometry.rays(tuple(int(s) for s in shape), np.asarray(spacing_mm, dtype=np.float64))
     extent = np.asarray(shape, dtype=np.float64) * np.asarray(spacing_mm, dtype=np.float64)
     scale, mid, half = 2.0 / extent, (b.size - 1) / 2.0, b.size / 2.0    # pixel r = mid + u * half
     points = [(b.src0 + mid * (b.src_dr + b.src_dc)) * scale - 1.0, b.src_dr * half * scale, b.src_dc * half * scale,
-              (b.det0 + mid * (b.det_dr + b.det_dc)) * scale - 1.0, b.det_dr * half * scale, b.det_dc * half * scale]
+              (b.det0 + mid * (b.det_dr + b.det_dc)) * scale - 1.0, b.det_dr * half * scale, b.det_dc * half * scale,
+              np.asarray(spacing_mm, dtype=np.float64), np.array([float(mu_water), 0.0, 0.0])]
     return np.stack(points).astype(np.float32)
 
 
-def beam_rays_batch(geometry, shape, spacings_mm) -> np.ndarray:
-    """`beam_rays` for each spacing row: [N, 6, 3] float32."""
-    return np.stack([beam_rays(geometry, shape, s) for s in np.asarray(spacings_mm)]) if len(spacings_mm) \
-        else np.zeros((0, RAY_ROWS, 3), np.float32)
+def study_beams(geometry, shape, spacings_mm, mu_water: float = MU_WATER_PER_MM) -> np.ndarray:
+    """`study_beam` for each spacing row: [N, 8, 3] float32."""
+    return np.stack([study_beam(geometry, shape, s, mu_water) for s in np.asarray(spacings_mm)]) \
+        if len(spacings_mm) else np.zeros((0, BEAM_ROWS, 3), np.float32)
 
 
-def check_rays(rays: Tensor, n: int) -> None:
-    if rays is None or rays.ndim != 3 or tuple(rays.shape) != (n, RAY_ROWS, 3):
-        got = None if rays is None else list(rays.shape)
-        raise ValueError(f"the projected generator needs each study's rays [{n}, {RAY_ROWS}, 3] "
-                         f"(model/beam.py beam_rays), got {got}")
+def check_beam(beam: Tensor, n: int) -> None:
+    if beam is None or beam.ndim != 3 or tuple(beam.shape) != (n, BEAM_ROWS, 3):
+        got = None if beam is None else list(beam.shape)
+        raise ValueError(f"the projected generator needs each study's beam [{n}, {BEAM_ROWS}, 3] "
+                         f"(model/beam.py study_beam), got {got}")
 
 
-def slab_grid(rays: Tensor, res: int, planes: Tensor) -> Tensor:
-    """rays [N, 6, 3] (normalised frame), output res, planes [K] normalised h -> grid [N, K, res, res, 2]
+def slab_grid(beam: Tensor, res: int, planes: Tensor) -> Tensor:
+    """beam [N, 8, 3] (rows 0-5 used), output res, planes [K] normalised h -> grid [N, K, res, res, 2]
     of (w, d) crossing points, for grid_sample on each plane's [N, C, D, W] map."""
-    rays = rays.float()
-    u = (torch.arange(res, device=rays.device, dtype=torch.float32) + 0.5) * (2.0 / res) - 1.0
+    beam = beam.float()
+    u = (torch.arange(res, device=beam.device, dtype=torch.float32) + 0.5) * (2.0 / res) - 1.0
     r, c = u[:, None], u[None, :]                                            # pixel centres in [-1, 1]
-    src = rays[:, 0, None, None, :] + r[None, :, :, None] * rays[:, 1, None, None, :] \
-        + c[None, :, :, None] * rays[:, 2, None, None, :]                    # [N, res, res, 3]
-    det = rays[:, 3, None, None, :] + r[None, :, :, None] * rays[:, 4, None, None, :] \
-        + c[None, :, :, None] * rays[:, 5, None, None, :]
+    src = beam[:, 0, None, None, :] + r[None, :, :, None] * beam[:, 1, None, None, :] \
+        + c[None, :, :, None] * beam[:, 2, None, None, :]                    # [N, res, res, 3]
+    det = beam[:, 3, None, None, :] + r[None, :, :, None] * beam[:, 4, None, None, :] \
+        + c[None, :, :, None] * beam[:, 5, None, None, :]
     along = det - src
     ah = along[..., 1]
     ah = torch.where(ah.abs() < 1e-6, torch.full_like(ah, 1e-6), ah)         # a ray parallel to the planes
@@ -83,11 +95,39 @@ def plane_centres(depth: int, slabs: int) -> tuple[list[tuple[int, int]], Tensor
     return ranges, centres
 
 
-def example_rays(ct_shape, img_res: int, n: int = 1, extent_mm: float = 350.0) -> np.ndarray:
-    """[n, 6, 3] rays of a volume of `ct_shape` voxels spanning `extent_mm` along every axis under the
+def example_beam(ct_shape, img_res: int, n: int = 1, extent_mm: float = 350.0) -> np.ndarray:
+    """[n, 8, 3] beams of a volume of `ct_shape` voxels spanning `extent_mm` along every axis under the
     default cone geometry with an `img_res` detector: for callers without a store (benches, examples)."""
     from xpgan.drr.geometry import make_geometry
 
     shape = tuple(int(s) for s in ct_shape)
-    one = beam_rays(make_geometry("cone", size=int(img_res)), shape, [extent_mm / s for s in shape])
+    one = study_beam(make_geometry("cone", size=int(img_res)), shape, [extent_mm / s for s in shape])
     return np.repeat(one[None], n, axis=0)
+
+
+@torch.no_grad()
+def drr_estimate(ct: Tensor, beam: Tensor, res: int, hu_window) -> Tensor:
+    """ct [N, 1, D, H, W] in [-1, 1] (the HU window), beam [N, 8, 3] -> the DRR estimate [N, 1, res, res] in
+    [0, 1] (module docstring)."""
+    from xpgan.drr.render import finish_output
+
+    lo, hi = float(hu_window[0]), float(hu_window[1])
+    hu = lo + (ct.float() + 1.0) * (0.5 * (hi - lo))
+    mu = torch.clamp(1.0 + hu / 1000.0, min=0.0)[:, :, :, :, :]                  # / mu_water
+    ranges, planes = plane_centres(ct.shape[3], ESTIMATE_SLABS)
+    grid = slab_grid(beam, res, planes.to(ct.device))
+    p = 0
+    for k, (a, b) in enumerate(ranges):
+        slab = mu[:, :, :, a:b].sum(dim=3)                                         # [N, 1, D, W]
+        p = p + torch.nn.functional.grid_sample(slab, grid[:, k], mode="bilinear", padding_mode="zeros",
+                                                align_corners=False)
+    p = p * (beam[:, 6, 1] * beam[:, 7, 0]).float()[:, None, None, None].to(p.device)   # x AP spacing x mu_water
+    if p.device.type == "meta":
+        return p
+    return finish_output(p, "image").to(p.device)
+
+
+def logit(x: Tensor, eps: float = 1e-3) -> Tensor:
+    """log(x / (1 - x)) of x clamped to [eps, 1 - eps]."""
+    x = x.clamp(eps, 1.0 - eps)
+    return torch.log(x) - torch.log1p(-x)

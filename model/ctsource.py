@@ -1,7 +1,7 @@
 """The CT side of a training step, chosen once from (mode, drr_aug, device).
 
     mode baseline                       no CT source
-    drr_aug none                        the stored DRRs (and in mode xpgan the volumes and their rays)
+    drr_aug none                        the stored DRRs (and in mode xpgan the volumes and their beam)
     drr_aug pose | pose+intensity       posed DRRs (model/augment.py): rendered in the loader's workers on the
                                         CPU, or on the GPU from the workers' volumes when the device is CUDA
                                         and the DRR GPU backend is usable
@@ -36,7 +36,7 @@ class CTSource:
         self.drr_title = "posed DRR" if self.posed else "DRR"   # the DRR column of the sample sheets
 
     def next_batch(self, device: torch.device) -> dict:
-        """The next CT batch on `device` ("drr", "ct_label", and in mode xpgan "ct" and "rays"), with
+        """The next CT batch on `device` ("drr", "ct_label", and in mode xpgan "ct" and "beam"), with
         "ct_index" (store positions, on the CPU) for the sample sheets' study ids."""
         ct = next(self.stream)
         index = ct.get("index")

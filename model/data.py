@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from xpgan.errors import InputError, XPGANError
-from xpgan.model.beam import beam_rays_batch
+from xpgan.model.beam import study_beams
 from xpgan.model.transforms import HU_WINDOW, normalize_hu
 from xpgan.pipeline import schema
 from xpgan.pipeline.schema import open_store  # noqa: F401 (the one open_store; generate uses it from here)
@@ -152,9 +152,9 @@ class _LazyStoreDataset(Dataset):
 
 
 class CTDataset(_LazyStoreDataset):
-    """Finished, labelled CT items: {"ct": [1, D, H, W] in [-1, 1], "rays": [6, 3] (the study's ray bundle,
+    """Finished, labelled CT items: {"ct": [1, D, H, W] in [-1, 1], "beam": [8, 3] (the study's beam,
     model/beam.py), "drr": [1, R, R] in [0, 1], "ct_label": long, "index": store index}. `with_volume=False`
-    skips the volume and its rays (mode drr); a store that records no DRR geometry gives no rays."""
+    skips the volume and its beam (mode drr); a store that records no DRR geometry gives no beam."""
 
     kind = "ct"
 
@@ -171,7 +171,7 @@ class CTDataset(_LazyStoreDataset):
         self.ct_shape, self.img_res = info.ct_shape, info.img_res
         self.hu_window = (float(hu_window[0]), float(hu_window[1]))
         self.with_volume = with_volume
-        self.rays = _study_rays(g, path, self.indices, self.ct_shape) if with_volume else None
+        self.beams = _study_beams(g, path, self.indices, self.ct_shape) if with_volume else None
 
     def __getitem__(self, i: int) -> dict:
         j = int(self.indices[i])
@@ -179,20 +179,20 @@ class CTDataset(_LazyStoreDataset):
                "ct_label": int(self.labels[i]), "index": j}
         if self.with_volume:
             out["ct"] = normalize_hu(self._item("volume", j), self.hu_window)[None]  # [1, D, H, W]
-            if self.rays is not None:
-                out["rays"] = self.rays[i]
+            if self.beams is not None:
+                out["beam"] = self.beams[i]
         return out
 
 
-def _study_rays(g, path, indices: np.ndarray, ct_shape) -> Optional[np.ndarray]:
-    """[n, 6, 3] ray bundles of the selected items (their spacing, the store's unposed geometry), or None
-    for a store that records no geometry."""
+def _study_beams(g, path, indices: np.ndarray, ct_shape) -> Optional[np.ndarray]:
+    """[n, 8, 3] beams of the selected items (their spacing, the store's unposed geometry and mu_water), or
+    None for a store that records no geometry."""
     try:
-        geometry, _ = schema.ct_render_setup(g, path, "")
+        geometry, mu_water = schema.ct_render_setup(g, path, "")
     except XPGANError:
         return None
     spacing = np.asarray(schema.read(g, path, "spacing"), dtype=np.float64)
-    return beam_rays_batch(geometry, ct_shape, spacing[indices])
+    return study_beams(geometry, ct_shape, spacing[indices], mu_water)
 
 
 class CXRDataset(_LazyStoreDataset):

@@ -35,7 +35,7 @@ def generate_images(G: torch.nn.Module, ct_store: str | Path, hu_window, device:
     ds = CTDataset(ct_store, hu_window=hu_window, labelled_only=False, limit=limit)
     fakes, drrs, labels, index = [], [], [], []
     for batch in DataLoader(ds, batch_size=batch_size, shuffle=False):
-        fakes.append(G(batch["ct"].to(device).float(), batch.get("rays"), noise_mode=noise_mode).float().cpu())
+        fakes.append(G(batch["ct"].to(device).float(), batch.get("beam"), noise_mode=noise_mode).float().cpu())
         drrs.append(batch["drr"].float())
         labels.append(batch["ct_label"].numpy())
         index.append(batch["index"].numpy())

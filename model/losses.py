@@ -215,7 +215,7 @@ class XPGANLoss:
         return torch.autocast(like.device.type, dtype=self.amp_dtype)
 
     def _generate(self, batch: dict, *, grad: bool) -> Tensor:
-        """G(ct, rays) as float32 (batch "ct" and, when the loader gives it, "rays"); with grad=False a cached
+        """G(ct, beam) as float32 (batch "ct" and, when the loader gives it, "beam"); with grad=False a cached
         detached copy from this batch's phase "G" is reused."""
         ct = batch["ct"]
         if not grad and self.reuse_fakes and self._cache is not None:
@@ -223,7 +223,7 @@ class XPGANLoss:
             if ref() is ct and ct._version == version:
                 return fake
         with self._autocast(ct), torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-            fake = self._run("G", ct, batch.get("rays")).float()      # [N, 1, R, R]
+            fake = self._run("G", ct, batch.get("beam")).float()      # [N, 1, R, R]
         # a weak reference: the cache must not keep a finished step's CT batch alive
         self._cache = (weakref.ref(ct), ct._version, fake.detach()) if self.reuse_fakes else None
         return fake

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from xpgan.errors import InputError, XPGANError
-from xpgan.model.beam import check_rays, plane_centres, slab_grid
+from xpgan.model.beam import check_beam, drr_estimate, logit, plane_centres, slab_grid
 from xpgan.model.layers import (
     EqualizedConv2d,
     EqualizedConv3d,
@@ -63,7 +63,7 @@ NOISE_MODES = ("random", "const", "none")
 #               learned 4x4 constant.
 #   "projected" the same encoder, mapping and synthesis, plus a spatial path: every encoder level's 3D
 #               features are collapsed along the beam (anterior-posterior) axis with learned weights into 2D
-#               maps placed on the detector along each study's own rays (the DRR's geometry and the study's
+#               maps placed on the detector along each study's own beam (the DRR's geometry and the study's
 #               spacing, model/beam.py), which enter the synthesis block of the matching resolution
 #               (added to the constant at 4x4, after the upsampling convolution above it); w still
 #               modulates every layer (co-modulation). Its mapping takes a deterministic, informative code,
@@ -82,6 +82,7 @@ class NetConfig:
     mapping_lr_mult: Optional[float] = None            # None: the architecture's (G_ARCHS)
     g_arch: str = "projected"                          # generator architecture (G_ARCHS)
     beam_slabs: int = 4                                # projected G: anterior-posterior slabs per level
+    drr_base: bool = True                              # projected G: start the image from the DRR estimate
     enc_channels: tuple[int, ...] = (8, 16, 32, 64, 128, 256, 512)  # 3D encoder width per level (last repeats)
     enc_min_res: int = 4                               # encoder stops halving an axis at this size, voxels
     syn_channel_base: int = 16384                      # StyleGAN2 width rule: min(base // res, max)
@@ -126,8 +127,9 @@ class NetConfig:
         unknown = set(d) - known
         if unknown:
             raise XPGANError(f"unknown network config keys: {', '.join(sorted(unknown))}")
-        # a config that names no architecture was written by the global-vector generator
-        return cls(**{"g_arch": "vector", **d})
+        # a config that names no architecture was written by the global-vector generator, one without
+        # drr_base by a generator without the DRR estimate
+        return cls(**{"g_arch": "vector", "drr_base": False, **d})
 
 
 PRESETS: dict[str, NetConfig] = {
@@ -231,9 +233,9 @@ def projection_plan(cfg: NetConfig) -> dict[int, int]:
 
 class BeamProjection(nn.Module):
     """Encoder feature volumes [N, C, D, H, W] -> 2D maps [N, C, res, res] on the detector, along each
-    study's own rays (model/beam.py). The anterior-posterior axis H (the beam's) is split into `slabs`
+    study's own beam (model/beam.py). The anterior-posterior axis H (the beam's) is split into `slabs`
     contiguous slabs; each slab is collapsed by a learned weighted sum along H, one weight per (channel, H
-    position), and its map is sampled where the detector pixels' rays cross the slab's centre plane (so a
+    position), and its map is sampled where the detector pixels' beam cross the slab's centre plane (so a
     cone beam's magnification, which differs between planes near the source and near the detector, is
     followed slab by slab); the slab maps are summed. The weights start at 1/H (the mean along the beam),
     so the untrained map is an average-intensity view of the features placed where the DRR puts them."""
@@ -245,8 +247,8 @@ class BeamProjection(nn.Module):
         self.ranges, planes = plane_centres(depth, slabs)
         self.register_buffer("planes", planes, persistent=False)
 
-    def forward(self, x: Tensor, rays: Tensor, res: int) -> Tensor:
-        grid = slab_grid(rays, res, self.planes)                  # [N, K, res, res, 2] (w, d)
+    def forward(self, x: Tensor, beam: Tensor, res: int) -> Tensor:
+        grid = slab_grid(beam, res, self.planes)                  # [N, K, res, res, 2] (w, d)
         weight = (self.weight * self.gain).to(x.dtype)
         out = 0
         for k, (a, b) in enumerate(self.ranges):
@@ -362,10 +364,15 @@ class SynthesisNetwork(nn.Module):
 
 
 class Generator(nn.Module):
-    """G(ct, rays): [N, 1, D, H, W] in [-1, 1] -> [N, 1, R, R] in [0, 1] (float32); `cfg.g_arch` (G_ARCHS)
-    chooses the global-vector layout or the beam-projected spatial path on top of it. `rays` [N, 6, 3]: each
-    study's ray bundle (model/beam.py `beam_rays`; the CT datasets give it as item "rays"); the projected
-    path needs it, the vector layout ignores it."""
+    """G(ct, beam): [N, 1, D, H, W] in [-1, 1] -> [N, 1, R, R] in [0, 1] (float32); `cfg.g_arch` (G_ARCHS)
+    chooses the global-vector layout or the beam-projected spatial path on top of it. `beam` [N, 8, 3]: each
+    study's beam (model/beam.py `study_beam`; the CT datasets give it as item "beam"); the projected path
+    needs it, the vector layout ignores it.
+
+    With `cfg.drr_base` (projected), the image starts from the study's DRR estimate b computed from G's own
+    input (model/beam.py `drr_estimate`): G(ct) = (tanh(g * y + atanh(2b - 1)) + 1) / 2, y the synthesis
+    network's output and g a learned gain that starts at 0, so the untrained G draws the estimate and the
+    networks learn what turns it into a radiograph (the residual in the output's logit)."""
 
     def __init__(self, cfg: NetConfig):
         super().__init__()
@@ -385,19 +392,24 @@ class Generator(nn.Module):
         else:
             self.plan, self.map_res, self.projections, cond = {}, {}, None, None
         self.synthesis = SynthesisNetwork(cfg, cond)
+        self.drr_base = cfg.g_arch == "projected" and cfg.drr_base
+        self.residual_gain = nn.Parameter(torch.zeros(())) if self.drr_base else None
 
-    def forward(self, ct: Tensor, rays: Optional[Tensor] = None, noise_mode: str = "random") -> Tensor:
+    def forward(self, ct: Tensor, beam: Optional[Tensor] = None, noise_mode: str = "random") -> Tensor:
         feats, z = self.encoder.features(ct)                         # per level [N, C, D, H, W]; z [N, z_dim]
         w = self.mapping(z)                                          # [N, w_dim]
         conds = None
         if self.projections is not None:
-            check_rays(rays, ct.shape[0])
-            rays = rays.to(ct.device)
-            maps = {lvl: self.projections[str(lvl)](feats[lvl], rays, res)
+            check_beam(beam, ct.shape[0])
+            beam = beam.to(ct.device)
+            maps = {lvl: self.projections[str(lvl)](feats[lvl], beam, res)
                     for lvl, res in self.map_res.items()}            # [N, C_l, res, res]
             conds = {res: _resize_map(maps[lvl], res) for res, lvl in self.plan.items()}
-        y = self.synthesis(w, noise_mode, conds)                     # [N, 1, R, R]
-        return (torch.tanh(y.float()) + 1.0) * 0.5
+        y = self.synthesis(w, noise_mode, conds).float()             # [N, 1, R, R]
+        if self.drr_base:
+            base = drr_estimate(ct, beam, self.cfg.img_res, self.cfg.hu_window)   # [N, 1, R, R], no gradient
+            y = y * self.residual_gain + 0.5 * logit(base)
+        return (torch.tanh(y) + 1.0) * 0.5
 
 
 def _resize_map(x: Tensor, res: int) -> Tensor:

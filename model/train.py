@@ -424,8 +424,8 @@ class Trainer:
             if "drr" in batch:
                 cols[self.ct_source.drr_title] = batch["drr"]
             if self.G_ema is not None and "ct" in batch:
-                rays = batch.get("rays")
-                cols["G_ema(CT)"] = self.G_ema(batch["ct"][:8], None if rays is None else rays[:8],
+                beam = batch.get("beam")
+                cols["G_ema(CT)"] = self.G_ema(batch["ct"][:8], None if beam is None else beam[:8],
                                                noise_mode="const")
             cols["real CXR"] = batch["cxr"]
         return _image_grid(cols, self._sample_labels(batch))

@@ -208,8 +208,8 @@ def plot_samples(cohort, generators: dict[str, str], path: Path, device: str = "
             with torch.no_grad():
                 for G in Gs.values():
                     hu = torch.from_numpy(item["ct"][None]).to(dev)
-                    rays = torch.from_numpy(item["rays"][None])
-                    imgs.append(G(hu, rays, noise_mode="const").float().cpu().numpy()[0, 0])
+                    beam = torch.from_numpy(item["beam"][None])
+                    imgs.append(G(hu, beam, noise_mode="const").float().cpu().numpy()[0, 0])
             for c, img in enumerate(imgs):
                 ax = axes[row, k * len(per_study) + c]
                 ax.imshow(img, cmap="gray", vmin=0, vmax=1)

@@ -24,7 +24,7 @@ def test_generate_writes_g_ema_pngs_and_grid(tiny_xpgan_run, toy_stores, tmp_pat
     G.eval()
     with torch.no_grad():
         item = CTDataset(ct)[0]
-        want = G(torch.from_numpy(item["ct"][None]), torch.from_numpy(item["rays"][None]),
+        want = G(torch.from_numpy(item["ct"][None]), torch.from_numpy(item["beam"][None]),
                  noise_mode="const")[0, 0].numpy()
     np.testing.assert_allclose(first / 255.0, want, atol=1 / 255 + 1e-6)
     grid = np.asarray(Image.open(out["grid"]))

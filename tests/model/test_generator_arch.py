@@ -8,7 +8,7 @@ import torch
 
 from xpgan.drr.geometry import make_geometry
 from xpgan.model import checkpoint as ckpt_io
-from xpgan.model.beam import beam_rays, example_rays
+from xpgan.model.beam import example_beam, study_beam
 from xpgan.model.config import G_ARCH_NAMES, TrainConfig
 from xpgan.model.generate import generate
 from xpgan.model.networks import (
@@ -35,7 +35,7 @@ def test_tiny_shapes_dtypes_and_mapping_rate(arch):
     assert cfg.mapping_lr_mult == G_ARCHS[arch]
     G = Generator(cfg)
     with torch.no_grad():
-        y = G(torch.rand(3, 1, 8, 32, 32) * 2 - 1, torch.from_numpy(example_rays((8, 32, 32), 32, 3)))
+        y = G(torch.rand(3, 1, 8, 32, 32) * 2 - 1, torch.from_numpy(example_beam((8, 32, 32), 32, 3)))
     assert y.shape == (3, 1, 32, 32) and y.dtype == torch.float32
     assert 0.0 <= float(y.min()) and float(y.max()) <= 1.0
     assert all(layer.lr_mult == G_ARCHS[arch] for layer in G.mapping.layers)
@@ -47,7 +47,7 @@ def test_tiny_shapes_dtypes_and_mapping_rate(arch):
 def test_paper_preset_shapes(arch):
     G = Generator(net_config_for("paper", (64, 256, 256), 256, g_arch=arch))
     with torch.no_grad():
-        y = G(torch.zeros(1, 1, 64, 256, 256), torch.from_numpy(example_rays((64, 256, 256), 256, 1)))
+        y = G(torch.zeros(1, 1, 64, 256, 256), torch.from_numpy(example_beam((64, 256, 256), 256, 1)))
     assert y.shape == (1, 1, 256, 256) and y.dtype == torch.float32
 
 
@@ -62,10 +62,10 @@ def test_projection_plan_feeds_each_resolution_its_matching_level():
 
 
 def test_beam_projection_starts_as_the_mean_along_the_beam_and_keeps_the_detector_frame():
-    # parallel rays, one detector pixel per voxel column (equal d and w extents): the map is the volume's
+    # parallel beam, one detector pixel per voxel column (equal d and w extents): the map is the volume's
     # mean along the beam, sampled at voxel centres, rows superior->inferior and columns right->left
     shape = (6, 5, 6)
-    r = torch.from_numpy(beam_rays(make_geometry("parallel", size=6), shape, (1.0, 2.0, 1.0)))[None].repeat(3, 1, 1)
+    r = torch.from_numpy(study_beam(make_geometry("parallel", size=6), shape, (1.0, 2.0, 1.0)))[None].repeat(3, 1, 1)
     x = torch.randn(3, 2, *shape)                                              # [N, C, D, H(AP), W(RL)]
     for slabs in (1, 2, 5):
         proj = BeamProjection(channels=2, depth=5, slabs=slabs)
@@ -84,7 +84,7 @@ def test_beam_projection_puts_a_point_where_the_siddon_drr_puts_it(view):
 
     shape, spacing, size = (12, 16, 16), (8.0, 6.0, 6.0), 128   # pixels much finer than voxels
     geometry = make_geometry("cone", view=view, size=size, sid_mm=300.0, sdd_mm=400.0)
-    r = torch.from_numpy(beam_rays(geometry, shape, spacing))[None]
+    r = torch.from_numpy(study_beam(geometry, shape, spacing))[None]
     for voxel in [(2, 1, 3), (9, 14, 12), (5, 8, 2)]:
         vol = np.full(shape, -1000.0, np.float32)
         vol[voxel] = 3000.0
@@ -102,16 +102,17 @@ def centroid(img: np.ndarray) -> np.ndarray:
     return np.array([(img * rr).sum(), (img * cc).sum()]) / img.sum()
 
 
-def test_study_rays_follow_each_study_spacing(toy_stores):
+def test_study_beams_follow_each_study_spacing(toy_stores):
     from xpgan.model.data import CTDataset
 
     ct, _ = toy_stores
     ds = CTDataset(ct)
     item = ds[0]
-    assert item["rays"].shape == (6, 3) and item["rays"].dtype == np.float32
-    geometry, _ = schema.ct_render_setup(schema.open_store(ct, "ct"), ct, "")
+    assert item["beam"].shape == (8, 3) and item["beam"].dtype == np.float32
+    geometry, mu_water = schema.ct_render_setup(schema.open_store(ct, "ct"), ct, "")
     spacing = schema.read(schema.open_store(ct, "ct"), ct, "spacing")[item["index"]]
-    np.testing.assert_allclose(item["rays"], beam_rays(geometry, ds.ct_shape, spacing), rtol=1e-6)
+    np.testing.assert_allclose(item["beam"], study_beam(geometry, ds.ct_shape, spacing, mu_water), rtol=1e-6)
+    np.testing.assert_allclose(item["beam"][6], spacing, rtol=1e-6)
 
 
 def test_a_config_that_names_no_architecture_is_the_vector_generator():

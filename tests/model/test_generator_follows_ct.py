@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from xpgan.drr.geometry import make_geometry
-from xpgan.model.beam import beam_rays
+from xpgan.model.beam import study_beam
 from xpgan.model.gmetrics import identification, matched_and_other_l1, variation
 from xpgan.model.networks import Generator, net_config_for
 
@@ -39,10 +39,10 @@ def toy_studies(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return ct, img
 
 
-def toy_rays(n: int) -> torch.Tensor:
-    """The toy images' geometry: parallel rays, a 32 px detector spanning the volume (d voxels 4x as tall
+def toy_beam(n: int) -> torch.Tensor:
+    """The toy images' geometry: parallel beam, a 32 px detector spanning the volume (d voxels 4x as tall
     as the others, so the superior-inferior and right-left extents are equal)."""
-    one = beam_rays(make_geometry("parallel", size=32), SHAPE, (4.0, 1.0, 1.0))
+    one = study_beam(make_geometry("parallel", size=32), SHAPE, (4.0, 1.0, 1.0))
     return torch.from_numpy(one)[None].repeat(n, 1, 1)
 
 
@@ -54,7 +54,7 @@ def train_l1(arch: str, steps: int) -> Generator:
     gen = torch.Generator().manual_seed(2)
     for _ in range(steps):
         idx = torch.randint(0, ct.shape[0], (8,), generator=gen)
-        loss = (G(ct[idx], toy_rays(8)) - img[idx]).abs().mean()
+        loss = (G(ct[idx], toy_beam(8)) - img[idx]).abs().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -66,7 +66,7 @@ def test_projected_generator_follows_its_ct():
     G = train_l1("projected", 300)
     ct, img = toy_studies(32, seed=99)                                      # studies never trained on
     with torch.no_grad():
-        fake = G(ct, toy_rays(ct.shape[0]), noise_mode="const")
+        fake = G(ct, toy_beam(ct.shape[0]), noise_mode="const")
     fake, img = fake.flatten(1), img.flatten(1)
     assert follows(fake, img)
     # the same figures refuse a G that ignores its CT: the training images' per-pixel mean for every study

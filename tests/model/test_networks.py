@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import torchvision
 
 from xpgan.errors import XPGANError
-from xpgan.model.beam import example_rays
+from xpgan.model.beam import example_beam
 from xpgan.model.layers import (
     EqualizedConv2d,
     EqualizedConv3d,
@@ -168,8 +168,8 @@ def test_minibatch_std_group_falls_back_to_divisor_of_batch():
 
 
 # ------------------------------------------------------------------------------------------ networks
-def rays(ct_shape, res: int, n: int) -> torch.Tensor:
-    return torch.from_numpy(example_rays(ct_shape, res, n))
+def beam(ct_shape, res: int, n: int) -> torch.Tensor:
+    return torch.from_numpy(example_beam(ct_shape, res, n))
 
 
 @pytest.mark.parametrize("ct_shape,res,n", [((8, 32, 32), 32, 2), ((16, 64, 64), 64, 3), ((6, 20, 24), 16, 1)])
@@ -177,7 +177,7 @@ def test_generator_and_discriminator_shapes_and_ranges(ct_shape, res, n):
     cfg = net_config_for("tiny", ct_shape, res)
     G, D = Generator(cfg), Discriminator(cfg)
     ct = torch.rand(n, 1, *ct_shape) * 2 - 1
-    img = G(ct, rays(ct_shape, res, n))
+    img = G(ct, beam(ct_shape, res, n))
     assert img.shape == (n, 1, res, res) and img.dtype == torch.float32
     assert img.min() >= 0.0 and img.max() <= 1.0 and img.std() > 0
     logits = D(img)
@@ -187,8 +187,8 @@ def test_generator_and_discriminator_shapes_and_ranges(ct_shape, res, n):
 def test_generator_rejects_wrong_ct_shape():
     G = Generator(net_config_for("tiny", (8, 32, 32), 32))
     with pytest.raises(ValueError, match="expected CT"):
-        G(torch.zeros(1, 1, 8, 32, 30), rays((8, 32, 32), 32, 1))
-    with pytest.raises(ValueError, match="rays"):
+        G(torch.zeros(1, 1, 8, 32, 30), beam((8, 32, 32), 32, 1))
+    with pytest.raises(ValueError, match="beam"):
         G(torch.zeros(1, 1, 8, 32, 32))
 
 
@@ -198,7 +198,8 @@ def test_generator_const_noise_is_deterministic_and_random_is_not():
         for m in G.modules():
             if isinstance(m, NoiseInjection):
                 m.strength.fill_(0.3)
-        ct, r = torch.rand(2, 1, 8, 32, 32) * 2 - 1, rays((8, 32, 32), 32, 2)
+        G.residual_gain.fill_(1.0)   # the synthesis network's share of the image (0 at initialisation)
+        ct, r = torch.rand(2, 1, 8, 32, 32) * 2 - 1, beam((8, 32, 32), 32, 2)
         assert torch.equal(G(ct, r, noise_mode="const"), G(ct, r, noise_mode="const"))
         assert not torch.equal(G(ct, r, noise_mode="random"), G(ct, r, noise_mode="random"))
         with pytest.raises(ValueError, match="noise_mode"):
@@ -209,7 +210,7 @@ def test_generator_output_depends_on_ct():
     G = Generator(net_config_for("tiny", (8, 32, 32), 32))
     ct = torch.rand(2, 1, 8, 32, 32) * 2 - 1
     with torch.no_grad():
-        img = G(ct, rays((8, 32, 32), 32, 2), noise_mode="none")
+        img = G(ct, beam((8, 32, 32), 32, 2), noise_mode="none")
     assert (img[0] - img[1]).abs().max() > 1e-4
 
 
@@ -223,7 +224,7 @@ def test_generator_fits_fixed_targets_with_l1():
     losses = []
     for _ in range(25):
         opt.zero_grad()
-        loss = (G(ct, rays((8, 32, 32), 32, 2), noise_mode="const") - target).abs().mean()
+        loss = (G(ct, beam((8, 32, 32), 32, 2), noise_mode="const") - target).abs().mean()
         loss.backward()
         opt.step()
         losses.append(loss.item())
@@ -242,7 +243,7 @@ def test_paper_preset_shapes_and_parameter_counts_on_meta_device():
     cfg = PRESETS["paper"]
     with torch.device("meta"):
         G, D = Generator(cfg), Discriminator(cfg)
-        img = G(torch.empty(1, 1, 64, 256, 256), rays((64, 256, 256), 256, 1))
+        img = G(torch.empty(1, 1, 64, 256, 256), beam((64, 256, 256), 256, 1))
         logits = D(img)
     assert img.shape == (1, 1, 256, 256) and logits.shape == (1,)
     n_g, n_d = count_parameters(G), count_parameters(D)
