@@ -5,6 +5,10 @@ floats, so the study, `xpgan generate` and the demo report the same numbers:
 
 * `identification`: the share of studies whose G(ct) correlates best (normalised cross-correlation) with
   its own DRR among all the studies' DRRs; chance is 1/n, a G that draws one image for all scores ~1/n.
+* `specific`: each image minus the set's per-pixel mean image, so that identification and L1 compare only
+  what is particular to each study. A G that bridges the DRR -> radiograph gap draws images whose common
+  appearance differs from the DRRs' (contrast, scatter, blur); on chests that share most of their anatomy
+  that common part dominates the plain NCC, while the study-specific part shows whether G follows the study.
 * `matched_and_other_l1`: mean |G(ct_i) - DRR(ct_i)| and mean |G(ct_i) - DRR(ct_j)| over i != j; their
   ratio is ~1 for a G that ignores its input.
 * `variation`: the mean over pixels of the across-study standard deviation; a G that follows the study
@@ -43,6 +47,11 @@ def identification(fake: Tensor, target: Tensor) -> float:
     return float((own > rivals.max(dim=1).values).double().mean()) if m.shape[0] > 1 else float("nan")
 
 
+def specific(images: Tensor) -> Tensor:
+    """[n, P] minus its per-pixel mean over the n rows (studies)."""
+    return images.double() - images.double().mean(dim=0, keepdim=True)
+
+
 def matched_and_other_l1(fake: Tensor, target: Tensor) -> tuple[float, float]:
     """(mean_i |fake_i - target_i|, mean over i != j of |fake_i - target_j|), each |.| a mean over pixels.
     The second is NaN for n < 2."""
@@ -77,9 +86,12 @@ def generator_figures(fake: Tensor, drr: Tensor, mean_drr: Tensor) -> dict:
     """The per-study figures of G's images `fake` against their DRRs `drr` (both [n, P]) and a reference
     prediction, the per-pixel mean DRR `mean_drr` [P] of the studies G was trained on."""
     own, other = matched_and_other_l1(fake, drr)
+    own_s, other_s = matched_and_other_l1(specific(fake), specific(drr))
     var_g, var_drr = variation(fake), variation(drr)
     return {"studies": int(drr.shape[0]), "identification": identification(fake, drr),
             "identification_chance": 1.0 / drr.shape[0],
+            "identification_specific": identification(specific(fake), specific(drr)),
+            "l1_own_over_other_specific": own_s / other_s if other_s else float("nan"),
             "l1_g": own, "l1_g_other_study": other, "l1_own_over_other": own / other if other else float("nan"),
             "l1_mean_image": float((drr.double() - mean_drr.double().flatten()[None]).abs().mean()),
             "l1_constant_mean": float((drr.double() - float(mean_drr.double().mean())).abs().mean()),

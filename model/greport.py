@@ -135,7 +135,10 @@ def summary_line(fig: dict) -> str:
     ev = (f"; C's AUROC on G(ct) {fig['evidence_auroc_g']:.3f} vs on the DRRs {fig['evidence_auroc_drr']:.3f}"
           if np.isfinite(fig.get("evidence_auroc_g", float("nan")))
           and np.isfinite(fig.get("evidence_auroc_drr", float("nan"))) else "")
+    specific = (f"; on the study-specific part {fig['identification_specific']:.0%}, own/other "
+                f"{fig['l1_own_over_other_specific']:.2f}" if "identification_specific" in fig else "")
     return (f"{verdict}: identified {fig['identification']:.0%} of {fig['studies']} studies by their own DRR "
-            f"(chance {fig['identification_chance']:.0%}), L1 own/other study {fig['l1_own_over_other']:.2f} "
+            f"(chance {fig['identification_chance']:.0%}{specific}), L1 own/other study "
+            f"{fig['l1_own_over_other']:.2f} "
             f"(target <= 0.7), variation {fig['variation_ratio']:.2f} of the DRRs' (target >= 0.5), L1 "
             f"{fig['l1_g']:.3f} vs mean image {fig['l1_mean_image']:.3f}{ev}")

@@ -131,7 +131,8 @@ def _run_study(out, p: StudyPreset, seeds, modes, device, cohort_seed, workers, 
         log(f"[study] run {len(plan) - len(todo)}/{len(plan)} done: {mode} seed {seed} in "
             f"{r['train_seconds']:.0f} s ({r['sec_per_step']:.2f} s/step): test F1 {t['f1']:.3f}, AUROC "
             f"{t['auroc']:.3f}, AUPRC {t['auprc']:.3f}" +
-            (f"; G identification {gen['identification']:.2f}, L1 own/other {gen['l1_own_over_other']:.2f}, "
+            (f"; G identification {gen['identification']:.2f} (study-specific part "
+             f"{gen['identification_specific']:.2f}), L1 own/other {gen['l1_own_over_other']:.2f}, "
              f"variation {gen['variation_ratio']:.2f} of the DRRs'" if gen else "") +
             (f"; {len(todo)} to do, ETA {_minutes(_eta(times, [m for m, _ in todo]))}" if todo else ""))
     return write_outputs(out, p, cohort, runs, modes, seeds, device, time.perf_counter() - t_start, log)

@@ -69,7 +69,8 @@ def summarize(runs: Sequence[dict], modes: Sequence[str], *, n_boot: int, seed: 
 
 
 # the generator's figures on held-out studies (study/runs.py generator_report, cross_run_generator_metrics)
-GEN_FIGURES = ("identification", "l1_g", "l1_g_other_study", "l1_own_over_other", "l1_mean_image", "variation_ratio",
+GEN_FIGURES = ("identification", "identification_specific", "l1_own_over_other_specific",
+               "l1_g", "l1_g_other_study", "l1_own_over_other", "l1_mean_image", "variation_ratio",
                "evidence_auroc_g", "evidence_auroc_drr_mode", "kid_g", "kid_drr")
 
 
@@ -97,20 +98,25 @@ def markdown(summary: dict, runs: Sequence[dict], *, header: str, footer: str = 
     gens = {m: e["generator"] for m, e in summary.items() if "generator" in e}
     if gens:
         lines += ["", "Generator on held-out CT studies of other patients (mean ± sd over seeds): identification = "
-                  "share of studies whose G(ct) correlates best (NCC) with its own DRR (chance 1/n); L1 of G(ct) "
+                  "share of studies whose G(ct) correlates best (NCC) with its own DRR (chance 1/n), on the whole "
+                  "images and on their study-specific part (each set minus its per-pixel mean image: what is "
+                  "particular to the study, without the appearance G shares across studies); L1 of G(ct) "
                   "against its own and against other studies' DRRs, and of the per-pixel mean training DRR; "
                   "variation = G's per-pixel sd across studies / the DRRs'; evidence = AUROC against the CT label "
                   "of the run's C on G(ct) and of the same seed's drr-mode C on the DRRs; realism = KID (x1000) to "
                   "the real test radiographs in the feature space of the same seed's baseline C.", "",
-                  "| mode | studies | identification | L1 own | L1 other | own/other | L1 mean DRR | variation | "
-                  "evidence C(G) | evidence drr-C(DRR) | KID G | KID DRR |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| mode | studies | identification | identification, specific | L1 own | L1 other | own/other | "
+                  "own/other, specific | L1 mean DRR | variation | evidence C(G) | evidence drr-C(DRR) | KID G | "
+                  "KID DRR |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for mode, g in gens.items():
             def cell(k, digits=3, scale=1.0, g=g):
                 m, sd = g[k]["mean"], g[k]["sd"]
                 return f"{_fmt(m * scale, digits)} ± {_fmt(sd * scale, digits)}" if np.isfinite(m) else "n/a"
-            lines.append(f"| {mode} | {g['studies']} | {cell('identification')} | {cell('l1_g', 4)} | "
-                         f"{cell('l1_g_other_study', 4)} | {cell('l1_own_over_other')} | {cell('l1_mean_image', 4)} | "
+            lines.append(f"| {mode} | {g['studies']} | {cell('identification')} | "
+                         f"{cell('identification_specific')} | {cell('l1_g', 4)} | "
+                         f"{cell('l1_g_other_study', 4)} | {cell('l1_own_over_other')} | "
+                         f"{cell('l1_own_over_other_specific')} | {cell('l1_mean_image', 4)} | "
                          f"{cell('variation_ratio')} | {cell('evidence_auroc_g')} | "
                          f"{cell('evidence_auroc_drr_mode')} | "
                          f"{cell('kid_g', 2, 1000.0)} | {cell('kid_drr', 2, 1000.0)} |")

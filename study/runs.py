@@ -88,11 +88,14 @@ def _write_result(run_dir: Path, result: dict) -> None:
     os.replace(tmp, Path(run_dir) / RESULT)
 
 
+REPORT_KEYS = ("follows_study", "identification_specific")   # a result without one was made by an older report
+
+
 def complete_generator_metrics(result: dict, run_dir: Path, cohort: Cohort, device: str) -> bool:
     """A finished xpgan run whose result lacks a generator figure of `generator_report` gets them again from
     its checkpoint (result.json rewritten atomically); True when it did."""
     gen = result.get("generator")
-    if gen is None or "follows_study" in gen or not Path(result.get("checkpoint", "")).is_file():
+    if gen is None or all(k in gen for k in REPORT_KEYS) or not Path(result.get("checkpoint", "")).is_file():
         return False
     result["generator"] = generator_report(result["checkpoint"], cohort, device)
     _write_result(run_dir, result)

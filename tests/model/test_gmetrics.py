@@ -5,7 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from xpgan.model.gmetrics import generator_figures, identification, kid, matched_and_other_l1, ncc_matrix, variation
+from xpgan.model.gmetrics import (
+    generator_figures,
+    identification,
+    kid,
+    matched_and_other_l1,
+    ncc_matrix,
+    specific,
+    variation,
+)
 
 
 def test_matched_and_other_study_l1_closed_forms():
@@ -71,3 +79,20 @@ def test_generator_figures_of_a_perfect_and_of_a_mean_generator():
     blob = generator_figures(mean[None].expand(6, 16), t, mean)
     assert blob["identification"] == pytest.approx(1 / 6) and blob["l1_own_over_other"] == pytest.approx(1.0)
     assert blob["variation_ratio"] == 0.0 and blob["l1_g"] == pytest.approx(blob["l1_mean_image"])
+
+
+def test_study_specific_part_identifies_a_follower_whose_common_appearance_differs():
+    # 32 "chests": one shared anatomy plus small study-specific detail; G keeps the detail but draws the
+    # shared part with another appearance (a different common image), as a G bridging a domain gap does
+    g = torch.Generator().manual_seed(0)
+    anatomy, detail = torch.rand(1, 400, generator=g), 0.05 * torch.rand(32, 400, generator=g)
+    drr = anatomy + detail
+    other_look = torch.rand(1, 400, generator=g)
+    fake = other_look + 0.8 * detail + 0.01 * torch.rand(32, 400, generator=g)
+    fig = generator_figures(fake, drr, drr.mean(dim=0))
+    assert fig["identification"] < 0.2                       # the shared appearance dominates the plain NCC
+    assert fig["identification_specific"] == 1.0 and fig["l1_own_over_other_specific"] < 0.5
+    # a G that draws one image for every study has no study-specific part: no study is identified
+    same = generator_figures(other_look.expand(32, 400), drr, drr.mean(dim=0))
+    assert same["identification_specific"] == 0.0
+    torch.testing.assert_close(specific(drr).mean(dim=0), torch.zeros(400, dtype=torch.float64))
