@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from xpgan.drr.physics import MU_WATER_PER_MM
-from xpgan.errors import InputError, Interrupted, XPGANError
+from xpgan.errors import InputError, XPGANError
 from xpgan.pipeline.ct.validate import (
     ALLOW_UNUSUAL_CT_OPTION,
     HU_LIMITS,
@@ -135,9 +135,8 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
     from xpgan.pipeline.ct.discover import discover_ct
     from xpgan.pipeline.ct.resize import RESIZE_METHOD
     from xpgan.pipeline.fingerprint import changed_sources, source_fingerprints
+    from xpgan.pipeline.lifecycle import run_store_items
     from xpgan.pipeline.privacy import patient_hash, store_salt
-    from xpgan.pipeline.runner import run_items
-    from xpgan.pipeline.verify import repair_for_resume
 
     shape, mu_water = _check_options(shape, mu_water, memory_limit_gb, backend)
     spacing_range_mm = check_spacing_range(spacing_range_mm)
@@ -202,11 +201,6 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
             changed_sources(out, fingerprints, [it.rel for it in items])
         group = st.create_or_open(out, kind="ct", arrays=arrays, n_items=n, attrs=attrs, identity=identity,
                                   overwrite=overwrite, items_per_shard=items_per_shard)
-        redone = repair_for_resume(group, out)
-        done_before = st.done_mask(group)
-        old_failures = {int(f["index"]): f for f in st.get_failures(group)}
-        st.set_complete(group, False)
-        tasks = [Task(i, it.path, it.rel) for i, it in enumerate(items) if not done_before[i]]
 
         def write(batch: dict[int, dict]) -> None:
             for i, r in batch.items():
@@ -216,34 +210,20 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
                     r["patient"] = patients[i]
             st.write_items(group, batch)
 
+        def failure(i: int, reason: str, fresh: bool) -> dict:
+            it = items[i]
+            return {"index": i, "id": it.study_id, "path": it.rel,
+                    "reason": _relative_reason(reason, it.path, it.rel) if fresh else reason}
+
         job = DRRJob(shape=shape, geometry=geometry.to_dict(), mu_water=mu_water, backend=job_backend,
                      memory_limit_bytes=int(memory_limit_gb * 1e9), spacing_range_mm=spacing_range_mm,
                      allow_unusual_ct=bool(allow_unusual_ct))
         item_gb = 4 * float(np.prod(shape)) / 1e9
-        process = functools.partial(_process_encoded, job=job, encoders=st.item_encoders(group))
-        try:
-            res, stopped = run_items(tasks, process, write,
-                                     group_size=st.items_per_shard(group), workers=workers, scheduler=scheduler,
-                                     processes=processes, progress=progress, desc="prep drr",
-                                     memory_per_worker_gb=min(memory_limit_gb, 2.0) + 4 * item_gb), None
-        except Interrupted as exc:  # the finished items are written; record this run's failures, then stop
-            res, stopped = exc.result, exc
-        done_now = st.done_mask(group)
-        failures = []
-        for i in range(n):
-            if done_now[i]:
-                continue
-            if i in res.failed:
-                reason = _relative_reason(res.failed[i], items[i].path, items[i].rel)
-            elif i in old_failures:
-                reason = old_failures[i].get("reason", "")
-            else:
-                continue
-            failures.append({"index": i, "id": items[i].study_id, "path": items[i].rel, "reason": reason})
-        st.set_failures(group, out, failures)
-        if stopped is not None:
-            raise st.interrupted(stopped, "prep drr", out, int(done_now.sum()), n)
-        st.set_complete(group, True)
-    return CTPrepSummary(total=n, done=int(done_now.sum()), skipped=int(done_before.sum()), failed=len(res.failed),
-                         failures=[(f["path"], f["reason"]) for f in failures], seconds=res.seconds, store=str(out),
-                         discovery=disc.summary(), redone=[p.line() for p in redone])
+        run = run_store_items(group, out, n=n, task=lambda i: Task(i, items[i].path, items[i].rel),
+                              process=functools.partial(_process_encoded, job=job, encoders=st.item_encoders(group)),
+                              write=write, failure=failure, desc="prep drr", workers=workers, scheduler=scheduler,
+                              processes=processes, progress=progress,
+                              memory_per_worker_gb=min(memory_limit_gb, 2.0) + 4 * item_gb)
+    return CTPrepSummary(total=n, done=int(run.done_now.sum()), skipped=int(run.done_before.sum()),
+                         failed=len(run.result.failed), failures=[(f["path"], f["reason"]) for f in run.failures],
+                         seconds=run.result.seconds, store=str(out), discovery=disc.summary(), redone=run.redone)

@@ -27,11 +27,11 @@ import numpy as np
 
 import xpgan
 from xpgan import bounds as B
-from xpgan.errors import InputError, Interrupted, XPGANError
+from xpgan.errors import InputError, XPGANError
 from xpgan.pipeline.cxr.readers import DECODE_BUDGET_BYTES, INTENSITY_ATTRS, load_cxr_depth
 from xpgan.pipeline.cxr.sources import DEFAULT_POSITIVE, DEFAULT_VIEWS, discover, items_fingerprint
 from xpgan.pipeline.cxr.split import check_grouping, grouped_stratified_split
-from xpgan.pipeline.runner import PrepSummary, Task, run_items
+from xpgan.pipeline.runner import PrepSummary, Task
 
 KIND = "cxr"
 ITEMS_PER_SHARD = 64  # 64 x 256 x 256 float32 = 16 MiB per shard at the default size
@@ -111,8 +111,8 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
     `DECODE_BUDGET_BYTES` to read a file: the default worker count fits them in the machine's memory."""
     from xpgan.pipeline import schema
     from xpgan.pipeline import store as st
+    from xpgan.pipeline.lifecycle import run_store_items
     from xpgan.pipeline.privacy import patient_hash, store_salt
-    from xpgan.pipeline.verify import repair_for_resume
 
     B.CXR_SIZE.check("--size", size)
     B.FRACTION.check("--test-fraction", test_fraction)
@@ -166,46 +166,31 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
             out, kind=KIND, overwrite=overwrite, n_items=len(items), attrs=attrs, identity=identity,
             items_per_shard=ITEMS_PER_SHARD,
             arrays=schema.item_arrays(KIND, {"S": size}, optional=("bits",)))
-        redone = repair_for_resume(group, out)
-        done_before = st.done_mask(group)
-        # absolute paths: workers of a --scheduler cluster may run in another working directory
-        todo = [Task(i, (os.path.abspath(items[i].path), size, bool(allow_burned_in)), str(items[i].path))
-                for i in range(len(items)) if not done_before[i]]
-
         def write(batch: dict[int, dict]) -> None:
             st.write_items(group, {i: {"image": r["image"], "bits": int(r["bits"]), "label": int(labels[i]),
                                        "patient": patients[i],
                                        "source": items[i].source, "split": int(split[i])}
                                    for i, r in batch.items()})
 
-        st.set_complete(group, False)
-        process = functools.partial(_process_encoded, encoders=st.item_encoders(group))
-        try:
-            result, stopped = run_items(todo, process, write, group_size=st.items_per_shard(group),
-                                        workers=workers, scheduler=scheduler, processes=processes,
-                                        progress=progress, desc="prep cxr",
-                                        memory_per_worker_gb=DECODE_BUDGET_BYTES / 1e9), None
-        except Interrupted as exc:  # the finished items are written; record this run's failures, then stop
-            result, stopped = exc.result, exc
+        def failure(i: int, reason: str, fresh: bool) -> dict:
+            return {"index": i, "id": f"{items[i].source}:{i}", "path": str(items[i].path),
+                    "reason": _reason(reason, items[i].path) if fresh else reason}
 
-        # Failures of this run replace earlier records of the same items; items done now drop theirs.
-        done_now = st.done_mask(group)
-        recs = {int(f["index"]): f for f in st.get_failures(group) if not done_now[int(f["index"])]}
-        for i, reason in result.failed.items():
-            recs[i] = {"index": i, "id": f"{items[i].source}:{i}", "reason": _reason(reason, items[i].path)}
-        # The store gets no paths (file names may embed names); the CSV beside it names files for the operator.
-        st.set_failures(group, out, [{**recs[i], "path": str(items[i].path)} for i in sorted(recs)],
-                        paths_in_store=False,
-                        csv_only=[{"path": p, "reason": r} for p, r in found.problems])
-        if stopped is not None:
-            raise st.interrupted(stopped, "prep cxr", out, int(done_now.sum()), len(items))
-        st.set_complete(group, True)
-
+        # absolute paths: workers of a --scheduler cluster may run in another working directory. The store gets
+        # no paths (file names may embed names); the CSV beside it names files for the operator.
+        run = run_store_items(
+            group, out, n=len(items),
+            task=lambda i: Task(i, (os.path.abspath(items[i].path), size, bool(allow_burned_in)), str(items[i].path)),
+            process=functools.partial(_process_encoded, encoders=st.item_encoders(group)), write=write,
+            failure=failure, desc="prep cxr", workers=workers, scheduler=scheduler, processes=processes,
+            progress=progress, memory_per_worker_gb=DECODE_BUDGET_BYTES / 1e9, paths_in_store=False,
+            csv_only=[{"path": p, "reason": r} for p, r in found.problems])
+        done_now = run.done_now
         table = count_table(np.array([str(x) for x in group["source"][:]], dtype=object)[done_now],
                             np.asarray(group["split"][:])[done_now], np.asarray(group["label"][:])[done_now])
 
-    failures = [(str(items[i].path), _reason(r, items[i].path)) for i, r in sorted(result.failed.items())]
+    failures = [(str(items[i].path), _reason(r, items[i].path)) for i, r in sorted(run.result.failed.items())]
     failures += list(found.problems)
-    return CXRPrepSummary(total=len(items), done=int(done_now.sum()), skipped=int(done_before.sum()),
-                          failed=len(failures), failures=failures, seconds=result.seconds, store=str(out),
-                          table=table, excluded=dict(found.excluded), redone=[p.line() for p in redone])
+    return CXRPrepSummary(total=len(items), done=int(done_now.sum()), skipped=int(run.done_before.sum()),
+                          failed=len(failures), failures=failures, seconds=run.result.seconds, store=str(out),
+                          table=table, excluded=dict(found.excluded), redone=run.redone)
