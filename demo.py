@@ -241,7 +241,7 @@ def _head(text: str, n: int = 5) -> str:
 
 def _most_severe_item(ct_store: Path) -> int:
     """Index of a done item with the highest severity (a visibly positive study), else 0."""
-    from xpgan.pipeline.store import open_store
+    from xpgan.pipeline.schema import open_store
 
     g = open_store(ct_store)
     import numpy as np

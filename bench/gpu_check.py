@@ -235,7 +235,7 @@ def section_prep(args, work: Path) -> dict:
     from xpgan.drr import ConeGeometry
     from xpgan.pipeline.ct.prep_drr import prep_drr
     from xpgan.pipeline.cxr.prep_cxr import prep_cxr
-    from xpgan.pipeline.store import open_store
+    from xpgan.pipeline.schema import open_store
     from xpgan.pipeline.synth.archives import ARCHIVE_SPACING_RANGE_MM, write_cxr_archive, write_mosmed_archive
 
     sz = _sizes(args.tiny)

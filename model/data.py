@@ -29,7 +29,7 @@ from xpgan.errors import InputError, XPGANError
 from xpgan.model.beam import study_beams
 from xpgan.model.transforms import HU_WINDOW, normalize_hu
 from xpgan.pipeline import schema
-from xpgan.pipeline.schema import open_store  # noqa: F401 (the one open_store; generate uses it from here)
+from xpgan.pipeline.schema import open_store
 from xpgan.pipeline.verify import check_done_data, check_ready
 
 CXR_PARTS = ("train", "val", "test", "train_all")

@@ -13,7 +13,8 @@ from xpgan import bounds as B
 from xpgan.errors import XPGANError
 from xpgan.model import checkpoint as ckpt_io
 from xpgan.model import greport
-from xpgan.model.data import CTDataset, ct_store_info, open_store, read_strings
+from xpgan.model.data import CTDataset, ct_store_info, read_strings
+from xpgan.pipeline.schema import open_store
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 OWN_OUTPUT = re.compile(r"^(\d{6}(_[A-Za-z0-9._-]*)?|grid)\.png$")  # the names generate writes

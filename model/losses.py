@@ -21,8 +21,8 @@ C always sees the real CXRs and the extra images (G(ct) or DRRs) in one batch [c
 batch-norm statistics are the same in phases "G" and "C" (its running statistics are updated in both).
 
 Gradient hygiene (done here, not by the trainer): during a phase the other networks' parameters have
-`requires_grad` switched off (restored afterwards), so no weight gradients are computed for them, and a
-DistributedDataParallel-wrapped network that is only evaluated in a phase runs inside its `no_sync()`.
+`requires_grad` switched off (restored afterwards), so no weight gradients are computed for them (several
+processes reduce gradients themselves, model/distributed.py, so no network is wrapped).
 
 Fakes cache: G(ct) made in phase "G" is kept (detached) and reused by phases "D" and "C" of the same batch
 (same `batch["ct"]` tensor object, unmodified), saving two generator forwards per step; set
@@ -203,11 +203,7 @@ class XPGANLoss:
                 p.requires_grad_(flag)
 
     def _run(self, name: str, *args):
-        net = self._nets()[name]
-        if name != self._phase_net and hasattr(net, "no_sync"):
-            with net.no_sync():
-                return net(*args)
-        return net(*args)
+        return self._nets()[name](*args)
 
     def _autocast(self, like: Tensor):
         if self.amp_dtype is None:

@@ -436,7 +436,8 @@ class Trainer:
         if "ct_index" not in batch:
             return cxr
         if self._study_ids is None:
-            from xpgan.model.data import open_store, read_strings
+            from xpgan.model.data import read_strings
+            from xpgan.pipeline.schema import open_store
 
             self._study_ids = read_strings(open_store(self.cfg.ct, "ct")["study_id"], self.cfg.ct)
         studies = [str(self._study_ids[i]) for i in batch["ct_index"].tolist()]

@@ -56,7 +56,7 @@ disk_full_is_resumable(path): context manager turning ENOSPC/EDQUOT into one err
 lock_holder(path) -> None (lock free) | pid text ("" if unknown): is a writer holding the store now?
 set_complete(group, complete)
     Whether the last prep run went through every item (each is done or has a failure record).
-open_store, lock_path, failures_csv_path, ArraySpec: from xpgan.pipeline.schema (re-exported).
+lock_path, failures_csv_path, ArraySpec: from xpgan.pipeline.schema (re-exported; open_store is read from there).
 
 Failed or not-yet-processed items keep done=False and their arrays' fill values; readers must select rows
 with `done`.
@@ -78,7 +78,7 @@ import numpy as np
 
 from xpgan.errors import Interrupted, Resumable, XPGANError, os_error_line, safe_text, signal_name
 from xpgan.pipeline import schema
-from xpgan.pipeline.schema import ArraySpec, failures_csv_path, lock_path, open_store  # noqa: F401 (re-exported)
+from xpgan.pipeline.schema import ArraySpec, failures_csv_path, lock_path, open_store
 
 SHARD_TARGET_BYTES = 128 * 2**20
 FAILURE_FIELDS = ("index", "id", "path", "reason")

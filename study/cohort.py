@@ -216,7 +216,8 @@ def cohort_counts(cohort: Cohort, val_fraction: float) -> dict:
     them) and per grade of the CT stores."""
     import numpy as np
 
-    from xpgan.model.data import CXRDataset, open_store
+    from xpgan.model.data import CXRDataset
+    from xpgan.pipeline.schema import open_store
 
     out = {}
     for part in ("train", "val", "test"):

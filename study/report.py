@@ -183,8 +183,9 @@ def plot_samples(cohort, generators: dict[str, str], path: Path, device: str = "
 
     from xpgan.model import checkpoint as ckpt_io
     from xpgan.model.checkpoint import networks_from_checkpoint
-    from xpgan.model.data import CTDataset, CXRDataset, open_store, read_strings
+    from xpgan.model.data import CTDataset, CXRDataset, read_strings
     from xpgan.model.distributed import resolve_device
+    from xpgan.pipeline.schema import open_store
 
     g = open_store(cohort.ct_holdout_store, "ct")
     done = np.asarray(g["done"][:], bool)

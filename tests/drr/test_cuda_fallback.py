@@ -62,7 +62,7 @@ def test_cuda_backend_fails_loudly(failing_gpu):
 
 def test_probe_backend_and_prep_store_note(failing_gpu, tmp_path):
     from xpgan.pipeline.ct.prep_drr import prep_drr
-    from xpgan.pipeline.store import open_store
+    from xpgan.pipeline.schema import open_store
     from xpgan.pipeline.synth.archives import ARCHIVE_SPACING_RANGE_MM, write_mosmed_archive
 
     write_mosmed_archive(tmp_path / "mosmed", 2, seed=1, shape=(8, 32, 32), workers=1)

@@ -1,7 +1,6 @@
 """XPGANLoss against hand computations. The loss is the unit under test; the networks fed to it are
 small closed-form modules written here (a sigmoid 'generator', a linear discriminator and a linear
 classifier), except in the gradient-flow and mixed-precision tests, which use the real tiny networks."""
-import contextlib
 
 import numpy as np
 import pytest
@@ -226,36 +225,6 @@ def test_bad_mode_phase_and_batch_are_reported(nets, batch):
         XPGANLoss(G, D, C).accumulate_gradients("Greg", batch)
     with pytest.raises(KeyError, match="drr"):
         XPGANLoss(G, D, C).accumulate_gradients("G", {k: v for k, v in batch.items() if k != "drr"})
-
-
-class SyncCountingD(LinearD):
-    """Stands in for a DDP wrapper: records when its forward runs inside no_sync()."""
-
-    def __init__(self):
-        super().__init__()
-        self.inside, self.forwards_inside = False, 0
-
-    @contextlib.contextmanager
-    def no_sync(self):
-        self.inside = True
-        try:
-            yield
-        finally:
-            self.inside = False
-
-    def forward(self, img):
-        self.forwards_inside += int(self.inside)
-        return super().forward(img)
-
-
-def test_network_only_evaluated_in_a_phase_runs_inside_no_sync(batch):
-    torch.manual_seed(0)
-    G, D, C = SigmoidG(), SyncCountingD(), LinearC()
-    loss = XPGANLoss(G, D, C)
-    loss.accumulate_gradients("G", batch)
-    assert D.forwards_inside == 1
-    loss.accumulate_gradients("D", batch)                          # D's own phase: synchronised
-    assert D.forwards_inside == 1
 
 
 # ------------------------------------------------------------------------------- real tiny networks

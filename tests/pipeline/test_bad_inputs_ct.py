@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from xpgan.cli import app
 from xpgan.pipeline.ct.readers import read_ct
-from xpgan.pipeline.store import open_store
+from xpgan.pipeline.schema import open_store
 from xpgan.pipeline.synth.writers import write_dicom_series, write_nifti
 
 SPACING = (2.0, 0.8, 0.8)

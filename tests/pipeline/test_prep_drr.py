@@ -13,8 +13,7 @@ from xpgan.errors import XPGANError
 from xpgan.pipeline.ct.prep_drr import prep_drr
 from xpgan.pipeline.ct.readers import read_ct
 from xpgan.pipeline.ct.resize import resize_volume
-from xpgan.pipeline.schema import FORMAT_VERSION
-from xpgan.pipeline.store import failures_csv_path, open_store
+from xpgan.pipeline.schema import FORMAT_VERSION, failures_csv_path, open_store
 from xpgan.pipeline.synth.simple import simple_chest
 from xpgan.pipeline.synth.writers import write_dicom_series, write_nifti
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from xpgan.pipeline.ct.prep_drr import prep_drr
-from xpgan.pipeline.store import open_store
+from xpgan.pipeline.schema import open_store
 from xpgan.pipeline.synth.writers import write_nifti
 
 SHAPE = (8, 24, 24)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from xpgan.errors import InputError
+from xpgan.pipeline import schema
 from xpgan.pipeline import store as st
 from xpgan.pipeline.runner import PrepSummary, Task, run_items
 
@@ -45,7 +46,7 @@ def test_many_concurrent_items_all_land_in_sharded_store(tmp_path):
     assert sorted(res.done) == list(range(n)) and not res.failed
     assert writer_threads == {threading.get_ident()}
     assert sorted(batches) == [list(range(k, k + 8)) for k in range(0, n, 8)]  # one write per shard
-    g = st.open_store(tmp_path / "s.zarr")
+    g = schema.open_store(tmp_path / "s.zarr")
     assert st.done_mask(g).all()
     for i in range(n):
         want = slow_item(i)

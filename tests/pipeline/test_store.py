@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from xpgan.errors import XPGANError
+from xpgan.pipeline import schema
 from xpgan.pipeline import store as st
 
 ARRAYS = {"image": ("float32", (6, 5)), "label": ("int8", ()), "name": st.ArraySpec("str")}
@@ -118,7 +119,7 @@ def test_worker_encoded_items_make_the_same_shard_files_as_zarr(tmp_path):
         image[a:b] = np.stack([item(i)["image"] for i in range(a, b)])
     zarr_own = {p: b for p, b in _shard_files(tmp_path / "zarr.zarr").items() if p.parts[0] == "image"}
     assert len(zarr_own) == 3 and zarr_own == {p: b for p, b in got.items() if p.parts[0] == "image"}
-    g = st.open_store(tmp_path / "fast.zarr")
+    g = schema.open_store(tmp_path / "fast.zarr")
     assert st.done_mask(g).tolist() == [i != 5 for i in range(10)]
     for i in items:
         np.testing.assert_array_equal(g["image"][i], item(i)["image"])
@@ -165,4 +166,4 @@ def test_lock_of_a_sigkilled_process_is_released(tmp_path):
 
 def test_open_store_rejects_non_stores(tmp_path):
     with pytest.raises(XPGANError):
-        st.open_store(tmp_path)
+        schema.open_store(tmp_path)
