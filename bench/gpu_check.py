@@ -480,14 +480,25 @@ def _summary_lines(res: dict) -> list[str]:
     return lines
 
 
+def _seconds(text: str) -> float:
+    """--max-seconds: a number within xpgan.bounds.SECONDS (argparse prints the refusal)."""
+    from xpgan import bounds as B
+    from xpgan.errors import XPGANError
+
+    try:
+        return B.SECONDS.check("--max-seconds", float(text))
+    except (ValueError, XPGANError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def drive(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="xpgan bench gpu", description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=os.environ.get("OUT") or "gpu_check_out", help="folder for gpu_check.json + log")
     ap.add_argument("--work", default=None, help="scratch folder (default: a new temporary folder)")
     ap.add_argument("--cpu-only", action="store_true", help="skip GPU parts; tiny sizes on the CPU")
     ap.add_argument("--tiny", action="store_true", help="tiny sizes (implied by --cpu-only)")
     ap.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset")
-    ap.add_argument("--max-seconds", type=float, default=450.0, help="hard cap on the whole check")
+    ap.add_argument("--max-seconds", type=_seconds, default=450.0, help="hard cap on the whole check, s")
     ap.add_argument("--train-modes", default="", help="train sections: comma-separated modes (xpgan,drr,baseline)")
     ap.add_argument("--amp", default="", help="train sections: comma-separated precisions (bf16,fp16,fp32); "
                                               "default bf16 for train, fp16,fp32 for train_amp")
