@@ -6,70 +6,35 @@ option types (Literal choices that Typer validates) and defaults come from the m
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
-import inspect
-import re
-import sys
-import typing
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, get_args, get_origin
+from typing import Optional
 
 import typer
-from typer.core import TyperGroup
 
 from xpgan import bounds as B
 from xpgan.bench.drr import VolumeDtype
+from xpgan.cli_support import (
+    OneLineErrorsGroup,
+    bounded,
+    output_path,
+    spacing_range_rule,
+    train_signature,
+    user_errors,
+)
 from xpgan.demo import DemoConfig
 from xpgan.drr.geometry import ConeGeometry, GeometryKind, View
 from xpgan.drr.physics import MU_WATER_PER_MM, OutputOption
 from xpgan.drr.render import Backend
 from xpgan.errors import XPGANError
-from xpgan.model import config as train_config
-from xpgan.model.config import Device, EvalSplit, TrainConfig
+from xpgan.model.config import Device, EvalSplit
 from xpgan.pipeline.ct.prep_drr import DEFAULT_SHAPE
 from xpgan.pipeline.ct.validate import (
     ALLOW_UNUSUAL_CT_HELP,
     ALLOW_UNUSUAL_CT_OPTION,
     SPACING_RANGE_MM,
-    check_spacing_range,
 )
 from xpgan.pipeline.cxr.readers import ALLOW_BURNED_IN_OPTION, DECODE_BUDGET_BYTES
 from xpgan.study.cohort import StudyPresetName
-
-
-class OneLineErrorsGroup(TyperGroup):
-    """Usage errors (a choice Typer refused, a missing argument, an unknown option) as one line
-    `error: <message>` on stderr with exit code 2, like the errors the commands raise (`user_errors`)."""
-
-    def main(self, *args, standalone_mode: bool = True, **kwargs):
-        if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
-        try:
-            rv = super().main(*args, standalone_mode=False, **kwargs)
-        except typer.TyperException as exc:  # typer's click exceptions (usage errors) derive from it
-            if type(exc).__name__ == "NoArgsIsHelpError":  # `xpgan`, `xpgan prep`: the help, as before
-                exc.show()
-            else:
-                typer.echo(f"error: {usage_line(exc)}", err=True)
-            sys.exit(exc.exit_code)
-        except typer.Abort:
-            typer.echo("Aborted!", err=True)
-            sys.exit(1)
-        sys.exit(rv if isinstance(rv, int) else 0)
-
-
-def usage_line(exc: Exception) -> str:
-    """A usage error as one line; a refused choice as `--mode must be one of xpgan, drr, baseline, got 'foo'`."""
-    message = " ".join(exc.format_message().split())
-    param = getattr(exc, "param", None)
-    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
-    if param is None or get_origin(annotation) is not Literal:
-        return message
-    got = re.search(r"(\S+) is not one of", message)
-    return (f"{param.opts[0]} must be one of {', '.join(map(str, get_args(annotation)))}"
-            + (f", got {got.group(1)}" if got else ""))
-
 
 app = typer.Typer(cls=OneLineErrorsGroup, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   rich_markup_mode=None,
@@ -83,91 +48,12 @@ app.add_typer(prep_app, name="prep")
 app.add_typer(bench_app, name="bench")
 
 
-def user_errors(fn):
-    """Report XPGANError as `error: <message>` on stderr with exit code 2, no traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from xpgan.errors import Interrupted, Resumable
-
-        try:
-            return fn(*args, **kwargs)
-        except Resumable as exc:  # stopped part way, kept what it finished: say how to go on
-            prefix = "" if isinstance(exc, Interrupted) else "error: "
-            typer.echo(one_line(f"{prefix}{exc}{resume_hint()}"), err=True)
-            raise typer.Exit(exc.exit_code)
-        except XPGANError as exc:
-            typer.echo(f"error: {one_line(exc)}", err=True)
-            raise typer.Exit(2)
-        except OSError as exc:  # an output that cannot be written (permission, a file in the way, disk full)
-            from xpgan.errors import os_error_line
-
-            typer.echo(f"error: {os_error_line(exc)}", err=True)
-            raise typer.Exit(2)
-
-    return wrapper
-
-
-def one_line(message) -> str:
-    """A message (or an exception's) as one line: a file name with a newline or bytes that are not UTF-8 is
-    escaped (errors.safe_text); other messages are unchanged."""
-    from xpgan.errors import safe_text
-
-    text = str(message)
-    return text if text.isprintable() else safe_text(text)
-
-
-def resume_hint(argv: list[str] | None = None) -> str:
-    """`; resume with: xpgan prep ...` (the command as typed, without --overwrite) for the prep commands,
-    which resume when run again; "" for other commands."""
-    import shlex
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] != ["prep"]:
-        return ""
-    return "; resume with: " + shlex.join(["xpgan"] + [a for a in args if a != "--overwrite"])
-
-
-def _output_path(path: Path, option: str) -> Path:
-    """Refuse, before any work, an output path that cannot be created (names the path and the reason)."""
-    from xpgan.errors import check_writable
-
-    check_writable(path, option)
-    return path
-
-
-class OptionError(typer.BadParameter):
-    """An option value refused at parse time, printed as its own message (`--size must be ...`)."""
-
-    def format_message(self) -> str:
-        return self.message
-
-
-def bounded(rule: "B.Bound | Callable[[str, Any], Any]"):
-    """A parse-time check of an option (a Bound of xpgan.bounds, or a check function (option, value)),
-    so that a refused value stops the command before any file is touched."""
-    check = rule.check if isinstance(rule, B.Bound) else rule
-
-    def callback(param: typer.CallbackParam, value):
-        if value is None:
-            return value
-        try:
-            return check(param.opts[0], value)
-        except XPGANError as exc:
-            raise OptionError(str(exc)) from None
-
-    return callback
-
-
-def spacing_range_rule(option: str, value):
-    return check_spacing_range(value)  # pipeline/ct/validate.py owns the rule and names the option
-
-
 SPACING_OPTION_HELP = ("Plausible CT voxel spacing LO HI, mm per axis; volumes outside it are refused, as are NaN/inf "
                        "voxels and values outside the int16 HU range.")
 _DEMO = DemoConfig()  # the defaults of `demo`
 
 
+# ------------------------------------------------------------------------------------ drr
 @drr_app.command("render")
 @user_errors
 def drr_render_command(
@@ -225,34 +111,7 @@ def drr_render_command(
                               allow_unusual_ct=allow_unusual_ct))
 
 
-@bench_app.command("drr")
-@user_errors
-def bench_drr_command(
-    depth: int = typer.Option(64, "--depth", callback=bounded(B.CT_AXIS),
-                             help="Volume slices (superior-inferior), voxels."),
-    height: int = typer.Option(256, "--height", callback=bounded(B.CT_AXIS),
-                             help="Volume rows (anterior-posterior), voxels."),
-    width: int = typer.Option(256, "--width", callback=bounded(B.CT_AXIS),
-                             help="Volume columns (right-left), voxels."),
-    size: int = typer.Option(256, "--size", callback=bounded(B.DETECTOR_SIZE),
-                             help="Detector size, pixels per side."),
-    geometry: GeometryKind = typer.Option("cone", "--geometry", help="cone (PA) or parallel."),
-    backend: Backend = typer.Option("cpu", "--backend"),
-    batch: int = typer.Option(1, "--batch", callback=bounded(B.BATCH),
-                              help="DRRs per call (render_drr_batch when > 1)."),
-    repeats: int = typer.Option(20, "--repeats", callback=bounded(B.REPEATS),
-                                help="Timed calls after warm-up; the best is reported."),
-    dtype: VolumeDtype = typer.Option("int16", "--dtype", help="HU voxel type: int16 (CT store) or float32 (read_ct)."),
-) -> None:
-    """Print DRRs/s, ray-voxel steps/s and ns per step per core (JIT time reported separately)."""
-    from xpgan.bench.drr import bench_drr
-
-    result = bench_drr(shape=(depth, height, width), size=size, geometry=geometry, backend=backend, batch=batch,
-                       repeats=repeats, dtype=dtype)
-    for line in result.lines():
-        typer.echo(line)
-
-
+# ----------------------------------------------------------------------- prep and inspect
 @prep_app.command("drr")
 @user_errors
 def prep_drr_command(
@@ -299,7 +158,7 @@ def prep_drr_command(
     from xpgan.drr.geometry import geometry_from_options
     from xpgan.pipeline.ct.prep_drr import prep_drr
 
-    _output_path(out, "output store")
+    output_path(out, "output store")
     geom = geometry_from_options(geometry, view=view, size=size, pixel_mm=pixel_mm, sdd_mm=sdd, sid_mm=sid)
     summary = prep_drr(src, out, shape=shape, geometry=geom, mu_water=mu_water, backend=backend, workers=workers,
                        scheduler=scheduler, overwrite=overwrite, progress=progress,
@@ -308,73 +167,6 @@ def prep_drr_command(
     typer.echo(summary.text())
     if summary.failures:
         raise typer.Exit(1)
-
-
-@bench_app.command("prep")
-@user_errors
-def bench_prep_command(
-    n: int = typer.Option(24, "--n", callback=bounded(B.COUNT), help="Volumes in the generated MosMed-like archive."),
-    shape: tuple[int, int, int] = typer.Option((40, 512, 512), "--shape", callback=bounded(B.check_ct_shape),
-                                               help="Archive volume size D H W, voxels "
-                                               "(int16 .nii.gz)."),
-    out_shape: tuple[int, int, int] = typer.Option(DEFAULT_SHAPE, "--out-shape", callback=bounded(B.check_ct_shape),
-                                                   help="prep drr --shape D H W, "
-                                                   "voxels."),
-    workers: int = typer.Option(2, "--workers", callback=bounded(B.WORKERS),
-                                help="Local Dask worker processes for both runs."),
-    stages: int = typer.Option(3, "--stages", callback=bounded(B.INDEX),
-                               help="Volumes timed stage by stage in one process (0: skip)."),
-    archive: Optional[Path] = typer.Option(None, "--archive", help="Where the archive is generated (reused when "
-                                           "it is already there); default: a folder in the temp dir."),
-):
-    """Print prep drr volumes/s end-to-end vs read+gunzip only (wall and CPU ratios, goal <= 1.5), per-stage
-    CPU ms and peak RSS per worker."""
-    if workers < 1:
-        raise XPGANError("--workers must be >= 1 (both runs use Dask)")
-    from xpgan.bench.prep import bench_prep
-
-    result = bench_prep(n=n, shape=shape, out_shape=out_shape, workers=workers, archive=archive, stages=stages)
-    for line in result.lines():
-        typer.echo(line)
-    if result.failed:
-        raise typer.Exit(1)
-
-
-@app.command("inspect")
-@user_errors
-def inspect_command(
-    store: Path = typer.Argument(..., metavar="STORE", help="A CT or CXR Zarr store made by xpgan prep."),
-    sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a PNG contact sheet: FILE.png, or an existing "
-                                         "folder (the sheet is named after the store inside it)."),
-    item: Optional[int] = typer.Option(None, "--item", callback=bounded(B.INDEX),
-                                       help="Sheet of one item (CT: DRR beside axial, coronal "
-                                       "and sagittal mid-slices) instead of the grid."),
-    verify: bool = typer.Option(False, "--verify", help="Read every chunk of every done item back against its "
-                                "checksum (without: shard files, indexes and small chunks only)."),
-    deep: bool = typer.Option(False, "--deep", help="With --verify (CT store): also re-render 8 DRRs, spread over "
-                              "the store, from their stored volumes and compare."),
-    poses: bool = typer.Option(False, "--poses", help="With --item (CT): random posed views of the study, as "
-                               "train --drr-aug draws them, rendered from the stored volume."),
-):
-    """Summarise a store (counts per label/severity/split, failures, geometry); optionally a PNG sheet.
-    Exit code 1 when done items have missing or damaged data (listed)."""
-    from xpgan.pipeline.inspection import check_store, inspect_store, sheet_path
-    from xpgan.pipeline.schema import StoreDamageError
-
-    if deep and not verify:
-        raise XPGANError("--deep goes with --verify: xpgan inspect --verify --deep STORE")
-    sheet = sheet_path(sheet, store, item, poses)  # refused before any reading
-    report, damaged = check_store(store, full=verify, deep=deep)
-    try:
-        typer.echo(inspect_store(store, sheet=sheet, item=item, poses=poses))
-    except StoreDamageError as exc:
-        if not damaged:
-            raise
-        typer.echo(f"{store}: no summary: {exc}")
-    typer.echo(report)
-    if damaged:
-        raise typer.Exit(1)
-
 
 
 @prep_app.command("cxr")
@@ -421,7 +213,7 @@ def prep_cxr_command(
     from xpgan.pipeline.cxr.prep_cxr import prep_cxr
     from xpgan.pipeline.cxr.sources import DEFAULT_POSITIVE
 
-    _output_path(out, "output store")
+    output_path(out, "output store")
     view_list = [v.strip() for v in views.split(",") if v.strip()]
     summary = prep_cxr(srcs, out, size=size, test_fraction=test_fraction, seed=seed,
                        positive=tuple(positive) if positive else DEFAULT_POSITIVE, views=view_list,
@@ -433,6 +225,43 @@ def prep_cxr_command(
         raise typer.Exit(1)
 
 
+@app.command("inspect")
+@user_errors
+def inspect_command(
+    store: Path = typer.Argument(..., metavar="STORE", help="A CT or CXR Zarr store made by xpgan prep."),
+    sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a PNG contact sheet: FILE.png, or an existing "
+                                         "folder (the sheet is named after the store inside it)."),
+    item: Optional[int] = typer.Option(None, "--item", callback=bounded(B.INDEX),
+                                       help="Sheet of one item (CT: DRR beside axial, coronal "
+                                       "and sagittal mid-slices) instead of the grid."),
+    verify: bool = typer.Option(False, "--verify", help="Read every chunk of every done item back against its "
+                                "checksum (without: shard files, indexes and small chunks only)."),
+    deep: bool = typer.Option(False, "--deep", help="With --verify (CT store): also re-render 8 DRRs, spread over "
+                              "the store, from their stored volumes and compare."),
+    poses: bool = typer.Option(False, "--poses", help="With --item (CT): random posed views of the study, as "
+                               "train --drr-aug draws them, rendered from the stored volume."),
+):
+    """Summarise a store (counts per label/severity/split, failures, geometry); optionally a PNG sheet.
+    Exit code 1 when done items have missing or damaged data (listed)."""
+    from xpgan.pipeline.inspection import check_store, inspect_store, sheet_path
+    from xpgan.pipeline.schema import StoreDamageError
+
+    if deep and not verify:
+        raise XPGANError("--deep goes with --verify: xpgan inspect --verify --deep STORE")
+    sheet = sheet_path(sheet, store, item, poses)  # refused before any reading
+    report, damaged = check_store(store, full=verify, deep=deep)
+    try:
+        typer.echo(inspect_store(store, sheet=sheet, item=item, poses=poses))
+    except StoreDamageError as exc:
+        if not damaged:
+            raise
+        typer.echo(f"{store}: no summary: {exc}")
+    typer.echo(report)
+    if damaged:
+        raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------ train, eval, generate
 def _train_command(**options) -> None:
     """Train a classifier (and in mode xpgan the generator and discriminator); torchrun for several GPUs."""
     from xpgan.model.train import train_from_options
@@ -440,30 +269,7 @@ def _train_command(**options) -> None:
     train_from_options(dry_run=options.pop("dry_run"), log=typer.echo, **options)
 
 
-def _train_signature() -> inspect.Signature:
-    """The `train` options, one per TrainConfig field offered on the command line (its default, help,
-    choices from the Literal type, bound checked at parse time, flag spelling), plus --dry-run."""
-    hints = typing.get_type_hints(TrainConfig)
-    params = []
-    for f in dataclasses.fields(TrainConfig):
-        meta = f.metadata
-        if not meta.get("cli", True):
-            continue
-        annotation, default = hints[f.name], f.default
-        if meta.get("path"):
-            annotation = Path if default is not None else Optional[Path]
-            default = Path(default) if default is not None else None
-        option = typer.Option(default, meta.get("flag") or train_config.option_name(f.name),
-                              help=meta.get("help") or None,
-                              callback=bounded(meta["bound"]) if meta.get("bound") is not None else None)
-        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
-    params.append(inspect.Parameter("dry_run", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
-                                    default=typer.Option(False, "--dry-run",
-                                                         help="Print the resolved config as JSON and exit.")))
-    return inspect.Signature(params)
-
-
-_train_command.__signature__ = _train_signature()
+_train_command.__signature__ = train_signature()
 _train_command.__annotations__ = {p.name: p.annotation for p in _train_command.__signature__.parameters.values()}
 train_command = app.command("train")(user_errors(_train_command))
 
@@ -484,7 +290,7 @@ def eval_command(
 ) -> None:
     """AUROC, AUPRC, precision, recall and F1 at the threshold chosen on validation (and at 0.5); PR/ROC plots."""
     if out is not None:
-        _output_path(out, "output folder (--out)")
+        output_path(out, "output folder (--out)")
     from xpgan.model.evaluate import evaluate
     from xpgan.model.metrics import metrics_line
 
@@ -507,7 +313,7 @@ def generate_command(
                                           "prep is still writing or did not finish."),
 ) -> None:
     """G_ema's X-ray for each CT item as PNG, plus grid.png (stored DRR | generated)."""
-    _output_path(out, "output folder (--out)")
+    output_path(out, "output folder (--out)")
     from xpgan.model.generate import generate
 
     r = generate(checkpoint, ct, out, limit=limit, device=device, allow_incomplete=allow_incomplete)
@@ -517,36 +323,7 @@ def generate_command(
     typer.echo(f"wrote {len(r['images'])} images and {r['grid']}")
 
 
-@bench_app.command("loader")
-@user_errors
-def bench_loader_command(
-    ct: Optional[Path] = typer.Option(None, "--ct", help="CT store."),
-    cxr: Optional[Path] = typer.Option(None, "--cxr", help="CXR store."),
-    batch_size: int = typer.Option(8, "--batch-size", callback=bounded(B.BATCH), help="Items per batch."),
-    num_workers: int = typer.Option(2, "--num-workers", callback=bounded(B.LOADER_WORKERS),
-                                    help="Loader worker processes."),
-    batches: int = typer.Option(20, "--batches", callback=bounded(B.REPEATS),
-                                help="Timed batches (after one warm-up batch)."),
-) -> None:
-    """Print training-stream samples/s (shuffled, shard-aware) for the CT and CXR stores."""
-    from xpgan.bench.loader import bench_loader
-
-    for r in bench_loader(ct=str(ct) if ct else None, cxr=str(cxr) if cxr else None, batch_size=batch_size,
-                          num_workers=num_workers, batches=batches):
-        typer.echo(r.line())
-
-
-@bench_app.command("gpu", add_help_option=False,
-                   context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench_gpu_command(ctx: typer.Context) -> None:
-    """The GPU path end to end (agreement, DRR/s, prep, training in bf16/fp16/fp32, eval, generate, loader,
-    torchrun): prints a summary, writes a JSON. Each section is time-boxed and failure-isolated. Options:
-    `xpgan bench gpu --help` (the check's own parser, which also runs without this CLI on a bare GPU machine)."""
-    from xpgan.bench.gpu_check import drive
-
-    raise typer.Exit(drive(list(ctx.args)))
-
-
+# ------------------------------------------------------------------------- demo and study
 @app.command("demo")
 @user_errors
 def demo_command(
@@ -575,7 +352,6 @@ def demo_command(
                      progress=progress)
     result = run_demo(cfg, log=typer.echo)
     typer.echo(result.text())
-
 
 
 @app.command("study", context_settings={"allow_extra_args": True})
@@ -620,6 +396,95 @@ def study_lists(seeds: list[str], modes: list[str], extra: list[str]) -> tuple[l
     if unknown:
         raise XPGANError(f"--modes must be among {', '.join(MODES)}; got {', '.join(unknown)}")
     return list(dict.fromkeys(seed_list)), list(dict.fromkeys(mode_list))
+
+
+# ---------------------------------------------------------------------------------- bench
+@bench_app.command("drr")
+@user_errors
+def bench_drr_command(
+    depth: int = typer.Option(64, "--depth", callback=bounded(B.CT_AXIS),
+                             help="Volume slices (superior-inferior), voxels."),
+    height: int = typer.Option(256, "--height", callback=bounded(B.CT_AXIS),
+                             help="Volume rows (anterior-posterior), voxels."),
+    width: int = typer.Option(256, "--width", callback=bounded(B.CT_AXIS),
+                             help="Volume columns (right-left), voxels."),
+    size: int = typer.Option(256, "--size", callback=bounded(B.DETECTOR_SIZE),
+                             help="Detector size, pixels per side."),
+    geometry: GeometryKind = typer.Option("cone", "--geometry", help="cone (PA) or parallel."),
+    backend: Backend = typer.Option("cpu", "--backend"),
+    batch: int = typer.Option(1, "--batch", callback=bounded(B.BATCH),
+                              help="DRRs per call (render_drr_batch when > 1)."),
+    repeats: int = typer.Option(20, "--repeats", callback=bounded(B.REPEATS),
+                                help="Timed calls after warm-up; the best is reported."),
+    dtype: VolumeDtype = typer.Option("int16", "--dtype", help="HU voxel type: int16 (CT store) or float32 (read_ct)."),
+) -> None:
+    """Print DRRs/s, ray-voxel steps/s and ns per step per core (JIT time reported separately)."""
+    from xpgan.bench.drr import bench_drr
+
+    result = bench_drr(shape=(depth, height, width), size=size, geometry=geometry, backend=backend, batch=batch,
+                       repeats=repeats, dtype=dtype)
+    for line in result.lines():
+        typer.echo(line)
+
+
+@bench_app.command("prep")
+@user_errors
+def bench_prep_command(
+    n: int = typer.Option(24, "--n", callback=bounded(B.COUNT), help="Volumes in the generated MosMed-like archive."),
+    shape: tuple[int, int, int] = typer.Option((40, 512, 512), "--shape", callback=bounded(B.check_ct_shape),
+                                               help="Archive volume size D H W, voxels "
+                                               "(int16 .nii.gz)."),
+    out_shape: tuple[int, int, int] = typer.Option(DEFAULT_SHAPE, "--out-shape", callback=bounded(B.check_ct_shape),
+                                                   help="prep drr --shape D H W, "
+                                                   "voxels."),
+    workers: int = typer.Option(2, "--workers", callback=bounded(B.WORKERS),
+                                help="Local Dask worker processes for both runs."),
+    stages: int = typer.Option(3, "--stages", callback=bounded(B.INDEX),
+                               help="Volumes timed stage by stage in one process (0: skip)."),
+    archive: Optional[Path] = typer.Option(None, "--archive", help="Where the archive is generated (reused when "
+                                           "it is already there); default: a folder in the temp dir."),
+):
+    """Print prep drr volumes/s end-to-end vs read+gunzip only (wall and CPU ratios, goal <= 1.5), per-stage
+    CPU ms and peak RSS per worker."""
+    if workers < 1:
+        raise XPGANError("--workers must be >= 1 (both runs use Dask)")
+    from xpgan.bench.prep import bench_prep
+
+    result = bench_prep(n=n, shape=shape, out_shape=out_shape, workers=workers, archive=archive, stages=stages)
+    for line in result.lines():
+        typer.echo(line)
+    if result.failed:
+        raise typer.Exit(1)
+
+
+@bench_app.command("loader")
+@user_errors
+def bench_loader_command(
+    ct: Optional[Path] = typer.Option(None, "--ct", help="CT store."),
+    cxr: Optional[Path] = typer.Option(None, "--cxr", help="CXR store."),
+    batch_size: int = typer.Option(8, "--batch-size", callback=bounded(B.BATCH), help="Items per batch."),
+    num_workers: int = typer.Option(2, "--num-workers", callback=bounded(B.LOADER_WORKERS),
+                                    help="Loader worker processes."),
+    batches: int = typer.Option(20, "--batches", callback=bounded(B.REPEATS),
+                                help="Timed batches (after one warm-up batch)."),
+) -> None:
+    """Print training-stream samples/s (shuffled, shard-aware) for the CT and CXR stores."""
+    from xpgan.bench.loader import bench_loader
+
+    for r in bench_loader(ct=str(ct) if ct else None, cxr=str(cxr) if cxr else None, batch_size=batch_size,
+                          num_workers=num_workers, batches=batches):
+        typer.echo(r.line())
+
+
+@bench_app.command("gpu", add_help_option=False,
+                   context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_gpu_command(ctx: typer.Context) -> None:
+    """The GPU path end to end (agreement, DRR/s, prep, training in bf16/fp16/fp32, eval, generate, loader,
+    torchrun): prints a summary, writes a JSON. Each section is time-boxed and failure-isolated. Options:
+    `xpgan bench gpu --help` (the check's own parser, which also runs without this CLI on a bare GPU machine)."""
+    from xpgan.bench.gpu_check import drive
+
+    raise typer.Exit(drive(list(ctx.args)))
 
 
 def main() -> None:
