@@ -7,7 +7,7 @@ log) in the output folder, and a summary is printed.
     env       versions, the GPU, and the packages the check needs (stops with a one-line reason if missing)
     agree     CUDA vs CPU on a chest phantom (cone PA int16, cone AP float32, parallel): max abs difference of
               the line integrals, numpy and torch-CUDA inputs; first call vs later calls and compile counts,
-              and a replay of the old per-call path (a `vol[None]` stride-0 upload to a lazy dispatcher)
+              and a replay of a stride-0 per-call path (a `vol[None]` upload to a lazy dispatcher)
     rates     DRR/s end to end: batch 1, 256 and 1024 views of one volume, 256 volumes from host int16 and
               from GPU tensors, and the kernel alone; the upload strategy each size chose and this machine's
               transfer rates (pinned/pageable DMA, cuMemHostRegister, threaded memcpy, first touch)
@@ -159,7 +159,7 @@ def section_agree(args, work: Path) -> dict:
     later = out["cone_pa_int16"]["later_call_s"]
     if later > 0.2:  # the per-call cost is still there: where does it go?
         out["profile_of_a_later_call"] = probes.profile_top(lambda: render_drr(vol, sp, g, backend="cuda"))
-    small = np.ascontiguousarray(vol[: max(1, vol.shape[0] // 4)])  # the old cost grows with the voxel count
+    small = np.ascontiguousarray(vol[: max(1, vol.shape[0] // 4)])  # the stride-0 cost grows with the voxel count
     out["old_path_replay"] = probes.old_path_replay(small, g, sp)
     out["old_path_replay_control"] = probes.old_path_replay(small, g, sp, broadcast=False)
     return out

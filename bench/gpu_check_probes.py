@@ -1,4 +1,4 @@
-"""Probes of `xpgan bench gpu` (gpu_check.py): a cProfile digest, the replay of the pre-issue-10 per-call path,
+"""Probes of `xpgan bench gpu` (gpu_check.py): a cProfile digest, the replay of a stride-0 per-call path,
 and this machine's host<->device transfer rates."""
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ def profile_top(fn, n: int = 12) -> list[str]:
 
 
 def old_path_replay(vol, geom, spacing, broadcast: bool = True) -> dict:
-    """The pre-issue-10 argument handling, on fresh lazy dispatchers of the same kernels: the volume uploaded as
+    """A stride-0 argument handling, on fresh lazy dispatchers of the same kernels: the volume uploaded as
     cuda.to_device(vol[None]) (0 stride on the new axis: numba-cuda's array_core walks it voxel by voxel, and
-    types it layout 'A') and, as render_drr did, the spacing as np.broadcast_to(sp, (1, 3)) (0 stride too).
+    types it layout 'A') and the spacing as np.broadcast_to(sp, (1, 3)) (0 stride too).
     Per call: seconds of each phase, and the dispatchers' specialisations and compilations; a cProfile of one
     more call when the second was slow.  broadcast=False is the control: the same calls with ordinary strides."""
     import numpy as np

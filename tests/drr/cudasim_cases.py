@@ -43,7 +43,7 @@ def main(out_path):
     from xpgan.drr import render_drr, render_drr_batch, render_drr_poses
 
     # every host array the CUDA path uploads: a 0 stride (vol[None], a broadcast spacing) makes numba-cuda walk
-    # the array element by element in array_core (seconds per 64x256x256 volume, issue 10)
+    # the array element by element in array_core (seconds per 64x256x256 volume)
     uploads = []
     to_device = cuda.to_device
 

@@ -74,7 +74,7 @@ def test_cuda_simulator_views_cache_and_staged_upload_match_cpu(cudasim_results)
 
 @pytest.mark.slow
 def test_cuda_path_uploads_no_zero_strides(cudasim_results):
-    # the fixed ~8 s per call of issue 10: cuda.to_device(vol[None]) (0 stride on the new axis) made numba-cuda's
+    # a fixed ~8 s per call: cuda.to_device(vol[None]) (0 stride on the new axis) made numba-cuda's
     # array_core walk the volume voxel by voxel in Python; no array with a 0 stride may reach the device
     assert int(cudasim_results["uploads"]) > 0
     assert int(cudasim_results["zero_stride_uploads"]) == 0

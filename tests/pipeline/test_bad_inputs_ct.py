@@ -1,4 +1,4 @@
-"""Bad-input corpus for `xpgan prep drr` and `xpgan drr render` (issue 13, items 3, 4, 6, 7).
+"""Bad-input corpus for `xpgan prep drr` and `xpgan drr render` (spacing, orientation, HU range, decompression).
 
 One archive holds good studies beside every kind of bad one; one CLI run of prep drr must end with exit
 code 1, one failure line per bad study naming the file and the reason, every good study done with the

@@ -1,4 +1,4 @@
-"""Bad-input corpus for `xpgan prep cxr` (issue 13, items 1 and 8, redaction, tiny images).
+"""Bad-input corpus for `xpgan prep cxr` (DICOM modality and redaction, bit depths, tiny images).
 
 Each case: the exit code, a one-line message naming the file and the reason, the good items landed with the
 right labels and values, and nothing stored for a bad one (done False, fill values).
