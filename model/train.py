@@ -474,16 +474,7 @@ class Trainer:
         if t is not None:
             self.hooks.on_setup(self._since(t))
         self.last_checkpoint = getattr(self, "resume_path", None)
-        self.writer = None
-        if self.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_config(cfg, self.run_dir)
-            (self.run_dir / "net_config.json").write_text(json.dumps(self.net_cfg.to_dict(), indent=2) + "\n")
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                self.writer = SummaryWriter(str(self.run_dir / "tb"))
-            except ImportError:  # tensorboard is a dependency; keep training if it is broken
-                self.writer = None
+        self._open_run_dir()
         end = self.total if cfg.stop_at is None else min(self.total, int(cfg.stop_at))
         start_step = self.step
         for line in cost_lines(cfg, start_step, end, self.total, self.device.type, self.world,
@@ -497,25 +488,7 @@ class Trainer:
         batch = None
         try:
             while self.step < end:
-                t = self._clock()
-                batch = self.next_batch()
-                if t is not None:
-                    self.hooks.on_batch(self._since(t))
-                t = self._clock()
-                stats = self.train_step(batch)
-                step_s = self._since(t)
-                if "__bad__" in stats:
-                    term, value = stats["__bad__"]
-                    where = (f"; the last good checkpoint {self.last_checkpoint} is untouched"
-                             if self.last_checkpoint else "; no checkpoint was written yet")
-                    raise XPGANError(f"step {self.step + 1}: loss term {term} is {value} in phase "
-                                     f"{stats['__phase__']}; training stopped{where}")
-                t = self._clock()
-                self.after_step()
-                if t is not None:
-                    self.hooks.on_after_step(self._since(t))
-                self.step += 1
-                self.hooks.on_step(self.step, step_s)
+                batch, stats = self._one_step()
                 bar.update(1)
                 if self.step == start_step + 1:
                     t_first = time.perf_counter()  # the first step includes warm-up; the ETA leaves it out
@@ -550,6 +523,43 @@ class Trainer:
                            samples_per_s=steps * per_step_items * self.world / seconds if seconds > 0 else 0.0,
                            last_stats={k: v for k, v in stats.items() if not k.startswith("__")},
                            digests=self._digests())
+
+    def _open_run_dir(self) -> None:
+        """The run folder with its config.json and net_config.json (main process), and the TensorBoard writer."""
+        self.writer = None
+        if not self.main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(self.cfg, self.run_dir)
+        (self.run_dir / "net_config.json").write_text(json.dumps(self.net_cfg.to_dict(), indent=2) + "\n")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(str(self.run_dir / "tb"))
+        except ImportError:  # tensorboard is a dependency; keep training if it is broken
+            self.writer = None
+
+    def _one_step(self) -> tuple[dict, dict[str, float]]:
+        """Batch, step, scheduler/EMA update, reported to the hooks; XPGANError on a non-finite loss term."""
+        t = self._clock()
+        batch = self.next_batch()
+        if t is not None:
+            self.hooks.on_batch(self._since(t))
+        t = self._clock()
+        stats = self.train_step(batch)
+        step_s = self._since(t)
+        if "__bad__" in stats:
+            term, value = stats["__bad__"]
+            where = (f"; the last good checkpoint {self.last_checkpoint} is untouched"
+                     if self.last_checkpoint else "; no checkpoint was written yet")
+            raise XPGANError(f"step {self.step + 1}: loss term {term} is {value} in phase "
+                             f"{stats['__phase__']}; training stopped{where}")
+        t = self._clock()
+        self.after_step()
+        if t is not None:
+            self.hooks.on_after_step(self._since(t))
+        self.step += 1
+        self.hooks.on_step(self.step, step_s)
+        return batch, stats
 
     def _digests(self) -> dict[str, str]:
         out = {k: ckpt_io.weights_digest(m.state_dict()) for k, m in self.nets.items()}

@@ -122,18 +122,62 @@ def _check_options(shape, mu_water, memory_limit_gb, backend):
     return shape, float(check_mu_water(mu_water))
 
 
+def _store_description(disc, items, patients, fingerprints, shape, size: int, geometry, mu_water: float,
+                       backend: str, spacing_range_mm, allow_unusual_ct: bool) -> tuple[dict, dict, dict]:
+    """(arrays, identity, attributes) of the CT store: what makes two runs the same store, and what it says."""
+    import xpgan
+    from xpgan.pipeline import schema
+    from xpgan.pipeline import store as st
+    from xpgan.pipeline.ct.resize import RESIZE_METHOD
+
+    n = len(items)
+    arrays = schema.item_arrays("ct", {"D": shape[0], "H": shape[1], "W": shape[2], "S": size},
+                                optional=("patient",) if patients is not None else ())
+    physics = {schema.MU_WATER: mu_water, "image_map": schema.image_map_attrs()}
+    identity = {
+        "version": schema.FORMAT_VERSION,
+        "shape": list(shape),
+        schema.GEOMETRY: geometry.to_dict(),
+        schema.MU_WATER: mu_water,
+        "resize": RESIZE_METHOD["method"],
+        "arrays": sorted(arrays),
+        "items": st.digest([[it.study_id, it.rel, it.label, it.severity] for it in items]
+                           + ([patients] if patients is not None else [])),
+        "sources": fingerprints,  # what each item's file(s) hold: another archive of the same names differs
+    }
+    attrs = {
+        "shape": list(shape),
+        "drr_size": size,
+        schema.GEOMETRY: geometry.to_dict(),
+        schema.PHYSICS: physics,
+        "resize": RESIZE_METHOD,
+        "source": {"format": disc.format, "root": disc.root, "n_items": n},
+        "notes": list(disc.notes),
+        "skipped": disc.skipped_counts(),
+        "validation": {"spacing_mm": list(spacing_range_mm), "hu_limits": list(HU_LIMITS),
+                       "refused": "NaN/inf voxels, spacing or HU outside these limits",
+                       "plausible_ct": f"skipped ({ALLOW_UNUSUAL_CT_OPTION})" if allow_unusual_ct
+                       else PLAUSIBLE_CT_RULE},
+        "labels": {str(k): v for k, v in schema.LABEL_NAMES.items()},
+        "severity": "MosMed CT-0..CT-4 grade, -1 unknown",
+        "study_id": {"mosmed": "file name without extension",
+                     "folder": "path relative to the archive root, without extension",
+                     "manifest": "study_id column, else the path without extension"}[disc.format],
+        "package_version": getattr(xpgan, "__version__", "unknown"),
+        "backend": backend,
+    }
+    return arrays, identity, attrs
+
+
 def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = MU_WATER_PER_MM, backend: str = "auto",
              workers: int | None = None, scheduler: str | None = None, overwrite: bool = False,
              progress: bool = True, memory_limit_gb: float = DEFAULT_MEMORY_LIMIT_GB, salt_file=None,
              items_per_shard: int | None = None, processes: bool = True,
              spacing_range_mm=SPACING_RANGE_MM, allow_unusual_ct: bool = False) -> CTPrepSummary:
     """Convert a CT archive into a CT store (see module docstring)."""
-    import xpgan
     from xpgan.drr import ConeGeometry, ParallelGeometry, geometry_from_dict
-    from xpgan.pipeline import schema
     from xpgan.pipeline import store as st
     from xpgan.pipeline.ct.discover import discover_ct
-    from xpgan.pipeline.ct.resize import RESIZE_METHOD
     from xpgan.pipeline.fingerprint import changed_sources, source_fingerprints
     from xpgan.pipeline.lifecycle import run_store_items
     from xpgan.pipeline.privacy import patient_hash, store_salt
@@ -157,41 +201,8 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
             (store_salt(out, salt_file) if with_patients else contextlib.nullcontext()) as salt:
         patients = [patient_hash(it.patient_id or "", salt) for it in items] if with_patients else None
         fingerprints = source_fingerprints([it.path for it in items])
-        arrays = schema.item_arrays("ct", {"D": shape[0], "H": shape[1], "W": shape[2], "S": size},
-                                    optional=("patient",) if patients is not None else ())
-        physics = {schema.MU_WATER: mu_water, "image_map": schema.image_map_attrs()}
-        identity = {
-            "version": schema.FORMAT_VERSION,
-            "shape": list(shape),
-            schema.GEOMETRY: geometry.to_dict(),
-            schema.MU_WATER: mu_water,
-            "resize": RESIZE_METHOD["method"],
-            "arrays": sorted(arrays),
-            "items": st.digest([[it.study_id, it.rel, it.label, it.severity] for it in items]
-                               + ([patients] if patients is not None else [])),
-            "sources": fingerprints,  # what each item's file(s) hold: another archive of the same names differs
-        }
-        attrs = {
-            "shape": list(shape),
-            "drr_size": size,
-            schema.GEOMETRY: geometry.to_dict(),
-            schema.PHYSICS: physics,
-            "resize": RESIZE_METHOD,
-            "source": {"format": disc.format, "root": disc.root, "n_items": n},
-            "notes": list(disc.notes),
-            "skipped": disc.skipped_counts(),
-            "validation": {"spacing_mm": list(spacing_range_mm), "hu_limits": list(HU_LIMITS),
-                           "refused": "NaN/inf voxels, spacing or HU outside these limits",
-                           "plausible_ct": f"skipped ({ALLOW_UNUSUAL_CT_OPTION})" if allow_unusual_ct
-                           else PLAUSIBLE_CT_RULE},
-            "labels": {str(k): v for k, v in schema.LABEL_NAMES.items()},
-            "severity": "MosMed CT-0..CT-4 grade, -1 unknown",
-            "study_id": {"mosmed": "file name without extension",
-                         "folder": "path relative to the archive root, without extension",
-                         "manifest": "study_id column, else the path without extension"}[disc.format],
-            "package_version": getattr(xpgan, "__version__", "unknown"),
-            "backend": backend,
-        }
+        arrays, identity, attrs = _store_description(disc, items, patients, fingerprints, shape, size, geometry,
+                                                     mu_water, backend, spacing_range_mm, allow_unusual_ct)
         from xpgan.drr.render import probe_backend
 
         job_backend, fallback = probe_backend(backend)   # "auto" with a failing CUDA path -> "cpu", one warning

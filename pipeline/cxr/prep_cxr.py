@@ -99,6 +99,44 @@ def _reason(reason: str, path: Path) -> str:
     return redact_names(reason, path)
 
 
+def _store_description(found, items, salt: bytes, size: int, test_fraction: float, seed: int, positive, views,
+                       allow_burned_in: bool) -> tuple[dict, dict]:
+    """(identity, attributes) of the CXR store: what makes two runs the same store, and what it says."""
+    from xpgan.pipeline import schema
+
+    source_names_used = sorted({it.source for it in items})
+    identity = {
+        "items": items_fingerprint(items, salt), "n_items": len(items), "size": size,
+        "test_fraction": float(test_fraction), "seed": int(seed),
+        "positive": sorted({p.lower() for p in positive}), "views": sorted({v.lower() for v in views}),
+    }
+    attrs = {
+        "size": size,
+        "padding": {"mode": "letterbox", "value": 0.0, "align": "centre",
+                    "scale": "size / max(height, width)", "odd_margin": "bottom/right"},
+        "resample": "Pillow bilinear (triangle filter widened by the down-sampling factor: anti-aliased)",
+        "intensity": dict(INTENSITY_ATTRS),
+        "split": {"test_fraction": float(test_fraction), "seed": int(seed), "grouped_by": "patient",
+                  "stratified_by": ["source", "patient label (max of its images)"],
+                  **{name: code for code, name in schema.SPLIT_NAMES.items()}},
+        "labels": {**{str(k): v for k, v in schema.LABEL_NAMES.items()},
+                   str(schema.LABEL_UNKNOWN): "not written (failed item)"},
+        "positive_classes": sorted({p.lower() for p in positive}),
+        "views": list(views),
+        "sources": [{"name": n, "kinds": found.source_kinds.get(n, ["manifest"]),
+                     "items": int(sum(it.source == n for it in items))} for n in source_names_used],
+        "excluded": dict(sorted(found.excluded.items())),
+        "patient": "HMAC-SHA256(salt, '<source>/<patient id>')[:16]; salt kept beside the store",
+        "bits": "bit depth each image's values were scaled by (array `bits`): PNG/JPEG value / (2**bits - 1), "
+                "DICOM BitsStored, 0 float image (own min..max), -1 not written",
+        "package_version": xpgan.__version__,
+        "refused_per_file": {"modality": "DICOM not CR/DX/RG (CT/MR slices, secondary captures)",
+                             "burned_in_annotation": "accepted" if allow_burned_in else "refused",
+                             "decode_budget_bytes": DECODE_BUDGET_BYTES},
+    }
+    return identity, attrs
+
+
 def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, size: int = 256,
              test_fraction: float = 0.2, seed: int = 0, positive: Sequence[str] = DEFAULT_POSITIVE,
              views: Sequence[str] = DEFAULT_VIEWS, source_names: Sequence[str] | None = None,
@@ -133,36 +171,8 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
 
     with st.StoreLock(out), st.disk_full_is_resumable(out), store_salt(out, salt_file) as salt:
         patients = [patient_hash(it.patient_key, salt) for it in items]
-        source_names_used = sorted({it.source for it in items})
-        identity = {
-            "items": items_fingerprint(items, salt), "n_items": len(items), "size": size,
-            "test_fraction": float(test_fraction), "seed": int(seed),
-            "positive": sorted({p.lower() for p in positive}), "views": sorted({v.lower() for v in views}),
-        }
-        attrs = {
-            "size": size,
-            "padding": {"mode": "letterbox", "value": 0.0, "align": "centre",
-                        "scale": "size / max(height, width)", "odd_margin": "bottom/right"},
-            "resample": "Pillow bilinear (triangle filter widened by the down-sampling factor: anti-aliased)",
-            "intensity": dict(INTENSITY_ATTRS),
-            "split": {"test_fraction": float(test_fraction), "seed": int(seed), "grouped_by": "patient",
-                      "stratified_by": ["source", "patient label (max of its images)"],
-                      **{name: code for code, name in schema.SPLIT_NAMES.items()}},
-            "labels": {**{str(k): v for k, v in schema.LABEL_NAMES.items()},
-                       str(schema.LABEL_UNKNOWN): "not written (failed item)"},
-            "positive_classes": sorted({p.lower() for p in positive}),
-            "views": list(views),
-            "sources": [{"name": n, "kinds": found.source_kinds.get(n, ["manifest"]),
-                         "items": int(sum(it.source == n for it in items))} for n in source_names_used],
-            "excluded": dict(sorted(found.excluded.items())),
-            "patient": "HMAC-SHA256(salt, '<source>/<patient id>')[:16]; salt kept beside the store",
-            "bits": "bit depth each image's values were scaled by (array `bits`): PNG/JPEG value / (2**bits - 1), "
-                    "DICOM BitsStored, 0 float image (own min..max), -1 not written",
-            "package_version": xpgan.__version__,
-            "refused_per_file": {"modality": "DICOM not CR/DX/RG (CT/MR slices, secondary captures)",
-                                 "burned_in_annotation": "accepted" if allow_burned_in else "refused",
-                                 "decode_budget_bytes": DECODE_BUDGET_BYTES},
-        }
+        identity, attrs = _store_description(found, items, salt, size, test_fraction, seed, positive, views,
+                                             allow_burned_in)
         group = st.create_or_open(
             out, kind=KIND, overwrite=overwrite, n_items=len(items), attrs=attrs, identity=identity,
             items_per_shard=ITEMS_PER_SHARD,
