@@ -83,6 +83,15 @@ class PoseRanges:
     offset_mm: tuple = (10.0, 5.0, 10.0)          # isocentre shift half-ranges (d, h, w), mm
     sid_mm: tuple = (1000.0, 1800.0)              # source-isocentre distance range, mm (cone)
 
+    def describe(self) -> str:
+        """The ranges in words, for help texts: `yaw/pitch +-8, roll +-5 deg, offsets +-10 mm, SID 1000-1800 mm`."""
+        def g(x):
+            return f"{x:g}"
+        angles = (f"yaw/pitch +-{g(self.yaw_deg)}" if self.yaw_deg == self.pitch_deg
+                  else f"yaw +-{g(self.yaw_deg)}, pitch +-{g(self.pitch_deg)}")
+        return (f"{angles}, roll +-{g(self.roll_deg)} deg, offsets +-{g(max(self.offset_mm))} mm, "
+                f"SID {g(self.sid_mm[0])}-{g(self.sid_mm[1])} mm")
+
 
 def random_pose(rng: np.random.Generator, ranges: PoseRanges = PoseRanges()) -> dict:
     """One random pose; always the same number of draws from `rng` (7), so streams of poses stay aligned."""

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, get_args, get_origin, get_type_hints
 
 from xpgan import bounds as B
+from xpgan.drr.poses import PoseRanges
 from xpgan.errors import XPGANError
 
 # The choices of the options (the CLI takes these types, so Typer validates them); the tuples are the same lists.
@@ -77,9 +78,9 @@ class TrainConfig:
                                        "the loss) or none.")
     allow_incomplete: bool = _opt(False, "Use the done items of a store that prep is still writing or did not "
                                   "finish (refused by default).", flag="--allow-incomplete")
-    drr_aug: DrrAug = _opt("none", "On-the-fly posed DRRs (modes drr, xpgan): none (stored "
-                           "DRRs) | pose (yaw/pitch +-8, roll +-5 deg, offsets +-10 mm, SID 1000-1800 mm) | "
-                           "pose+intensity (mode drr: also exposure x0.85-1.15 and noise).")
+    drr_aug: DrrAug = _opt("none", f"On-the-fly posed DRRs (modes drr, xpgan): none (stored DRRs) | pose "
+                           f"({PoseRanges().describe()}) | pose+intensity (mode drr: also exposure x0.85-1.15 "
+                           "and noise).")
     g_arch: GArch = _opt("projected", "Generator of mode xpgan: projected (the CT's features collapsed along "
                          "each study's rays feed every synthesis resolution, the global vector modulates the "
                          "styles) | vector (the paper's: global vector only).")
