@@ -18,7 +18,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -141,6 +141,127 @@ def train_from_options(*, dry_run: bool = False, log=print, **options) -> Option
 
 
 # --------------------------------------------------------------------------------------------- train
+@dataclass
+class Run:
+    """The parts of a training run (`build_run`); `load` puts a checkpoint's state into them."""
+    net_cfg: Any
+    nets: dict
+    G_ema: Optional[torch.nn.Module]
+    opts: dict
+    scheds: dict
+    scalers: dict
+    loss: Any
+    cxr_stream: BatchStream
+    ct_source: Any
+    total: int
+    step: int = 0
+
+    def load(self, st: dict, rank: int) -> None:
+        for k, m in self.nets.items():
+            m.load_state_dict(st["models"][k])
+        if self.G_ema is not None:
+            self.G_ema.load_state_dict(st["models"]["G_ema"])
+        for k, o in self.opts.items():
+            o.load_state_dict(st["optimizers"][k])
+        for k, s in self.scheds.items():
+            s.load_state_dict(st["schedulers"][k])
+            if s.T_max != self.total:
+                s.T_max = self.total
+        for k, s in self.scalers.items():
+            if k in st.get("scalers", {}):
+                s.load_state_dict(st["scalers"][k])
+        self.step = int(st["step"])
+        self.cxr_stream.load_state_dict(st["streams"]["cxr"])
+        if self.ct_source is not None:
+            self.ct_source.load(st["streams"]["ct"], st.get("augment"))
+        rngs = st["rng"]
+        ckpt_io.set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])
+
+
+def build_run(cfg: TrainConfig, device: torch.device, *, rank: int = 0, world: int = 1,
+              resume_state: Optional[dict] = None, amp_dtype: Optional[torch.dtype] = None,
+              phases: tuple[str, ...] = ()) -> Run:
+    """Everything a training run is made of: the network config (the checkpoint's on resume), networks and
+    G's EMA copy, optimisers, schedulers, loss scalers, the loss, the CXR stream and the CT source; on resume
+    the checkpoint's state is loaded into all of them (`Run.load`), else the per-rank noise streams are seeded."""
+    from xpgan.model.losses import XPGANLoss
+    from xpgan.model.networks import PRESETS, net_config_for
+
+    if device.type == "cuda":
+        # cuDNN autotuning (XPGAN_CUDNN_BENCHMARK=0: off, e.g. when the first steps' autotuning of the 3D
+        # convs costs more than a short run gains; `xpgan bench gpu` times both)
+        torch.backends.cudnn.benchmark = os.environ.get("XPGAN_CUDNN_BENCHMARK", "1") != "0"
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    cxr_info = cxr_store_info(cfg.cxr, allow_incomplete=cfg.allow_incomplete)
+    img_res = cxr_info.img_res
+    ct_shape = PRESETS[cfg.preset].ct_shape
+    if cfg.mode in ("xpgan", "drr"):
+        ct_info = ct_store_info(cfg.ct, allow_incomplete=cfg.allow_incomplete)
+        if ct_info.img_res != img_res:
+            raise XPGANError(f"CT store DRRs are {ct_info.img_res} px but CXR images are {img_res} px; "
+                             "prepare both stores at one size")
+        ct_shape = ct_info.ct_shape
+    if resume_state is not None:
+        net_cfg = ckpt_io.net_config_from_dict(resume_state["net"])
+        if net_cfg.img_res != img_res or (cfg.mode == "xpgan" and net_cfg.ct_shape != ct_shape):
+            raise XPGANError(f"the checkpoint was trained on CT {net_cfg.ct_shape} / images "
+                             f"{net_cfg.img_res} px; these stores hold {ct_shape} / {img_res} px")
+    else:
+        net_cfg = net_config_for(cfg.preset, ct_shape, img_res, g_arch=cfg.g_arch)
+
+    # identical initial weights everywhere (then broadcast to be safe)
+    seed_everything(cfg.seed)
+    nets = build_networks(net_cfg, cfg.mode, classifier_weights=cfg.classifier_weights)
+    nets = {k: v.to(device).train() for k, v in nets.items()}
+    G_ema = None
+    if "G" in nets:
+        G_ema = copy.deepcopy(nets["G"]).eval().requires_grad_(False)
+    for m in nets.values():
+        dist.broadcast_module(m)
+
+    # optimizers: StyleGAN2 betas for G and D; D's lr/betas corrected for lazy R1
+    c = cfg.r1_interval / (cfg.r1_interval + 1)
+    opts: dict[str, torch.optim.Optimizer] = {}
+    if "G" in nets:
+        opts["G"] = torch.optim.Adam(nets["G"].parameters(), lr=cfg.lr, betas=tuple(cfg.betas_gd), eps=1e-8)
+        opts["D"] = torch.optim.Adam(nets["D"].parameters(), lr=cfg.lr * c,
+                                     betas=tuple(b ** c for b in cfg.betas_gd), eps=1e-8)
+    c_lr = cfg.c_lr if cfg.c_lr is not None else cfg.lr
+    opts["C"] = torch.optim.Adam(nets["C"].parameters(), lr=c_lr, betas=tuple(cfg.betas_c))
+
+    # data; class balance of the real CXRs (config.class_balance)
+    n_pos, n_neg = _class_counts(CXRDataset(cfg.cxr, part="train", val_fraction=cfg.val_fraction))
+    ratio = n_neg / n_pos if n_pos and n_neg else 1.0
+    oversample = max(1, round(ratio)) if cfg.class_balance == "oversample" else 1
+    cxr_class_weight = (1.0, ratio) if cfg.class_balance == "weight" else None
+    cxr_stream = BatchStream(
+        CXRDataset(cfg.cxr, part="train", val_fraction=cfg.val_fraction, oversample_positive=oversample),
+        batch_size=cfg.cxr_batch,
+        seed=cfg.seed, rank=rank, world_size=world, num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda", name=f"{cfg.cxr} (train part)")
+    ct_source = ct_source_for(cfg, net_cfg.hu_window, device, rank=rank, world_size=world)
+    if cfg.max_steps is not None:
+        total = int(cfg.max_steps)
+    else:
+        total = int(cfg.epochs) * cxr_stream.batches_per_epoch
+
+    scheds = {k: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=total, eta_min=0.0) for k, o in opts.items()}
+    fp16 = amp_dtype == torch.float16
+    scalers = {p: torch.amp.GradScaler("cuda", enabled=fp16) for p in phases}
+
+    loss = XPGANLoss(nets.get("G"), nets.get("D"), nets["C"], mode=cfg.mode, lambda_l1=cfg.lambda_l1,
+                     r1_gamma=cfg.r1_gamma, r1_interval=cfg.r1_interval, amp_dtype=amp_dtype,
+                     cxr_class_weight=cxr_class_weight)
+    run = Run(net_cfg, nets, G_ema, opts, scheds, scalers, loss, cxr_stream, ct_source, total)
+    if resume_state is not None:
+        run.load(resume_state, rank)
+    else:
+        # per-rank streams of noise, restorable from the checkpoint
+        seed_everything(cfg.seed * 1000 + 17 + rank)
+    return run
+
+
 class TrainHooks:
     """What a training run reports as it goes; subclass and override (the defaults do nothing).
 
@@ -207,106 +328,12 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ setup
     def setup(self) -> None:
-        from xpgan.model.losses import XPGANLoss
-        from xpgan.model.networks import PRESETS, net_config_for
-
-        cfg, device = self.cfg, self.device
-        if device.type == "cuda":
-            # cuDNN autotuning (XPGAN_CUDNN_BENCHMARK=0: off, e.g. when the first steps' autotuning of the 3D
-            # convs costs more than a short run gains; `xpgan bench gpu` times both)
-            torch.backends.cudnn.benchmark = os.environ.get("XPGAN_CUDNN_BENCHMARK", "1") != "0"
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-        cxr_info = cxr_store_info(cfg.cxr, allow_incomplete=cfg.allow_incomplete)
-        img_res = cxr_info.img_res
-        ct_shape = PRESETS[cfg.preset].ct_shape
-        if cfg.mode in ("xpgan", "drr"):
-            ct_info = ct_store_info(cfg.ct, allow_incomplete=cfg.allow_incomplete)
-            if ct_info.img_res != img_res:
-                raise XPGANError(f"CT store DRRs are {ct_info.img_res} px but CXR images are {img_res} px; "
-                                 "prepare both stores at one size")
-            ct_shape = ct_info.ct_shape
-        if self.resume_state is not None:
-            self.net_cfg = ckpt_io.net_config_from_dict(self.resume_state["net"])
-            if self.net_cfg.img_res != img_res or (cfg.mode == "xpgan" and self.net_cfg.ct_shape != ct_shape):
-                raise XPGANError(f"the checkpoint was trained on CT {self.net_cfg.ct_shape} / images "
-                                 f"{self.net_cfg.img_res} px; these stores hold {ct_shape} / {img_res} px")
-        else:
-            self.net_cfg = net_config_for(cfg.preset, ct_shape, img_res, g_arch=cfg.g_arch)
-
-        # identical initial weights everywhere (then broadcast to be safe)
-        seed_everything(cfg.seed)
-        nets = build_networks(self.net_cfg, cfg.mode, classifier_weights=cfg.classifier_weights)
-        self.nets = {k: v.to(device).train() for k, v in nets.items()}
-        self.G_ema = None
-        if "G" in self.nets:
-            self.G_ema = copy.deepcopy(self.nets["G"]).eval().requires_grad_(False)
-        for m in self.nets.values():
-            dist.broadcast_module(m)
-
-        # optimizers: StyleGAN2 betas for G and D; D's lr/betas corrected for lazy R1
-        c = cfg.r1_interval / (cfg.r1_interval + 1)
-        self.opts: dict[str, torch.optim.Optimizer] = {}
-        if "G" in self.nets:
-            self.opts["G"] = torch.optim.Adam(self.nets["G"].parameters(), lr=cfg.lr, betas=tuple(cfg.betas_gd),
-                                              eps=1e-8)
-            self.opts["D"] = torch.optim.Adam(self.nets["D"].parameters(), lr=cfg.lr * c,
-                                              betas=tuple(b ** c for b in cfg.betas_gd), eps=1e-8)
-        c_lr = cfg.c_lr if cfg.c_lr is not None else cfg.lr
-        self.opts["C"] = torch.optim.Adam(self.nets["C"].parameters(), lr=c_lr, betas=tuple(cfg.betas_c))
-
-        # data; class balance of the real CXRs (config.class_balance)
-        n_pos, n_neg = _class_counts(CXRDataset(cfg.cxr, part="train", val_fraction=cfg.val_fraction))
-        ratio = n_neg / n_pos if n_pos and n_neg else 1.0
-        oversample = max(1, round(ratio)) if cfg.class_balance == "oversample" else 1
-        self.cxr_class_weight = (1.0, ratio) if cfg.class_balance == "weight" else None
-        self.cxr_stream = BatchStream(
-            CXRDataset(cfg.cxr, part="train", val_fraction=cfg.val_fraction, oversample_positive=oversample),
-            batch_size=cfg.cxr_batch,
-            seed=cfg.seed, rank=self.rank, world_size=self.world, num_workers=cfg.num_workers,
-            pin_memory=device.type == "cuda", name=f"{cfg.cxr} (train part)")
-        self.ct_source = ct_source_for(cfg, self.net_cfg.hu_window, device, rank=self.rank, world_size=self.world)
-        if cfg.max_steps is not None:
-            self.total = int(cfg.max_steps)
-        else:
-            self.total = int(cfg.epochs) * self.cxr_stream.batches_per_epoch
-
-        self.scheds = {k: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=self.total, eta_min=0.0)
-                       for k, o in self.opts.items()}
-        fp16 = self.amp and self.amp_dtype == torch.float16
-        self.scalers = {p: torch.amp.GradScaler("cuda", enabled=fp16) for p in self.phases}
-
-        self.loss = XPGANLoss(self.nets.get("G"), self.nets.get("D"), self.nets["C"], mode=cfg.mode,
-                              lambda_l1=cfg.lambda_l1, r1_gamma=cfg.r1_gamma, r1_interval=cfg.r1_interval,
-                              amp_dtype=self.amp_dtype if self.amp else None,
-                              cxr_class_weight=self.cxr_class_weight)
-        self.step = 0
-        if self.resume_state is not None:
-            self._load(self.resume_state)
-        else:
-            # per-rank streams of noise, restorable from the checkpoint
-            seed_everything(cfg.seed * 1000 + 17 + self.rank)
-
-    def _load(self, st: dict) -> None:
-        for k, m in self.nets.items():
-            m.load_state_dict(st["models"][k])
-        if self.G_ema is not None:
-            self.G_ema.load_state_dict(st["models"]["G_ema"])
-        for k, o in self.opts.items():
-            o.load_state_dict(st["optimizers"][k])
-        for k, s in self.scheds.items():
-            s.load_state_dict(st["schedulers"][k])
-            if s.T_max != self.total:
-                s.T_max = self.total
-        for k, s in self.scalers.items():
-            if k in st.get("scalers", {}):
-                s.load_state_dict(st["scalers"][k])
-        self.step = int(st["step"])
-        self.cxr_stream.load_state_dict(st["streams"]["cxr"])
-        if self.ct_source is not None:
-            self.ct_source.load(st["streams"]["ct"], st.get("augment"))
-        rngs = st["rng"]
-        ckpt_io.set_rng_state(rngs[self.rank] if self.rank < len(rngs) else rngs[0])
+        """Build the run (`build_run`, the resumed state merged) and take its parts."""
+        run = build_run(self.cfg, self.device, rank=self.rank, world=self.world, resume_state=self.resume_state,
+                        amp_dtype=self.amp_dtype if self.amp else None, phases=self.phases)
+        self.net_cfg, self.nets, self.G_ema, self.opts = run.net_cfg, run.nets, run.G_ema, run.opts
+        self.scheds, self.scalers, self.loss = run.scheds, run.scalers, run.loss
+        self.cxr_stream, self.ct_source, self.total, self.step = run.cxr_stream, run.ct_source, run.total, run.step
 
     def _state(self) -> dict:
         rngs = [ckpt_io.rng_state()]
