@@ -128,7 +128,7 @@ def bench_drr(*, shape=(64, 256, 256), spacing_mm=(5.0, 1.4, 1.4), size: int = 2
         threads = 0
         ns = 1e9 / (steps * rate)
         cpu_ns = None
-        kernel_rate = _cuda_kernel_only_rate(vol, spacing_mm, geom, batch, repeats)
+        kernel_rate = cuda_kernel_only_rate(vol, spacing_mm, geom, batch, repeats)
     return DRRBenchResult(backend=backend, volume_shape=tuple(shape), dtype=str(np.dtype(dtype)),
                           spacing_mm=tuple(float(s) for s in spacing_mm), detector=size, geometry=geometry,
                           batch=batch, threads=threads, compile_s=max(0.0, first - best), best_call_s=best,
@@ -137,7 +137,7 @@ def bench_drr(*, shape=(64, 256, 256), spacing_mm=(5.0, 1.4, 1.4), size: int = 2
                           kernel_only_drrs_per_s=kernel_rate, load_avg_1min=load)
 
 
-def _cuda_kernel_only_rate(vol, spacing_mm, geom, batch, repeats) -> float:
+def cuda_kernel_only_rate(vol, spacing_mm, geom, batch, repeats) -> float:
     """DRRs/s of the ray kernel alone: prefix sums, ray tables and the output already on the GPU."""
     from numba import cuda
 

@@ -176,7 +176,7 @@ def _torch_cuda_ok(args) -> bool:
 def section_rates(args, work: Path) -> dict:
     import numpy as np
 
-    from xpgan.bench.drr import _cuda_kernel_only_rate
+    from xpgan.bench.drr import cuda_kernel_only_rate
     from xpgan.drr import ConeGeometry, render_drr, render_drr_batch, render_drr_views
 
     sz = _sizes(args.tiny)
@@ -222,7 +222,7 @@ def section_rates(args, work: Path) -> dict:
         rate(f"volumes{nb}_gpu_tensors", nb, gpu_batch)
         del tv
     for b in sz["kernel_batches"]:
-        out[f"kernel_only_batch{b}"] = {"drrs_per_s": _cuda_kernel_only_rate(vol, sp, g, b, sz["repeats"])}
+        out[f"kernel_only_batch{b}"] = {"drrs_per_s": cuda_kernel_only_rate(vol, sp, g, b, sz["repeats"])}
     out["overloads"] = siddon_cuda.kernel_overload_counts()
     return out
 
