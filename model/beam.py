@@ -113,7 +113,7 @@ def drr_estimate(ct: Tensor, beam: Tensor, res: int, hu_window) -> Tensor:
 
     lo, hi = float(hu_window[0]), float(hu_window[1])
     hu = lo + (ct.float() + 1.0) * (0.5 * (hi - lo))
-    mu = torch.clamp(1.0 + hu / 1000.0, min=0.0)[:, :, :, :, :]                  # / mu_water
+    mu = torch.clamp(1.0 + hu / 1000.0, min=0.0)                                  # mu / mu_water
     ranges, planes = plane_centres(ct.shape[3], ESTIMATE_SLABS)
     grid = slab_grid(beam, res, planes.to(ct.device))
     p = 0
