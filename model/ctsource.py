@@ -20,10 +20,13 @@ from xpgan.model.data import BatchStream, CTDataset, to_device
 
 
 class CTSource:
-    def __init__(self, cfg: TrainConfig, hu_window, device: torch.device, *, rank: int = 0, world_size: int = 1):
+    def __init__(self, cfg: TrainConfig, hu_window, device: torch.device, *, rank: int = 0, world_size: int = 1,
+                 needs_beam: bool = False):
         # mode xpgan also learns G/D from CTs of unknown label (-1; the loss skips them in CE)
         data = CTDataset(cfg.ct, hu_window=hu_window, with_volume=cfg.mode == "xpgan",
                          labelled_only=cfg.mode == "drr")
+        if needs_beam:
+            data.check_beams()
         self.posed = cfg.drr_aug != "none"
         if self.posed:
             from xpgan.model.augment import AugmentedCT
@@ -70,12 +73,13 @@ class CTSource:
         self.stream.close()
 
 
-def ct_source_for(cfg: TrainConfig, hu_window, device: torch.device, *, rank: int = 0,
-                  world_size: int = 1) -> Optional[CTSource]:
-    """The run's CT source, or None in mode baseline."""
+def ct_source_for(cfg: TrainConfig, hu_window, device: torch.device, *, rank: int = 0, world_size: int = 1,
+                  needs_beam: bool = False) -> Optional[CTSource]:
+    """The run's CT source, or None in mode baseline; `needs_beam` (a projected generator) refuses a store
+    without DRR geometry before training starts."""
     if cfg.mode not in ("xpgan", "drr"):
         return None
-    return CTSource(cfg, hu_window, device, rank=rank, world_size=world_size)
+    return CTSource(cfg, hu_window, device, rank=rank, world_size=world_size, needs_beam=needs_beam)
 
 
 def _drr_on_gpu(device: torch.device) -> bool:

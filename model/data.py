@@ -173,6 +173,13 @@ class CTDataset(_LazyStoreDataset):
         self.with_volume = with_volume
         self.beams = _study_beams(g, path, self.indices, self.ct_shape) if with_volume else None
 
+    def check_beams(self) -> None:
+        """Refuse, in one line naming the store, a store without the DRR geometry the projected generator reads
+        each study's beam from."""
+        if self.beams is None:
+            raise InputError(self.path, "the store records no DRR geometry, which the projected generator needs "
+                                        "for each study's beam (stores made by xpgan prep drr have it)")
+
     def __getitem__(self, i: int) -> dict:
         j = int(self.indices[i])
         out = {"drr": self._item("drr", j).astype(np.float32, copy=False)[None],    # [1, R, R]

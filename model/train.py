@@ -240,7 +240,8 @@ def build_run(cfg: TrainConfig, device: torch.device, *, rank: int = 0, world: i
         batch_size=cfg.cxr_batch,
         seed=cfg.seed, rank=rank, world_size=world, num_workers=cfg.num_workers,
         pin_memory=device.type == "cuda", name=f"{cfg.cxr} (train part)")
-    ct_source = ct_source_for(cfg, net_cfg.hu_window, device, rank=rank, world_size=world)
+    ct_source = ct_source_for(cfg, net_cfg.hu_window, device, rank=rank, world_size=world,
+                              needs_beam=cfg.mode == "xpgan" and net_cfg.g_arch == "projected")
     if cfg.max_steps is not None:
         total = int(cfg.max_steps)
     else:

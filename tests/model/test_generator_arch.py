@@ -155,3 +155,19 @@ def test_resume_is_exact_for_both_architectures(toy_stores, tmp_path, xpgan_conf
     assert ckpt_io.load(resumed.checkpoint)["net"]["g_arch"] == arch
     assert math.isfinite(resumed.last_stats["loss/G_l1"])
     assert set(full.digests) == {"G", "D", "C", "G_ema"}
+
+
+def test_projected_generator_refuses_a_store_without_geometry(store_writers, tmp_path, xpgan_config, one_thread):
+    from xpgan.errors import InputError
+    from xpgan.model.greport import generate_images
+    from xpgan.model.train import train
+
+    bare = store_writers[0](tmp_path / "bare.zarr", n=8, geometry=False)
+    cxr = store_writers[1](tmp_path / "cxr.zarr", n=16)
+    with pytest.raises(InputError, match=r"bare\.zarr: the store records no DRR geometry"):
+        train(xpgan_config(bare, cxr, tmp_path / "run"))
+    G = Generator(net_config_for("tiny", (8, 32, 32), 32))
+    with pytest.raises(InputError, match=r"bare\.zarr: the store records no DRR geometry"):
+        generate_images(G, bare, (-1000.0, 1000.0), torch.device("cpu"))
+    vector = Generator(net_config_for("tiny", (8, 32, 32), 32, g_arch="vector"))
+    assert generate_images(vector, bare, (-1000.0, 1000.0), torch.device("cpu")).fake.shape[0] == 8
