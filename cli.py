@@ -16,6 +16,8 @@ from xpgan.bench.drr import VolumeDtype
 from xpgan.cli_support import (
     OneLineErrorsGroup,
     bounded,
+    command_from,
+    options_signature,
     output_path,
     spacing_range_rule,
     train_signature,
@@ -50,7 +52,6 @@ app.add_typer(bench_app, name="bench")
 
 SPACING_OPTION_HELP = ("Plausible CT voxel spacing LO HI, mm per axis; volumes outside it are refused, as are NaN/inf "
                        "voxels and values outside the int16 HU range.")
-_DEMO = DemoConfig()  # the defaults of `demo`
 
 
 # ------------------------------------------------------------------------------------ drr
@@ -269,9 +270,7 @@ def _train_command(**options) -> None:
     train_from_options(dry_run=options.pop("dry_run"), log=typer.echo, **options)
 
 
-_train_command.__signature__ = train_signature()
-_train_command.__annotations__ = {p.name: p.annotation for p in _train_command.__signature__.parameters.values()}
-train_command = app.command("train")(user_errors(_train_command))
+train_command = app.command("train")(user_errors(command_from(_train_command, train_signature())))
 
 
 @app.command("eval")
@@ -324,34 +323,17 @@ def generate_command(
 
 
 # ------------------------------------------------------------------------- demo and study
-@app.command("demo")
-@user_errors
-def demo_command(
-    out: Path = typer.Option(Path(_DEMO.out), "--out", help="Output folder (created; a previous demo's folder "
-                             "is cleared, any other non-empty folder is refused)."),
-    seed: int = typer.Option(_DEMO.seed, "--seed", callback=bounded(B.SEED),
-                             help="Seed of the synthetic patients and of training."),
-    size: int = typer.Option(_DEMO.size, "--size", callback=bounded(B.DEMO_SIZE),
-                             help="DRR and CXR store size, pixels per side (the networks' "
-                             "resolution; 128 looks nicer and trains about 3x slower)."),
-    n_ct: int = typer.Option(_DEMO.n_ct, "--ct", callback=bounded(B.DEMO_CT),
-                             help="Synthetic CT studies (512x512x~40 voxels each)."),
-    n_cxr: int = typer.Option(_DEMO.n_cxr, "--cxr", callback=bounded(B.DEMO_CXR),
-                              help="Synthetic frontal chest X-rays (30 percent COVID-19)."),
-    steps: int = typer.Option(_DEMO.train_steps, "--steps", callback=bounded(B.STEPS),
-                              help="Training steps (tiny networks on the CPU; 2 CT items "
-                              "and 16 CXRs per step)."),
-    progress: bool = typer.Option(_DEMO.progress, "--progress/--no-progress",
-                                  help="Progress bars on stderr (tty only)."),
-):
+def _demo_command(**options) -> None:
     """Run the whole pipeline on built-in synthetic data: archives, prep drr, prep cxr, inspect, train, eval,
     generate (about 2 minutes on 2 idle cores), then print where every output is and the seconds per phase."""
-    from xpgan.demo import DemoConfig, run_demo
+    from xpgan.demo import run_demo
 
-    cfg = DemoConfig(out=str(out), seed=seed, size=size, n_ct=n_ct, n_cxr=n_cxr, train_steps=steps,
-                     progress=progress)
-    result = run_demo(cfg, log=typer.echo)
+    options["out"] = str(options["out"])
+    result = run_demo(DemoConfig(**options), log=typer.echo)
     typer.echo(result.text())
+
+
+demo_command = app.command("demo")(user_errors(command_from(_demo_command, options_signature(DemoConfig))))
 
 
 @app.command("study", context_settings={"allow_extra_args": True})

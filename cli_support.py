@@ -16,8 +16,8 @@ from typer.core import TyperGroup
 
 from xpgan import bounds as B
 from xpgan.errors import XPGANError
-from xpgan.model import config as train_config
 from xpgan.model.config import TrainConfig
+from xpgan.options import offered, option_name
 from xpgan.pipeline.ct.validate import check_spacing_range
 
 
@@ -134,24 +134,35 @@ def spacing_range_rule(option: str, value):
     return check_spacing_range(value)  # pipeline/ct/validate.py owns the rule and names the option
 
 
-def train_signature() -> inspect.Signature:
-    """The `train` options, one per TrainConfig field offered on the command line (its default, help,
-    choices from the Literal type, bound checked at parse time, flag spelling), plus --dry-run."""
-    hints = typing.get_type_hints(TrainConfig)
+def options_signature(cls, extra: tuple = ()) -> inspect.Signature:
+    """A command's options, one per field of the configuration dataclass `cls` made with xpgan.options.option
+    (its default, help, choices from a Literal type, bound checked at parse time, flag spelling), then `extra`
+    (inspect.Parameter objects of options that are not configuration)."""
+    hints = typing.get_type_hints(cls)
     params = []
-    for f in dataclasses.fields(TrainConfig):
-        meta = f.metadata
-        if not meta.get("cli", True):
+    for f in dataclasses.fields(cls):
+        if not offered(f):
             continue
-        annotation, default = hints[f.name], f.default
+        meta, annotation, default = f.metadata, hints[f.name], f.default
         if meta.get("path"):
             annotation = Path if default is not None else Optional[Path]
             default = Path(default) if default is not None else None
-        option = typer.Option(default, meta.get("flag") or train_config.option_name(f.name),
-                              help=meta.get("help") or None,
-                              callback=bounded(meta["bound"]) if meta.get("bound") is not None else None)
-        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
-    params.append(inspect.Parameter("dry_run", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
-                                    default=typer.Option(False, "--dry-run",
-                                                         help="Print the resolved config as JSON and exit.")))
-    return inspect.Signature(params)
+        opt = typer.Option(default, meta.get("flag") or option_name(f.name), help=meta.get("help") or None,
+                           callback=bounded(meta["bound"]) if meta.get("bound") is not None else None)
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=annotation))
+    return inspect.Signature(params + list(extra))
+
+
+def command_from(fn, signature: inspect.Signature):
+    """`fn(**options)` with the given signature (Typer reads parameters and annotations from it)."""
+    fn.__signature__ = signature
+    fn.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
+    return fn
+
+
+def train_signature() -> inspect.Signature:
+    """`xpgan train`: the TrainConfig options, then --dry-run."""
+    dry_run = inspect.Parameter("dry_run", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                                default=typer.Option(False, "--dry-run",
+                                                     help="Print the resolved config as JSON and exit."))
+    return options_signature(TrainConfig, (dry_run,))

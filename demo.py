@@ -24,6 +24,7 @@ from typing import Callable, Optional
 from xpgan import bounds as B
 from xpgan.errors import XPGANError, check_output_folder
 from xpgan.model.metrics import metrics_line
+from xpgan.options import check_bounds, option
 
 MARKER = ".xpgan-demo"
 _PARTS = ("archives", "stores", "sheets", "runs")
@@ -31,24 +32,28 @@ _PARTS = ("archives", "stores", "sheets", "runs")
 
 @dataclass
 class DemoConfig:
-    out: str = "demo_out"                       # output folder (created; reused only if it holds a demo)
-    seed: int = 0
-    n_ct: int = 16                              # CT studies written
+    out: str = option("demo_out", "Output folder (created; a previous demo's folder is cleared, any other "
+                      "non-empty folder is refused).", path=True)
+    seed: int = option(0, "Seed of the synthetic patients and of training.", bound=B.SEED)
+    size: int = option(64, "DRR and CXR store size, pixels per side (the networks' resolution; 128 looks nicer "
+                       "and trains about 3x slower).", bound=B.DEMO_SIZE)
+    n_ct: int = option(16, "Synthetic CT studies (512x512x~40 voxels each).", bound=B.DEMO_CT, flag="--ct")
     ct_shape: tuple[int, int, int] = (40, 512, 512)   # (d, h, w) of the written studies, voxels (d varies +-4)
-    size: int = 64                              # DRR and CXR store pixels per side (the networks' resolution)
     prep_depth: int = 32                        # slices of the store's volumes (volumes are depth x size x size)
-    n_cxr: int = 160                            # frontal radiographs written (plus a few lateral/CT rows)
+    n_cxr: int = option(160, "Synthetic frontal chest X-rays (30 percent COVID-19).", bound=B.DEMO_CXR,
+                        flag="--cxr")                # plus a few lateral / CT rows
     cxr_positive_fraction: float = 0.3
     cxr_positive_grades: tuple[int, ...] = (4,)  # grade of the COVID-19 radiographs: the most visible lesions,
                                                 # so that a minute of training learns them (with 3..4 it did not)
     cxr_image_px: int = 256                     # rows of the written radiographs, pixels
     cxr_phantom_shape: tuple[int, int, int] = (64, 112, 112)  # phantom projected per radiograph, voxels
-    train_steps: int = 60
+    train_steps: int = option(60, "Training steps (tiny networks on the CPU; 2 CT items and 16 CXRs per step).",
+                              bound=B.STEPS, flag="--steps")
     batch_size: int = 2                         # CT items per step
     cxr_batch_size: int = 16                    # real CXRs per step (the classifier needs real batches)
     workers: Optional[int] = None               # Dask workers for prep (None: the machine's cores)
     processes: bool = False                     # Dask worker processes (True) or threads (False: starts faster)
-    progress: bool = True
+    progress: bool = option(True, "Progress bars on stderr (tty only).", flag="--progress/--no-progress")
 
     @property
     def prep_shape(self) -> tuple[int, int, int]:
@@ -107,10 +112,7 @@ def run_demo(cfg: DemoConfig, *, log: Callable[[str], None] = print) -> DemoResu
     """Run every step of the demo into cfg.out; returns where each output is and how long each step took."""
     from xpgan.pipeline.synth.archives import write_cxr_archive, write_mosmed_archive
 
-    for option, bound, value in (("--seed", B.SEED, cfg.seed), ("--size", B.DEMO_SIZE, cfg.size),
-                                 ("--ct", B.DEMO_CT, cfg.n_ct), ("--cxr", B.DEMO_CXR, cfg.n_cxr),
-                                 ("--steps", B.STEPS, cfg.train_steps)):
-        bound.check(option, value)
+    check_bounds(cfg)
     out = Path(cfg.out)
     _prepare_out(out)
     res = DemoResult(out=str(out))

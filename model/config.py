@@ -10,6 +10,8 @@ from typing import Any, Literal, Optional, get_args, get_origin, get_type_hints
 from xpgan import bounds as B
 from xpgan.drr.poses import PoseRanges
 from xpgan.errors import XPGANError
+from xpgan.options import check_bounds, option_name
+from xpgan.options import option as _opt
 
 # The choices of the options (the CLI takes these types, so Typer validates them); the tuples are the same lists.
 Mode = Literal["xpgan", "drr", "baseline"]
@@ -27,19 +29,6 @@ AMP_DTYPES: tuple[str, ...] = get_args(AmpDtype)
 DRR_AUG_MODES: tuple[str, ...] = get_args(DrrAug)
 G_ARCH_NAMES: tuple[str, ...] = get_args(GArch)
 CLASS_BALANCE: tuple[str, ...] = get_args(ClassBalance)
-
-
-def _opt(default, help: str = "", *, bound: Optional[B.Bound] = None, flag: Optional[str] = None,
-         path: bool = False, cli: bool = True):
-    """A TrainConfig field with what the `train` command needs to offer it: help, parse-time bound, the flag
-    spelling of a boolean (--amp/--no-amp), whether it is a path, and whether it is a command option at all."""
-    return dataclasses.field(default=default, metadata={"help": help, "bound": bound, "flag": flag, "path": path,
-                                                        "cli": cli})
-
-
-def option_name(field: str) -> str:
-    """The `train` option of a TrainConfig field: batch_size -> --batch-size."""
-    return "--" + field.replace("_", "-")
 
 
 @dataclass
@@ -121,8 +110,7 @@ class TrainConfig:
             value, choices = getattr(self, f.name), get_args(hints[f.name])
             if get_origin(hints[f.name]) is Literal and value not in choices:
                 raise XPGANError(f"{option_name(f.name)} must be one of {', '.join(choices)}, got {value!r}")
-            if f.metadata.get("bound") is not None and value is not None:
-                f.metadata["bound"].check(option_name(f.name), value)
+        check_bounds(self)
         if self.drr_aug != "none" and self.mode == "baseline":
             raise XPGANError("--drr-aug needs --mode xpgan or drr (mode baseline trains on no CT)")
         if self.drr_aug == "pose+intensity" and self.mode == "xpgan":
