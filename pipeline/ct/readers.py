@@ -493,13 +493,9 @@ def _fill_transfer_syntax(ds) -> None:
         meta.TransferSyntaxUID = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
 
 
-def _scan_dicom_series(folder: Path, *, defer_pixels: bool) -> _DicomSeries:
-    """Read every file, keep CT images, validate and sort one series.
-
-    With `defer_pixels` the pixel data is not read (pydicom skips large values and reads them on access):
-    the probe path. Without it each file is read in one pass, ~40% faster for a whole volume; its raw
-    bytes are released slice by slice as the volume is filled.
-    """
+def _ct_images(folder: Path, defer_pixels: bool) -> list:
+    """The single-frame CT images of a folder as (dataset, file), refusing damaged files, multi-frame CT
+    and a folder without CT images (one line naming the file or folder)."""
     import pydicom
 
     try:
@@ -557,6 +553,12 @@ def _scan_dicom_series(folder: Path, *, defer_pixels: bool) -> _DicomSeries:
         hint = f" (it holds {n_nifti} NIfTI file(s): pass one of them)" if n_nifti else ""
         raise InputError(folder, "no DICOM images in the folder" + hint)
 
+    return images
+
+
+def _one_series(images: list, folder: Path) -> tuple:
+    """(orientation [6], pixel spacing [2], (rows, columns), positions) of images that must form one series:
+    one SeriesInstanceUID, orientation, pixel spacing, size, greyscale; at least two slices."""
     def one(keyword: str):
         values = {str(ds.get(keyword, "")) for ds, _ in images}
         if len(values) > 1:
@@ -585,7 +587,14 @@ def _scan_dicom_series(folder: Path, *, defer_pixels: bool) -> _DicomSeries:
     if len(images) < 2:
         raise InputError(folder, "a single CT slice (2D image), not a volume")
 
+    return iop0, ps0, shape0, positions
+
+
+def _slice_order(images: list, positions: list, iop0, ps0, folder: Path) -> tuple:
+    """(slice order, slice normal, slice spacing mm) of a series, refusing non-orthonormal orientation,
+    duplicate positions, uneven gaps (missing slices) and in-plane shifts of a pixel or more (gantry tilt)."""
     row_dir, col_dir = iop0[:3], iop0[3:]
+    f0 = images[0][1]
     if abs(np.linalg.norm(row_dir) - 1) > 0.01 or abs(np.linalg.norm(col_dir) - 1) > 0.01 \
             or abs(row_dir @ col_dir) > 0.01:
         raise InputError(f0, "ImageOrientationPatient is not two orthonormal directions")
@@ -612,6 +621,22 @@ def _scan_dicom_series(folder: Path, *, defer_pixels: bool) -> _DicomSeries:
     if shift_c >= ps0[1] or shift_r >= ps0[0]:
         raise InputError(folder, f"slices shift in plane by up to {max(shift_c, shift_r):.2f} mm along the "
                                  "stack (gantry tilt?); sheared series are not supported")
+
+    return order, normal, slice_mm
+
+
+def _scan_dicom_series(folder: Path, *, defer_pixels: bool) -> _DicomSeries:
+    """Read every file, keep CT images, validate and sort one series.
+
+    With `defer_pixels` the pixel data is not read (pydicom skips large values and reads them on access):
+    the probe path. Without it each file is read in one pass, ~40% faster for a whole volume; its raw
+    bytes are released slice by slice as the volume is filled.
+    """
+    images = _ct_images(folder, defer_pixels)
+    iop0, ps0, shape0, positions = _one_series(images, folder)
+    order, normal, slice_mm = _slice_order(images, positions, iop0, ps0, folder)
+    row_dir, col_dir = iop0[:3], iop0[3:]
+    ds0 = images[0][0]
 
     # Native array [slice, row, col]: slice axis along `normal`, rows along col_dir, columns along row_dir.
     affine_lps = np.eye(4)
