@@ -29,6 +29,8 @@ Rays that miss the volume sample zeros (padding), as rays through air meet no at
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -105,6 +107,21 @@ def example_beam(ct_shape, img_res: int, n: int = 1, extent_mm: float = 350.0) -
     return np.repeat(one[None], n, axis=0)
 
 
+def project_slabs(x: Tensor, beam: Tensor, res: int, ranges, planes: Tensor,
+                  weight: Optional[Tensor] = None) -> Tensor:
+    """x [N, C, D, H, W] -> [N, C, res, res]: each anterior-posterior slab [a, b) of `ranges` summed along H
+    (weighted per (channel, H position) by `weight` [C, H] when given), sampled where the rays cross the
+    slab's centre plane (`planes`, normalised h), and the slab maps summed."""
+    grid = slab_grid(beam, res, planes)                                          # [N, K, res, res, 2] (w, d)
+    out = 0
+    for k, (a, b) in enumerate(ranges):
+        part = x[:, :, :, a:b]
+        slab = part.sum(dim=3) if weight is None else torch.einsum("ncdhw,ch->ncdw", part, weight[:, a:b])
+        out = out + torch.nn.functional.grid_sample(slab, grid[:, k].to(slab.dtype), mode="bilinear",
+                                                    padding_mode="zeros", align_corners=False)
+    return out
+
+
 @torch.no_grad()
 def drr_estimate(ct: Tensor, beam: Tensor, res: int, hu_window) -> Tensor:
     """ct [N, 1, D, H, W] in [-1, 1] (the HU window), beam [N, 8, 3] -> the DRR estimate [N, 1, res, res] in
@@ -115,12 +132,7 @@ def drr_estimate(ct: Tensor, beam: Tensor, res: int, hu_window) -> Tensor:
     hu = lo + (ct.float() + 1.0) * (0.5 * (hi - lo))
     mu = torch.clamp(1.0 + hu / 1000.0, min=0.0)                                  # mu / mu_water
     ranges, planes = plane_centres(ct.shape[3], ESTIMATE_SLABS)
-    grid = slab_grid(beam, res, planes.to(ct.device))
-    p = 0
-    for k, (a, b) in enumerate(ranges):
-        slab = mu[:, :, :, a:b].sum(dim=3)                                         # [N, 1, D, W]
-        p = p + torch.nn.functional.grid_sample(slab, grid[:, k], mode="bilinear", padding_mode="zeros",
-                                                align_corners=False)
+    p = project_slabs(mu, beam, res, ranges, planes.to(ct.device))                # [N, 1, res, res]
     p = p * (beam[:, 6, 1] * beam[:, 7, 0]).float()[:, None, None, None].to(p.device)   # x AP spacing x mu_water
     if p.device.type == "meta":
         return p

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from xpgan.errors import InputError, XPGANError
-from xpgan.model.beam import check_beam, drr_estimate, logit, plane_centres, slab_grid
+from xpgan.model.beam import check_beam, drr_estimate, logit, plane_centres, project_slabs
 from xpgan.model.layers import (
     EqualizedConv2d,
     EqualizedConv3d,
@@ -248,14 +248,7 @@ class BeamProjection(nn.Module):
         self.register_buffer("planes", planes, persistent=False)
 
     def forward(self, x: Tensor, beam: Tensor, res: int) -> Tensor:
-        grid = slab_grid(beam, res, self.planes)                  # [N, K, res, res, 2] (w, d)
-        weight = (self.weight * self.gain).to(x.dtype)
-        out = 0
-        for k, (a, b) in enumerate(self.ranges):
-            slab = torch.einsum("ncdhw,ch->ncdw", x[:, :, :, a:b], weight[:, a:b])   # [N, C, D, W]
-            out = out + torch.nn.functional.grid_sample(slab, grid[:, k].to(slab.dtype), mode="bilinear",
-                                                        padding_mode="zeros", align_corners=False)
-        return out
+        return project_slabs(x, beam, res, self.ranges, self.planes, (self.weight * self.gain).to(x.dtype))
 
 
 class MappingNetwork(nn.Module):
