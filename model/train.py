@@ -154,7 +154,7 @@ class Run:
     cxr_stream: BatchStream
     ct_source: Any
     total: int
-    step: int = 0
+    step: int = 0           # the step the run starts from (the checkpoint's on resume; the Trainer counts on)
 
     def load(self, st: dict, rank: int) -> None:
         for k, m in self.nets.items():

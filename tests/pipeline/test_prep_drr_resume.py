@@ -7,10 +7,10 @@ import time
 
 import numpy as np
 import pytest
+from prep_helpers import noise_ct_archive
 
 from xpgan.pipeline.ct.prep_drr import prep_drr
 from xpgan.pipeline.schema import open_store
-from xpgan.pipeline.synth.writers import write_nifti
 
 SHAPE = (8, 24, 24)
 GEOM = {"kind": "cone", "size": 24}
@@ -30,17 +30,9 @@ print("finished", flush=True)
 """
 
 
-def make_archive(root):
-    rng = np.random.default_rng(3)
-    for i in range(N):
-        vol = rng.normal(-300, 300, size=(10, 30, 28)).astype(np.float32)
-        write_nifti(root / "studies" / f"CT-{i % 5}" / f"study_{i:04d}.nii.gz", vol, (4.0, 1.0, 1.0))
-    return root
-
-
 @pytest.mark.slow
 def test_sigkill_then_rerun_is_complete_and_bit_identical(tmp_path):
-    src = make_archive(tmp_path / "src")
+    src = noise_ct_archive(tmp_path / "src", N, seed=3)
     out = tmp_path / "killed.zarr"
     script = CHILD.format(shape=SHAPE, geom=GEOM)
     proc = subprocess.Popen([sys.executable, "-c", script, str(src), str(out)], stdout=subprocess.PIPE, text=True)

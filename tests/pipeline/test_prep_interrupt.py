@@ -10,38 +10,17 @@ import time
 
 import numpy as np
 import pytest
+from prep_helpers import noise_ct_archive, slowed_cli
 
 from xpgan.pipeline.ct.prep_drr import prep_drr
 from xpgan.pipeline.schema import open_store
-from xpgan.pipeline.synth.writers import write_nifti
 
 SHAPE = (8, 24, 24)
 N = 12
 ARGS = ["--shape", *map(str, SHAPE), "--size", "24", "--workers", "0", "--no-progress"]
 # The child runs the real CLI with each item slowed down (a sleep around the real process_ct), so that the
 # signal lands while items of an unfinished shard (16 items by default here: one shard) are done.
-CHILD = """
-import sys, time
-import xpgan.pipeline.ct.prep_drr as p
-real = p.process_ct
-def slow(path, *, job):
-    time.sleep(0.2)
-    out = real(path, job=job)
-    print("item", flush=True)
-    return out
-p.process_ct = slow
-sys.argv = ["xpgan", *sys.argv[1:]]
-from xpgan.cli import main
-main()
-"""
-
-
-def make_archive(root):
-    rng = np.random.default_rng(5)
-    for i in range(N):
-        vol = rng.normal(-300, 300, size=(10, 30, 28)).astype(np.float32)
-        write_nifti(root / "studies" / f"CT-{i % 5}" / f"study_{i:04d}.nii.gz", vol, (4.0, 1.0, 1.0))
-    return root
+CHILD = slowed_cli("xpgan.pipeline.ct.prep_drr", "process_ct", 0.2)
 
 
 def file_digests(store):
@@ -68,7 +47,7 @@ def interrupt(src, out, sig, after_items):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_prep_keeps_finished_items_and_resumes_byte_identical(tmp_path, sig):
-    src = make_archive(tmp_path / "src")
+    src = noise_ct_archive(tmp_path / "src", N, seed=5)
     out = tmp_path / "cut.zarr"
     code, stderr, seconds = interrupt(src, out, sig, after_items=5)
     assert code == 128 + sig and seconds < 10
@@ -132,20 +111,7 @@ def test_ctrl_c_to_the_process_group_stops_dask_workers_quietly_and_keeps_finish
     assert len(later) == len(set(later)) and max(later) < 40
 
 
-CXR_CHILD = """
-import sys, time
-import xpgan.pipeline.cxr.prep_cxr as p
-real = p._process
-def slow(payload):
-    time.sleep(0.3)
-    out = real(payload)
-    print("item", flush=True)
-    return out
-p._process = slow
-sys.argv = ["xpgan", *sys.argv[1:]]
-from xpgan.cli import main
-main()
-"""
+CXR_CHILD = slowed_cli("xpgan.pipeline.cxr.prep_cxr", "_process", 0.3)
 
 
 def test_interrupted_prep_cxr_resumes_byte_identical(tmp_path):
