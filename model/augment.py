@@ -145,7 +145,6 @@ class AugmentedCT(Dataset):
             out.update(self._beam(pos))
         return out
 
-
     def _beam(self, pos: int) -> dict:
         """G's beam for the volume in the posed frame: the unposed ones (resampling keeps shape and spacing)."""
         return {"beam": self.base.beams[pos]} if self.base.beams is not None else {}

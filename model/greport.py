@@ -33,7 +33,7 @@ def generate_images(G: torch.nn.Module, ct_store: str | Path, hu_window, device:
                     limit: Optional[int] = None, batch_size: int = 8, noise_mode: str = "const") -> StudyImages:
     """G's image and the stored DRR of every finished study of `ct_store` (the first `limit`), in store order."""
     ds = CTDataset(ct_store, hu_window=hu_window, labelled_only=False, limit=limit)
-    if getattr(G, "projections", None) is not None:
+    if G.cfg.needs_beam:
         ds.check_beams()
     fakes, drrs, labels, index = [], [], [], []
     for batch in DataLoader(ds, batch_size=batch_size, shuffle=False):

@@ -118,6 +118,11 @@ class NetConfig:
         if not self.mapping_lr_mult > 0:
             raise XPGANError(f"mapping_lr_mult must be > 0, got {self.mapping_lr_mult}")
 
+    @property
+    def needs_beam(self) -> bool:
+        """Whether the generator reads each study's beam (model/beam.py): the projected one does."""
+        return self.g_arch == "projected"
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -372,7 +377,7 @@ class Generator(nn.Module):
         self.cfg = cfg
         self.encoder = CTEncoder(cfg)
         self.mapping = MappingNetwork(cfg)
-        if cfg.g_arch == "projected":
+        if cfg.needs_beam:
             self.plan = projection_plan(cfg)
             levels = encoder_plan(cfg)
             # each level is projected once, at the finest resolution it feeds; coarser ones are pooled from it
@@ -385,7 +390,7 @@ class Generator(nn.Module):
         else:
             self.plan, self.map_res, self.projections, cond = {}, {}, None, None
         self.synthesis = SynthesisNetwork(cfg, cond)
-        self.drr_base = cfg.g_arch == "projected" and cfg.drr_base
+        self.drr_base = cfg.needs_beam and cfg.drr_base
         self.residual_gain = nn.Parameter(torch.zeros(())) if self.drr_base else None
 
     def forward(self, ct: Tensor, beam: Optional[Tensor] = None, noise_mode: str = "random") -> Tensor:

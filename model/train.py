@@ -241,7 +241,7 @@ def build_run(cfg: TrainConfig, device: torch.device, *, rank: int = 0, world: i
         seed=cfg.seed, rank=rank, world_size=world, num_workers=cfg.num_workers,
         pin_memory=device.type == "cuda", name=f"{cfg.cxr} (train part)")
     ct_source = ct_source_for(cfg, net_cfg.hu_window, device, rank=rank, world_size=world,
-                              needs_beam=cfg.mode == "xpgan" and net_cfg.g_arch == "projected")
+                              needs_beam=cfg.mode == "xpgan" and net_cfg.needs_beam)
     if cfg.max_steps is not None:
         total = int(cfg.max_steps)
     else:
