@@ -268,12 +268,11 @@ def _paint_body(cv: _Canvas) -> dict:
     return {"rc2": rc2, "g": g, "body": body, "z3": z3}
 
 
-def _paint_chest(cv: _Canvas, geo: dict, lesion_rng: np.random.Generator, severity: int, pattern: str,
-                 anat_rng: np.random.Generator) -> None:
+def _thorax_outline(cv: _Canvas) -> dict:
+    """Per-column (h, w) limits of the lungs: side, apex and diaphragm heights, the mediastinum and spine
+    excluded, and the y of the vertebral body centres."""
     an = cv.an
     x, y = cv.x, cv.y                      # [h, w]
-    z3 = geo["z3"]
-    rc2 = geo["rc2"]
     side = np.where(x < 0, -1.0, 1.0).astype(np.float32)                    # -1 right lung, +1 left lung
     # Lung apices: domes around a point in each upper thorax.
     xap = 0.45 * an.cav_x * side
@@ -288,8 +287,13 @@ def _paint_chest(cv: _Canvas, geo: dict, lesion_rng: np.random.Generator, severi
     medi = (np.abs(x) < an.mw) & (y < y_vb)
     spine_block = (np.abs(x) < an.vb[0] + 14.0) & (y > y_vb - an.vb[1] - 6.0)
     plane_ok = ~(medi | spine_block)                                        # [h, w]
+    return {"side": side, "z_top": z_top, "z_bot": z_bot, "y_vb": y_vb, "plane_ok": plane_ok}
 
-    # Heart: rotated ellipsoid, long axis towards the patient's left and anterior.
+
+def _heart_mask(cv: _Canvas, z3: np.ndarray) -> np.ndarray:
+    """The heart: a rotated ellipsoid, long axis towards the patient's left and anterior ([d, h, w] bool)."""
+    an = cv.an
+    x, y = cv.x, cv.y
     hx, hy, hz = an.heart_c
     a1, a2, a3 = an.heart_axes
     ca, sa = math.cos(an.heart_angle), math.sin(an.heart_angle)
@@ -297,11 +301,15 @@ def _paint_chest(cv: _Canvas, geo: dict, lesion_rng: np.random.Generator, severi
     v = (x - hx) * sa + (y - hy) * ca
     hq2_plane = (u / a1) ** 2 + (v / a2) ** 2                               # [h, w]
     hq2 = hq2_plane[None] + ((z3 - hz) / a3) ** 2                           # [d, h, w]
-    heart = hq2 < 1.0
+    return hq2 < 1.0
 
-    lung = (rc2 < 0.97 ** 2) & plane_ok[None] & (z3 > z_top[None]) & (z3 < z_bot[None]) & ~heart
-    below = (rc2 < 1.0) & (z3 >= z_bot[None])
-    # Abdomen under the diaphragm: liver on the right, gas in the stomach fundus on the left.
+
+def _paint_abdomen(cv: _Canvas, geo: dict, z_bot: np.ndarray) -> None:
+    """Abdomen under the diaphragm: liver on the right, gas in the stomach fundus on the left."""
+    an = cv.an
+    x, y = cv.x, cv.y
+    z3 = geo["z3"]
+    below = (geo["rc2"] < 1.0) & (z3 >= z_bot[None])
     liver = below & (x < 0.35 * an.cav_x)[None]
     cv.hu[liver] = HU_LIVER
     cv.lab[liver] = SOFT
@@ -311,27 +319,24 @@ def _paint_chest(cv: _Canvas, geo: dict, lesion_rng: np.random.Generator, severi
     cv.hu[gas] = HU_AIR
     cv.lab[gas] = AIRWAY
 
-    # Lung parenchyma, denser in the dependent (posterior) part.
-    lung_hu = (HU_LUNG + 45.0 * (y - an.yc) / an.cav_y).astype(np.float32)  # [h, w]
-    cv.hu[lung] = np.broadcast_to(lung_hu[None], cv.shape)[lung]
-    cv.lab[lung] = LUNG
 
-    # Findings first, vessels over them (vessels stay visible inside ground glass).
-    if severity > 0:
-        _paint_lesions(cv, lung, lesion_rng, severity, pattern, side)
+def _carina_z(an: _Anatomy) -> float:
+    """Height of the tracheal carina (and of the pulmonary hila), mm."""
+    return an.z_apex + 0.32 * (an.z_cp - an.z_apex)
 
-    # Pulmonary vessels: trees from each hilum, clipped to the lungs.
-    sd, sh, sw = cv.spacing
-    soft = max(sh, sw) * 0.9
+
+def _paint_pulmonary_vessels(cv: _Canvas, rng: np.random.Generator, soft: float) -> None:
+    """Pulmonary vessels: random trees from each hilum, blended into the lungs (and their findings)."""
+    an = cv.an
     vbuf = np.zeros(cv.shape, np.float32)
     segs = []
-    z_car = an.z_apex + 0.32 * (an.z_cp - an.z_apex)
+    z_car = _carina_z(an)
     for sgn in (-1.0, 1.0):
         root = (sgn * (an.mw + 6.0 + (8.0 if sgn > 0 else 0.0)), an.yc - 0.1 * an.cav_y,
                 z_car + (30.0 if sgn < 0 else 18.0))
         for d_ in ((0.45, 0.05, -0.9), (1.0, 0.15, 0.05), (0.5, 0.45, 0.8), (0.45, -0.55, 0.55)):
             direction = (sgn * d_[0], d_[1], d_[2])
-            segs += _vessel_tree(anat_rng, root, direction, radius=6.5, length=32.0, generations=4)
+            segs += _vessel_tree(rng, root, direction, radius=6.5, length=32.0, generations=4)
     _segment_occupancy(cv, segs, vbuf, soft)
     in_lung = (cv.lab == LUNG) | (cv.lab == GGO) | (cv.lab == CONSOLIDATION)
     sel = in_lung & (vbuf > 0)
@@ -341,10 +346,12 @@ def _paint_chest(cv: _Canvas, geo: dict, lesion_rng: np.random.Generator, severi
     vmask[sel] = occ > 0.5
     cv.lab[vmask] = VESSEL
 
-    cv.hu[heart] = HU_BLOOD
-    cv.lab[heart] = HEART
 
-    # Great vessels: ascending aorta, arch, descending aorta (left of the spine), superior vena cava.
+def _paint_great_vessels(cv: _Canvas, y_vb: float, soft: float) -> None:
+    """Ascending aorta, arch, descending aorta (left of the spine) and superior vena cava."""
+    an = cv.an
+    hx, hy, hz = an.heart_c
+    a3 = an.heart_axes[2]
     z_arch = an.z_apex + 0.2 * (an.z_cp - an.z_apex)
     ra = 13.0
     y_desc = y_vb - an.vb[1] - 4.0
@@ -361,7 +368,11 @@ def _paint_chest(cv: _Canvas, geo: dict, lesion_rng: np.random.Generator, severi
     cv.hu[sel] = HU_BLOOD
     cv.lab[sel] = SOFT
 
-    # Airways: trachea down to the carina, then the main bronchi (air core).
+
+def _paint_airways(cv: _Canvas, geo: dict, soft: float) -> None:
+    """Airways: the trachea down to the carina, then the main bronchi (air core, soft walls)."""
+    an = cv.an
+    z_car = _carina_z(an)
     y_tr = an.yc - 0.05 * an.cav_y
     segs = [
         ((0.0, y_tr - 8.0, -250.0), (0.0, y_tr, z_car), 9.0, 8.5),
@@ -377,7 +388,36 @@ def _paint_chest(cv: _Canvas, geo: dict, lesion_rng: np.random.Generator, severi
     amask[sel] = occ > 0.5
     cv.lab[amask] = AIRWAY
 
-    _paint_bones(cv, geo, y_vb)
+
+def _paint_chest(cv: _Canvas, geo: dict, lesion_rng: np.random.Generator, severity: int, pattern: str,
+                 anat_rng: np.random.Generator) -> None:
+    """Everything inside the body wall: abdomen, lungs with their findings and vessels, heart, great
+    vessels, airways, then the bones (later layers paint over earlier ones)."""
+    z3 = geo["z3"]
+    outline = _thorax_outline(cv)
+    z_top, z_bot = outline["z_top"], outline["z_bot"]
+    heart = _heart_mask(cv, z3)
+    lung = ((geo["rc2"] < 0.97 ** 2) & outline["plane_ok"][None] & (z3 > z_top[None]) & (z3 < z_bot[None])
+            & ~heart)
+    _paint_abdomen(cv, geo, z_bot)
+
+    # Lung parenchyma, denser in the dependent (posterior) part.
+    an = cv.an
+    lung_hu = (HU_LUNG + 45.0 * (cv.y - an.yc) / an.cav_y).astype(np.float32)  # [h, w]
+    cv.hu[lung] = np.broadcast_to(lung_hu[None], cv.shape)[lung]
+    cv.lab[lung] = LUNG
+
+    # Findings first, vessels over them (vessels stay visible inside ground glass).
+    if severity > 0:
+        _paint_lesions(cv, lung, lesion_rng, severity, pattern, outline["side"])
+    sd, sh, sw = cv.spacing
+    soft = max(sh, sw) * 0.9
+    _paint_pulmonary_vessels(cv, anat_rng, soft)
+    cv.hu[heart] = HU_BLOOD
+    cv.lab[heart] = HEART
+    _paint_great_vessels(cv, outline["y_vb"], soft)
+    _paint_airways(cv, geo, soft)
+    _paint_bones(cv, geo, outline["y_vb"])
 
 
 def _paint_lesions(cv: _Canvas, lung: np.ndarray, rng: np.random.Generator, severity: int, pattern: str,
@@ -457,15 +497,14 @@ def _paint_lesions(cv: _Canvas, lung: np.ndarray, rng: np.random.Generator, seve
     lab[sel & (w_c > 0.5)] = CONSOLIDATION
 
 
-def _paint_bones(cv: _Canvas, geo: dict, y_vb: float) -> None:
+def _paint_spine(cv: _Canvas, y_vb: float) -> None:
+    """Vertebral bodies (cortical rim, cancellous core) separated by discs, posterior arch, spinous and
+    transverse processes."""
     an = cv.an
     x, y = cv.x, cv.y
     z = cv.z
     d = cv.shape[0]
-    hu, lab = cv.hu, cv.lab
-
-    # Spine: vertebral bodies (cortical rim, cancellous core) separated by discs, posterior arch, spinous process.
-    hu2, lab2 = hu.reshape(d, -1), lab.reshape(d, -1)                      # [d, h*w] views
+    hu2, lab2 = cv.hu.reshape(d, -1), cv.lab.reshape(d, -1)                # [d, h*w] views
     ex, ey = an.vb
     q = np.sqrt((x / ex) ** 2 + ((y - y_vb) / ey) ** 2)                    # [h, w]
     disc_phase = ((z - an.z_apex + 40.0) / 26.0) % 1.0                      # [d]
@@ -491,16 +530,20 @@ def _paint_bones(cv: _Canvas, geo: dict, y_vb: float) -> None:
         hu2[i, post] = 650.0
         lab2[i, post] = BONE
 
-    # Ribs and scapulae live in a shell around the cavity: work on those voxels only.
+
+def _paint_ribs_and_scapulae(cv: _Canvas, geo: dict) -> None:
+    """Ribs (with costal cartilage in front) and scapulae, in the shell of voxels around the cavity."""
+    an = cv.an
+    x, y = cv.x, cv.y
     rc2 = geo["rc2"]
     shell = np.flatnonzero((rc2 > 0.9) & (rc2 < 1.6) & geo["body"])
     zi, hw = np.divmod(shell, x.size)
     rc = np.sqrt(rc2.reshape(-1)[shell])
     xs, ys = x.reshape(-1)[hw], y.reshape(-1)[hw]
-    zs = z[zi]
+    zs = cv.z[zi]
     g = geo["g"][zi]
     phi = np.arctan2(np.abs(xs) / an.cav_x, (ys - an.yc) / an.cav_y)       # 0 posterior, pi anterior
-    hu1, lab1 = hu.reshape(-1), lab.reshape(-1)
+    hu1, lab1 = cv.hu.reshape(-1), cv.lab.reshape(-1)
 
     # Ribs: bands just outside the cavity descending steadily from the spine round to the front (posterior
     # arcs fall laterally, anterior arcs fall medially on a frontal view), cortex brighter than the marrow.
@@ -526,8 +569,21 @@ def _paint_bones(cv: _Canvas, geo: dict, y_vb: float) -> None:
     hu1[shell[scap]] = 600.0
     lab1[shell[scap]] = BONE
 
-    # Sternum: anterior midline plate.
-    y_st = an.yc - an.cav_y - 8.0
+
+def _sternum_y(an: _Anatomy) -> float:
+    """y of the sternum's midline plate, mm."""
+    return an.yc - an.cav_y - 8.0
+
+
+def _paint_sternum(cv: _Canvas) -> None:
+    """Sternum: an anterior midline plate (cortex around a cancellous core) from below the apices to the
+    diaphragm."""
+    an = cv.an
+    x, y = cv.x, cv.y
+    z = cv.z
+    d = cv.shape[0]
+    hu2, lab2 = cv.hu.reshape(d, -1), cv.lab.reshape(d, -1)                # [d, h*w] views
+    y_st = _sternum_y(an)
     st = (np.abs(x) < 14.0) & (np.abs(y - y_st) < 6.0)
     st_core = (np.abs(x) < 11.0) & (np.abs(y - y_st) < 3.5)
     zr = (z > an.z_apex + 12.0) & (z < an.z_cp - an.dome_l + 15.0)
@@ -537,7 +593,11 @@ def _paint_bones(cv: _Canvas, geo: dict, y_vb: float) -> None:
         lab2[i, st] = BONE
         hu2[i, st_core] = 420.0
 
-    # Clavicles: tubes from the sternal notch out to the shoulders, above the lung apices.
+
+def _paint_clavicles(cv: _Canvas, geo: dict) -> None:
+    """Clavicles: tubes from the sternal notch out to the shoulders, above the lung apices."""
+    an = cv.an
+    y_st = _sternum_y(an)
     sd, sh, sw = cv.spacing
     cbuf = np.zeros(cv.shape, np.float32)
     segs = []
@@ -547,8 +607,16 @@ def _paint_bones(cv: _Canvas, geo: dict, y_vb: float) -> None:
         segs.append((p0, p1, 8.0, 7.0))
     _segment_occupancy(cv, segs, cbuf, max(sh, sw))
     clav = (cbuf > 0.5) & geo["body"]
-    hu[clav] = 800.0
-    lab[clav] = BONE
+    cv.hu[clav] = 800.0
+    cv.lab[clav] = BONE
+
+
+def _paint_bones(cv: _Canvas, geo: dict, y_vb: float) -> None:
+    """The skeleton, in painting order: spine, ribs and scapulae, sternum, clavicles."""
+    _paint_spine(cv, y_vb)
+    _paint_ribs_and_scapulae(cv, geo)
+    _paint_sternum(cv)
+    _paint_clavicles(cv, geo)
 
 
 def chest_phantom(

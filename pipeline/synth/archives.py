@@ -220,6 +220,182 @@ def _render_cxr_jobs(group: list[dict]) -> None:
             _write_cxr_dicom(path, img, monochrome1=(fmt == "dicom_m1"), view=jb["view"], **jb["dicom"])
 
 
+def _cxr_patient_seed(seed: int, pi: int) -> int:
+    """chest_phantom seed of CXR patient `pi` (disjoint from write_mosmed_archive's)."""
+    return 10 ** 9 + int(seed) * 100_003 + pi
+
+
+def _group_patients(rng: np.random.Generator, n_images: int, n_pos: int):
+    """(label per patient, shuffled frontal images as (patient index, label)): patients of 1..3 images,
+    positives first, then negatives."""
+    frontal: list[tuple[int, int]] = []  # (patient index, label)
+    patients: list[int] = []             # label per patient
+    for label, count in ((1, n_pos), (0, n_images - n_pos)):
+        left = count
+        while left > 0:
+            k = min(left, int(rng.choice([1, 1, 1, 2, 2, 3])))
+            patients.append(label)
+            frontal += [(len(patients) - 1, label)] * k
+            left -= k
+    order = rng.permutation(len(frontal))
+    return patients, [frontal[i] for i in order]
+
+
+def _plan_formats(rng: np.random.Generator, n_images: int, dicom_fraction: float, n_missing: int):
+    """(file format per frontal image, indices of the images left unwritten)."""
+    n_dicom = int(round(dicom_fraction * n_images))
+    fmt_plan = ["dicom_m1" if j % 4 == 3 else "dicom_m2" for j in range(n_dicom)]
+    fmt_plan += ["png16" if j % 3 == 2 else "png8" for j in range(n_images - n_dicom)]
+    fmt_plan = [fmt_plan[i] for i in rng.permutation(len(fmt_plan))]
+    missing = set(rng.choice(n_images, size=min(n_missing, n_images), replace=False).tolist()) if n_missing else set()
+    return fmt_plan, missing
+
+
+def _finding(info: dict) -> str:
+    """The collection's `finding` of a patient."""
+    if info["severity"] and info["pattern"] == "covid":
+        return "Pneumonia/Viral/COVID-19"
+    if info["pattern"] == "bacterial":
+        return "Pneumonia/Bacterial/Streptococcus"
+    return "No Finding"
+
+
+def _dicom_patient(info: dict, pseed: int) -> dict:
+    """The made-up patient fields of a CXR DICOM file (keyword arguments of _write_cxr_dicom)."""
+    return dict(patient=info["name"], patient_id=f"PID{info['pid']}",
+                birth_date=f"{2020 - info['age']}0{1 + pseed % 9}1{pseed % 9}", seed=pseed)
+
+
+def _cohen_row(rng: np.random.Generator, info: dict, offset: int, finding: str, view: str, modality: str,
+               fname: str) -> list[str]:
+    """One metadata.csv row (COHEN_HEADER order) of an image taken `offset` days after the patient's first."""
+    date = info["day0"] + _dt.timedelta(days=offset)
+    date_s = date.strftime("%B %d, %Y") if int(info["pid"]) % 2 else date.isoformat()
+    covid = "COVID-19" in finding
+    vals = {
+        "patientid": info["pid"], "offset": str(offset) if offset or covid else "", "sex": info["sex"],
+        "age": str(info["age"]), "finding": finding, "RT_PCR_positive": "Y" if covid else "",
+        "survival": "Y" if rng.uniform() < 0.8 else "", "intubated": "", "intubation_present": "",
+        "went_icu": "N", "in_icu": "N", "needed_supplemental_O2": "", "extubated": "",
+        "temperature": f"{rng.uniform(36.4, 39.5):.1f}" if covid else "", "pO2_saturation": "",
+        "leukocyte_count": "", "neutrophil_count": "", "lymphocyte_count": "", "view": view,
+        "modality": modality, "date": date_s, "location": info["location"], "folder": "images",
+        "filename": fname, "doi": "10.0000/synthetic.phantom", "url": "https://example.org/synthetic",
+        "license": "CC BY 4.0",
+        "clinical_notes": "Synthetic patient, \"phantom\" study; fever, cough" if covid else "Synthetic patient",
+        "other_notes": "",
+    }
+    return [vals[c] for c in COHEN_HEADER]
+
+
+class _CohenCollection:
+    """A CXR collection being assembled: patients' made-up details (drawn from `rng` when a patient first
+    appears), the images to render per patient, the records and the metadata rows."""
+
+    def __init__(self, rng: np.random.Generator, patients: list[int], *, seed: int, phantom_shape: Sequence[int],
+                 z_margin_mm: float, positive_grades: Sequence[int]):
+        self.rng = rng
+        self.patients = patients              # label per patient
+        self.seed = seed
+        self.phantom_shape = phantom_shape
+        self.z_margin_mm = z_margin_mm
+        self.positive_grades = positive_grades
+        self.pat_info: dict[int, dict] = {}
+        self.jobs: dict[int, list[dict]] = {}  # patient index -> images to render from that patient's phantom
+        self.records: list[CXRRecord] = []
+        self.rows: list[list[str]] = []
+
+    def patient(self, pi: int) -> dict:
+        """Patient `pi`'s details: pid, sex, age, severity, pattern, name, location, day0."""
+        if pi not in self.pat_info:
+            rng = self.rng
+            label = self.patients[pi]
+            pattern = "covid" if label else ("bacterial" if rng.uniform() < 0.12 else "none")
+            self.pat_info[pi] = dict(
+                pid=str(1000 + pi * 3 + int(rng.integers(0, 3))),
+                sex=str(rng.choice(["M", "F"])), age=int(rng.integers(22, 88)),
+                severity=int(rng.choice(list(self.positive_grades))) if label else (2 if pattern == "bacterial" else 0),
+                pattern=pattern, name=_FAKE_NAMES[pi % len(_FAKE_NAMES)],
+                location=str(rng.choice(_LOCATIONS)),
+                day0=_dt.date(2020, 1, 20) + _dt.timedelta(days=int(rng.integers(0, 120))))
+        return self.pat_info[pi]
+
+    def add_job(self, pi: int, **kw) -> None:
+        """An image of patient `pi` to render (keywords of a _render_cxr_jobs job)."""
+        info = self.patient(pi)
+        spec = dict(seed=_cxr_patient_seed(self.seed, pi), shape=tuple(int(v) for v in self.phantom_shape),
+                    severity=info["severity"], pattern="bacterial" if info["pattern"] == "bacterial" else "covid",
+                    z_margin_mm=float(self.z_margin_mm))
+        kw.setdefault("dicom", None)
+        self.jobs.setdefault(pi, []).append(dict(spec=spec, **kw))
+
+    def add_entry(self, info: dict, fname: str, view: str, modality: str, label: int, fmt: str, seed: int,
+                  offset: int) -> None:
+        """The record and the metadata row of one image."""
+        finding = _finding(info)
+        self.records.append(CXRRecord(info["pid"], fname, view, modality, finding, label, fmt, seed))
+        self.rows.append(_cohen_row(self.rng, info, offset, finding, view, modality, fname))
+
+
+def _add_frontal_images(col: _CohenCollection, frontal: list[tuple[int, int]], fmt_plan: list[str], missing: set,
+                        img_dir: Path, size: int, seed: int) -> None:
+    """The frontal radiographs: a view per visit (PA/AP/AP Supine), a file name, columns around `size`."""
+    rng = col.rng
+    visits: dict[int, int] = {}
+    for j, (pi, label) in enumerate(frontal):
+        info = col.patient(pi)
+        visit = visits.get(pi, 0)
+        visits[pi] = visit + 1
+        views = ["PA", "PA", "AP", "AP Supine"] if visit == 0 else ["AP", "AP Supine", "PA"]
+        view = str(rng.choice(views))
+        fmt = fmt_plan[j]
+        ext = ".dcm" if fmt.startswith("dicom") else ".png"
+        if j % 11 == 5:  # a few files are named after the (made-up) patient, as some collections do
+            fname = f"{info['name'][1].lower()}_{info['name'][0].lower()}_{j:04d}{ext}"
+        else:
+            fname = f"cxr_{j:04d}_{int(rng.integers(0, 16 ** 6)):06x}{ext}"
+        rows_px = size
+        cols_px = int(round(size * np.random.default_rng([int(seed), 505, j]).uniform(0.82, 1.05) / 2)) * 2
+        pseed = _cxr_patient_seed(seed, pi)
+        if j in missing:
+            fmt = "missing"
+        else:
+            col.add_job(pi, kind="xray", view=view, img_seed=(int(seed), 303, j), rows=rows_px, cols=cols_px,
+                        fmt=fmt, path=str(img_dir / fname),
+                        dicom=_dicom_patient(info, pseed) if fmt.startswith("dicom") else None)
+        col.add_entry(info, fname, view, "X-ray", label, fmt, pseed, 3 * visit)
+
+
+def _add_excluded_images(col: _CohenCollection, n_lateral: int, n_ct_rows: int, img_dir: Path, size: int,
+                         seed: int) -> None:
+    """Rows that prep must leave out: lateral views and CT slices, of patients already in the collection."""
+    rng = col.rng
+    pis = sorted(col.pat_info)
+    for j in range(n_lateral):
+        pi = pis[int(rng.integers(0, len(pis)))]
+        info = col.patient(pi)
+        fname = f"lateral_{j:03d}.png"
+        col.add_job(pi, kind="xray", view="L", img_seed=(int(seed), 404, j), rows=size, cols=size, fmt="png8",
+                    path=str(img_dir / fname))
+        col.add_entry(info, fname, "L", "X-ray", col.patients[pi], "png8", 0, 0)
+    for j in range(n_ct_rows):
+        pi = pis[int(rng.integers(0, len(pis)))]
+        info = col.patient(pi)
+        fname = f"ct_axial_{j:03d}.png"
+        col.add_job(pi, kind="ct_slice", path=str(img_dir / fname))
+        col.add_entry(info, fname, "Axial", "CT", col.patients[pi], "png8", 0, 0)
+
+
+def _write_cohen_csv(path: Path, rows: list[list[str]]) -> None:
+    """metadata.csv with the collection's trailing comma on the header and every row."""
+    with open(path, "w", newline="") as fh:
+        wr = csv.writer(fh, lineterminator="\n")
+        # The collection's header and rows end with a comma: pandas sees an extra "Unnamed" column.
+        fh.write(",".join(COHEN_HEADER) + ",\n")
+        for r in rows:
+            wr.writerow(r + [""])
+
+
 def write_cxr_archive(
     out_dir: str | os.PathLike,
     n_images: int,
@@ -261,131 +437,16 @@ def write_cxr_archive(
     n_pos = int(round(positive_fraction * n_images))
     if positive_fraction > 0 and n_pos == 0 and n_images >= 4:
         n_pos = 1
-
-    # Frontal images grouped into patients of 1..3 images; positives first, then negatives.
-    frontal: list[tuple[int, int]] = []  # (patient index, label)
-    patients: list[int] = []             # label per patient
-    for label, count in ((1, n_pos), (0, n_images - n_pos)):
-        left = count
-        while left > 0:
-            k = min(left, int(rng.choice([1, 1, 1, 2, 2, 3])))
-            patients.append(label)
-            frontal += [(len(patients) - 1, label)] * k
-            left -= k
-    order = rng.permutation(len(frontal))
-    frontal = [frontal[i] for i in order]
+    patients, frontal = _group_patients(rng, n_images, n_pos)
 
     img_dir = out / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
-    records: list[CXRRecord] = []
-    rows: list[list[str]] = []
-    pat_info = {}
-    n_dicom = int(round(dicom_fraction * n_images))
-    fmt_plan = ["dicom_m1" if j % 4 == 3 else "dicom_m2" for j in range(n_dicom)]
-    fmt_plan += ["png16" if j % 3 == 2 else "png8" for j in range(n_images - n_dicom)]
-    fmt_plan = [fmt_plan[i] for i in rng.permutation(len(fmt_plan))]
-    missing = set(rng.choice(n_images, size=min(n_missing, n_images), replace=False).tolist()) if n_missing else set()
-    visits: dict[int, int] = {}
+    fmt_plan, missing = _plan_formats(rng, n_images, dicom_fraction, n_missing)
+    col = _CohenCollection(rng, patients, seed=seed, phantom_shape=phantom_shape, z_margin_mm=z_margin_mm,
+                           positive_grades=positive_grades)
+    _add_frontal_images(col, frontal, fmt_plan, missing, img_dir, size, seed)
+    _add_excluded_images(col, n_lateral, n_ct_rows, img_dir, size, seed)
 
-    def patient_meta(pi: int) -> dict:
-        if pi not in pat_info:
-            label = patients[pi]
-            pattern = "covid" if label else ("bacterial" if rng.uniform() < 0.12 else "none")
-            pat_info[pi] = dict(
-                pid=str(1000 + pi * 3 + int(rng.integers(0, 3))),
-                sex=str(rng.choice(["M", "F"])), age=int(rng.integers(22, 88)),
-                severity=int(rng.choice(list(positive_grades))) if label else (2 if pattern == "bacterial" else 0),
-                pattern=pattern, name=_FAKE_NAMES[pi % len(_FAKE_NAMES)],
-                location=str(rng.choice(_LOCATIONS)),
-                day0=_dt.date(2020, 1, 20) + _dt.timedelta(days=int(rng.integers(0, 120))))
-        return pat_info[pi]
-
-    jobs: dict[int, list[dict]] = {}   # patient index -> images to render from that patient's phantom
-
-    def job(pi: int, **kw) -> None:
-        info = patient_meta(pi)
-        spec = dict(seed=10 ** 9 + int(seed) * 100_003 + pi, shape=tuple(int(v) for v in phantom_shape),
-                    severity=info["severity"], pattern="bacterial" if info["pattern"] == "bacterial" else "covid",
-                    z_margin_mm=float(z_margin_mm))
-        kw.setdefault("dicom", None)
-        jobs.setdefault(pi, []).append(dict(spec=spec, **kw))
-
-    def dicom_meta(info: dict, pseed: int) -> dict:
-        return dict(patient=info["name"], patient_id=f"PID{info['pid']}",
-                    birth_date=f"{2020 - info['age']}0{1 + pseed % 9}1{pseed % 9}", seed=pseed)
-
-    def row(info: dict, offset: int, finding: str, view: str, modality: str, fname: str) -> list[str]:
-        date = info["day0"] + _dt.timedelta(days=offset)
-        date_s = date.strftime("%B %d, %Y") if int(info["pid"]) % 2 else date.isoformat()
-        covid = "COVID-19" in finding
-        vals = {
-            "patientid": info["pid"], "offset": str(offset) if offset or covid else "", "sex": info["sex"],
-            "age": str(info["age"]), "finding": finding, "RT_PCR_positive": "Y" if covid else "",
-            "survival": "Y" if rng.uniform() < 0.8 else "", "intubated": "", "intubation_present": "",
-            "went_icu": "N", "in_icu": "N", "needed_supplemental_O2": "", "extubated": "",
-            "temperature": f"{rng.uniform(36.4, 39.5):.1f}" if covid else "", "pO2_saturation": "",
-            "leukocyte_count": "", "neutrophil_count": "", "lymphocyte_count": "", "view": view,
-            "modality": modality, "date": date_s, "location": info["location"], "folder": "images",
-            "filename": fname, "doi": "10.0000/synthetic.phantom", "url": "https://example.org/synthetic",
-            "license": "CC BY 4.0",
-            "clinical_notes": "Synthetic patient, \"phantom\" study; fever, cough" if covid else "Synthetic patient",
-            "other_notes": "",
-        }
-        return [vals[c] for c in COHEN_HEADER]
-
-    def finding_of(info: dict) -> str:
-        if info["severity"] and info["pattern"] == "covid":
-            return "Pneumonia/Viral/COVID-19"
-        if info["pattern"] == "bacterial":
-            return "Pneumonia/Bacterial/Streptococcus"
-        return "No Finding"
-
-    for j, (pi, label) in enumerate(frontal):
-        info = patient_meta(pi)
-        visit = visits.get(pi, 0)
-        visits[pi] = visit + 1
-        views = ["PA", "PA", "AP", "AP Supine"] if visit == 0 else ["AP", "AP Supine", "PA"]
-        view = str(rng.choice(views))
-        fmt = fmt_plan[j]
-        ext = ".dcm" if fmt.startswith("dicom") else ".png"
-        if j % 11 == 5:  # a few files are named after the (made-up) patient, as some collections do
-            fname = f"{info['name'][1].lower()}_{info['name'][0].lower()}_{j:04d}{ext}"
-        else:
-            fname = f"cxr_{j:04d}_{int(rng.integers(0, 16 ** 6)):06x}{ext}"
-        rows_px = size
-        cols_px = int(round(size * np.random.default_rng([int(seed), 505, j]).uniform(0.82, 1.05) / 2)) * 2
-        pseed = 10 ** 9 + int(seed) * 100_003 + pi
-        if j in missing:
-            fmt = "missing"
-        else:
-            job(pi, kind="xray", view=view, img_seed=(int(seed), 303, j), rows=rows_px, cols=cols_px, fmt=fmt,
-                path=str(img_dir / fname), dicom=dicom_meta(info, pseed) if fmt.startswith("dicom") else None)
-        records.append(CXRRecord(info["pid"], fname, view, "X-ray", finding_of(info), label, fmt, pseed))
-        rows.append(row(info, 3 * visit, finding_of(info), view, "X-ray", fname))
-
-    # Rows that prep must leave out: lateral views and a CT slice.
-    pis = sorted(pat_info)
-    for j in range(n_lateral):
-        pi = pis[int(rng.integers(0, len(pis)))]
-        info = patient_meta(pi)
-        fname = f"lateral_{j:03d}.png"
-        job(pi, kind="xray", view="L", img_seed=(int(seed), 404, j), rows=size, cols=size, fmt="png8",
-            path=str(img_dir / fname))
-        records.append(CXRRecord(info["pid"], fname, "L", "X-ray", finding_of(info), patients[pi], "png8", 0))
-        rows.append(row(info, 0, finding_of(info), "L", "X-ray", fname))
-    for j in range(n_ct_rows):
-        pi = pis[int(rng.integers(0, len(pis)))]
-        info = patient_meta(pi)
-        fname = f"ct_axial_{j:03d}.png"
-        job(pi, kind="ct_slice", path=str(img_dir / fname))
-        records.append(CXRRecord(info["pid"], fname, "Axial", "CT", finding_of(info), patients[pi], "png8", 0))
-        rows.append(row(info, 0, finding_of(info), "Axial", "CT", fname))
-
-    _run_groups(_render_cxr_jobs, [jobs[k] for k in sorted(jobs)], workers)
-    with open(out / "metadata.csv", "w", newline="") as fh:
-        wr = csv.writer(fh, lineterminator="\n")
-        # The collection's header and rows end with a comma: pandas sees an extra "Unnamed" column.
-        fh.write(",".join(COHEN_HEADER) + ",\n")
-        for r in rows:
-            wr.writerow(r + [""])
-    return records
+    _run_groups(_render_cxr_jobs, [col.jobs[k] for k in sorted(col.jobs)], workers)
+    _write_cohen_csv(out / "metadata.csv", col.rows)
+    return col.records

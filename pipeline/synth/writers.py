@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -134,6 +134,116 @@ def _lps_code(vec: np.ndarray) -> str:
     return ("L", "P", "S")[k] if vec[k] > 0 else ("R", "A", "I")[k]
 
 
+class _SeriesGeometry(NamedTuple):
+    """Where the slices of a DICOM series lie: the volume in file layout and its LPS affine."""
+    iop: np.ndarray        # ImageOrientationPatient: row direction, then column direction (LPS)
+    normal: np.ndarray     # slice normal, cross(row direction, column direction)
+    native: np.ndarray     # the volume as [slice, row, col]
+    aff_lps: np.ndarray    # native voxel (slice, row, col) -> LPS mm
+    slice_mm: float        # between slices
+    row_mm: float          # between rows (along the column direction)
+    col_mm: float          # between columns (along the row direction)
+
+
+def _series_geometry(hu: np.ndarray, spacing, orientation, origin_mm) -> _SeriesGeometry:
+    """The canonical volume laid out for `orientation` (a DICOM_ORIENTATIONS name or 6 axis-aligned cosines)."""
+    from nibabel.orientations import inv_ornt_aff
+
+    iop = np.asarray(DICOM_ORIENTATIONS[orientation] if isinstance(orientation, str) else orientation,
+                     dtype=np.float64)
+    if iop.shape != (6,):
+        raise ValueError(f"orientation must be a name in {sorted(DICOM_ORIENTATIONS)} or 6 direction cosines")
+    row_dir, col_dir = iop[:3], iop[3:]
+    normal = np.cross(row_dir, col_dir)
+    # Native array [slice, row, col]: slices along +normal, rows along col_dir, columns along row_dir.
+    axcodes = (_lps_code(normal), _lps_code(col_dir), _lps_code(row_dir))
+    if len({c for c in axcodes}) != 3:
+        raise ValueError(f"orientation {tuple(iop)} is not axis-aligned and orthogonal")
+    native, transform = _reorient(hu, axcodes)  # [n, rows, cols]
+    aff_ras = _canonical_affine_ras(hu.shape, spacing, (0, 0, 0)) @ inv_ornt_aff(transform, hu.shape)
+    aff_lps = aff_ras.copy()
+    aff_lps[:2] *= -1
+    aff_lps[:3, 3] += np.asarray(origin_mm, dtype=np.float64)
+    slice_mm = float(np.linalg.norm(aff_lps[:3, 0]))
+    row_mm = float(np.linalg.norm(aff_lps[:3, 1]))
+    col_mm = float(np.linalg.norm(aff_lps[:3, 2]))
+    assert np.allclose(aff_lps[:3, 0] / slice_mm, normal) and np.allclose(aff_lps[:3, 2] / col_mm, row_dir)
+    return _SeriesGeometry(iop, normal, native, aff_lps, slice_mm, row_mm, col_mm)
+
+
+def _stored_series(native: np.ndarray, signed: bool | None, slope: float, intercept: float):
+    """(stored values, their dtype, PixelRepresentation signedness); signed=None: unsigned if all stored >= 0."""
+    stored = _to_stored(native, np.float64, slope, intercept)
+    if signed is None:
+        signed = bool(stored.min() < 0)
+    dtype = np.dtype(np.int16 if signed else np.uint16)
+    return _to_stored(native, dtype, slope, intercept), dtype, signed
+
+
+def _file_order(n: int, slice_order: str, seed: int) -> np.ndarray:
+    """Slice indices in the order the files are written: ascending, descending or shuffled (by seed)."""
+    if slice_order == "ascending":
+        return np.arange(n)
+    if slice_order == "descending":
+        return np.arange(n)[::-1]
+    if slice_order == "shuffled":
+        return np.random.default_rng(seed).permutation(n)
+    raise ValueError(f"slice_order must be 'ascending', 'descending' or 'shuffled', got {slice_order!r}")
+
+
+def _ct_slice(geo: _SeriesGeometry, s: int, file_index: int, pixels: bytes, uids: dict, patient: dict,
+              rescale: tuple[float, float], signed: bool):
+    """The CT Image Storage dataset of native slice `s`, written as file number `file_index`.
+
+    `uids` holds study, series and frame UIDs; `patient` the PatientName, PatientID and PatientBirthDate;
+    `rescale` is (intercept, slope).
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    ipp = geo.aff_lps[:3, :3] @ np.array([s, 0.0, 0.0]) + geo.aff_lps[:3, 3]
+    sop_uid = generate_uid(entropy_srcs=[uids["series"], str(int(s))])
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = uids["study"]
+    ds.SeriesInstanceUID = uids["series"]
+    ds.FrameOfReferenceUID = uids["frame"]
+    ds.Modality = "CT"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.PatientName = patient["PatientName"]
+    ds.PatientID = patient["PatientID"]
+    ds.PatientBirthDate = patient["PatientBirthDate"]
+    ds.PatientSex = "O"
+    ds.StudyDate = "20200401"
+    ds.StudyID = "1"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = file_index + 1
+    ds.ImagePositionPatient = [_fmt_ds(v) for v in ipp]
+    ds.ImageOrientationPatient = [_fmt_ds(v) for v in geo.iop]
+    ds.PixelSpacing = [_fmt_ds(geo.row_mm), _fmt_ds(geo.col_mm)]
+    ds.SliceThickness = _fmt_ds(geo.slice_mm)
+    ds.SliceLocation = _fmt_ds(float(ipp @ geo.normal))
+    ds.Rows, ds.Columns = int(geo.native.shape[1]), int(geo.native.shape[2])
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1 if signed else 0
+    ds.RescaleIntercept = _fmt_ds(rescale[0])
+    ds.RescaleSlope = _fmt_ds(rescale[1])
+    ds.RescaleType = "HU"
+    ds.PixelData = pixels
+    return ds
+
+
 def write_dicom_series(
     folder: str | os.PathLike,
     hu_dhw: np.ndarray,  # [d, h, w] canonical (I, P, L), HU
@@ -160,95 +270,24 @@ def write_dicom_series(
     trusts file names or InstanceNumber instead of positions gets "descending"/"shuffled" wrong).
     Returns the file paths in the order written.
     """
-    from nibabel.orientations import inv_ornt_aff
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
     hu = _check_volume(hu_dhw, spacing)
-    iop = np.asarray(DICOM_ORIENTATIONS[orientation] if isinstance(orientation, str) else orientation,
-                     dtype=np.float64)
-    if iop.shape != (6,):
-        raise ValueError(f"orientation must be a name in {sorted(DICOM_ORIENTATIONS)} or 6 direction cosines")
-    row_dir, col_dir = iop[:3], iop[3:]
-    normal = np.cross(row_dir, col_dir)
-    # Native array [slice, row, col]: slices along +normal, rows along col_dir, columns along row_dir.
-    axcodes = (_lps_code(normal), _lps_code(col_dir), _lps_code(row_dir))
-    if len({c for c in axcodes}) != 3:
-        raise ValueError(f"orientation {tuple(iop)} is not axis-aligned and orthogonal")
-    native, transform = _reorient(hu, axcodes)  # [n, rows, cols]
-    aff_ras = _canonical_affine_ras(hu.shape, spacing, (0, 0, 0)) @ inv_ornt_aff(transform, hu.shape)
-    aff_lps = aff_ras.copy()
-    aff_lps[:2] *= -1
-    aff_lps[:3, 3] += np.asarray(origin_mm, dtype=np.float64)
-    slice_mm = float(np.linalg.norm(aff_lps[:3, 0]))
-    row_mm = float(np.linalg.norm(aff_lps[:3, 1]))  # between rows (along col_dir)
-    col_mm = float(np.linalg.norm(aff_lps[:3, 2]))  # between columns (along row_dir)
-    assert np.allclose(aff_lps[:3, 0] / slice_mm, normal) and np.allclose(aff_lps[:3, 2] / col_mm, row_dir)
-
-    stored = _to_stored(native, np.float64, rescale_slope, rescale_intercept)
-    if signed is None:
-        signed = bool(stored.min() < 0)
-    dtype = np.dtype(np.int16 if signed else np.uint16)
-    stored = _to_stored(native, dtype, rescale_slope, rescale_intercept)
-
-    n = native.shape[0]
-    if slice_order == "ascending":
-        order = np.arange(n)
-    elif slice_order == "descending":
-        order = np.arange(n)[::-1]
-    elif slice_order == "shuffled":
-        order = np.random.default_rng(seed).permutation(n)
-    else:
-        raise ValueError(f"slice_order must be 'ascending', 'descending' or 'shuffled', got {slice_order!r}")
+    geo = _series_geometry(hu, spacing, orientation, origin_mm)
+    stored, dtype, signed = _stored_series(geo.native, signed, rescale_slope, rescale_intercept)
+    order = _file_order(geo.native.shape[0], slice_order, seed)
 
     entropy = [str(seed), patient_id]
-    study_uid = study_uid or generate_uid(entropy_srcs=entropy + ["study"])
-    series_uid = series_uid or generate_uid(entropy_srcs=entropy + ["series", str(tuple(iop))])
-    frame_uid = generate_uid(entropy_srcs=entropy + ["frame"])
+    uids = {"study": study_uid or generate_uid(entropy_srcs=entropy + ["study"]),
+            "series": series_uid or generate_uid(entropy_srcs=entropy + ["series", str(tuple(geo.iop))]),
+            "frame": generate_uid(entropy_srcs=entropy + ["frame"])}
+    patient = {"PatientName": patient_name, "PatientID": patient_id, "PatientBirthDate": birth_date}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for file_index, s in enumerate(order):
-        ipp = aff_lps[:3, :3] @ np.array([s, 0.0, 0.0]) + aff_lps[:3, 3]
-        sop_uid = generate_uid(entropy_srcs=[series_uid, str(int(s))])
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = sop_uid
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.FrameOfReferenceUID = frame_uid
-        ds.Modality = "CT"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.PatientName = patient_name
-        ds.PatientID = patient_id
-        ds.PatientBirthDate = birth_date
-        ds.PatientSex = "O"
-        ds.StudyDate = "20200401"
-        ds.StudyID = "1"
-        ds.SeriesNumber = 1
-        ds.InstanceNumber = file_index + 1
-        ds.ImagePositionPatient = [_fmt_ds(v) for v in ipp]
-        ds.ImageOrientationPatient = [_fmt_ds(v) for v in iop]
-        ds.PixelSpacing = [_fmt_ds(row_mm), _fmt_ds(col_mm)]
-        ds.SliceThickness = _fmt_ds(slice_mm)
-        ds.SliceLocation = _fmt_ds(float(ipp @ normal))
-        ds.Rows, ds.Columns = int(native.shape[1]), int(native.shape[2])
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 1 if signed else 0
-        ds.RescaleIntercept = _fmt_ds(rescale_intercept)
-        ds.RescaleSlope = _fmt_ds(rescale_slope)
-        ds.RescaleType = "HU"
-        ds.PixelData = np.ascontiguousarray(stored[s]).astype("<" + dtype.str[1:]).tobytes()
+        pixels = np.ascontiguousarray(stored[s]).astype("<" + dtype.str[1:]).tobytes()
+        ds = _ct_slice(geo, s, file_index, pixels, uids, patient, (rescale_intercept, rescale_slope), signed)
         path = folder / f"{prefix}{file_index:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
