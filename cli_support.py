@@ -1,5 +1,6 @@
 """The plumbing of the `xpgan` command line (cli.py holds the commands): one-line errors, parse-time bounds,
-the resume hint of the prep commands, and the `train` options generated from TrainConfig's fields."""
+the resume hint of the prep commands, and commands whose options are generated from configuration
+dataclasses (config_command)."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,16 +10,13 @@ import re
 import sys
 import typing
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, get_args, get_origin
+from typing import Literal, Optional, get_args, get_origin
 
 import typer
 from typer.core import TyperGroup
 
-from xpgan import bounds as B
 from xpgan.errors import XPGANError
-from xpgan.model.config import TrainConfig
-from xpgan.options import offered, option_name
-from xpgan.pipeline.ct.validate import check_spacing_range
+from xpgan.options import Rule, check_rule, from_fields, offered, option_name
 
 
 class OneLineErrorsGroup(TyperGroup):
@@ -114,43 +112,51 @@ class OptionError(typer.BadParameter):
         return self.message
 
 
-def bounded(rule: "B.Bound | Callable[[str, Any], Any]"):
+def bounded(rule: "Rule"):
     """A parse-time check of an option (a Bound of xpgan.bounds, or a check function (option, value)),
     so that a refused value stops the command before any file is touched."""
-    check = rule.check if isinstance(rule, B.Bound) else rule
 
     def callback(param: typer.CallbackParam, value):
         if value is None:
             return value
         try:
-            return check(param.opts[0], value)
+            return check_rule(rule, param.opts[0] if param.opts[0].startswith("-") else param.human_readable_name,
+                              value)
         except XPGANError as exc:
             raise OptionError(str(exc)) from None
 
     return callback
 
 
-def spacing_range_rule(option: str, value):
-    return check_spacing_range(value)  # pipeline/ct/validate.py owns the rule and names the option
+def options_signature(*configs, extra: tuple = ()) -> inspect.Signature:
+    """A command's parameters, one per field of the configuration dataclasses `configs` made with
+    xpgan.options.option / argument (default, help, choices from a Literal type, rule checked at parse time,
+    flag spelling, metavar), arguments first, then `extra` (inspect.Parameter objects that are not
+    configuration)."""
+    arguments, options = [], []
+    for cls in configs:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if offered(f):
+                (arguments if "argument" in f.metadata else options).append(_parameter(f, hints[f.name]))
+    return inspect.Signature(arguments + options + list(extra))
 
 
-def options_signature(cls, extra: tuple = ()) -> inspect.Signature:
-    """A command's options, one per field of the configuration dataclass `cls` made with xpgan.options.option
-    (its default, help, choices from a Literal type, bound checked at parse time, flag spelling), then `extra`
-    (inspect.Parameter objects of options that are not configuration)."""
-    hints = typing.get_type_hints(cls)
-    params = []
-    for f in dataclasses.fields(cls):
-        if not offered(f):
-            continue
-        meta, annotation, default = f.metadata, hints[f.name], f.default
+def _parameter(f: dataclasses.Field, annotation) -> inspect.Parameter:
+    meta, default = f.metadata, f.default
+    if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+    callback = bounded(meta["bound"]) if meta.get("bound") is not None else None
+    if "argument" in meta:
+        info = typer.Argument(... if default is dataclasses.MISSING else default, metavar=meta["argument"],
+                              help=meta["help"] or None, callback=callback)
+    else:
         if meta.get("path"):
             annotation = Path if default is not None else Optional[Path]
             default = Path(default) if default is not None else None
-        opt = typer.Option(default, meta.get("flag") or option_name(f.name), help=meta.get("help") or None,
-                           callback=bounded(meta["bound"]) if meta.get("bound") is not None else None)
-        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=annotation))
-    return inspect.Signature(params + list(extra))
+        info = typer.Option(... if default is dataclasses.MISSING else default, meta.get("flag") or option_name(f.name),
+                            help=meta.get("help") or None, callback=callback)
+    return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
 
 
 def command_from(fn, signature: inspect.Signature):
@@ -160,9 +166,30 @@ def command_from(fn, signature: inspect.Signature):
     return fn
 
 
-def train_signature() -> inspect.Signature:
-    """`xpgan train`: the TrainConfig options, then --dry-run."""
-    dry_run = inspect.Parameter("dry_run", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
-                                default=typer.Option(False, "--dry-run",
-                                                     help="Print the resolved config as JSON and exit."))
-    return options_signature(TrainConfig, (dry_run,))
+def config_command(group: typer.Typer, name: str, *configs, extra: tuple = (), **settings):
+    """Register `fn(*config instances, **extra values)` as command `name` of `group`: its parameters are
+    generated from the configuration dataclasses (options_signature), its help is fn's docstring, and
+    XPGANError becomes a one-line error (user_errors)."""
+
+    def register(fn):
+        def command(**values):
+            built = [from_fields(cls, values) for cls in configs]
+            return fn(*built, **values)
+
+        command.__name__, command.__doc__ = fn.__name__, fn.__doc__
+        command.configs = configs  # what the command's options are generated from (kept on the Typer callback)
+        group.command(name, **settings)(user_errors(command_from(command, options_signature(*configs,
+                                                                                              extra=extra))))
+        return fn
+
+    return register
+
+
+def extra_option(name: str, annotation, default, help: str) -> inspect.Parameter:
+    """A command option that is not a configuration field (`--dry-run`)."""
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                             default=typer.Option(default, option_name(name), help=help))
+
+
+CONTEXT = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+"""The click context as a command parameter (a command that reads extra arguments)."""

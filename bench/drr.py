@@ -12,10 +12,28 @@ from typing import Literal
 
 import numpy as np
 
-from xpgan.drr.geometry import ConeGeometry, Geometry, ParallelGeometry
+from xpgan import bounds as B
+from xpgan.drr.geometry import ConeGeometry, Geometry, GeometryKind, ParallelGeometry
+from xpgan.drr.render import Backend
+from xpgan.options import option
 from xpgan.pipeline.synth.simple import simple_chest
 
 VolumeDtype = Literal["int16", "float32"]  # int16: as in a CT store; float32: as read_ct returns
+
+
+@dataclass(kw_only=True)
+class BenchDrrConfig:
+    """`bench drr`: the volume, the detector, the ray caster and how many timed calls."""
+
+    depth: int = option(64, "Volume slices (superior-inferior), voxels.", bound=B.CT_AXIS)
+    height: int = option(256, "Volume rows (anterior-posterior), voxels.", bound=B.CT_AXIS)
+    width: int = option(256, "Volume columns (right-left), voxels.", bound=B.CT_AXIS)
+    size: int = option(ConeGeometry.size, "Detector size, pixels per side.", bound=B.DETECTOR_SIZE)
+    geometry: GeometryKind = option("cone", "cone (PA) or parallel.")
+    backend: Backend = option("cpu", "Ray caster.")
+    batch: int = option(1, "DRRs per call (render_drr_batch when > 1).", bound=B.BATCH)
+    repeats: int = option(20, "Timed calls after warm-up; the best is reported.", bound=B.REPEATS)
+    dtype: VolumeDtype = option("int16", "HU voxel type: int16 (CT store) or float32 (read_ct).")
 
 
 @dataclass
@@ -89,8 +107,10 @@ def count_steps(shape, spacing_mm, geometry: Geometry) -> int:
     return int((np.abs(i_out - i_in).sum(axis=1) + 1).sum())
 
 
-def bench_drr(*, shape=(64, 256, 256), spacing_mm=(5.0, 1.4, 1.4), size: int = 256, geometry: str = "cone",
-              backend: str = "cpu", batch: int = 1, repeats: int = 20, dtype: str = "int16") -> DRRBenchResult:
+def bench_drr(*, shape=(BenchDrrConfig.depth, BenchDrrConfig.height, BenchDrrConfig.width),
+              spacing_mm=(5.0, 1.4, 1.4), size: int = BenchDrrConfig.size, geometry: str = BenchDrrConfig.geometry,
+              backend: str = BenchDrrConfig.backend, batch: int = BenchDrrConfig.batch,
+              repeats: int = BenchDrrConfig.repeats, dtype: str = BenchDrrConfig.dtype) -> DRRBenchResult:
     """Time render_drr (batch 1) or render_drr_batch (batch > 1) on a chest-like volume."""
     from xpgan.drr.render import render_drr, render_drr_batch, resolve_backend
 
@@ -157,3 +177,9 @@ def cuda_kernel_only_rate(vol, spacing_mm, geom, batch, repeats) -> float:
         cuda.synchronize()
         best = min(best, time.perf_counter() - t)
     return batch / best
+
+
+def bench_drr_from(cfg: BenchDrrConfig) -> DRRBenchResult:
+    """The `bench drr` command: bench_drr with its configuration."""
+    return bench_drr(shape=(cfg.depth, cfg.height, cfg.width), size=cfg.size, geometry=cfg.geometry,
+                     backend=cfg.backend, batch=cfg.batch, repeats=cfg.repeats, dtype=cfg.dtype)

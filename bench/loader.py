@@ -3,10 +3,23 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
+from xpgan import bounds as B
 from xpgan.errors import XPGANError
-from xpgan.model.data import BatchStream, CTDataset, CXRDataset
+from xpgan.options import option
+
+
+@dataclass(kw_only=True)
+class BenchLoaderConfig:
+    """`bench loader`: the stores and the loader settings."""
+
+    ct: Optional[Path] = option(None, "CT store.")
+    cxr: Optional[Path] = option(None, "CXR store.")
+    batch_size: int = option(8, "Items per batch.", bound=B.BATCH)
+    num_workers: int = option(2, "Loader worker processes.", bound=B.LOADER_WORKERS)
+    batches: int = option(20, "Timed batches (after one warm-up batch).", bound=B.REPEATS)
 
 
 @dataclass
@@ -27,6 +40,8 @@ class LoaderBench:
 
 
 def _bench(name, dataset, *, batch_size, num_workers, batches, seed) -> LoaderBench:
+    from xpgan.model.data import BatchStream
+
     stream = BatchStream(dataset, batch_size=batch_size, num_workers=num_workers, seed=seed, name=name)
     try:
         first = next(stream)                                    # worker start-up is not timed
@@ -42,9 +57,12 @@ def _bench(name, dataset, *, batch_size, num_workers, batches, seed) -> LoaderBe
                        mb_per_s=batches * nbytes / dt / 1e6)
 
 
-def bench_loader(*, ct: Optional[str] = None, cxr: Optional[str] = None, batch_size: int = 8,
-                 num_workers: int = 2, batches: int = 20, seed: int = 0) -> list[LoaderBench]:
+def bench_loader(*, ct: Optional[str] = None, cxr: Optional[str] = None, batch_size: int = BenchLoaderConfig.batch_size,
+                 num_workers: int = BenchLoaderConfig.num_workers, batches: int = BenchLoaderConfig.batches,
+                 seed: int = 0) -> list[LoaderBench]:
     """Time `batches` batches from each given store (CT: volume + DRR as in mode xpgan; CXR: train part)."""
+    from xpgan.model.data import CTDataset, CXRDataset
+
     if ct is None and cxr is None:
         raise XPGANError("give --ct and/or --cxr")
     if batch_size < 1 or batches < 1 or num_workers < 0:
@@ -57,3 +75,9 @@ def bench_loader(*, ct: Optional[str] = None, cxr: Optional[str] = None, batch_s
         out.append(_bench(f"CXR {cxr}", CXRDataset(cxr, part="train_all"), batch_size=batch_size,
                           num_workers=num_workers, batches=batches, seed=seed))
     return out
+
+
+def bench_loader_from(cfg: BenchLoaderConfig) -> list[LoaderBench]:
+    """The `bench loader` command: bench_loader with its configuration."""
+    return bench_loader(ct=str(cfg.ct) if cfg.ct else None, cxr=str(cfg.cxr) if cfg.cxr else None,
+                        batch_size=cfg.batch_size, num_workers=cfg.num_workers, batches=cfg.batches)

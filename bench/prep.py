@@ -34,11 +34,29 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
+from xpgan import bounds as B
 from xpgan.errors import XPGANError
+from xpgan.options import option
+from xpgan.pipeline.ct.prep_drr import DEFAULT_SHAPE
+
+
+@dataclass(kw_only=True)
+class BenchPrepConfig:
+    """`bench prep`: the generated archive, the prep drr settings and the runs."""
+
+    n: int = option(24, "Volumes in the generated MosMed-like archive.", bound=B.COUNT)
+    shape: tuple[int, int, int] = option((40, 512, 512), "Archive volume size D H W, voxels (int16 .nii.gz).",
+                                         bound=B.check_ct_shape)
+    out_shape: tuple[int, int, int] = option(DEFAULT_SHAPE, "prep drr --shape D H W, voxels.",
+                                             bound=B.check_ct_shape)
+    workers: int = option(2, "Local Dask worker processes for both runs.", bound=B.WORKERS)
+    stages: int = option(3, "Volumes timed stage by stage in one process (0: skip).", bound=B.INDEX)
+    archive: Optional[Path] = option(None, "Where the archive is generated (reused when it is already there); "
+                                           "default: a folder in the temp dir.")
 
 
 def default_archive() -> Path:
@@ -235,8 +253,9 @@ def stage_times(files: Sequence[str], out_shape, k: int = 3, workers: int = 1) -
             skimage_ms)
 
 
-def bench_prep(*, n: int = 24, shape=(40, 512, 512), out_shape=(64, 256, 256), workers: int = 2,
-               archive: str | os.PathLike | None = None, stages: int = 3) -> BenchPrepResult:
+def bench_prep(*, n: int = BenchPrepConfig.n, shape=BenchPrepConfig.shape, out_shape=DEFAULT_SHAPE,
+               workers: int = BenchPrepConfig.workers, archive: str | os.PathLike | None = None,
+               stages: int = BenchPrepConfig.stages) -> BenchPrepResult:
     """Run the benchmark (see module docstring)."""
     from distributed import Client, LocalCluster
 
@@ -293,3 +312,11 @@ def bench_prep(*, n: int = 24, shape=(40, 512, 512), out_shape=(64, 256, 256), w
         res.stage_cpu_ms, res.stage_wall_ms, res.skimage_ms = stage_times(files, out_shape, k=stages,
                                                                            workers=workers)
     return res
+
+
+def bench_prep_from(cfg: BenchPrepConfig) -> BenchPrepResult:
+    """The `bench prep` command: bench_prep with its configuration."""
+    if cfg.workers < 1:
+        raise XPGANError("--workers must be >= 1 (both runs use Dask)")
+    return bench_prep(n=cfg.n, shape=cfg.shape, out_shape=cfg.out_shape, workers=cfg.workers, archive=cfg.archive,
+                      stages=cfg.stages)

@@ -1,4 +1,5 @@
-"""The one training configuration: a dataclass built by the CLI, written to `run_dir/config.json`."""
+"""The configurations of the model commands: TrainConfig (the one training configuration, written to
+`run_dir/config.json`), EvalConfig and GenerateConfig; each command's options are generated from them."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +11,8 @@ from typing import Any, Literal, Optional, get_args, get_origin, get_type_hints
 from xpgan import bounds as B
 from xpgan.drr.poses import PoseRanges
 from xpgan.errors import XPGANError
-from xpgan.options import check_bounds, option_name
+from xpgan.options import REQUIRED, check_bounds, option_name
+from xpgan.options import argument as _argument
 from xpgan.options import option as _opt
 
 # The choices of the options (the CLI takes these types, so Typer validates them); the tuples are the same lists.
@@ -29,6 +31,8 @@ AMP_DTYPES: tuple[str, ...] = get_args(AmpDtype)
 DRR_AUG_MODES: tuple[str, ...] = get_args(DrrAug)
 G_ARCH_NAMES: tuple[str, ...] = get_args(GArch)
 CLASS_BALANCE: tuple[str, ...] = get_args(ClassBalance)
+_DEVICE_HELP = "auto: CUDA when available, else CPU."
+_INCOMPLETE_HELP = "Use the done items of a store that prep is still writing or did not finish (refused by default)."
 
 
 @dataclass
@@ -50,7 +54,7 @@ class TrainConfig:
     r1_interval: int = _opt(16, "Steps between lazy R1 passes.", bound=B.EVERY)
     seed: int = _opt(0, "Seed of weights, data order and noise.", bound=B.SEED)
     preset: Preset = _opt("paper", "Network widths (tiny: CPU-sized).")
-    device: Device = _opt("auto", "auto: CUDA when available, else CPU.")
+    device: Device = _opt("auto", _DEVICE_HELP)
     amp: bool = _opt(True, "Mixed precision on CUDA.", flag="--amp/--no-amp")
     amp_dtype: AmpDtype = _opt("bf16", "fp16 uses loss scaling.")
     num_workers: int = _opt(2, "Data loader worker processes per rank.", bound=B.LOADER_WORKERS)
@@ -65,8 +69,7 @@ class TrainConfig:
     class_balance: ClassBalance = _opt("oversample", "Real-CXR class imbalance: oversample (each positive repeated "
                                        "n_neg/n_pos times per epoch), weight (positives weighted n_neg/n_pos in "
                                        "the loss) or none.")
-    allow_incomplete: bool = _opt(False, "Use the done items of a store that prep is still writing or did not "
-                                  "finish (refused by default).", flag="--allow-incomplete")
+    allow_incomplete: bool = _opt(False, _INCOMPLETE_HELP)
     drr_aug: DrrAug = _opt("none", f"On-the-fly posed DRRs (modes drr, xpgan): none (stored DRRs) | pose "
                            f"({PoseRanges().describe()}) | pose+intensity (mode drr: also exposure x0.85-1.15 "
                            "and noise).")
@@ -137,3 +140,30 @@ def write_config(cfg: TrainConfig, run_dir: str | Path) -> Path:
     tmp.write_text(cfg.to_json() + "\n")
     tmp.replace(path)
     return path
+
+
+@dataclass(kw_only=True)
+class EvalConfig:
+    """`eval`: the checkpoint, the CXR store and split, and where the metrics go."""
+
+    checkpoint: Path = _argument("Checkpoint file (RUN/checkpoints/step-*.pt), or a run folder (its newest "
+                                 "checkpoint).", "CHECKPOINT")
+    cxr: Path = _opt(REQUIRED, "CXR store to evaluate on.")
+    split: EvalSplit = _opt("test", "test | val (held-out part of train) | train.")
+    out: Optional[Path] = _opt(None, "Output folder (default: RUN_DIR/eval-SPLIT).")
+    device: Device = _opt("auto", _DEVICE_HELP)
+    batch_size: int = _opt(64, "Images per forward pass.", bound=B.BATCH)
+    allow_incomplete: bool = _opt(False, _INCOMPLETE_HELP)
+
+
+@dataclass(kw_only=True)
+class GenerateConfig:
+    """`generate`: the checkpoint, the CT store and where G's images go."""
+
+    checkpoint: Path = _argument("Checkpoint of an xpgan-mode run (file, or a run folder: its newest checkpoint).",
+                                 "CHECKPOINT")
+    ct: Path = _opt(REQUIRED, "CT store whose volumes are translated.")
+    out: Path = _opt(REQUIRED, "Output folder for PNGs.")
+    limit: Optional[int] = _opt(None, "At most this many CT items.", bound=B.COUNT)
+    device: Device = _opt("auto", _DEVICE_HELP)
+    allow_incomplete: bool = _opt(False, _INCOMPLETE_HELP)

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from xpgan.errors import XPGANError
 from xpgan.model import checkpoint as ckpt_io
 from xpgan.model import metrics as M
-from xpgan.model.config import EvalSplit
+from xpgan.model.config import EvalConfig, EvalSplit
 from xpgan.model.data import CXRDataset, cxr_store_info
 
 SPLITS = get_args(EvalSplit)
@@ -91,8 +91,8 @@ def validation_threshold(y_val: np.ndarray, s_val: np.ndarray) -> tuple[float, s
 
 
 def evaluate(checkpoint: str | Path, cxr_store: str | Path, *, split: EvalSplit = "test",
-             out_dir: Optional[str | Path] = None, device: str = "auto", batch_size: int = 64,
-             num_workers: int = 0, allow_incomplete: bool = False) -> dict:
+             out_dir: Optional[str | Path] = None, device: str = EvalConfig.device,
+             batch_size: int = EvalConfig.batch_size, num_workers: int = 0, allow_incomplete: bool = False) -> dict:
     """Metrics of the checkpoint's classifier (a checkpoint file, or a run folder: its newest checkpoint) on
     `split` of the CXR store; writes metrics.json, roc.png and pr.png into out_dir (default: beside the
     checkpoint's run, `eval-<split>/`). Returns the metrics (see the module docstring). The
@@ -156,3 +156,10 @@ def jsonable(x):
         return None
     return x
 
+
+
+def evaluate_from(cfg: EvalConfig) -> str:
+    """The `eval` command: evaluate() with its configuration; returns the lines it prints."""
+    r = evaluate(cfg.checkpoint, cfg.cxr, split=cfg.split, out_dir=cfg.out, device=cfg.device,
+                 batch_size=cfg.batch_size, allow_incomplete=cfg.allow_incomplete)
+    return f"{cfg.split}: {r['counts']['items']} items, {M.metrics_line(r)}\nwrote {r['out_dir']}/metrics.json"

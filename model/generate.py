@@ -13,6 +13,7 @@ from xpgan import bounds as B
 from xpgan.errors import XPGANError
 from xpgan.model import checkpoint as ckpt_io
 from xpgan.model import greport
+from xpgan.model.config import GenerateConfig
 from xpgan.model.data import CTDataset, ct_store_info, read_strings
 from xpgan.pipeline.schema import open_store
 
@@ -39,7 +40,7 @@ def clear_own_outputs(out: Path) -> int:
 
 @torch.no_grad()
 def generate(checkpoint: str | Path, ct_store: str | Path, out_dir: str | Path, *, limit: Optional[int] = None,
-             device: str = "auto", batch_size: int = 8, grid_items: int = 16, noise_mode: str = "const",
+             device: str = GenerateConfig.device, batch_size: int = 8, grid_items: int = 16, noise_mode: str = "const",
              allow_incomplete: bool = False) -> dict:
     """Write `out_dir/<index>_<study_id>.png` (G_ema(ct), [0, 1] -> 0..255 greyscale) for the finished CT
     items (the first `limit` of them), and `out_dir/grid.png`: rows of [stored DRR | G(ct)] under column
@@ -92,3 +93,11 @@ def generate(checkpoint: str | Path, ct_store: str | Path, out_dir: str | Path, 
     plain = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in report.items()}
     report_path.write_text(json.dumps(plain, indent=1) + "\n")
     return {"images": images, "grid": str(grid_path), "report": report, "report_path": str(report_path)}
+
+
+def generate_from(cfg: GenerateConfig) -> str:
+    """The `generate` command: generate() with its configuration; returns the lines it prints."""
+    r = generate(cfg.checkpoint, cfg.ct, cfg.out, limit=cfg.limit, device=cfg.device,
+                 allow_incomplete=cfg.allow_incomplete)
+    return (f"{greport.summary_line(r['report'])} ({r['report_path']})\n"
+            f"wrote {len(r['images'])} images and {r['grid']}")

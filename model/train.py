@@ -10,6 +10,7 @@ see `xpgan.model.checkpoint` and `xpgan.model.data`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -114,18 +115,18 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     return cfg.validate()
 
 
-def train_from_options(*, dry_run: bool = False, log=print, **options) -> Optional[TrainResult]:
-    """`xpgan train`: a TrainConfig from the command's options (input paths made absolute, so a resume from
-    another folder finds them); with dry_run, log the resolved config as JSON and stop; else train, and
-    log where the run ended (on the main process)."""
+def train_from_config(cfg: TrainConfig, *, dry_run: bool = False, log=print) -> Optional[TrainResult]:
+    """`xpgan train`: the command's TrainConfig (path options may arrive as Path objects: they are stored as
+    text, the input paths made absolute so a resume from another folder finds them); with dry_run, log the
+    resolved config as JSON and stop; else train, and log where the run ended (on the main process)."""
     from xpgan.errors import InputError, check_writable
 
-    weights = options.get("classifier_weights")
-    if weights is not None and not Path(weights).is_file():
-        raise InputError(weights, "classifier weights file not found")
+    if cfg.classifier_weights is not None and not Path(cfg.classifier_weights).is_file():
+        raise InputError(cfg.classifier_weights, "classifier weights file not found")
     absolute = ("ct", "cxr", "classifier_weights")
-    cfg = TrainConfig(**{k: (str(Path(v).absolute()) if k in absolute else str(v)) if isinstance(v, Path) else v
-                         for k, v in options.items()})
+    cfg = dataclasses.replace(cfg, **{f.name: str(Path(v).absolute()) if f.name in absolute else str(v)
+                                      for f in dataclasses.fields(cfg)
+                                      if isinstance(v := getattr(cfg, f.name), Path)})
     if dry_run:
         log(resolve_config(cfg).to_json())
         return None
@@ -178,21 +179,11 @@ class Run:
         ckpt_io.set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])
 
 
-def build_run(cfg: TrainConfig, device: torch.device, *, rank: int = 0, world: int = 1,
-              resume_state: Optional[dict] = None, amp_dtype: Optional[torch.dtype] = None,
-              phases: tuple[str, ...] = ()) -> Run:
-    """Everything a training run is made of: the network config (the checkpoint's on resume), networks and
-    G's EMA copy, optimisers, schedulers, loss scalers, the loss, the CXR stream and the CT source; on resume
-    the checkpoint's state is loaded into all of them (`Run.load`), else the per-rank noise streams are seeded."""
-    from xpgan.model.losses import XPGANLoss
+def _net_config(cfg: TrainConfig, resume_state: Optional[dict]):
+    """The networks' configuration: from the stores' sizes (a new run) or the checkpoint's (a resume, refused
+    when the stores hold other sizes)."""
     from xpgan.model.networks import PRESETS, net_config_for
 
-    if device.type == "cuda":
-        # cuDNN autotuning (XPGAN_CUDNN_BENCHMARK=0: off, e.g. when the first steps' autotuning of the 3D
-        # convs costs more than a short run gains; `xpgan bench gpu` times both)
-        torch.backends.cudnn.benchmark = os.environ.get("XPGAN_CUDNN_BENCHMARK", "1") != "0"
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     cxr_info = cxr_store_info(cfg.cxr, allow_incomplete=cfg.allow_incomplete)
     img_res = cxr_info.img_res
     ct_shape = PRESETS[cfg.preset].ct_shape
@@ -209,6 +200,37 @@ def build_run(cfg: TrainConfig, device: torch.device, *, rank: int = 0, world: i
                              f"{net_cfg.img_res} px; these stores hold {ct_shape} / {img_res} px")
     else:
         net_cfg = net_config_for(cfg.preset, ct_shape, img_res, g_arch=cfg.g_arch)
+    return net_cfg
+
+
+def _optimisers(cfg: TrainConfig, nets: dict) -> dict[str, torch.optim.Optimizer]:
+    """Adam for each network: StyleGAN2 betas for G and D, D's lr and betas corrected for lazy R1."""
+    c = cfg.r1_interval / (cfg.r1_interval + 1)
+    opts: dict[str, torch.optim.Optimizer] = {}
+    if "G" in nets:
+        opts["G"] = torch.optim.Adam(nets["G"].parameters(), lr=cfg.lr, betas=tuple(cfg.betas_gd), eps=1e-8)
+        opts["D"] = torch.optim.Adam(nets["D"].parameters(), lr=cfg.lr * c,
+                                     betas=tuple(b ** c for b in cfg.betas_gd), eps=1e-8)
+    c_lr = cfg.c_lr if cfg.c_lr is not None else cfg.lr
+    opts["C"] = torch.optim.Adam(nets["C"].parameters(), lr=c_lr, betas=tuple(cfg.betas_c))
+    return opts
+
+
+def build_run(cfg: TrainConfig, device: torch.device, *, rank: int = 0, world: int = 1,
+              resume_state: Optional[dict] = None, amp_dtype: Optional[torch.dtype] = None,
+              phases: tuple[str, ...] = ()) -> Run:
+    """Everything a training run is made of: the network config (the checkpoint's on resume), networks and
+    G's EMA copy, optimisers, schedulers, loss scalers, the loss, the CXR stream and the CT source; on resume
+    the checkpoint's state is loaded into all of them (`Run.load`), else the per-rank noise streams are seeded."""
+    from xpgan.model.losses import XPGANLoss
+
+    if device.type == "cuda":
+        # cuDNN autotuning (XPGAN_CUDNN_BENCHMARK=0: off, e.g. when the first steps' autotuning of the 3D
+        # convs costs more than a short run gains; `xpgan bench gpu` times both)
+        torch.backends.cudnn.benchmark = os.environ.get("XPGAN_CUDNN_BENCHMARK", "1") != "0"
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    net_cfg = _net_config(cfg, resume_state)
 
     # identical initial weights everywhere (then broadcast to be safe)
     seed_everything(cfg.seed)
@@ -220,15 +242,7 @@ def build_run(cfg: TrainConfig, device: torch.device, *, rank: int = 0, world: i
     for m in nets.values():
         dist.broadcast_module(m)
 
-    # optimizers: StyleGAN2 betas for G and D; D's lr/betas corrected for lazy R1
-    c = cfg.r1_interval / (cfg.r1_interval + 1)
-    opts: dict[str, torch.optim.Optimizer] = {}
-    if "G" in nets:
-        opts["G"] = torch.optim.Adam(nets["G"].parameters(), lr=cfg.lr, betas=tuple(cfg.betas_gd), eps=1e-8)
-        opts["D"] = torch.optim.Adam(nets["D"].parameters(), lr=cfg.lr * c,
-                                     betas=tuple(b ** c for b in cfg.betas_gd), eps=1e-8)
-    c_lr = cfg.c_lr if cfg.c_lr is not None else cfg.lr
-    opts["C"] = torch.optim.Adam(nets["C"].parameters(), lr=c_lr, betas=tuple(cfg.betas_c))
+    opts = _optimisers(cfg, nets)
 
     # data; class balance of the real CXRs (config.class_balance)
     n_pos, n_neg = _class_counts(CXRDataset(cfg.cxr, part="train", val_fraction=cfg.val_fraction))
@@ -329,12 +343,11 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ setup
     def setup(self) -> None:
-        """Build the run (`build_run`, the resumed state merged) and take its parts."""
+        """Build the run (`build_run`, the resumed state merged): `parts`; `step` counts on from its start."""
         run = build_run(self.cfg, self.device, rank=self.rank, world=self.world, resume_state=self.resume_state,
                         amp_dtype=self.amp_dtype if self.amp else None, phases=self.phases)
-        self.net_cfg, self.nets, self.G_ema, self.opts = run.net_cfg, run.nets, run.G_ema, run.opts
-        self.scheds, self.scalers, self.loss = run.scheds, run.scalers, run.loss
-        self.cxr_stream, self.ct_source, self.total, self.step = run.cxr_stream, run.ct_source, run.total, run.step
+        self.parts: Run = run
+        self.step = run.step
 
     def _state(self) -> dict:
         rngs = [ckpt_io.rng_state()]
@@ -342,20 +355,20 @@ class Trainer:
             gathered: list = [None] * self.world
             torch.distributed.all_gather_object(gathered, rngs[0])
             rngs = gathered
-        models = {k: m.state_dict() for k, m in self.nets.items()}
-        if self.G_ema is not None:
-            models["G_ema"] = self.G_ema.state_dict()
-        ct = self.ct_source.state() if self.ct_source is not None else {}
+        models = {k: m.state_dict() for k, m in self.parts.nets.items()}
+        if self.parts.G_ema is not None:
+            models["G_ema"] = self.parts.G_ema.state_dict()
+        ct = self.parts.ct_source.state() if self.parts.ct_source is not None else {}
         return {
             "version": ckpt_io.CHECKPOINT_VERSION,
             "config": self.cfg.to_dict(),
-            "net": self.net_cfg.to_dict(),
+            "net": self.parts.net_cfg.to_dict(),
             "models": models,
-            "optimizers": {k: o.state_dict() for k, o in self.opts.items()},
-            "schedulers": {k: s.state_dict() for k, s in self.scheds.items()},
-            "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.parts.opts.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.parts.scheds.items()},
+            "scalers": {k: s.state_dict() for k, s in self.parts.scalers.items()},
             "step": self.step,
-            "streams": {"cxr": self.cxr_stream.state_dict(), **({"ct": ct["stream"]} if ct else {})},
+            "streams": {"cxr": self.parts.cxr_stream.state_dict(), **({"ct": ct["stream"]} if ct else {})},
             "rng": rngs,
             **({"augment": ct["augment"]} if "augment" in ct else {}),
         }
@@ -386,14 +399,14 @@ class Trainer:
 
     def close(self) -> None:
         """Stop the loaders' workers."""
-        self.cxr_stream.close()
-        if self.ct_source is not None:
-            self.ct_source.close()
+        self.parts.cxr_stream.close()
+        if self.parts.ct_source is not None:
+            self.parts.ct_source.close()
 
     def next_batch(self) -> dict:
-        batch = to_device(next(self.cxr_stream), self.device)
-        if self.ct_source is not None:
-            batch.update(self.ct_source.next_batch(self.device))
+        batch = to_device(next(self.parts.cxr_stream), self.device)
+        if self.parts.ct_source is not None:
+            batch.update(self.parts.ct_source.next_batch(self.device))
         return batch
 
     def train_step(self, batch: dict) -> dict[str, float]:
@@ -403,10 +416,10 @@ class Trainer:
             if phase == "Dreg" and self.step % self.cfg.r1_interval != 0:
                 continue
             net_name = "D" if phase == "Dreg" else phase
-            net, opt, scaler = self.nets[net_name], self.opts[net_name], self.scalers[phase]
+            net, opt, scaler = self.parts.nets[net_name], self.parts.opts[net_name], self.parts.scalers[phase]
             opt.zero_grad(set_to_none=True)
             t = self._clock()
-            s = self.loss.accumulate_gradients(phase, batch, scaler=scaler if scaler.is_enabled() else None)
+            s = self.parts.loss.accumulate_gradients(phase, batch, scaler=scaler if scaler.is_enabled() else None)
             if t is not None:
                 self.hooks.on_phase(phase, self._since(t))
             for k, v in s.items():
@@ -426,16 +439,16 @@ class Trainer:
 
     def after_step(self) -> None:
         cfg = self.cfg
-        for s in self.scheds.values():
+        for s in self.parts.scheds.values():
             s.step()
-        if self.G_ema is not None:
+        if self.parts.G_ema is not None:
             batch_total = cfg.batch_size * self.world
             ema_nimg = cfg.ema_kimg * 1000.0
             if cfg.ema_rampup is not None:
                 ema_nimg = min(ema_nimg, (self.step + 1) * batch_total * cfg.ema_rampup)
             beta = 0.5 ** (batch_total / max(ema_nimg, 1e-8))
-            _ema_update(self.G_ema, self.nets["G"], beta)
-        for m in self.nets.values():
+            _ema_update(self.parts.G_ema, self.parts.nets["G"], beta)
+        for m in self.parts.nets.values():
             dist.broadcast_buffers(m)
 
     # ---------------------------------------------------------------------------------- logging
@@ -445,15 +458,15 @@ class Trainer:
             if "ct" in batch:
                 ct = batch["ct"]                                          # [N, 1, D, H, W]
                 mid = ct[:, :, ct.shape[2] // 2]                          # [N, 1, H, W] axial mid-slice
-                r = self.net_cfg.img_res
+                r = self.parts.net_cfg.img_res
                 mid = torch.nn.functional.interpolate(mid.float(), size=(r, r), mode="bilinear",
                                                       align_corners=False)
                 cols["CT mid-slice"] = (mid + 1.0) / 2.0
             if "drr" in batch:
-                cols[self.ct_source.drr_title] = batch["drr"]
-            if self.G_ema is not None and "ct" in batch:
+                cols[self.parts.ct_source.drr_title] = batch["drr"]
+            if self.parts.G_ema is not None and "ct" in batch:
                 beam = batch.get("beam")
-                cols["G_ema(CT)"] = self.G_ema(batch["ct"][:8], None if beam is None else beam[:8],
+                cols["G_ema(CT)"] = self.parts.G_ema(batch["ct"][:8], None if beam is None else beam[:8],
                                                noise_mode="const")
             cols["real CXR"] = batch["cxr"]
         return _image_grid(cols, self._sample_labels(batch))
@@ -475,7 +488,7 @@ class Trainer:
         stats = dist.all_reduce_mean(stats, self.device)
         if not self.main:
             return
-        lrs = {f"lr/{k}": o.param_groups[0]["lr"] for k, o in self.opts.items()}
+        lrs = {f"lr/{k}": o.param_groups[0]["lr"] for k, o in self.parts.opts.items()}
         record = {"step": self.step, **stats, **lrs, "sec_per_step": sec_per_step}
         with open(self.run_dir / "log.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
@@ -503,12 +516,12 @@ class Trainer:
             self.hooks.on_setup(self._since(t))
         self.last_checkpoint = getattr(self, "resume_path", None)
         self._open_run_dir()
-        end = self.total if cfg.stop_at is None else min(self.total, int(cfg.stop_at))
+        end = self.parts.total if cfg.stop_at is None else min(self.parts.total, int(cfg.stop_at))
         start_step = self.step
-        for line in cost_lines(cfg, start_step, end, self.total, self.device.type, self.world,
-                               with_ct=self.ct_source is not None):
+        for line in cost_lines(cfg, start_step, end, self.parts.total, self.device.type, self.world,
+                               with_ct=self.parts.ct_source is not None):
             self.say(line)
-        bar = tqdm(total=self.total, initial=self.step, disable=not (self.main and cfg.progress),
+        bar = tqdm(total=self.parts.total, initial=self.step, disable=not (self.main and cfg.progress),
                    desc=f"train {cfg.mode}", unit="step", dynamic_ncols=True)
         t0 = time.perf_counter()
         t_first = t0
@@ -544,8 +557,8 @@ class Trainer:
             if self.writer is not None:
                 self.writer.close()
         steps = self.step - start_step
-        per_step_items = cfg.cxr_batch + (cfg.batch_size if self.ct_source is not None else 0)
-        return TrainResult(run_dir=str(self.run_dir), step=self.step, total_steps=self.total,
+        per_step_items = cfg.cxr_batch + (cfg.batch_size if self.parts.ct_source is not None else 0)
+        return TrainResult(run_dir=str(self.run_dir), step=self.step, total_steps=self.parts.total,
                            checkpoint=str(self.last_checkpoint) if self.last_checkpoint else None,
                            seconds=seconds, steps_per_s=steps / seconds if seconds > 0 else 0.0,
                            samples_per_s=steps * per_step_items * self.world / seconds if seconds > 0 else 0.0,
@@ -559,7 +572,7 @@ class Trainer:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_config(self.cfg, self.run_dir)
-        (self.run_dir / "net_config.json").write_text(json.dumps(self.net_cfg.to_dict(), indent=2) + "\n")
+        (self.run_dir / "net_config.json").write_text(json.dumps(self.parts.net_cfg.to_dict(), indent=2) + "\n")
         try:
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(str(self.run_dir / "tb"))
@@ -590,9 +603,9 @@ class Trainer:
         return batch, stats
 
     def _digests(self) -> dict[str, str]:
-        out = {k: ckpt_io.weights_digest(m.state_dict()) for k, m in self.nets.items()}
-        if self.G_ema is not None:
-            out["G_ema"] = ckpt_io.weights_digest(self.G_ema.state_dict())
+        out = {k: ckpt_io.weights_digest(m.state_dict()) for k, m in self.parts.nets.items()}
+        if self.parts.G_ema is not None:
+            out["G_ema"] = ckpt_io.weights_digest(self.parts.G_ema.state_dict())
         return out
 
 

@@ -25,12 +25,49 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
+from xpgan import bounds as B
 from xpgan.errors import XPGANError, check_writable
+from xpgan.options import argument, option
 from xpgan.pipeline import schema
+
+
+@dataclass
+class InspectConfig:
+    """`inspect`: the store, and what is checked and drawn."""
+
+    store: Path = argument("A CT or CXR Zarr store made by xpgan prep.", "STORE")
+    sheet: Optional[Path] = option(None, "Write a PNG contact sheet: FILE.png, or an existing folder (the sheet is "
+                                         "named after the store inside it).")
+    item: Optional[int] = option(None, "Sheet of one item (CT: DRR beside axial, coronal and sagittal mid-slices) "
+                                       "instead of the grid.", bound=B.INDEX)
+    verify: bool = option(False, "Read every chunk of every done item back against its checksum (without: shard "
+                                 "files, indexes and small chunks only).")
+    deep: bool = option(False, "With --verify (CT store): also re-render 8 DRRs, spread over the store, from their "
+                               "stored volumes and compare.")
+    poses: bool = option(False, "With --item (CT): random posed views of the study, as train --drr-aug draws them, "
+                                "rendered from the stored volume.")
+
+
+def inspect_from(cfg: InspectConfig) -> tuple[str, int]:
+    """The `inspect` command: (its text, how many done items have missing or damaged data). The summary is
+    replaced by a one-line note when the store is too damaged to summarise (the damage report says why)."""
+    if cfg.deep and not cfg.verify:
+        raise XPGANError("--deep goes with --verify: xpgan inspect --verify --deep STORE")
+    sheet = sheet_path(cfg.sheet, cfg.store, cfg.item, cfg.poses)  # refused before any reading
+    report, damaged = check_store(cfg.store, full=cfg.verify, deep=cfg.deep)
+    try:
+        summary = inspect_store(cfg.store, sheet=sheet, item=cfg.item, poses=cfg.poses)
+    except schema.StoreDamageError as exc:
+        if not damaged:
+            raise
+        summary = f"{cfg.store}: no summary: {exc}"
+    return f"{summary}\n{report}", damaged
 
 LABEL_NAMES = {schema.LABEL_POSITIVE: "pos", schema.LABEL_NEGATIVE: "neg", schema.LABEL_UNKNOWN: "unk"}
 SPLIT_NAMES = schema.SPLIT_NAMES

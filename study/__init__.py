@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import importlib
 
-_WHERE = {"PRESETS": "cohort", "StudyPreset": "cohort", "StudyPresetName": "cohort", "MODES": "core",
-          "PAPER_MODES": "core", "run_study": "core", "bootstrap_ci": "report"}
+_WHERE = {"PRESETS": "cohort", "StudyPreset": "cohort", "StudyPresetName": "cohort", "MODES": "config",
+          "PAPER_MODES": "config", "StudyConfig": "config", "run_study": "core",
+          "study_from": "core", "bootstrap_ci": "report"}
 
 __all__ = sorted(_WHERE)
 

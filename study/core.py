@@ -16,12 +16,9 @@ from typing import Callable, Optional, Sequence
 from xpgan.errors import XPGANError, check_output_folder
 from xpgan.study import report
 from xpgan.study.cohort import PRESETS, StudyPreset, build_cohort, format_counts
+from xpgan.study.config import DEFAULT_SEEDS, MODES, PAPER_MODES, StudyConfig, study_lists
 from xpgan.study.runs import complete_generator_metrics, cross_run_generator_metrics, execute, load_result, run_name
 
-PAPER_MODES = ("baseline", "drr", "xpgan")                   # the rows of the paper's Table 2 (the default)
-# "+aug": train --drr-aug pose (beyond the paper); ":ARCH": mode xpgan with train --g-arch ARCH (without it:
-# the default generator), e.g. "xpgan:vector" for the paper's global-vector G beside "xpgan"
-MODES = PAPER_MODES + ("drr+aug", "xpgan+aug", "xpgan:vector", "xpgan+aug:vector")
 # rough relative cost of a step, for the first ETA
 COST = {"baseline": 1.0, "drr": 1.4, "xpgan": 3.5, "drr+aug": 1.6, "xpgan+aug": 3.9}
 CONFIG = "study_config.json"
@@ -53,9 +50,10 @@ def _minutes(sec: Optional[float]) -> str:
     return "unknown" if sec is None else f"{sec / 60:.1f} min"
 
 
-def run_study(out: str | Path, *, preset: str | StudyPreset = "cpu", seeds: Sequence[int] = (0, 1),
-              modes: Sequence[str] = PAPER_MODES, device: str = "auto", cohort_seed: int = 0,
-              workers: Optional[int] = None, threads: Optional[int] = 1, steps: Optional[int] = None,
+def run_study(out: str | Path, *, preset: str | StudyPreset = StudyConfig.preset, seeds: Sequence[int] = DEFAULT_SEEDS,
+              modes: Sequence[str] = PAPER_MODES, device: str = StudyConfig.device,
+              cohort_seed: int = StudyConfig.cohort_seed, workers: Optional[int] = None,
+              threads: Optional[int] = StudyConfig.threads, steps: Optional[int] = None,
               log: Callable[[str], None] = print) -> dict:
     """Run (or resume) a study into `out`; returns the contents of study.json. `threads`: torch CPU threads
     for training (None: torch's default). One is the default because on a shared 2-core machine two
@@ -78,6 +76,14 @@ def run_study(out: str | Path, *, preset: str | StudyPreset = "cpu", seeds: Sequ
         return _run_study(out, p, seeds, modes, device, cohort_seed, workers, threads, log)
     finally:
         torch.set_num_threads(before)
+
+
+def study_from(cfg: StudyConfig, extra_args: list[str], log: Callable[[str], None] = print) -> dict:
+    """The `study` command: run_study with its configuration; `extra_args`: the further values of --seeds and
+    --modes that the command line leaves over (study_lists)."""
+    seeds, modes = study_lists(cfg.seeds, cfg.modes, extra_args)
+    return run_study(cfg.out, preset=cfg.preset, seeds=seeds, modes=modes, device=cfg.device,
+                     cohort_seed=cfg.cohort_seed, threads=cfg.threads, steps=cfg.steps, log=log)
 
 
 def _run_study(out, p: StudyPreset, seeds, modes, device, cohort_seed, workers, threads, log) -> dict:

@@ -23,17 +23,30 @@ def run(*args):
 
 
 @pytest.mark.parametrize("axcodes", [("I", "P", "L"), ("R", "A", "S"), ("L", "P", "S")])
-@pytest.mark.parametrize("geometry, view", [("cone", "pa"), ("cone", "ap"), ("parallel", "pa")])
+@pytest.mark.parametrize("geometry, view", [("cone", "pa"), ("cone", "ap"), ("parallel", None)])
 def test_marker_at_right_superior_lands_top_left_through_reader_and_cli(tmp_path, axcodes, geometry, view):
     ct = write_nifti(tmp_path / "ct.nii.gz", marker_volume(), (2.0, 2.5, 1.5), axcodes=axcodes)
     out = tmp_path / "drr.npy"
-    res = run("drr", "render", ct, out, "--geometry", geometry, "--view", view, "--size", 32, "--backend", "cpu",
-              "--sdd", 500, "--sid", 400)
+    cone = ["--view", view, "--sdd", 500, "--sid", 400] if geometry == "cone" else []
+    res = run("drr", "render", ct, out, "--geometry", geometry, *cone, "--size", 32, "--backend", "cpu")
     assert res.exit_code == 0, res.output
     img = np.load(out)
     assert img.dtype == np.float32 and img.shape == (32, 32)
     r, c = np.unravel_index(np.argmax(img), img.shape)
     assert r < 8 and c < 8
+
+
+@pytest.mark.parametrize("command", ["render", "prep"])
+@pytest.mark.parametrize("cone_option", [["--sdd", "900"], ["--sid", "700"], ["--view", "pa"]])
+def test_cone_options_with_parallel_geometry_are_refused_by_both_commands(tmp_path, command, cone_option):
+    ct = write_nifti(tmp_path / "ct.nii.gz", marker_volume(), (2.0, 2.5, 1.5))
+    args = (["drr", "render", ct, tmp_path / "o.npy"] if command == "render"
+            else ["prep", "drr", ct.parent, tmp_path / "o.zarr", "--workers", "0"])
+    res = run(*args, "--geometry", "parallel", *cone_option, "--size", 16, "--backend", "cpu")
+    assert res.exit_code == 2
+    assert res.output.strip().splitlines() == [
+        "error: --view, --sdd and --sid apply to the cone geometry only (parallel rays run anterior to posterior)"]
+    assert not (tmp_path / "o.npy").exists() and not (tmp_path / "o.zarr").exists()
 
 
 def test_png_output_is_8_bit(tmp_path):

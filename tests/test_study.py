@@ -202,7 +202,7 @@ def test_baseline_beats_chance_on_an_easy_cohort(tmp_path):
 
 
 def test_study_cli_takes_space_separated_seeds_and_modes():
-    from xpgan.cli import study_lists
+    from xpgan.study.config import study_lists
 
     # what click hands over for `--seeds 3 4 --modes drr xpgan`
     assert study_lists(["3"], ["drr"], ["4", "xpgan"]) == ([3, 4], ["drr", "xpgan"])
@@ -215,7 +215,7 @@ def test_study_cli_takes_space_separated_seeds_and_modes():
                                              ("xpgan+aug", "xpgan", "pose"), ("baseline", "baseline", "none")])
 def test_aug_rows_train_the_base_mode_with_posed_drrs(tmp_path, mode, base, aug):
     from xpgan.study.cohort import PRESETS, Cohort
-    from xpgan.study.core import MODES, PAPER_MODES
+    from xpgan.study.config import MODES, PAPER_MODES
     from xpgan.study.runs import train_config
 
     cohort = Cohort(tmp_path, tmp_path / "ct.zarr", tmp_path / "ho.zarr", tmp_path / "cxr.zarr", {})

@@ -1,15 +1,21 @@
 """`xpgan drr render`: DRRs of one CT file (NIfTI or DICOM series) written as .npy or .png, posed or a sweep.
 
-render_ct_file(*, ct_path, out, geometry, ...) -> str   (the line the CLI prints)
+render_ct_file(RenderConfig, DRROptions, CTChecks) -> str   (the line the CLI prints)
 write_drr_file(out, image, output)   .npy: float32 as rendered; .png: 8-bit, line integrals scaled to their max
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from xpgan import bounds as B
+from xpgan.drr.options import DRROptions
+from xpgan.drr.physics import OutputOption
 from xpgan.errors import XPGANError, check_writable
+from xpgan.options import argument, option
+from xpgan.pipeline.ct.validate import CTChecks
 
 
 def parse_floats(text: str, n: int, option: str) -> tuple:
@@ -54,37 +60,54 @@ def write_sweep_sheet(out: Path, images, captions: list[str], ncols: int, output
     Image.fromarray(labelled_grid(rows, captions=caps)).save(out)
 
 
-def render_ct_file(*, ct_path: Path, out: Path, geometry: str, view: str, size: int, pixel_mm: Optional[float],
-                   sdd: float, sid: float, mu_water: float, backend: str, output: str,
-                   spacing_range: tuple[float, float], yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0,
-                   offset: Optional[str] = None, yaw_sweep: Optional[str] = None, pitch_sweep: Optional[str] = None,
-                   roll_sweep: Optional[str] = None, allow_unusual_ct: bool = False) -> str:
+@dataclass
+class RenderConfig:
+    """`drr render`: the CT, the output file, what is written and the pose (or pose sweep)."""
+
+    ct_path: Path = argument("CT volume: NIfTI file (.nii, .nii.gz) or DICOM series folder.", "CT")
+    out: Path = argument("Output file: .npy (float32) or .png (8-bit; line integrals are scaled to the image's "
+                         "maximum).", "OUT")
+    output: OutputOption = option("image", "image (1 - exp(-(p/4)^2) in [0, 1]) or line-integral (p = integral of "
+                                           "mu dl, dimensionless).")
+    yaw: float = option(0.0, "Pose: turn about the superior-inferior axis, degrees; + = LAO (PA detector towards the "
+                             "patient's left; posterior structures move to image right).", bound=B.ANGLE)
+    pitch: float = option(0.0, "Pose: cranio-caudal tilt, degrees; + = PA detector cranial (posterior structures "
+                               "move up).", bound=B.ANGLE)
+    roll: float = option(0.0, "Pose: turn about the beam axis, degrees; + = image content clockwise.", bound=B.ANGLE)
+    offset: Optional[str] = option(None, "Pose: isocentre shift from the volume centre, mm, as D,H,W "
+                                         "(superior->inferior, anterior->posterior, right->left).")
+    yaw_sweep: Optional[str] = option(None, "START,STOP,STEP degrees: one view per yaw (replaces --yaw); OUT gets a "
+                                            "strip (.png) or a stack [V, size, size] (.npy).")
+    pitch_sweep: Optional[str] = option(None, "START,STOP,STEP degrees (as --yaw-sweep; with several sweeps, one row "
+                                              "per value of the first).")
+    roll_sweep: Optional[str] = option(None, "START,STOP,STEP degrees (as --yaw-sweep).")
+
+
+def render_ct_file(cfg: RenderConfig, drr: DRROptions, checks: CTChecks) -> str:
     """Render one DRR of a CT volume (rows superior->inferior, columns patient right->left), or a pose sweep
-    (one launch), after the same reader and checks as prep drr (validate.read_checked_ct). `output` is "image"
-    or "line-integral"."""
+    (one launch), after the same reader and checks as prep drr (validate.read_checked_ct)."""
+    out, output = cfg.out, cfg.output
     if out.suffix.lower() not in (".npy", ".png"):
         raise XPGANError(f"{out}: output must end in .npy or .png")
     if not out.parent.is_dir():
         raise XPGANError(f"{out}: folder {out.parent} does not exist")
     check_writable(out, "output")
     from xpgan.drr import pose_grid, render_drr_views
-    from xpgan.drr.geometry import geometry_from_options
     from xpgan.drr.poses import sweep_values
     from xpgan.pipeline.ct.validate import read_checked_ct
 
-    cone = geometry == "cone"  # parallel rays ignore the cone-only options' defaults
-    geom = geometry_from_options(geometry, view=view if cone else None, size=size, pixel_mm=pixel_mm,
-                                 sdd_mm=sdd if cone else None, sid_mm=sid if cone else None)
-    geom = geom.with_pose(yaw_deg=yaw, pitch_deg=pitch, roll_deg=roll,
-                          offset_mm=parse_floats(offset, 3, "--offset") if offset is not None else (0.0, 0.0, 0.0))
+    geom = drr.make_geometry().with_pose(
+        yaw_deg=cfg.yaw, pitch_deg=cfg.pitch, roll_deg=cfg.roll,
+        offset_mm=parse_floats(cfg.offset, 3, "--offset") if cfg.offset is not None else (0.0, 0.0, 0.0))
     sweeps = {name: sweep_values(text, option) for name, text, option in (
-        ("yaw_deg", yaw_sweep, "--yaw-sweep"), ("pitch_deg", pitch_sweep, "--pitch-sweep"),
-        ("roll_deg", roll_sweep, "--roll-sweep")) if text is not None}
+        ("yaw_deg", cfg.yaw_sweep, "--yaw-sweep"), ("pitch_deg", cfg.pitch_sweep, "--pitch-sweep"),
+        ("roll_deg", cfg.roll_sweep, "--roll-sweep")) if text is not None}
     geoms = pose_grid(geom, **sweeps) if sweeps else [geom]
-    ct = read_checked_ct(ct_path, spacing_range_mm=spacing_range, allow_unusual_ct=allow_unusual_ct)  # as prep drr
-    images = render_drr_views(ct.hu(), ct.spacing, geoms, backend=backend, output=output.replace("-", "_"),
-                              mu_water=mu_water)  # [V, size, size], one launch
-    what = f"{size}x{size}, {geometry}{' ' + view if geometry == 'cone' else ''}, {output}"
+    ct = read_checked_ct(cfg.ct_path, spacing_range_mm=checks.spacing_range,
+                         allow_unusual_ct=checks.allow_unusual_ct)  # as prep drr
+    images = render_drr_views(ct.hu(), ct.spacing, geoms, backend=drr.backend, output=output.replace("-", "_"),
+                              mu_water=drr.mu_water)  # [V, size, size], one launch
+    what = f"{geom.size}x{geom.size}, {geom.kind}{' ' + geom.view if geom.kind == 'cone' else ''}, {output}"
     if not sweeps:
         write_drr_file(out, images[0], output)
         return f"wrote {out} ({what})"

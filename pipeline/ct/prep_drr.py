@@ -35,16 +35,21 @@ import contextlib
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
+from xpgan import bounds as B
+from xpgan.drr.options import DRROptions
 from xpgan.drr.physics import MU_WATER_PER_MM
 from xpgan.errors import InputError, XPGANError
+from xpgan.options import argument, option
 from xpgan.pipeline.ct.validate import (
     ALLOW_UNUSUAL_CT_OPTION,
     HU_LIMITS,
     PLAUSIBLE_CT_RULE,
     SPACING_RANGE_MM,
+    CTChecks,
     check_spacing_range,
     read_checked_ct,
 )
@@ -53,7 +58,37 @@ from xpgan.pipeline.runner import PrepSummary, Task
 DEFAULT_SHAPE = (64, 256, 256)
 DEFAULT_MEMORY_LIMIT_GB = 6.0
 
-__all__ = ["DEFAULT_SHAPE", "PrepSummary", "prep_drr", "process_ct"]
+__all__ = ["DEFAULT_SHAPE", "PrepDrrConfig", "PrepSummary", "prep_drr", "prep_drr_from", "process_ct"]
+
+
+@dataclass
+class PrepDrrConfig:
+    """`prep drr`: the archive, the store and how the store is built (the DRRs: drr.options.DRROptions; the CT
+    checks: validate.CTChecks)."""
+
+    src: Path = argument("CT archive: MosMed tree (studies/CT-0..CT-4), folder of NIfTI files / DICOM series "
+                         "folders, or manifest CSV (path,label[,patient_id][,study_id]).", "SRC")
+    out: Path = argument("Output Zarr v3 store, e.g. ct.zarr.", "OUT")
+    shape: tuple[int, int, int] = option(DEFAULT_SHAPE, "Resized volume size D H W, voxels.", bound=B.check_ct_shape)
+    workers: Optional[int] = option(None, "Local Dask worker processes (default: one per core, fewer if memory is "
+                                          "short; 0: no Dask, in this process).", bound=B.WORKERS)
+    scheduler: Optional[str] = option(None, "Address of an existing Dask scheduler, e.g. tcp://host:8786 (workers "
+                                            "need xpgan and access to SRC).", bound=B.check_dask_address)
+    overwrite: bool = option(False, "Delete OUT and start again (default: resume).")
+    progress: bool = option(True, "Progress bar on stderr (tty only).", flag="--progress/--no-progress")
+    memory_limit_gb: float = option(DEFAULT_MEMORY_LIMIT_GB, "Refuse items whose header says reading needs more "
+                                    "than this, GB (stored bytes + 4 per voxel; checked before reading).",
+                                    bound=B.MEMORY_GB)
+    salt_file: Optional[Path] = option(None, "Salt for patient-id hashes (manifest patient_id); default OUT.salt, "
+                                             "created if missing.")
+
+
+def prep_drr_from(cfg: PrepDrrConfig, drr: DRROptions, checks: CTChecks) -> CTPrepSummary:
+    """prep_drr with the `prep drr` command's configuration."""
+    return prep_drr(cfg.src, cfg.out, shape=cfg.shape, geometry=drr.make_geometry(), mu_water=drr.mu_water,
+                    backend=drr.backend, workers=cfg.workers, scheduler=cfg.scheduler, overwrite=cfg.overwrite,
+                    progress=cfg.progress, memory_limit_gb=cfg.memory_limit_gb, salt_file=cfg.salt_file,
+                    spacing_range_mm=checks.spacing_range, allow_unusual_ct=checks.allow_unusual_ct)
 
 
 @dataclass
@@ -185,7 +220,7 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
     shape, mu_water = _check_options(shape, mu_water, memory_limit_gb, backend)
     spacing_range_mm = check_spacing_range(spacing_range_mm)
     if geometry is None:
-        geometry = ConeGeometry(view="pa", size=256)
+        geometry = ConeGeometry()
     elif isinstance(geometry, dict):
         geometry = geometry_from_dict(geometry)
     elif not isinstance(geometry, (ConeGeometry, ParallelGeometry)):

@@ -27,10 +27,12 @@ then every check above.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
 from xpgan.errors import InputError, XPGANError
+from xpgan.options import option
 
 SPACING_RANGE_MM = (0.1, 20.0)
 HU_LIMITS = (-32768.0, 32767.0)
@@ -44,7 +46,7 @@ PLAUSIBLE_CT_RULE = (f"air ({AIR_HU[0]:g} to {AIR_HU[1]:g} HU) in >= {100 * AIR_
                      f"{BRIGHT_PERCENTILE:g}th percentile <= {BRIGHT_MAX_HU:g} HU, >= {MIN_CT_AXIS_VOXELS} voxels "
                      "per axis")
 ALLOW_UNUSUAL_CT_OPTION = "--allow-unusual-ct"
-ALLOW_UNUSUAL_CT_HELP = ("Accept a volume that does not look like a CT in HU (no air near -1000 HU, more than "
+_ALLOW_UNUSUAL_CT_HELP = ("Accept a volume that does not look like a CT in HU (no air near -1000 HU, more than "
                          f"{100 - BRIGHT_PERCENTILE:g}% brighter than bone, or an axis under {MIN_CT_AXIS_VOXELS} "
                          "voxels); check it yourself first.")
 
@@ -58,6 +60,16 @@ def check_spacing_range(spacing_range_mm) -> tuple[float, float]:
     if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo < hi):
         raise XPGANError(f"--spacing-range needs 0 < LO < HI (mm), got {lo:g} {hi:g}")
     return lo, hi
+
+
+@dataclass
+class CTChecks:
+    """The options of the CT checks, shared by `prep drr` and `drr render`."""
+
+    spacing_range: tuple[float, float] = option(
+        SPACING_RANGE_MM, "Plausible CT voxel spacing LO HI, mm per axis; volumes outside it are refused, as are "
+        "NaN/inf voxels and values outside the int16 HU range.", bound=lambda option, value: check_spacing_range(value))
+    allow_unusual_ct: bool = option(False, _ALLOW_UNUSUAL_CT_HELP, flag=ALLOW_UNUSUAL_CT_OPTION)
 
 
 def _memory_order(a: np.ndarray) -> np.ndarray:

@@ -21,20 +21,61 @@ import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 import xpgan
 from xpgan import bounds as B
 from xpgan.errors import InputError, XPGANError
-from xpgan.pipeline.cxr.readers import DECODE_BUDGET_BYTES, INTENSITY_ATTRS, load_cxr_depth
+from xpgan.options import argument, option
+from xpgan.pipeline.cxr.readers import ALLOW_BURNED_IN_OPTION, DECODE_BUDGET_BYTES, INTENSITY_ATTRS, load_cxr_depth
 from xpgan.pipeline.cxr.sources import DEFAULT_POSITIVE, DEFAULT_VIEWS, discover, items_fingerprint
 from xpgan.pipeline.cxr.split import check_grouping, grouped_stratified_split
 from xpgan.pipeline.runner import PrepSummary, Task
 
 KIND = "cxr"
 ITEMS_PER_SHARD = 64  # 64 x 256 x 256 float32 = 16 MiB per shard at the default size
+
+
+@dataclass
+class PrepCxrConfig:
+    """`prep cxr`: the sources, the store and how it is built."""
+
+    srcs: list[Path] = argument("One or more sources (a folder of class sub-folders, a manifest CSV "
+                                "path,label[,patient_id][,source], or a Cohen-style metadata.csv or its folder).",
+                                "SRC")
+    out: Path = argument("Output Zarr v3 store, e.g. cxr.zarr.", "OUT")
+    size: int = option(256, "Output image side, pixels (aspect kept by black padding).", bound=B.CXR_SIZE)
+    test_fraction: float = option(0.2, "Fraction of images (per source and label) put in the test split.",
+                                  bound=B.FRACTION)
+    seed: int = option(0, "Seed of the patient-grouped split.", bound=B.SEED)
+    positive: Optional[list[str]] = option(None, "Class folder / manifest class name that means COVID-19 positive "
+                                                 f"(repeatable; default {', '.join(DEFAULT_POSITIVE)}).")
+    views: str = option(",".join(DEFAULT_VIEWS), "Comma-separated radiographic views kept from a Cohen "
+                                                 "metadata.csv.")
+    source_name: Optional[list[str]] = option(None, "Name stored in `source`, one per SRC in order (default: the "
+                                                    "SRC folder's name).")
+    workers: Optional[int] = option(None, "Local Dask worker processes (default: one per core, fewer if memory "
+                                          f"cannot hold {DECODE_BUDGET_BYTES / 1e9:g} GB per worker for decoding; 0: "
+                                          "no Dask).", bound=B.WORKERS)
+    scheduler: Optional[str] = option(None, "Address of an existing Dask scheduler (tcp://HOST:PORT).",
+                                      bound=B.check_dask_address)
+    overwrite: bool = option(False, "Delete an existing store and start again.")
+    progress: bool = option(True, "Show a progress bar.", flag="--progress/--no-progress")
+    salt_file: Optional[Path] = option(None, "Secret key for patient hashes (default: OUT.zarr.salt, created).")
+    allow_burned_in: bool = option(False, "Accept DICOM radiographs marked BurnedInAnnotation YES (text in the "
+                                          "pixels may identify the patient; refused by default).",
+                                   flag=ALLOW_BURNED_IN_OPTION)
+
+
+def prep_cxr_from(cfg: PrepCxrConfig) -> "CXRPrepSummary":
+    """prep_cxr with the `prep cxr` command's configuration."""
+    return prep_cxr(cfg.srcs, cfg.out, size=cfg.size, test_fraction=cfg.test_fraction, seed=cfg.seed,
+                    positive=tuple(cfg.positive) if cfg.positive else DEFAULT_POSITIVE,
+                    views=[v.strip() for v in cfg.views.split(",") if v.strip()], source_names=cfg.source_name or None,
+                    workers=cfg.workers, scheduler=cfg.scheduler, overwrite=cfg.overwrite, progress=cfg.progress,
+                    salt_file=cfg.salt_file, allow_burned_in=cfg.allow_burned_in)
 
 
 @dataclass
@@ -137,8 +178,9 @@ def _store_description(found, items, salt: bytes, size: int, test_fraction: floa
     return identity, attrs
 
 
-def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, size: int = 256,
-             test_fraction: float = 0.2, seed: int = 0, positive: Sequence[str] = DEFAULT_POSITIVE,
+def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, size: int = PrepCxrConfig.size,
+             test_fraction: float = PrepCxrConfig.test_fraction, seed: int = PrepCxrConfig.seed,
+             positive: Sequence[str] = DEFAULT_POSITIVE,
              views: Sequence[str] = DEFAULT_VIEWS, source_names: Sequence[str] | None = None,
              workers: int | None = None, scheduler: str | None = None, overwrite: bool = False,
              progress: bool = True, salt_file: str | os.PathLike | None = None,

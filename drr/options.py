@@ -1,0 +1,37 @@
+"""How DRRs are rendered, as command options: the geometry, water attenuation and ray caster that
+`drr render` and `prep drr` both offer (one declaration, so both commands show the same defaults)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from xpgan import bounds as B
+from xpgan.drr.geometry import ConeGeometry, Geometry, GeometryKind, View, geometry_from_options
+from xpgan.drr.physics import MU_WATER_PER_MM
+from xpgan.drr.render import Backend
+from xpgan.options import option
+
+
+@dataclass
+class DRROptions:
+    """The DRR geometry (cone or parallel), water attenuation and ray caster. The cone-only options (view,
+    distances) default to None, which keeps ConeGeometry's own values; given with --geometry parallel they
+    are refused."""
+
+    geometry: GeometryKind = option("cone", "Ray geometry.")
+    view: Optional[View] = option(None, f"Cone beam direction: pa (source posterior) or ap (default "
+                                        f"{ConeGeometry.view}).")
+    size: int = option(ConeGeometry.size, "Detector size, pixels per side (square).", bound=B.DETECTOR_SIZE)
+    pixel_mm: Optional[float] = option(None, "Pixel spacing, mm (cone: detector plane; parallel: isocentre plane). "
+                                             "Default: fit the field of view to the volume.", bound=B.PIXEL_MM)
+    sdd: Optional[float] = option(None, f"Cone: source-to-detector distance, mm (default {ConeGeometry.sdd_mm:g}).",
+                                  bound=B.DISTANCE_MM)
+    sid: Optional[float] = option(None, "Cone: source-to-isocentre (volume centre) distance, mm (default "
+                                        f"{ConeGeometry.sid_mm:g}).", bound=B.DISTANCE_MM)
+    mu_water: float = option(MU_WATER_PER_MM, "Linear attenuation of water, 1/mm.", bound=B.MU_WATER)
+    backend: Backend = option("auto", "Ray caster (auto: the GPU if present).")
+
+    def make_geometry(self) -> Geometry:
+        """The geometry these options describe (drr.geometry.geometry_from_options)."""
+        return geometry_from_options(self.geometry, view=self.view, size=self.size, pixel_mm=self.pixel_mm,
+                                     sdd_mm=self.sdd, sid_mm=self.sid)
