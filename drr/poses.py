@@ -93,6 +93,19 @@ class PoseRanges:
                 f"SID {g(self.sid_mm[0])}-{g(self.sid_mm[1])} mm")
 
 
+@dataclass(frozen=True)
+class IntensityRanges:
+    """A random exposure (train --drr-aug pose+intensity): line integrals scaled by a factor uniform in
+    `atten_scale` (beam energy / exposure), then Gaussian image noise of std uniform in [0, noise_std]."""
+
+    atten_scale: tuple = (0.85, 1.15)   # factor on the line integrals
+    noise_std: float = 0.01             # Gaussian image noise std drawn from U(0, noise_std)
+
+    def describe(self) -> str:
+        """The ranges in words, for help texts: `exposure x0.85-1.15 and noise`."""
+        return f"exposure x{self.atten_scale[0]:g}-{self.atten_scale[1]:g} and noise"
+
+
 def random_pose(rng: np.random.Generator, ranges: PoseRanges = PoseRanges()) -> dict:
     """One random pose; always the same number of draws from `rng` (7), so streams of poses stay aligned."""
     u = rng.uniform(-1.0, 1.0, size=6)

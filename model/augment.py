@@ -2,8 +2,9 @@
 
     --drr-aug none            the DRRs stored at prep time (the default; Table 2 replication unchanged)
     --drr-aug pose            every CT sample of a step gets a fresh random pose
-    --drr-aug pose+intensity  (mode drr only) a pose, then a random exposure: line integrals scaled by
-                              U(0.85, 1.15) (beam energy) and Gaussian noise of std U(0, 0.01) on the image
+    --drr-aug pose+intensity  (mode drr only) a pose, then a random exposure (drr/poses.py IntensityRanges):
+                              line integrals scaled by U(0.85, 1.15) (beam energy) and Gaussian noise of
+                              std U(0, 0.01) on the image
 
 Pose ranges (drr/poses.py PoseRanges): yaw and pitch uniform in +-8 degrees, roll +-5 degrees, isocentre
 offsets +-(10, 5, 10) mm along (d, h, w), source-isocentre distance 1000-1800 mm (cone stores; the
@@ -32,24 +33,17 @@ checkpoint, and the checkpoint's "augment" entry (mode, RNG key, next draw) is c
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import numpy as np
 from torch.utils.data import Dataset, Sampler
 
-from xpgan.drr.poses import PoseRanges
+from xpgan.drr.poses import IntensityRanges, PoseRanges
 from xpgan.errors import XPGANError
+from xpgan.model.config import DRR_AUG_MODES
 from xpgan.pipeline import schema
 
-AUG_MODES = ("none", "pose", "pose+intensity")
 RNG_SALT = 0x4155  # "AU": keeps augmentation draws apart from every other stream seeded with `seed`
-
-
-@dataclass(frozen=True)
-class IntensityRanges:
-    atten_scale: tuple = (0.85, 1.15)   # factor on the line integrals (beam energy / exposure)
-    noise_std: float = 0.01             # Gaussian image noise std drawn from U(0, noise_std)
 
 
 class KeyedSampler(Sampler):
@@ -75,8 +69,8 @@ class AugmentedCT(Dataset):
     def __init__(self, base, *, train_mode: str, aug: str, seed: int, rank: int = 0,
                  ranges: PoseRanges = PoseRanges(), intensity: Optional[IntensityRanges] = None,
                  render_in_workers: bool = True):
-        if aug not in AUG_MODES[1:]:
-            raise XPGANError(f"--drr-aug must be one of {', '.join(AUG_MODES)}, got {aug!r}")
+        if aug not in DRR_AUG_MODES[1:]:
+            raise XPGANError(f"--drr-aug must be one of {', '.join(DRR_AUG_MODES)}, got {aug!r}")
         if train_mode not in ("xpgan", "drr"):
             raise XPGANError(f"--drr-aug applies to modes xpgan and drr, not {train_mode!r}")
         if aug == "pose+intensity" and train_mode != "drr":

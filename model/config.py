@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, get_args, get_origin, get_type_hints
 
 from xpgan import bounds as B
-from xpgan.drr.poses import PoseRanges
+from xpgan.drr.poses import IntensityRanges, PoseRanges
 from xpgan.errors import XPGANError
 from xpgan.options import REQUIRED, check_bounds, option_name
 from xpgan.options import argument as _argument
@@ -71,8 +71,8 @@ class TrainConfig:
                                        "the loss) or none.")
     allow_incomplete: bool = _opt(False, _INCOMPLETE_HELP)
     drr_aug: DrrAug = _opt("none", f"On-the-fly posed DRRs (modes drr, xpgan): none (stored DRRs) | pose "
-                           f"({PoseRanges().describe()}) | pose+intensity (mode drr: also exposure x0.85-1.15 "
-                           "and noise).")
+                           f"({PoseRanges().describe()}) | pose+intensity (mode drr: also "
+                           f"{IntensityRanges().describe()}).")
     g_arch: GArch = _opt("projected", "Generator of mode xpgan: projected (the CT's features collapsed along "
                          "each study's rays feed every synthesis resolution, the global vector modulates the "
                          "styles) | vector (the paper's: global vector only).")
