@@ -120,8 +120,7 @@ def bounded(rule: "Rule"):
         if value is None:
             return value
         try:
-            return check_rule(rule, param.opts[0] if param.opts[0].startswith("-") else param.human_readable_name,
-                              value)
+            return check_rule(rule, param.opts[0], value)
         except XPGANError as exc:
             raise OptionError(str(exc)) from None
 
@@ -146,16 +145,16 @@ def _parameter(f: dataclasses.Field, annotation) -> inspect.Parameter:
     meta, default = f.metadata, f.default
     if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
         default = f.default_factory()
+    if meta.get("path") and default is not dataclasses.MISSING:  # a str field offered as a path
+        annotation = Path if default is not None else Optional[Path]
+        default = Path(default) if default is not None else None
+    default = ... if default is dataclasses.MISSING else default  # Typer's "required"
     callback = bounded(meta["bound"]) if meta.get("bound") is not None else None
     if "argument" in meta:
-        info = typer.Argument(... if default is dataclasses.MISSING else default, metavar=meta["argument"],
-                              help=meta["help"] or None, callback=callback)
+        info = typer.Argument(default, metavar=meta["argument"], help=meta["help"] or None, callback=callback)
     else:
-        if meta.get("path"):
-            annotation = Path if default is not None else Optional[Path]
-            default = Path(default) if default is not None else None
-        info = typer.Option(... if default is dataclasses.MISSING else default, meta.get("flag") or option_name(f.name),
-                            help=meta.get("help") or None, callback=callback)
+        info = typer.Option(default, meta.get("flag") or option_name(f.name), help=meta.get("help") or None,
+                            callback=callback)
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
 
 

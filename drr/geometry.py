@@ -337,26 +337,6 @@ def make_geometry(kind: str = "cone", **kwargs) -> Geometry:
     return geometry_from_dict({"kind": kind, **kwargs})
 
 
-def geometry_from_options(kind: str, *, view: Optional[str] = None, size: int = 256,
-                          pixel_mm: Optional[float] = None, sdd_mm: Optional[float] = None,
-                          sid_mm: Optional[float] = None) -> Geometry:
-    """The geometry of the `drr render` / `prep drr` options; None leaves a cone default in place.
-    View and distances apply to the cone only (parallel rays run anterior to posterior)."""
-    if kind == "cone":
-        kw = {"view": view or "pa", "size": size, "pixel_mm": pixel_mm}
-        if sdd_mm is not None:
-            kw["sdd_mm"] = sdd_mm
-        if sid_mm is not None:
-            kw["sid_mm"] = sid_mm
-        return make_geometry("cone", **kw)
-    if kind == "parallel":
-        if view not in (None, "ap") or sdd_mm is not None or sid_mm is not None:
-            raise DRRArgumentError("--view, --sdd and --sid apply to the cone geometry only (parallel rays run "
-                                   "anterior to posterior)")
-        return make_geometry("parallel", size=size, pixel_mm=pixel_mm)
-    raise DRRArgumentError(f"unknown geometry {kind!r}; allowed: {', '.join(GEOMETRY_KINDS)}")
-
-
 def pose_grid(geometry: Geometry, *, yaw_deg=(0.0,), pitch_deg=(0.0,), roll_deg=(0.0,), offset_mm=None) -> list:
     """Posed copies of `geometry`, one per (yaw, pitch, roll) combination, yaw varying slowest.
 

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 from xpgan import bounds as B
-from xpgan.drr.geometry import ConeGeometry, Geometry, GeometryKind, View, geometry_from_options
+from xpgan.drr.geometry import GEOMETRY_KINDS, ConeGeometry, Geometry, GeometryKind, View, make_geometry
 from xpgan.drr.physics import MU_WATER_PER_MM
 from xpgan.drr.render import Backend
+from xpgan.errors import DRRArgumentError
 from xpgan.options import option
 
 
@@ -32,6 +33,18 @@ class DRROptions:
     backend: Backend = option("auto", "Ray caster (auto: the GPU if present).")
 
     def make_geometry(self) -> Geometry:
-        """The geometry these options describe (drr.geometry.geometry_from_options)."""
-        return geometry_from_options(self.geometry, view=self.view, size=self.size, pixel_mm=self.pixel_mm,
-                                     sdd_mm=self.sdd, sid_mm=self.sid)
+        """The geometry these options describe; None leaves a cone default in place. View and distances apply
+        to the cone only (parallel rays run anterior to posterior)."""
+        if self.geometry == "cone":
+            kw = {"view": self.view or ConeGeometry.view, "size": self.size, "pixel_mm": self.pixel_mm}
+            if self.sdd is not None:
+                kw["sdd_mm"] = self.sdd
+            if self.sid is not None:
+                kw["sid_mm"] = self.sid
+            return make_geometry("cone", **kw)
+        if self.geometry == "parallel":
+            if self.view not in (None, "ap") or self.sdd is not None or self.sid is not None:
+                raise DRRArgumentError("--view, --sdd and --sid apply to the cone geometry only (parallel rays run "
+                                       "anterior to posterior)")
+            return make_geometry("parallel", size=self.size, pixel_mm=self.pixel_mm)
+        raise DRRArgumentError(f"unknown geometry {self.geometry!r}; allowed: {', '.join(GEOMETRY_KINDS)}")
