@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import os
 import random
@@ -27,9 +26,10 @@ import torch
 from xpgan.errors import XPGANError
 from xpgan.model import checkpoint as ckpt_io
 from xpgan.model import distributed as dist
-from xpgan.model.config import TrainConfig, write_config
+from xpgan.model.config import TrainConfig
 from xpgan.model.ctsource import ct_source_for
 from xpgan.model.data import BatchStream, CXRDataset, ct_store_info, cxr_store_info, to_device
+from xpgan.model.runlog import RunRecord
 
 # Options that may differ when resuming (where and how the run executes, not what it computes).
 RESUME_OVERRIDES = ("ct", "cxr", "out", "device", "num_workers", "progress", "checkpoint_every",
@@ -77,23 +77,6 @@ def _ema_update(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None
             b_ema.copy_(b)
 
 
-def _image_grid(columns: dict[str, torch.Tensor], row_labels: list[str], max_rows: int = 8) -> np.ndarray:
-    """Titled columns of [N, 1, R, R] images in [0, 1] -> a uint8 sheet with one labelled row per item."""
-    from xpgan.pipeline.picture import labelled_grid
-
-    cols = [c[:max_rows].detach().float().cpu()[:, 0].numpy() for c in columns.values()]   # [n, R, R]
-    n = min(c.shape[0] for c in cols)
-    return labelled_grid([[c[i] for c in cols] for i in range(n)], col_titles=list(columns),
-                         row_labels=row_labels[:n])
-
-
-def _save_png(arr: np.ndarray, path: Path) -> None:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path)
-
-
 def _merge_resume_config(saved: dict, cfg: TrainConfig) -> TrainConfig:
     """The checkpoint's config with this invocation's operational options (and a new length if given)."""
     merged = saved.copy()
@@ -106,13 +89,20 @@ def _merge_resume_config(saved: dict, cfg: TrainConfig) -> TrainConfig:
     return TrainConfig.from_dict(merged)
 
 
+def resumed(cfg: TrainConfig) -> tuple[TrainConfig, Optional[dict], Optional[Path]]:
+    """(config, checkpoint state, checkpoint path) of a run: with --resume, the checkpoint's config plus this
+    invocation's operational options (RESUME_OVERRIDES) and length, and the checkpoint; else (cfg, None,
+    None)."""
+    if not cfg.resume:
+        return cfg, None, None
+    path = ckpt_io.resolve_resume(cfg.resume, cfg.out)
+    state = ckpt_io.load(path, map_location="cpu")
+    return _merge_resume_config(state["config"], cfg), state, path
+
+
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
-    """The config a run will use: with --resume, the checkpoint's config plus this invocation's
-    operational options (RESUME_OVERRIDES) and length; validated."""
-    if cfg.resume:
-        state = ckpt_io.load(ckpt_io.resolve_resume(cfg.resume, cfg.out), map_location="cpu")
-        cfg = _merge_resume_config(state["config"], cfg)
-    return cfg.validate()
+    """The config a run will use (`resumed`), validated."""
+    return resumed(cfg)[0].validate()
 
 
 def train_from_config(cfg: TrainConfig, *, dry_run: bool = False, log=print) -> Optional[TrainResult]:
@@ -144,7 +134,7 @@ def train_from_config(cfg: TrainConfig, *, dry_run: bool = False, log=print) -> 
 # --------------------------------------------------------------------------------------------- train
 @dataclass
 class Run:
-    """The parts of a training run (`build_run`); `load` puts a checkpoint's state into them."""
+    """The parts of a training run (`build_run`); `state` is its checkpoint, `load` puts one into it."""
     net_cfg: Any
     nets: dict
     G_ema: Optional[torch.nn.Module]
@@ -177,6 +167,38 @@ class Run:
             self.ct_source.load(st["streams"]["ct"], st.get("augment"))
         rngs = st["rng"]
         ckpt_io.set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])
+
+    def state(self, cfg: TrainConfig, step: int, world: int) -> dict:
+        """The checkpoint of the run at `step` (what `load` reads back); every rank takes part (RNG gather)."""
+        rngs = [ckpt_io.rng_state()]
+        if dist.is_initialized() and world > 1:
+            gathered: list = [None] * world
+            torch.distributed.all_gather_object(gathered, rngs[0])
+            rngs = gathered
+        models = {k: m.state_dict() for k, m in self.nets.items()}
+        if self.G_ema is not None:
+            models["G_ema"] = self.G_ema.state_dict()
+        ct = self.ct_source.state() if self.ct_source is not None else {}
+        return {
+            "version": ckpt_io.CHECKPOINT_VERSION,
+            "config": cfg.to_dict(),
+            "net": self.net_cfg.to_dict(),
+            "models": models,
+            "optimizers": {k: o.state_dict() for k, o in self.opts.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.scheds.items()},
+            "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
+            "step": step,
+            "streams": {"cxr": self.cxr_stream.state_dict(), **({"ct": ct["stream"]} if ct else {})},
+            "rng": rngs,
+            **({"augment": ct["augment"]} if "augment" in ct else {}),
+        }
+
+    def digests(self) -> dict[str, str]:
+        """sha256 of each network's weights (G_ema included)."""
+        out = {k: ckpt_io.weights_digest(m.state_dict()) for k, m in self.nets.items()}
+        if self.G_ema is not None:
+            out["G_ema"] = ckpt_io.weights_digest(self.G_ema.state_dict())
+        return out
 
 
 def _net_config(cfg: TrainConfig, resume_state: Optional[dict]):
@@ -321,17 +343,11 @@ class Trainer:
         self.rank, self.world = dist.rank(), dist.world_size()
         self.main = self.rank == 0
         self.say = log if (log is not None and self.main) else (lambda line: None)
-        self.resume_state = None
-        self._study_ids = None  # CT study ids, read for the first sample sheet
-        if cfg.resume:
-            path = ckpt_io.resolve_resume(cfg.resume, cfg.out)
-            self.resume_state = ckpt_io.load(path, map_location="cpu")
-            self.resume_path = path
-            cfg = _merge_resume_config(self.resume_state["config"], cfg)
-            if self.resume_state["config"].get("max_steps") != cfg.max_steps or \
-                    self.resume_state["config"].get("epochs") != cfg.epochs:
-                warnings.warn("resuming with a different run length: the cosine schedule is stretched "
-                              "from here, so the result differs from an uninterrupted run")
+        cfg, self.resume_state, self.resume_path = resumed(cfg)
+        if self.resume_state is not None and (self.resume_state["config"].get("max_steps"), self.resume_state[
+                "config"].get("epochs")) != (cfg.max_steps, cfg.epochs):
+            warnings.warn("resuming with a different run length: the cosine schedule is stretched "
+                          "from here, so the result differs from an uninterrupted run")
         self.cfg = cfg.validate()
         self.run_dir = Path(cfg.out)
         if self.resume_state is None and ckpt_io.list_checkpoints(self.run_dir):
@@ -349,33 +365,9 @@ class Trainer:
         self.parts: Run = run
         self.step = run.step
 
-    def _state(self) -> dict:
-        rngs = [ckpt_io.rng_state()]
-        if dist.is_initialized() and self.world > 1:
-            gathered: list = [None] * self.world
-            torch.distributed.all_gather_object(gathered, rngs[0])
-            rngs = gathered
-        models = {k: m.state_dict() for k, m in self.parts.nets.items()}
-        if self.parts.G_ema is not None:
-            models["G_ema"] = self.parts.G_ema.state_dict()
-        ct = self.parts.ct_source.state() if self.parts.ct_source is not None else {}
-        return {
-            "version": ckpt_io.CHECKPOINT_VERSION,
-            "config": self.cfg.to_dict(),
-            "net": self.parts.net_cfg.to_dict(),
-            "models": models,
-            "optimizers": {k: o.state_dict() for k, o in self.parts.opts.items()},
-            "schedulers": {k: s.state_dict() for k, s in self.parts.scheds.items()},
-            "scalers": {k: s.state_dict() for k, s in self.parts.scalers.items()},
-            "step": self.step,
-            "streams": {"cxr": self.parts.cxr_stream.state_dict(), **({"ct": ct["stream"]} if ct else {})},
-            "rng": rngs,
-            **({"augment": ct["augment"]} if "augment" in ct else {}),
-        }
-
     def save_checkpoint(self) -> Optional[Path]:
         t = self._clock()
-        state = self._state()          # every rank takes part (RNG gather)
+        state = self.parts.state(self.cfg, self.step, self.world)  # every rank takes part (RNG gather)
         path = None
         if self.main:
             path = ckpt_io.save_atomic(state, ckpt_io.checkpoint_path(self.run_dir, self.step))
@@ -451,60 +443,6 @@ class Trainer:
         for m in self.parts.nets.values():
             dist.broadcast_buffers(m)
 
-    # ---------------------------------------------------------------------------------- logging
-    def _sample_grid(self, batch: dict) -> np.ndarray:
-        cols = {}
-        with torch.no_grad():
-            if "ct" in batch:
-                ct = batch["ct"]                                          # [N, 1, D, H, W]
-                mid = ct[:, :, ct.shape[2] // 2]                          # [N, 1, H, W] axial mid-slice
-                r = self.parts.net_cfg.img_res
-                mid = torch.nn.functional.interpolate(mid.float(), size=(r, r), mode="bilinear",
-                                                      align_corners=False)
-                cols["CT mid-slice"] = (mid + 1.0) / 2.0
-            if "drr" in batch:
-                cols[self.parts.ct_source.drr_title] = batch["drr"]
-            if self.parts.G_ema is not None and "ct" in batch:
-                beam = batch.get("beam")
-                cols["G_ema(CT)"] = self.parts.G_ema(batch["ct"][:8], None if beam is None else beam[:8],
-                                               noise_mode="const")
-            cols["real CXR"] = batch["cxr"]
-        return _image_grid(cols, self._sample_labels(batch))
-
-    def _sample_labels(self, batch: dict) -> list[str]:
-        """Each sample row: the CT study id (when the row has a CT item) and the label of the (unrelated) real CXR."""
-        cxr = ["CXR COVID+" if int(v) else "CXR COVID-" for v in batch["cxr_label"].tolist()]
-        if "ct_index" not in batch:
-            return cxr
-        if self._study_ids is None:
-            from xpgan.model.data import read_strings
-            from xpgan.pipeline.schema import open_store
-
-            self._study_ids = read_strings(open_store(self.cfg.ct, "ct")["study_id"], self.cfg.ct)
-        studies = [str(self._study_ids[i]) for i in batch["ct_index"].tolist()]
-        return [f"CT {s}, {c}" for s, c in zip(studies, cxr)]  # the CXR of a row is not of that study
-
-    def _log(self, stats: dict[str, float], sec_per_step: float) -> None:
-        stats = dist.all_reduce_mean(stats, self.device)
-        if not self.main:
-            return
-        lrs = {f"lr/{k}": o.param_groups[0]["lr"] for k, o in self.parts.opts.items()}
-        record = {"step": self.step, **stats, **lrs, "sec_per_step": sec_per_step}
-        with open(self.run_dir / "log.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-        if self.writer is not None:
-            for k, v in {**stats, **lrs}.items():
-                self.writer.add_scalar(k, v, self.step)
-            self.writer.add_scalar("perf/sec_per_step", sec_per_step, self.step)
-
-    def _write_sample(self, batch: dict) -> None:
-        grid = self._sample_grid(batch)
-        if not self.main:
-            return
-        _save_png(grid, self.run_dir / "samples" / f"step-{self.step:08d}.png")
-        if self.writer is not None:
-            self.writer.add_image("samples/ct_drr_gct_cxr", grid[None], self.step)
-
     # -------------------------------------------------------------------------------------- run
     def run(self) -> TrainResult:
         from tqdm import tqdm
@@ -514,8 +452,9 @@ class Trainer:
         self.setup()
         if t is not None:
             self.hooks.on_setup(self._since(t))
-        self.last_checkpoint = getattr(self, "resume_path", None)
-        self._open_run_dir()
+        self.last_checkpoint = self.resume_path
+        self.record = RunRecord(cfg, self.parts, self.device, self.main)
+        self.record.open()
         end = self.parts.total if cfg.stop_at is None else min(self.parts.total, int(cfg.stop_at))
         start_step = self.step
         for line in cost_lines(cfg, start_step, end, self.parts.total, self.device.type, self.world,
@@ -538,24 +477,23 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or self.step == end:
                     now = time.perf_counter()
                     n = cfg.log_every if self.step % cfg.log_every == 0 else max(1, self.step - start_step)
-                    self._log(stats, (now - t_log) / n)
+                    self.record.log(self.step, stats, (now - t_log) / n)
                     t_log = now
                     if self.main and cfg.progress:
                         bar.set_postfix(postfix(stats))
                 if cfg.sample_every and self.step % cfg.sample_every == 0:
-                    self._write_sample(batch)
+                    self.record.sample(self.step, batch)
                 if self.step % cfg.checkpoint_every == 0 and self.step < end:
                     self.save_checkpoint()
             seconds = time.perf_counter() - t0
             if batch is not None and self.step > start_step:
                 self.save_checkpoint()
                 if cfg.sample_every and self.step % cfg.sample_every != 0:
-                    self._write_sample(batch)
+                    self.record.sample(self.step, batch)
         finally:
             bar.close()
             self.close()
-            if self.writer is not None:
-                self.writer.close()
+            self.record.close()
         steps = self.step - start_step
         per_step_items = cfg.cxr_batch + (cfg.batch_size if self.parts.ct_source is not None else 0)
         return TrainResult(run_dir=str(self.run_dir), step=self.step, total_steps=self.parts.total,
@@ -563,21 +501,7 @@ class Trainer:
                            seconds=seconds, steps_per_s=steps / seconds if seconds > 0 else 0.0,
                            samples_per_s=steps * per_step_items * self.world / seconds if seconds > 0 else 0.0,
                            last_stats={k: v for k, v in stats.items() if not k.startswith("__")},
-                           digests=self._digests())
-
-    def _open_run_dir(self) -> None:
-        """The run folder with its config.json and net_config.json (main process), and the TensorBoard writer."""
-        self.writer = None
-        if not self.main:
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_config(self.cfg, self.run_dir)
-        (self.run_dir / "net_config.json").write_text(json.dumps(self.parts.net_cfg.to_dict(), indent=2) + "\n")
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(str(self.run_dir / "tb"))
-        except ImportError:  # tensorboard is a dependency; keep training if it is broken
-            self.writer = None
+                           digests=self.parts.digests())
 
     def _one_step(self) -> tuple[dict, dict[str, float]]:
         """Batch, step, scheduler/EMA update, reported to the hooks; XPGANError on a non-finite loss term."""
@@ -601,12 +525,6 @@ class Trainer:
         self.step += 1
         self.hooks.on_step(self.step, step_s)
         return batch, stats
-
-    def _digests(self) -> dict[str, str]:
-        out = {k: ckpt_io.weights_digest(m.state_dict()) for k, m in self.parts.nets.items()}
-        if self.parts.G_ema is not None:
-            out["G_ema"] = ckpt_io.weights_digest(self.parts.G_ema.state_dict())
-        return out
 
 
 ETA_AFTER_STEPS = 2   # timed steps after the first before the ETA is printed

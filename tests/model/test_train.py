@@ -52,7 +52,7 @@ def test_run_dir_holds_config_logs_samples(tiny_xpgan_run):
 
 
 def test_sample_sheet_titles_its_columns_and_labels_its_rows():
-    from xpgan.model.train import _image_grid
+    from xpgan.model.runlog import image_grid as _image_grid
     from xpgan.pipeline.picture import labelled_grid
 
     cols = {"DRR": torch.full((3, 1, 8, 8), 0.25), "real CXR": torch.full((3, 1, 8, 8), 0.75)}
