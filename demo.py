@@ -13,13 +13,14 @@ Sizes are chosen so the whole run stays under about 2 minutes on 2 idle cores; t
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from xpgan import bounds as B
 from xpgan.errors import XPGANError, check_output_folder
@@ -27,6 +28,7 @@ from xpgan.model.metrics import metrics_line
 from xpgan.options import check_bounds, option
 
 MARKER = ".xpgan-demo"
+Log = Callable[[str], None]
 _PARTS = ("archives", "stores", "sheets", "runs")
 
 
@@ -110,121 +112,150 @@ def _prepare_out(out: Path) -> None:
 
 def run_demo(cfg: DemoConfig, *, log: Callable[[str], None] = print) -> DemoResult:
     """Run every step of the demo into cfg.out; returns where each output is and how long each step took."""
-    from xpgan.pipeline.synth.archives import write_cxr_archive, write_mosmed_archive
-
     check_bounds(cfg)
     out = Path(cfg.out)
     _prepare_out(out)
     res = DemoResult(out=str(out))
-    paths, secs = res.paths, res.seconds
+    mosmed, cxr_src = _write_archives(cfg, out, res, log)
+    ct_store, salt = _prep_ct_store(cfg, out, mosmed, res, log)
+    cxr_store = _prep_cxr_store(cfg, out, cxr_src, salt, res, log)
+    _inspect_sheets(out, ct_store, cxr_store, res, log)
+    run_dir, checkpoint = _train_tiny(cfg, out, ct_store, cxr_store, res, log)
+    _evaluate_test_split(checkpoint, cxr_store, run_dir, res, log)
+    _generate_xrays(checkpoint, ct_store, run_dir, res, log)
+    (out / "demo_summary.json").write_text(json.dumps({"paths": res.paths, "seconds": res.seconds}, indent=2))
+    res.paths["summary"] = str(out / "demo_summary.json")
+    return res
 
-    def step(name: str):
-        log(f"[demo] {name} ...")
-        return time.perf_counter()
 
-    # 1. archives
-    t = step(f"writing synthetic archives ({cfg.n_ct} CT studies {cfg.ct_shape[2]}x{cfg.ct_shape[1]}x~"
-             f"{cfg.ct_shape[0]}, {cfg.n_cxr} radiographs)")
-    mosmed, cxr_src = out / "archives" / "mosmed", out / "archives" / "cxr"
-    n_proc = cfg.workers if cfg.workers is not None else min(4, os.cpu_count() or 1)
-    write_mosmed_archive(mosmed, cfg.n_ct, seed=cfg.seed, shape=cfg.ct_shape, workers=n_proc)
-    write_cxr_archive(cxr_src, cfg.n_cxr, seed=cfg.seed, positive_fraction=cfg.cxr_positive_fraction,
-                      size=cfg.cxr_image_px, phantom_shape=cfg.cxr_phantom_shape, workers=n_proc,
-                      positive_grades=cfg.cxr_positive_grades)
-    paths["CT archive"], paths["CXR archive"] = str(mosmed), str(cxr_src)
-    secs["archives"] = time.perf_counter() - t
+@contextlib.contextmanager
+def _step(res: DemoResult, name: str, what: str, log: Log) -> Iterator[None]:
+    """Log `[demo] what ...`; when the step's body finishes, its wall-clock seconds go to res.seconds[name]."""
+    log(f"[demo] {what} ...")
+    t = time.perf_counter()
+    yield
+    res.seconds[name] = time.perf_counter() - t
 
-    # 2. prep drr
+
+def _write_archives(cfg: DemoConfig, out: Path, res: DemoResult, log: Log) -> tuple[Path, Path]:
+    """Step 1: the synthetic MosMed-style CT archive and Cohen-style CXR collection under out/archives."""
+    from xpgan.pipeline.synth.archives import write_cxr_archive, write_mosmed_archive
+
+    with _step(res, "archives", f"writing synthetic archives ({cfg.n_ct} CT studies {cfg.ct_shape[2]}x"
+               f"{cfg.ct_shape[1]}x~{cfg.ct_shape[0]}, {cfg.n_cxr} radiographs)", log):
+        mosmed, cxr_src = out / "archives" / "mosmed", out / "archives" / "cxr"
+        n_proc = cfg.workers if cfg.workers is not None else min(4, os.cpu_count() or 1)
+        write_mosmed_archive(mosmed, cfg.n_ct, seed=cfg.seed, shape=cfg.ct_shape, workers=n_proc)
+        write_cxr_archive(cxr_src, cfg.n_cxr, seed=cfg.seed, positive_fraction=cfg.cxr_positive_fraction,
+                          size=cfg.cxr_image_px, phantom_shape=cfg.cxr_phantom_shape, workers=n_proc,
+                          positive_grades=cfg.cxr_positive_grades)
+        res.paths["CT archive"], res.paths["CXR archive"] = str(mosmed), str(cxr_src)
+    return mosmed, cxr_src
+
+
+def _prep_ct_store(cfg: DemoConfig, out: Path, mosmed: Path, res: DemoResult, log: Log) -> tuple[Path, Path]:
+    """Step 2, prep drr: the CT archive -> out/stores/ct.zarr (resized volumes and cone-beam PA DRRs), with
+    the seed's salt for patient hashes written beside it; returns the store and the salt file."""
     from xpgan.drr import ConeGeometry
     from xpgan.pipeline.ct.prep_drr import prep_drr
     from xpgan.pipeline.privacy import write_seeded_salt
     from xpgan.pipeline.synth.archives import ARCHIVE_SPACING_RANGE_MM
 
-    t = step(f"prep drr -> volumes {'x'.join(map(str, cfg.prep_shape))}, DRRs {cfg.size}x{cfg.size}")
-    ct_store = out / "stores" / "ct.zarr"
-    salt = write_seeded_salt(out / "stores" / "demo.salt", cfg.seed)
-    s = prep_drr(str(mosmed), str(ct_store), shape=cfg.prep_shape, geometry=ConeGeometry(view="pa", size=cfg.size),
-                 workers=cfg.workers, progress=cfg.progress, processes=cfg.processes, salt_file=salt,
-                 spacing_range_mm=ARCHIVE_SPACING_RANGE_MM)
-    s.raise_on_failures("prep drr")
-    log(s.text() if hasattr(s, "text") else str(s))
-    paths["CT store"] = str(ct_store)
-    secs["prep drr"] = time.perf_counter() - t
+    with _step(res, "prep drr", f"prep drr -> volumes {'x'.join(map(str, cfg.prep_shape))}, "
+               f"DRRs {cfg.size}x{cfg.size}", log):
+        ct_store = out / "stores" / "ct.zarr"
+        salt = write_seeded_salt(out / "stores" / "demo.salt", cfg.seed)
+        s = prep_drr(str(mosmed), str(ct_store), shape=cfg.prep_shape,
+                     geometry=ConeGeometry(view="pa", size=cfg.size), workers=cfg.workers, progress=cfg.progress,
+                     processes=cfg.processes, salt_file=salt, spacing_range_mm=ARCHIVE_SPACING_RANGE_MM)
+        s.raise_on_failures("prep drr")
+        log(s.text() if hasattr(s, "text") else str(s))
+        res.paths["CT store"] = str(ct_store)
+    return ct_store, salt
 
-    # 3. prep cxr
+
+def _prep_cxr_store(cfg: DemoConfig, out: Path, cxr_src: Path, salt: Path, res: DemoResult, log: Log) -> Path:
+    """Step 3, prep cxr: the CXR collection -> out/stores/cxr.zarr (letterboxed images, patient-grouped
+    80:20 train/test split, patients hashed with the CT store's salt)."""
     from xpgan.pipeline.cxr.prep_cxr import prep_cxr
 
-    t = step(f"prep cxr -> images {cfg.size}x{cfg.size}")
-    cxr_store = out / "stores" / "cxr.zarr"
-    s = prep_cxr([str(cxr_src)], str(cxr_store), size=cfg.size, seed=cfg.seed, workers=cfg.workers,
-                 progress=cfg.progress, processes=cfg.processes, salt_file=salt)
-    s.raise_on_failures("prep cxr")
-    log(s.text() if hasattr(s, "text") else str(s))
-    paths["CXR store"] = str(cxr_store)
-    secs["prep cxr"] = time.perf_counter() - t
+    with _step(res, "prep cxr", f"prep cxr -> images {cfg.size}x{cfg.size}", log):
+        cxr_store = out / "stores" / "cxr.zarr"
+        s = prep_cxr([str(cxr_src)], str(cxr_store), size=cfg.size, seed=cfg.seed, workers=cfg.workers,
+                     progress=cfg.progress, processes=cfg.processes, salt_file=salt)
+        s.raise_on_failures("prep cxr")
+        log(s.text() if hasattr(s, "text") else str(s))
+        res.paths["CXR store"] = str(cxr_store)
+    return cxr_store
 
-    # 4. inspect
+
+def _inspect_sheets(out: Path, ct_store: Path, cxr_store: Path, res: DemoResult, log: Log) -> None:
+    """Step 4, inspect: contact sheets of both stores and of the most severe CT item (its DRR beside axial,
+    coronal and sagittal slices) in out/sheets, logging the head of each store's summary."""
     from xpgan.pipeline.inspection import inspect_store
 
-    t = step("inspect: contact sheets")
-    sheets = out / "sheets"
-    sheets.mkdir(parents=True, exist_ok=True)
-    log(_head(inspect_store(ct_store, sheet=sheets / "ct_sheet.png")))
-    log(_head(inspect_store(cxr_store, sheet=sheets / "cxr_sheet.png")))
-    item = _most_severe_item(ct_store)
-    inspect_store(ct_store, sheet=sheets / "ct_item.png", item=item)
-    paths["CT contact sheet"] = str(sheets / "ct_sheet.png")
-    paths["CXR contact sheet"] = str(sheets / "cxr_sheet.png")
-    paths[f"CT item {item} sheet"] = str(sheets / "ct_item.png")
-    secs["inspect"] = time.perf_counter() - t
+    with _step(res, "inspect", "inspect: contact sheets", log):
+        sheets = out / "sheets"
+        sheets.mkdir(parents=True, exist_ok=True)
+        log(_head(inspect_store(ct_store, sheet=sheets / "ct_sheet.png")))
+        log(_head(inspect_store(cxr_store, sheet=sheets / "cxr_sheet.png")))
+        item = _most_severe_item(ct_store)
+        inspect_store(ct_store, sheet=sheets / "ct_item.png", item=item)
+        res.paths["CT contact sheet"] = str(sheets / "ct_sheet.png")
+        res.paths["CXR contact sheet"] = str(sheets / "cxr_sheet.png")
+        res.paths[f"CT item {item} sheet"] = str(sheets / "ct_item.png")
 
-    # 5. train
+
+def _train_tiny(cfg: DemoConfig, out: Path, ct_store: Path, cxr_store: Path, res: DemoResult,
+                log: Log) -> tuple[Path, str]:
+    """Step 5, train: `--mode xpgan --preset tiny` on the CPU for cfg.train_steps steps into out/runs/xpgan,
+    one checkpoint at the end; returns the run folder and that checkpoint."""
     from xpgan.model.config import TrainConfig
     from xpgan.model.train import train
 
-    t = step(f"train --mode xpgan --preset tiny, {cfg.train_steps} steps on the CPU")
-    run_dir = out / "runs" / "xpgan"
-    tcfg = TrainConfig(ct=str(ct_store), cxr=str(cxr_store), mode="xpgan", out=str(run_dir),
-                       max_steps=cfg.train_steps, batch_size=cfg.batch_size,
-                       cxr_batch_size=min(cfg.cxr_batch_size, _train_items(cxr_store)), seed=cfg.seed, preset="tiny",
-                       device="cpu", num_workers=0, checkpoint_every=cfg.train_steps, keep_checkpoints=1,
-                       log_every=max(1, cfg.train_steps // 6), sample_every=cfg.train_steps,
-                       progress=cfg.progress).validate()
-    tr = train(tcfg)
-    if not tr.checkpoint:
-        raise XPGANError("demo: training wrote no checkpoint")
-    paths["run dir (TensorBoard logs, samples)"] = str(run_dir)
-    paths["checkpoint"] = str(tr.checkpoint)
-    secs["train"] = time.perf_counter() - t
+    with _step(res, "train", f"train --mode xpgan --preset tiny, {cfg.train_steps} steps on the CPU", log):
+        run_dir = out / "runs" / "xpgan"
+        tcfg = TrainConfig(ct=str(ct_store), cxr=str(cxr_store), mode="xpgan", out=str(run_dir),
+                           max_steps=cfg.train_steps, batch_size=cfg.batch_size,
+                           cxr_batch_size=min(cfg.cxr_batch_size, _train_items(cxr_store)), seed=cfg.seed,
+                           preset="tiny", device="cpu", num_workers=0, checkpoint_every=cfg.train_steps,
+                           keep_checkpoints=1, log_every=max(1, cfg.train_steps // 6),
+                           sample_every=cfg.train_steps, progress=cfg.progress).validate()
+        tr = train(tcfg)
+        if not tr.checkpoint:
+            raise XPGANError("demo: training wrote no checkpoint")
+        res.paths["run dir (TensorBoard logs, samples)"] = str(run_dir)
+        res.paths["checkpoint"] = str(tr.checkpoint)
+    return run_dir, tr.checkpoint
 
-    # 6. eval
+
+def _evaluate_test_split(checkpoint: str, cxr_store: Path, run_dir: Path, res: DemoResult, log: Log) -> None:
+    """Step 6, eval: the checkpoint's classifier on the CXR store's test split -> run_dir/eval-test
+    (metrics.json, ROC and PR curves); the metrics go to res.metrics."""
     from xpgan.model.evaluate import evaluate
 
-    t = step("eval on the CXR test split")
-    eval_dir = run_dir / "eval-test"
-    res.metrics = evaluate(tr.checkpoint, cxr_store, split="test", out_dir=eval_dir, device="cpu")
-    paths["metrics"] = str(eval_dir / "metrics.json")
-    for name in ("roc.png", "pr.png"):
-        if (eval_dir / name).exists():
-            paths[name] = str(eval_dir / name)
-    secs["eval"] = time.perf_counter() - t
+    with _step(res, "eval", "eval on the CXR test split", log):
+        eval_dir = run_dir / "eval-test"
+        res.metrics = evaluate(checkpoint, cxr_store, split="test", out_dir=eval_dir, device="cpu")
+        res.paths["metrics"] = str(eval_dir / "metrics.json")
+        for name in ("roc.png", "pr.png"):
+            if (eval_dir / name).exists():
+                res.paths[name] = str(eval_dir / name)
 
-    # 7. generate
+
+def _generate_xrays(checkpoint: str, ct_store: Path, run_dir: Path, res: DemoResult, log: Log) -> None:
+    """Step 7, generate: G's X-rays for the CT store's studies -> run_dir/generated, with the generator
+    report (res.generator) and a grid of DRRs beside G(ct)."""
     from xpgan.model.generate import generate
 
-    t = step("generate X-rays from the CT store")
-    gen_dir = run_dir / "generated"
-    g = generate(tr.checkpoint, ct_store, gen_dir, device="cpu")
-    paths["generated images"] = str(gen_dir)
-    paths["generator report"] = g["report_path"]
-    res.generator = g["report"]
-    if g.get("grid"):
-        paths["generated grid (DRR | G(ct))"] = str(g["grid"])
-    secs["generate"] = time.perf_counter() - t
-
-    (out / "demo_summary.json").write_text(json.dumps({"paths": paths, "seconds": secs}, indent=2))
-    paths["summary"] = str(out / "demo_summary.json")
-    return res
+    with _step(res, "generate", "generate X-rays from the CT store", log):
+        gen_dir = run_dir / "generated"
+        g = generate(checkpoint, ct_store, gen_dir, device="cpu")
+        res.paths["generated images"] = str(gen_dir)
+        res.paths["generator report"] = g["report_path"]
+        res.generator = g["report"]
+        if g.get("grid"):
+            res.paths["generated grid (DRR | G(ct))"] = str(g["grid"])
 
 
 def _train_items(cxr_store: Path) -> int:
