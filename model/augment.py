@@ -40,7 +40,7 @@ from torch.utils.data import Dataset, Sampler
 
 from xpgan.drr.poses import IntensityRanges, PoseRanges
 from xpgan.errors import XPGANError
-from xpgan.model.config import DRR_AUG_MODES
+from xpgan.model.config import check_drr_aug
 from xpgan.pipeline import schema
 
 RNG_SALT = 0x4155  # "AU": keeps augmentation draws apart from every other stream seeded with `seed`
@@ -69,13 +69,9 @@ class AugmentedCT(Dataset):
     def __init__(self, base, *, train_mode: str, aug: str, seed: int, rank: int = 0,
                  ranges: PoseRanges = PoseRanges(), intensity: Optional[IntensityRanges] = None,
                  render_in_workers: bool = True):
-        if aug not in DRR_AUG_MODES[1:]:
-            raise XPGANError(f"--drr-aug must be one of {', '.join(DRR_AUG_MODES)}, got {aug!r}")
-        if train_mode not in ("xpgan", "drr"):
-            raise XPGANError(f"--drr-aug applies to modes xpgan and drr, not {train_mode!r}")
-        if aug == "pose+intensity" and train_mode != "drr":
-            raise XPGANError("--drr-aug pose+intensity applies to --mode drr only (in mode xpgan G could not "
-                             "know the exposure change of its L1 target)")
+        check_drr_aug(train_mode, aug)
+        if aug == "none":
+            raise XPGANError("an augmented CT dataset needs a --drr-aug other than none")
         self.base, self.train_mode, self.aug = base, train_mode, aug
         self.seed, self.rank, self.ranges = int(seed), int(rank), ranges
         self.intensity = (intensity or IntensityRanges()) if aug == "pose+intensity" else None

@@ -114,11 +114,7 @@ class TrainConfig:
             if get_origin(hints[f.name]) is Literal and value not in choices:
                 raise XPGANError(f"{option_name(f.name)} must be one of {', '.join(choices)}, got {value!r}")
         check_bounds(self)
-        if self.drr_aug != "none" and self.mode == "baseline":
-            raise XPGANError("--drr-aug needs --mode xpgan or drr (mode baseline trains on no CT)")
-        if self.drr_aug == "pose+intensity" and self.mode == "xpgan":
-            raise XPGANError("--drr-aug pose+intensity applies to --mode drr only (in mode xpgan G could not know "
-                             "the exposure change of its L1 target); use pose")
+        check_drr_aug(self.mode, self.drr_aug)
         if self.cxr is None:
             raise XPGANError("--cxr is required (the CXR store)")
         if self.mode in ("xpgan", "drr") and self.ct is None:
@@ -126,6 +122,18 @@ class TrainConfig:
         if self.max_steps is None and self.epochs is None:
             raise XPGANError("give --epochs or --max-steps")
         return self
+
+
+def check_drr_aug(mode: str, drr_aug: str) -> None:
+    """The --drr-aug rules (TrainConfig.validate and the augmented dataset read them): a known choice; posed
+    DRRs for the modes that train on CT; an exposure change in mode drr only."""
+    if drr_aug not in DRR_AUG_MODES:
+        raise XPGANError(f"--drr-aug must be one of {', '.join(DRR_AUG_MODES)}, got {drr_aug!r}")
+    if drr_aug != "none" and mode not in ("xpgan", "drr"):
+        raise XPGANError(f"--drr-aug needs --mode xpgan or drr (mode {mode} trains on no CT)")
+    if drr_aug == "pose+intensity" and mode != "drr":
+        raise XPGANError("--drr-aug pose+intensity applies to --mode drr only (in mode xpgan G could not know "
+                         "the exposure change of its L1 target); use pose")
 
 
 # The bound of each numeric field, read from the fields (the property test of the options reads this table).

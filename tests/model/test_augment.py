@@ -167,3 +167,13 @@ def test_augmented_training_resumes_bit_exactly(aug_stores, xpgan_config, tmp_pa
     c = ckpt_io.load(plain.checkpoint)["models"]["C"]  # control: augmentation changed what C learned
     assert any(not torch.equal(c[k], a["models"]["C"][k]) for k in c if c[k].is_floating_point())
     assert "augment" not in ckpt_io.load(plain.checkpoint)
+
+
+@pytest.mark.parametrize("mode, aug", [("baseline", "pose"), ("xpgan", "pose+intensity"), ("drr", "rotate")])
+def test_the_config_and_the_augmented_dataset_refuse_the_same_drr_aug_with_the_same_words(mode, aug):
+    with pytest.raises(XPGANError) as by_config:
+        TrainConfig(mode=mode, drr_aug=aug, ct="ct.zarr", cxr="cxr.zarr", max_steps=1).validate()
+    with pytest.raises(XPGANError) as by_dataset:
+        AugmentedCT(None, train_mode=mode, aug=aug, seed=0)
+    assert str(by_config.value) == str(by_dataset.value)
+    assert "--drr-aug" in str(by_config.value)
