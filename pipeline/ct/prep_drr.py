@@ -2,9 +2,10 @@
 
 Public API
 ----------
-prep_drr(src, out, *, shape=(64, 256, 256), geometry=None, mu_water=0.02, backend="auto", workers=None,
-         scheduler=None, overwrite=False, progress=True, memory_limit_gb=6.0, salt_file=None,
-         items_per_shard=None, processes=True, spacing_range_mm=(0.1, 20.0)) -> CTPrepSummary
+prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water=MU_WATER_PER_MM, backend="auto", workers=None,
+         scheduler=None, overwrite=False, progress=True, memory_limit_gb=DEFAULT_MEMORY_LIMIT_GB, salt_file=None,
+         items_per_shard=None, processes=True, spacing_range_mm=SPACING_RANGE_MM,
+         allow_unusual_ct=False) -> CTPrepSummary
     src: MosMed tree, folder of NIfTI files / DICOM series folders, or manifest CSV (see
     xpgan.pipeline.ct.discover). out: the store path (`OUT.zarr`). geometry: a ConeGeometry /
     ParallelGeometry or its dict (default: cone, PA). memory_limit_gb: an item whose header says reading
@@ -14,6 +15,8 @@ prep_drr(src, out, *, shape=(64, 256, 256), geometry=None, mu_water=0.02, backen
     allow_unusual_ct: accept volumes that do not look like a CT in HU (validate.check_ct_plausible). Returns a
     CTPrepSummary (PrepSummary + the discovery line) (summary.failed > 0: some items failed; they are
     listed in the store's "failures" attribute and in `OUT.zarr.failures.csv`).
+prep_drr_from(PrepDrrConfig, DRROptions, CTChecks) -> CTPrepSummary
+    The same, from the `prep drr` command's configuration (its options are generated from these fields).
 process_ct(path, *, job) -> {"volume": int16 [D, H, W], "drr": float32 [S, S], "spacing": float32 [3]}
     One item, as a worker runs it: read the stored voxels and refuse implausible ones
     (xpgan.pipeline.ct.validate.read_checked_ct, the reader of drr render too; headers checked against the
