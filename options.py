@@ -24,10 +24,9 @@ def option(default, help: str = "", *, bound: Optional[Rule] = None, flag: Optio
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def argument(help: str, metavar: str, **default):
-    """A dataclass field offered as a positional command argument, shown as `metavar`; required unless a
-    `default=` is given."""
-    return dataclasses.field(**default, metadata={"help": help, "argument": metavar, "cli": True})
+def argument(help: str, metavar: str):
+    """A required dataclass field offered as a positional command argument, shown as `metavar`."""
+    return dataclasses.field(metadata={"help": help, "argument": metavar, "cli": True})
 
 
 def option_name(field: str) -> str:

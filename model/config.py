@@ -31,7 +31,7 @@ AMP_DTYPES: tuple[str, ...] = get_args(AmpDtype)
 DRR_AUG_MODES: tuple[str, ...] = get_args(DrrAug)
 G_ARCH_NAMES: tuple[str, ...] = get_args(GArch)
 CLASS_BALANCE: tuple[str, ...] = get_args(ClassBalance)
-_DEVICE_HELP = "auto: CUDA when available, else CPU."
+DEVICE_HELP = "auto: CUDA when available, else CPU."
 _INCOMPLETE_HELP = "Use the done items of a store that prep is still writing or did not finish (refused by default)."
 
 
@@ -54,7 +54,7 @@ class TrainConfig:
     r1_interval: int = _opt(16, "Steps between lazy R1 passes.", bound=B.EVERY)
     seed: int = _opt(0, "Seed of weights, data order and noise.", bound=B.SEED)
     preset: Preset = _opt("paper", "Network widths (tiny: CPU-sized).")
-    device: Device = _opt("auto", _DEVICE_HELP)
+    device: Device = _opt("auto", DEVICE_HELP)
     amp: bool = _opt(True, "Mixed precision on CUDA.", flag="--amp/--no-amp")
     amp_dtype: AmpDtype = _opt("bf16", "fp16 uses loss scaling.")
     num_workers: int = _opt(2, "Data loader worker processes per rank.", bound=B.LOADER_WORKERS)
@@ -159,7 +159,7 @@ class EvalConfig:
     cxr: Path = _opt(REQUIRED, "CXR store to evaluate on.")
     split: EvalSplit = _opt("test", "test | val (held-out part of train) | train.")
     out: Optional[Path] = _opt(None, "Output folder (default: RUN_DIR/eval-SPLIT).")
-    device: Device = _opt("auto", _DEVICE_HELP)
+    device: Device = _opt("auto", DEVICE_HELP)
     batch_size: int = _opt(64, "Images per forward pass.", bound=B.BATCH)
     allow_incomplete: bool = _opt(False, _INCOMPLETE_HELP)
 
@@ -173,5 +173,5 @@ class GenerateConfig:
     ct: Path = _opt(REQUIRED, "CT store whose volumes are translated.")
     out: Path = _opt(REQUIRED, "Output folder for PNGs.")
     limit: Optional[int] = _opt(None, "At most this many CT items.", bound=B.COUNT)
-    device: Device = _opt("auto", _DEVICE_HELP)
+    device: Device = _opt("auto", DEVICE_HELP)
     allow_incomplete: bool = _opt(False, _INCOMPLETE_HELP)

@@ -157,7 +157,6 @@ def jsonable(x):
     return x
 
 
-
 def evaluate_from(cfg: EvalConfig) -> str:
     """The `eval` command: evaluate() with its configuration; returns the lines it prints."""
     r = evaluate(cfg.checkpoint, cfg.cxr, split=cfg.split, out_dir=cfg.out, device=cfg.device,

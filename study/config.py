@@ -8,7 +8,7 @@ from typing import Optional
 
 from xpgan import bounds as B
 from xpgan.errors import XPGANError
-from xpgan.model.config import Device
+from xpgan.model.config import DEVICE_HELP, Device
 from xpgan.options import REQUIRED, option
 from xpgan.study.cohort import StudyPresetName
 
@@ -30,7 +30,7 @@ class StudyConfig:
     seeds: list[str] = option([str(s) for s in DEFAULT_SEEDS], "Training seeds: --seeds 0 1 (or 0,1).")
     modes: list[str] = option(list(PAPER_MODES), "Rows of the table: --modes baseline drr xpgan (or "
                                                  "comma-separated).")
-    device: Device = option("auto", "auto: CUDA when available, else CPU.")
+    device: Device = option("auto", DEVICE_HELP)
     cohort_seed: int = option(0, "Seed of the synthetic cohort.", bound=B.SEED)
     threads: int = option(1, "torch CPU threads for training (1 is robust on a shared machine; 2 is ~1.6x faster "
                              "on an idle 2-core one).", bound=B.THREADS)
@@ -44,8 +44,14 @@ def study_lists(seeds: list[str], modes: list[str], extra: list[str]) -> tuple[l
     be comma-separated."""
     tokens = [t for v in list(seeds) + list(modes) + list(extra) for t in v.replace(",", " ").split()]
     seed_list = [B.SEED.check("--seeds", int(t)) for t in tokens if t.lstrip("-").isdigit()]
-    mode_list = [t for t in tokens if not t.lstrip("-").isdigit()]
-    unknown = [t for t in mode_list if t not in MODES]
-    if unknown:
-        raise XPGANError(f"--modes must be among {', '.join(MODES)}; got {', '.join(unknown)}")
-    return list(dict.fromkeys(seed_list)), list(dict.fromkeys(mode_list))
+    mode_list = check_modes([t for t in tokens if not t.lstrip("-").isdigit()])
+    return list(dict.fromkeys(seed_list)), mode_list
+
+
+def check_modes(modes) -> list[str]:
+    """The study's rows without repeats; XPGANError for none or for a name outside MODES."""
+    modes = list(dict.fromkeys(modes))
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise XPGANError(f"--modes must be among {', '.join(MODES)}, got {', '.join(bad) or 'none'}")
+    return modes

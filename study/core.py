@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence
 from xpgan.errors import XPGANError, check_output_folder
 from xpgan.study import report
 from xpgan.study.cohort import PRESETS, StudyPreset, build_cohort, format_counts
-from xpgan.study.config import DEFAULT_SEEDS, MODES, PAPER_MODES, StudyConfig, study_lists
+from xpgan.study.config import DEFAULT_SEEDS, PAPER_MODES, StudyConfig, check_modes, study_lists
 from xpgan.study.runs import complete_generator_metrics, cross_run_generator_metrics, execute, load_result, run_name
 
 # rough relative cost of a step, for the first ETA
@@ -87,11 +87,8 @@ def study_from(cfg: StudyConfig, extra_args: list[str], log: Callable[[str], Non
 
 
 def _run_study(out, p: StudyPreset, seeds, modes, device, cohort_seed, workers, threads, log) -> dict:
-    modes = list(dict.fromkeys(modes))
+    modes = check_modes(modes)
     seeds = [int(s) for s in dict.fromkeys(seeds)]
-    bad = [m for m in modes if m not in MODES]
-    if bad or not modes:
-        raise XPGANError(f"--modes must be among {', '.join(MODES)}, got {', '.join(bad) or 'none'}")
     if not seeds:
         raise XPGANError("give at least one --seeds value")
     out = Path(out)
