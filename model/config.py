@@ -22,6 +22,9 @@ Device = Literal["auto", "cpu", "cuda"]
 AmpDtype = Literal["bf16", "fp16"]
 DrrAug = Literal["none", "pose", "pose+intensity"]  # model/augment.py
 GArch = Literal["projected", "vector"]  # model/networks.py G_ARCHS
+GHead = Literal["radiograph", "none"]  # model/film.py RadiographHead
+L1Space = Literal["intensity", "normalized"]  # model/losses.py
+DAugment = Literal["none", "translate"]  # model/losses.py
 ClassBalance = Literal["none", "weight", "oversample"]
 EvalSplit = Literal["test", "val", "train"]  # model/evaluate.py: val = the held-out part of train
 MODES: tuple[str, ...] = get_args(Mode)
@@ -30,6 +33,7 @@ DEVICES: tuple[str, ...] = get_args(Device)
 AMP_DTYPES: tuple[str, ...] = get_args(AmpDtype)
 DRR_AUG_MODES: tuple[str, ...] = get_args(DrrAug)
 G_ARCH_NAMES: tuple[str, ...] = get_args(GArch)
+G_HEAD_NAMES: tuple[str, ...] = get_args(GHead)
 CLASS_BALANCE: tuple[str, ...] = get_args(ClassBalance)
 DEVICE_HELP = "auto: CUDA when available, else CPU."
 _INCOMPLETE_HELP = "Use the done items of a store that prep is still writing or did not finish (refused by default)."
@@ -76,6 +80,10 @@ class TrainConfig:
     g_arch: GArch = _opt("projected", "Generator of mode xpgan: projected (the CT's features collapsed along "
                          "each study's rays feed every synthesis resolution, the global vector modulates the "
                          "styles) | vector (the paper's: global vector only).")
+    g_head: GHead = _opt("radiograph", "End of the projected generator: radiograph (a learned film curve, scatter, "
+                         "blur, edge enhancement and noise after G's DRR-like core; the L1 term compares the core "
+                         "with the DRR, D and the classifier see the head's output) | none (the paper's objective: "
+                         "L1 on G's image).")
     # not command options: fixed by the method, changed only through a config file or the API
     c_lr: Optional[float] = _opt(None, "classifier learning rate (None: lr)", bound=B.LR, cli=False)
     betas_gd: tuple[float, float] = _opt((0.0, 0.99), "StyleGAN2 Adam betas for G and D", cli=False)
@@ -85,6 +93,10 @@ class TrainConfig:
                                        cli=False)
     val_fraction: float = _opt(0.1, "share of CXR training patients held out for eval's threshold",
                                bound=B.FRACTION, cli=False)
+    l1_space: L1Space = _opt("intensity", "what the L1 term compares: intensity (the images as they are) or "
+                             "normalized (each image minus its mean, over its sd: structure only)", cli=False)
+    d_augment: DAugment = _opt("none", "D's inputs, real and generated alike: none, or translate (each image "
+                               "shifted by up to 1/8 of its side, zeros shifted in; differentiable)", cli=False)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -100,6 +112,9 @@ class TrainConfig:
             if k in kw and kw[k] is not None:
                 kw[k] = tuple(kw[k])
         kw.setdefault("g_arch", "vector")  # a saved config that names no generator had the global-vector one
+        kw.setdefault("g_head", "none")    # ... and one that names no head had none
+        kw.setdefault("l1_space", "intensity")
+        kw.setdefault("d_augment", "none")
         return cls(**kw)
 
     @property
@@ -172,6 +187,8 @@ class GenerateConfig:
                                  "CHECKPOINT")
     ct: Path = _opt(REQUIRED, "CT store whose volumes are translated.")
     out: Path = _opt(REQUIRED, "Output folder for PNGs.")
+    cxr: Optional[Path] = _opt(None, "CXR store: the report also says how far G's images and the DRRs are from its "
+                               "test radiographs (two-sample tests, pixel-value distance, variation).")
     limit: Optional[int] = _opt(None, "At most this many CT items.", bound=B.COUNT)
     device: Device = _opt("auto", DEVICE_HELP)
     allow_incomplete: bool = _opt(False, _INCOMPLETE_HELP)

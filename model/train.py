@@ -221,7 +221,8 @@ def _net_config(cfg: TrainConfig, resume_state: Optional[dict]):
             raise XPGANError(f"the checkpoint was trained on CT {net_cfg.ct_shape} / images "
                              f"{net_cfg.img_res} px; these stores hold {ct_shape} / {img_res} px")
     else:
-        net_cfg = net_config_for(cfg.preset, ct_shape, img_res, g_arch=cfg.g_arch)
+        net_cfg = net_config_for(cfg.preset, ct_shape, img_res, g_arch=cfg.g_arch,
+                                 radiograph_head=cfg.g_head == "radiograph")
     return net_cfg
 
 
@@ -289,7 +290,7 @@ def build_run(cfg: TrainConfig, device: torch.device, *, rank: int = 0, world: i
 
     loss = XPGANLoss(nets.get("G"), nets.get("D"), nets["C"], mode=cfg.mode, lambda_l1=cfg.lambda_l1,
                      r1_gamma=cfg.r1_gamma, r1_interval=cfg.r1_interval, amp_dtype=amp_dtype,
-                     cxr_class_weight=cxr_class_weight)
+                     cxr_class_weight=cxr_class_weight, l1_space=cfg.l1_space, d_augment=cfg.d_augment)
     run = Run(net_cfg, nets, G_ema, opts, scheds, scalers, loss, cxr_stream, ct_source, total)
     if resume_state is not None:
         run.load(resume_state, rank)

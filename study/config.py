@@ -13,9 +13,17 @@ from xpgan.options import REQUIRED, option
 from xpgan.study.cohort import StudyPresetName
 
 PAPER_MODES = ("baseline", "drr", "xpgan")                   # the rows of the paper's Table 2 (the default)
-# "+aug": train --drr-aug pose (beyond the paper); ":ARCH": mode xpgan with train --g-arch ARCH (without it:
-# the default generator), e.g. "xpgan:vector" for the paper's global-vector G beside "xpgan"
-MODES = PAPER_MODES + ("drr+aug", "xpgan+aug", "xpgan:vector", "xpgan+aug:vector")
+# "+aug": train --drr-aug pose (beyond the paper); ":VARIANT": mode xpgan with these training options instead
+# of the defaults (without it: the default generator and objective)
+GENERATOR_VARIANTS: dict[str, dict] = {
+    "vector": {"g_arch": "vector"},                          # the paper's global-vector G
+    "plain": {"g_head": "none"},                             # projected G without the radiograph head: L1 on
+                                                             # G's image (the paper's objective)
+    "translate": {"d_augment": "translate"},                 # + D's inputs translated (DiffAugment / ADA)
+    "normalized": {"g_head": "none", "l1_space": "normalized"},   # no head; L1 on standardised images
+}
+MODES = PAPER_MODES + ("drr+aug", "xpgan+aug") + tuple(f"xpgan:{v}" for v in GENERATOR_VARIANTS) \
+    + ("xpgan+aug:vector",)
 DEFAULT_SEEDS = (0, 1)
 
 
