@@ -172,7 +172,8 @@ def _logistic_scores(x_train: Tensor, y_train: Tensor, x_test: Tensor, l2: float
         loss.backward()
         return loss
 
-    opt.step(closure)
+    with torch.enable_grad():               # also when called under no_grad (a report)
+        opt.step(closure)
     with torch.no_grad():
         return xs @ w + b
 
@@ -223,17 +224,24 @@ def cnn_two_sample_auroc(a: Tensor, b: Tensor, *, folds: int = REALISM_FOLDS, se
         opt = torch.optim.Adam(net.parameters(), lr=lr)
         idx = [np.flatnonzero((fold != k) & (y == c)) for c in (0, 1)]
         half = max(1, batch // 2)
-        for _ in range(steps):
-            pick = np.concatenate([i[torch.randint(0, len(i), (half,), generator=gen).numpy()] for i in idx])
-            target = torch.from_numpy(y[pick]).float()
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x[pick]), target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        with torch.enable_grad():           # also when called under no_grad (a report)
+            _fit_cnn(net, opt, x, y, idx, half, steps, gen)
         with torch.no_grad():
             test = np.flatnonzero(fold == k)
             scores[test] = torch.cat([net(x[test[i:i + 256]]) for i in range(0, len(test), 256)]).double().numpy()
     return float(M.auroc(y, scores))
+
+
+def _fit_cnn(net, opt, x, y, idx, half, steps, gen) -> None:
+    """`steps` Adam steps of the two-sample CNN on class-balanced batches (`half` of each set) of the items
+    `idx` (one index array per set)."""
+    for _ in range(steps):
+        pick = np.concatenate([i[torch.randint(0, len(i), (half,), generator=gen).numpy()] for i in idx])
+        target = torch.from_numpy(y[pick]).float()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x[pick]), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
 
 
 def pixel_w1(a: Tensor, b: Tensor, *, pool: int = 8) -> float:

@@ -46,13 +46,14 @@ def train_on_images(images: Tensor, labels: np.ndarray, settings: TransferSettin
     opt = torch.optim.Adam(C.parameters(), lr=settings.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.steps, eta_min=0.0)
     gen = torch.Generator().manual_seed(settings.seed + 1)
-    for _ in range(settings.steps):
-        pick = torch.randint(0, len(y), (min(settings.batch, len(y)),), generator=gen)
-        loss = cross_entropy_known(C(x[pick].to(device)), y[pick].to(device), weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+    with torch.enable_grad():               # also when called under no_grad (a report)
+        for _ in range(settings.steps):
+            pick = torch.randint(0, len(y), (min(settings.batch, len(y)),), generator=gen)
+            loss = cross_entropy_known(C(x[pick].to(device)), y[pick].to(device), weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
     return C.eval()
 
 
