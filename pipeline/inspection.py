@@ -93,14 +93,27 @@ def _fmt_attrs(d: dict, indent: str = "  ") -> list[str]:
     return lines
 
 
+def _writing_note(path: str, meta: dict) -> str:
+    """What the store's state means for its user: prep writing it now, or a prep run that did not finish."""
+    from xpgan.pipeline.store import lock_holder
+
+    holder = lock_holder(path) if path else None
+    if holder is not None:
+        who = f" (pid {holder})" if holder else ""
+        return (f" (a prep run{who} is writing it now: wait for it to finish; train/eval/generate refuse it "
+                "until then, unless --allow-incomplete)")
+    if meta.get(schema.COMPLETE, True):
+        return ""
+    return " (its last prep run did not finish: rerun it to resume; train/eval/generate refuse it until then)"
+
+
 def summarize_store(group, path: str = "") -> str:
     meta = dict(group.attrs[schema.META])
     kind = meta.get(schema.KIND, "?")
     done = _read(group, "done").astype(bool)
     n = int(done.size)
     lines = [f"{path}: {kind} store, {n} items, {int(done.sum())} done, {n - int(done.sum())} not done"
-             + ("" if meta.get(schema.COMPLETE, True) else " (its last prep run did not finish: rerun it to "
-                                                               "resume; train/eval/generate refuse it until then)")]
+             + _writing_note(path, meta)]
     arrays = ", ".join(f"{name} {group[name].dtype} {tuple(group[name].shape)}" for name in sorted(group.array_keys()))
     lines.append(f"arrays: {arrays}")
     label = _read(group, "label") if "label" in group else np.full(n, -1)

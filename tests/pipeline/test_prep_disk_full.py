@@ -14,7 +14,7 @@ from xpgan.pipeline.ct.prep_drr import prep_drr
 from xpgan.pipeline.synth.writers import write_nifti
 
 SHAPE = (8, 24, 24)
-ARGS = ["--shape", *map(str, SHAPE), "--size", "24", "--workers", "0", "--no-progress"]
+ARGS = ["--shape", *map(str, SHAPE), "--size", "32", "--workers", "0", "--no-progress"]
 
 
 def _archive(root):

@@ -17,7 +17,7 @@ from xpgan.pipeline.schema import open_store
 
 SHAPE = (8, 24, 24)
 N = 12
-ARGS = ["--shape", *map(str, SHAPE), "--size", "24", "--workers", "0", "--no-progress"]
+ARGS = ["--shape", *map(str, SHAPE), "--size", "32", "--workers", "0", "--no-progress"]
 # The child runs the real CLI with each item slowed down (a sleep around the real process_ct), so that the
 # signal lands while items of an unfinished shard (16 items by default here: one shard) are done.
 CHILD = slowed_cli("xpgan.pipeline.ct.prep_drr", "process_ct", 0.2)
@@ -127,7 +127,7 @@ def test_interrupted_prep_cxr_resumes_byte_identical(tmp_path):
     salt = tmp_path / "salt"
     salt.write_text("s" * 32)
     out, ref = tmp_path / "cut.zarr", tmp_path / "ref.zarr"
-    args = ["prep", "cxr", str(src), str(out), "--size", "16", "--workers", "0", "--no-progress",
+    args = ["prep", "cxr", str(src), str(out), "--size", "32", "--workers", "0", "--no-progress",
             "--salt-file", str(salt)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     proc = subprocess.Popen([sys.executable, "-c", CXR_CHILD, *args], stdout=subprocess.PIPE,
