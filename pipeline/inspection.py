@@ -10,7 +10,8 @@ inspect_store(store, *, sheet=None, item=None, max_tiles=48, poses=False) -> str
     - `item=I` (CT): the DRR beside axial, coronal and sagittal mid-slices of volume I (lung window,
       aspect from the voxel spacing); (CXR): the image. Images are drawn in display orientation: head at the
       top and the patient's right on the image's left (DRR, coronal); axial: anterior at the top, patient
-      right on the left; sagittal: anterior on the left. Never draws a patient hash.
+      right on the left; sagittal: anterior on the left; each panel marks its edges (R/L, A/P, S). Never
+      draws a patient hash.
     - `item=I, poses=True` (CT): the stored DRR, its zero-pose re-render from the stored volume, and random
       posed views as `--drr-aug` draws them (drr/poses.py PoseRanges), each titled with its pose.
 summarize_store(group) -> str
@@ -274,9 +275,19 @@ def _ct_item(group, sheet: Path, i: int) -> None:
     axes[0, 2].set_title(f"coronal h={h // 2}", fontsize=9)
     axes[0, 3].imshow(vol[:, :, w // 2], aspect=sd / sh, **win)  # rows superior->inferior, cols anterior->posterior
     axes[0, 3].set_title(f"sagittal w={w // 2}", fontsize=9)
+    for ax, (left, right, top) in zip(axes[0], (("R", "L", "S"), ("R", "L", "A"), ("R", "L", "S"), ("A", "P", "S"))):
+        _orientation_marks(ax, left, right, top)
     fig.suptitle(f"item {i}: {ids[i]}  label {LABEL_NAMES.get(label, label)}  spacing "
                  f"({sd:.2f}, {sh:.2f}, {sw:.2f}) mm  [window -1000..400 HU]", fontsize=9)
     _save(fig, sheet)
+
+
+def _orientation_marks(ax, left: str, right: str, top: str) -> None:
+    """The patient directions at a panel's left, right and top edges (R/L, A/P, S), in yellow on the image."""
+    style = {"color": "yellow", "fontsize": 9, "fontweight": "bold", "transform": ax.transAxes}
+    ax.text(0.03, 0.5, left, ha="left", va="center", **style)
+    ax.text(0.97, 0.5, right, ha="right", va="center", **style)
+    ax.text(0.5, 0.97, top, ha="center", va="top", **style)
 
 
 def _ct_poses(group, store: Path, sheet: Path, i: int, n_views: int = 6, seed: int = 0) -> None:
