@@ -95,7 +95,7 @@ def test_store_size_mismatch_is_an_error(tmp_path, store_writers):
     cxr = store_writers[1](tmp_path / "cxr.zarr", n=8)
     cfg = TrainConfig(ct=str(ct), cxr=str(cxr), mode="drr", out=str(tmp_path / "run"), max_steps=1,
                       batch_size=2, preset="tiny", device="cpu", num_workers=0, progress=False)
-    with pytest.raises(XPGANError, match="64 px but CXR images are 32 px"):
+    with pytest.raises(XPGANError, match="its DRRs are 64 px but the images of .* are 32 px"):
         train(cfg)
 
 
