@@ -37,8 +37,9 @@ class DemoConfig:
     out: str = option("demo_out", "Output folder (created; a previous demo's folder is cleared, any other "
                       "non-empty folder is refused).", path=True)
     seed: int = option(0, "Seed of the synthetic patients and of training.", bound=B.SEED)
-    size: int = option(64, "DRR and CXR store size, pixels per side (the networks' resolution; 128 looks nicer "
-                       "and trains about 3x slower).", bound=B.DEMO_SIZE)
+    size: int = option(64, "DRR and CXR store size, pixels per side: the networks' resolution, a power of two >= "
+                           f"{B.CLASSIFIER_MIN_IMAGE} (128 looks nicer and trains about 3x slower).",
+                       bound=B.model_image_size(B.DEMO_SIZE))
     n_ct: int = option(16, "Synthetic CT studies (512x512x~40 voxels each).", bound=B.DEMO_CT, flag="--ct")
     ct_shape: tuple[int, int, int] = (40, 512, 512)   # (d, h, w) of the written studies, voxels (d varies +-4)
     prep_depth: int = 32                        # slices of the store's volumes (volumes are depth x size x size)

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 
 from xpgan import bounds as B
@@ -21,6 +22,15 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 OWN_OUTPUT = re.compile(r"^(\d{6}(_[A-Za-z0-9._-]*)?|grid)\.png$")  # the names generate writes
 GRID_TITLES = ("stored DRR", "G_ema(CT)")
 REPORT = "g_report.json"
+
+
+def row_label(label: int, grade: int) -> str:
+    """A study's label and grade as grid.png's rows say them: `COVID-19 CT-3`, `negative CT-0`, `label unknown`."""
+    from xpgan.pipeline.schema import LABEL_NAMES, LABEL_POSITIVE
+
+    name = "COVID-19" if label == LABEL_POSITIVE else LABEL_NAMES.get(label, "unknown")
+    name = "label unknown" if name == "unknown" else name
+    return f"{name} CT-{grade}" if grade >= 0 else name
 
 
 def _safe_name(study_id: str, index: int) -> str:
@@ -44,8 +54,8 @@ def generate(checkpoint: str | Path, ct_store: str | Path, out_dir: str | Path, 
              allow_incomplete: bool = False, cxr_store: Optional[str | Path] = None) -> dict:
     """Write `out_dir/<index>_<study_id>.png` (G_ema(ct), [0, 1] -> 0..255 greyscale) for the finished CT
     items (the first `limit` of them), and `out_dir/grid.png`: rows of [stored DRR | G(ct)] under column
-    titles, each row labelled with its study id. The PNGs of an earlier generate in out_dir are deleted
-    first, so the folder holds this run's images only (other files are left alone). Returns
+    titles, each row labelled with its study id, label and grade. The PNGs of an earlier generate in out_dir are
+    deleted first, so the folder holds this run's images only (other files are left alone). Returns
     {"images": [...paths], "grid": path, "report": the generator report, "report_path"}:
     `out_dir/g_report.json` holds how well G follows each study (`xpgan.model.greport.store_report`, against
     these studies' DRRs and labels; the checkpoint's classifier gives the evidence figures) and, with
@@ -72,7 +82,10 @@ def generate(checkpoint: str | Path, ct_store: str | Path, out_dir: str | Path, 
     ds = CTDataset(ct_store, hu_window=net["hu_window"], labelled_only=False, limit=limit)
     if len(ds) == 0:
         raise XPGANError(f"{ct_store}: no finished items")
-    study_ids = read_strings(open_store(ct_store, "ct")["study_id"], ct_store)
+    group = open_store(ct_store, "ct")
+    study_ids = read_strings(group["study_id"], ct_store)
+    ct_labels = np.asarray(group["label"][:])
+    grades = np.asarray(group["severity"][:]) if "severity" in group else np.full(ct_labels.shape, -1)
     out = Path(out_dir)
     clear_own_outputs(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -86,7 +99,7 @@ def generate(checkpoint: str | Path, ct_store: str | Path, out_dir: str | Path, 
         images.append(str(path))
         if len(rows) < grid_items:
             rows.append([imgs.drr[k, 0].numpy(), fakes[k, 0]])
-            labels.append(study_ids[idx])
+            labels.append(f"{study_ids[idx]}\n{row_label(int(ct_labels[idx]), int(grades[idx]))}")
     grid_path = out / "grid.png"
     Image.fromarray(labelled_grid(rows, col_titles=GRID_TITLES, row_labels=labels)).save(grid_path)
     C = networks_from_checkpoint(state, ("C",), dev)["C"] if "C" in state["models"] else None

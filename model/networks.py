@@ -41,6 +41,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from xpgan import bounds as B
 from xpgan.errors import InputError, XPGANError
 from xpgan.model.beam import check_beam, drr_estimate, logit, plane_centres, project_slabs
 from xpgan.model.layers import (
@@ -103,9 +104,7 @@ class NetConfig:
         self.hu_window = check_hu_window(self.hu_window)
         if len(self.ct_shape) != 3 or min(self.ct_shape) < 1:
             raise XPGANError(f"ct_shape must be three positive sizes (D, H, W), got {self.ct_shape}")
-        r = int(self.img_res)
-        if r < 8 or r & (r - 1):
-            raise XPGANError(f"img_res must be a power of two >= 8, got {self.img_res}")
+        B.check_image_size("img_res", int(self.img_res), B.GENERATOR_MIN_IMAGE)
         if not self.enc_channels or min(self.enc_channels) < 1:
             raise XPGANError(f"enc_channels must be positive widths, got {self.enc_channels}")
         for name in ("beam_slabs", "z_dim", "w_dim", "syn_channel_base", "syn_channel_max", "d_channel_base",
@@ -545,8 +544,7 @@ def build_classifier(cfg: NetConfig, weights_path: str | None = None) -> nn.Modu
     state_dict file if `weights_path` is given (conv0 summed over RGB, 1000-class head dropped)."""
     from torchvision.models import densenet121
 
-    if cfg.img_res < 32:
-        raise XPGANError(f"the DenseNet121 classifier needs img_res >= 32, got {cfg.img_res}")
+    B.check_image_size("the DenseNet121 classifier's img_res", int(cfg.img_res), B.CLASSIFIER_MIN_IMAGE)
     sd = _read_state_dict(os.fspath(weights_path)) if weights_path is not None else None   # fail fast
     net = densenet121(weights=None)                                   # never downloads
     old = net.features.conv0

@@ -35,15 +35,16 @@ class StudyConfig:
                                  "command to resume.")
     preset: StudyPresetName = option("cpu", "cpu (~25-40 min on 2 cores) | gpu (paper sizes, one GPU) | smoke "
                                             "(plumbing, under a minute).")
-    seeds: list[str] = option([str(s) for s in DEFAULT_SEEDS], "Training seeds: --seeds 0 1 (or 0,1).")
+    seeds: list[str] = option([str(s) for s in DEFAULT_SEEDS], "Training seeds: --seeds 0 1 (or 0,1).",
+                              metavar="SEED...")
     modes: list[str] = option(list(PAPER_MODES), "Rows of the table: --modes baseline drr xpgan (or "
-                                                 "comma-separated).")
+                                                 "comma-separated).", metavar="MODE...")
     device: Device = option("auto", DEVICE_HELP)
     cohort_seed: int = option(0, "Seed of the synthetic cohort.", bound=B.SEED)
     threads: int = option(1, "torch CPU threads for training (1 is robust on a shared machine; 2 is ~1.6x faster "
                              "on an idle 2-core one).", bound=B.THREADS)
-    steps: Optional[int] = option(None, "Training steps of every run (default: the preset's); the cohort stays the "
-                                        "same. One budget per --out folder.", bound=B.STEPS)
+    steps: Optional[int] = option(None, "Training steps of every run; the cohort stays the same. One budget per "
+                                        "--out folder.", bound=B.STEPS, default_text="the preset's")
 
 
 def study_lists(seeds: list[str], modes: list[str], extra: list[str]) -> tuple[list[int], list[str]]:

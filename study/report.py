@@ -259,6 +259,10 @@ def plot_study(summary: dict, runs: Sequence[dict], path: Path, title: str) -> N
     plt.close(fig)
 
 
+def _label_word(label: int) -> str:
+    return "COVID-19" if label == 1 else "negative" if label == 0 else "label unknown"
+
+
 def plot_samples(cohort, generators: dict[str, str], path: Path, device: str = "cpu", per_grade: int = 3) -> None:
     """`per_grade` held-out CT studies per grade (one row per grade), each as DRR | G(ct) of every generator
     in `generators` (column title -> xpgan checkpoint), so a reader sees whether G follows the study; and
@@ -285,15 +289,20 @@ def plot_samples(cohort, generators: dict[str, str], path: Path, device: str = "
     cxr = CXRDataset(cohort.cxr_store, part="test")
     pools = {k: [i for i in range(len(cxr)) if cxr.labels[i] == k] for k in (0, 1)}
     per_study = ["DRR"] + [f"G {name}" for name in Gs]
-    n_cols = per_grade * len(per_study) + 1
+    labels = np.asarray(g["label"][:])
+    shown = {k: np.flatnonzero(done & (sev == k))[:per_grade] for k in grades}
+    n_show = max((len(v) for v in shown.values()), default=1)   # no empty columns when grades have few studies
+    n_cols = n_show * len(per_study) + 1
+    tile = 2.0   # inches per tile: 200 px at dpi 100, the titles in 9 pt fit above it
     plt = _plt()
-    fig, axes = plt.subplots(len(grades), n_cols, figsize=(1.7 * n_cols, 1.9 * len(grades)), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(len(grades), n_cols, figsize=(tile * n_cols + 0.6, (tile + 0.55) * len(grades) + 0.5),
+                             dpi=100, squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
         ax.axis("off")
     for row, grade in enumerate(grades):
-        for k, j in enumerate(np.flatnonzero(done & (sev == grade))[:per_grade]):
+        for k, j in enumerate(shown[grade]):
             item = ct[pos_of[int(j)]]
             imgs = [item["drr"][0]]
             with torch.no_grad():
@@ -304,14 +313,19 @@ def plot_samples(cohort, generators: dict[str, str], path: Path, device: str = "
             for c, img in enumerate(imgs):
                 ax = axes[row, k * len(per_study) + c]
                 ax.imshow(img, cmap="gray", vmin=0, vmax=1)
-                ax.set_title(f"{ids[int(j)][-10:]}\n{per_study[c]}" if c == 0 else per_study[c], fontsize=7)
-        pool = pools[1 if grade > 0 else 0]
+                study = f"{ids[int(j)][-14:]} ({_label_word(int(labels[int(j)]))})"
+                ax.set_title(f"{study}\n{per_study[c]}" if c == 0 else f"\n{per_study[c]}", fontsize=9)
+        lab = 1 if grade > 0 else 0
+        pool = pools[lab]
         ax = axes[row, -1]
         if pool:
             ax.imshow(cxr[pool[row % len(pool)]]["cxr"][0], cmap="gray", vmin=0, vmax=1)
-        ax.set_title("real CXR, same label", fontsize=7)
+            ax.set_title(f"real test radiograph\n({_label_word(lab)})", fontsize=9)
         axes[row, 0].axis("on")
-        axes[row, 0].set_ylabel(f"CT-{grade}", fontsize=9)
-    fig.tight_layout()
+        for spine in axes[row, 0].spines.values():
+            spine.set_visible(False)
+        axes[row, 0].set_ylabel(f"CT-{grade}", fontsize=11, fontweight="bold")
+    fig.suptitle("Held-out CT studies by grade: the study's DRR and each generator's G(ct);\nright: a real test "
+                 "radiograph of the same label", fontsize=10)
     fig.savefig(path)
     plt.close(fig)

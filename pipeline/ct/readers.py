@@ -544,8 +544,11 @@ def _ct_images(folder: Path, defer_pixels: bool) -> list:
         raise InputError(bad[0][0], f"{bad[0][1]} in a DICOM series folder{more}")
     if not images:
         if n_dicom:
+            from xpgan.pipeline.cxr.readers import PROJECTION_MODALITIES
+
+            xray = "; radiographs belong in xpgan prep cxr" if modalities <= set(PROJECTION_MODALITIES) else ""
             raise InputError(folder, f"no CT images with pixel data among {n_dicom} DICOM file(s) "
-                                     f"(modalities: {', '.join(sorted(modalities))})")
+                                     f"(modalities: {', '.join(sorted(modalities))}){xray}")
         if bad:
             raise InputError(folder, f"no DICOM images in the folder: {len(bad)} file(s) named like DICOM "
                                      f"are not readable DICOM (e.g. {bad[0][0].name}: {bad[0][1]})")
