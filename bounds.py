@@ -86,6 +86,7 @@ REPEATS = _count(10**6)
 LR = Bound(0, 1, lo_open=True)
 LOSS_WEIGHT = Bound(0, 1e4)
 FRACTION = Bound(0, 1, hi_open=True)
+SHARE = Bound(0, 1, lo_open=True)               # a share of items kept: more than none, at most all
 MEMORY_GB = Bound(0, 4096, "GB", lo_open=True)
 SECONDS = Bound(0, 7 * 86400, "s", lo_open=True)
 PIXEL_MM = Bound(0.001, 100, "mm", why="detectors and DRRs have pixels of 0.05 to a few mm")

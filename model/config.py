@@ -110,6 +110,9 @@ class TrainConfig:
                                        cli=False)
     val_fraction: float = _opt(0.1, "share of CXR training patients held out for eval's threshold",
                                bound=B.FRACTION, cli=False)
+    cxr_positive_share: float = _opt(1.0, "share of the positive patients of the CXR train part whose "
+                                     "radiographs are trained on (negatives, validation and test unchanged)",
+                                     bound=B.SHARE, cli=False)
     l1_space: L1Space = _opt("intensity", "what the L1 term compares: intensity (the images as they are) or "
                              "normalized (each image minus its mean, over its sd: structure only)", cli=False)
     d_augment: DAugment = _opt("none", "D's inputs, real and generated alike: none, or translate (each image "

@@ -206,15 +206,20 @@ class CXRDataset(_LazyStoreDataset):
     """Finished, labelled CXR items of one part: "train" (split 0 minus validation patients), "val"
     (validation patients carved deterministically from split 0), "test" (split 1), "train_all" (split 0).
     `oversample_positive` k > 1 lists every positive item k times (class-balanced epochs).
+    `positive_share` < 1 (part "train" only) keeps the positive items of that share of the positive patients,
+    the same patients on every machine and for every seed (the first by their salted hash, which carries no
+    order of the data): the scarcity sweep.
     Items: {"cxr": [1, R, R] in [0, 1], "cxr_label": long, "index": store index}."""
 
     kind = "cxr"
 
     def __init__(self, path, *, part: str = "train", val_fraction: float = 0.1, limit: Optional[int] = None,
-                 oversample_positive: int = 1):
+                 oversample_positive: int = 1, positive_share: float = 1.0):
         super().__init__(path)
         if part not in CXR_PARTS:
             raise ValueError(f"part must be one of {CXR_PARTS}, got {part!r}")
+        if positive_share < 1.0 and part != "train":
+            raise ValueError("positive_share applies to the train part only")
         g = _open_checked(path, "cxr")
         info = _cxr_info(g, path)
         done = schema.read(g, path, "done").astype(bool)
@@ -229,6 +234,9 @@ class CXRDataset(_LazyStoreDataset):
                 patients = read_strings(g["patient"], path)
                 is_val = np.array([_patient_is_val(p, val_fraction) for p in patients], bool)
                 keep &= is_val if part == "val" else ~is_val
+                if part == "train" and positive_share < 1.0:
+                    keep &= _kept_positives(patients, keep & (labels == schema.LABEL_POSITIVE), positive_share) \
+                        | (labels != schema.LABEL_POSITIVE)
         self.part = part
         self._select(keep, labels, info.block, limit)
         if oversample_positive > 1:   # class balance: each positive item appears this many times
@@ -242,6 +250,14 @@ class CXRDataset(_LazyStoreDataset):
         j = int(self.indices[i])
         return {"cxr": self._item("image", j).astype(np.float32, copy=False)[None],   # [1, R, R]
                 "cxr_label": int(self.labels[i]), "index": j}
+
+
+def _kept_positives(patients: list[str], positive: np.ndarray, share: float) -> np.ndarray:
+    """Mask of the positive items whose patient is among the first ceil(share * n) positive patients in the
+    order of their (salted-hash) ids."""
+    ids = sorted({patients[i] for i in np.flatnonzero(positive)})
+    kept = set(ids[:int(np.ceil(share * len(ids)))])
+    return positive & np.array([p in kept for p in patients], bool)
 
 
 # -------------------------------------------------------------------------------------------- sampling

@@ -272,14 +272,16 @@ def build_run(cfg: TrainConfig, device: torch.device, *, rank: int = 0, world: i
     opts = _optimisers(cfg, nets)
 
     # data; class balance of the real CXRs (config.class_balance)
-    train_part = CXRDataset(cfg.cxr, part="train", val_fraction=cfg.val_fraction)
+    train_part = CXRDataset(cfg.cxr, part="train", val_fraction=cfg.val_fraction,
+                            positive_share=cfg.cxr_positive_share)
     n_pos, n_neg = _class_counts(train_part)
     notes = store_lines(cfg, train_part.labels)   # refuses mode drr on CT labels that are all unknown
     ratio = n_neg / n_pos if n_pos and n_neg else 1.0
     oversample = max(1, round(ratio)) if cfg.class_balance == "oversample" else 1
     cxr_class_weight = (1.0, ratio) if cfg.class_balance == "weight" else None
     cxr_stream = BatchStream(
-        CXRDataset(cfg.cxr, part="train", val_fraction=cfg.val_fraction, oversample_positive=oversample),
+        CXRDataset(cfg.cxr, part="train", val_fraction=cfg.val_fraction, oversample_positive=oversample,
+                   positive_share=cfg.cxr_positive_share),
         batch_size=cfg.cxr_batch,
         seed=cfg.seed, rank=rank, world_size=world, num_workers=cfg.num_workers,
         pin_memory=device.type == "cuda", name=f"{cfg.cxr} (train part)")

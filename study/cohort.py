@@ -54,6 +54,7 @@ class StudyPreset:
     val_fraction: float                     # share of CXR train patients carved out for the threshold
     amp: bool                               # bf16 autocast on CUDA
     n_boot: int                             # bootstrap resamples of the test images
+    cxr_positive_share: float = 1.0         # share of the positive CXR train patients trained on (scarcity)
 
     def cohort_dict(self) -> dict:
         keys = ("n_cxr", "cxr_positive_fraction", "positive_grades", "cxr_image_px", "cxr_phantom_shape", "n_ct",
@@ -61,7 +62,10 @@ class StudyPreset:
         return {k: _plain(getattr(self, k)) for k in keys}
 
     def to_dict(self) -> dict:
-        return {k: _plain(v) for k, v in dataclasses.asdict(self).items()}
+        d = {k: _plain(v) for k, v in dataclasses.asdict(self).items()}
+        if d["cxr_positive_share"] == 1.0:
+            del d["cxr_positive_share"]     # every positive: the preset as it was calibrated, recorded so
+        return d
 
     def describe(self) -> str:
         from xpgan.model.networks import PRESETS as NETS
@@ -78,7 +82,10 @@ class StudyPreset:
                 f"per step, networks G/D {self.net_preset} ({widths}) + DenseNet121 (growth 32, blocks 6-12-24-16), "
                 f"lr {self.lr} (G, D), {self.c_lr} (C), "
                 f"class balance {self.class_balance}, validation {self.val_fraction:.0%} of train patients, "
-                f"AMP {'bf16 on CUDA' if self.amp else 'off'}; {self.n_boot} bootstrap resamples")
+                f"AMP {'bf16 on CUDA' if self.amp else 'off'}; {self.n_boot} bootstrap resamples"
+                + (f"\n  scarcity: the radiographs of {self.cxr_positive_share:.0%} of the positive CXR train "
+                   "patients are trained on (negatives, validation and test unchanged)"
+                   if self.cxr_positive_share < 1.0 else ""))
 
 
 def _plain(v):

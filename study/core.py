@@ -54,12 +54,14 @@ def run_study(out: str | Path, *, preset: str | StudyPreset = StudyConfig.preset
               modes: Sequence[str] = PAPER_MODES, device: str = StudyConfig.device,
               cohort_seed: int = StudyConfig.cohort_seed, workers: Optional[int] = None,
               threads: Optional[int] = StudyConfig.threads, steps: Optional[int] = None,
-              log: Callable[[str], None] = print) -> dict:
+              positive_share: float = StudyConfig.positive_share, log: Callable[[str], None] = print) -> dict:
     """Run (or resume) a study into `out`; returns the contents of study.json. `threads`: torch CPU threads
     for training (None: torch's default). One is the default because on a shared 2-core machine two
     threads per process oversubscribe the cores and a step can get several times slower; on an idle
     machine two threads are about 1.6x faster (docs/study_calibration.md). `steps`: the training budget of
-    every run instead of the preset's (the cohort is the same; a study folder holds one budget)."""
+    every run instead of the preset's (the cohort is the same; a study folder holds one budget).
+    `positive_share`: the share of the positive CXR train patients trained on (a scarcity sweep; one share
+    per folder)."""
     import torch
 
     if threads is not None and int(threads) < 1:
@@ -69,6 +71,8 @@ def run_study(out: str | Path, *, preset: str | StudyPreset = StudyConfig.preset
         if int(steps) < 1:
             raise XPGANError(f"--steps must be >= 1, got {steps}")
         p = dataclasses.replace(p, steps=int(steps))
+    if float(positive_share) != 1.0:
+        p = dataclasses.replace(p, cxr_positive_share=float(positive_share))
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(int(threads))
@@ -83,7 +87,8 @@ def study_from(cfg: StudyConfig, extra_args: list[str], log: Callable[[str], Non
     --modes that the command line leaves over (study_lists)."""
     seeds, modes = study_lists(cfg.seeds, cfg.modes, extra_args)
     return run_study(cfg.out, preset=cfg.preset, seeds=seeds, modes=modes, device=cfg.device,
-                     cohort_seed=cfg.cohort_seed, threads=cfg.threads, steps=cfg.steps, log=log)
+                     cohort_seed=cfg.cohort_seed, threads=cfg.threads, steps=cfg.steps,
+                     positive_share=cfg.positive_share, log=log)
 
 
 def _run_study(out, p: StudyPreset, seeds, modes, device, cohort_seed, workers, threads, log) -> dict:

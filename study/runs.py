@@ -53,6 +53,7 @@ def train_config(preset: StudyPreset, cohort: Cohort, mode: str, seed: int, run_
         out=str(run_dir), max_steps=preset.steps,
         batch_size=preset.ct_batch, cxr_batch_size=preset.cxr_batch, lr=preset.lr, c_lr=preset.c_lr, seed=seed,
         preset=preset.net_preset, device=device, amp=preset.amp, num_workers=0, val_fraction=preset.val_fraction,
+        cxr_positive_share=preset.cxr_positive_share,
         class_balance=preset.class_balance, checkpoint_every=preset.steps, keep_checkpoints=1,
         log_every=max(1, preset.steps // 10), sample_every=preset.steps, progress=False).validate()
 

@@ -119,3 +119,23 @@ def test_batch_stream_too_small_for_a_batch(toy_stores):
     _, cxr = toy_stores
     with pytest.raises(XPGANError, match="fewer than one batch"):
         BatchStream(CXRDataset(cxr, part="test", limit=3), batch_size=4)
+
+
+def test_positive_share_keeps_that_share_of_positive_patients_and_nothing_else(toy_stores):
+    import math
+
+    from xpgan.model.data import CXRDataset, read_strings
+    from xpgan.pipeline.schema import open_store
+
+    _, cxr = toy_stores
+    full = CXRDataset(cxr, part="train", val_fraction=0.2)
+    half = CXRDataset(cxr, part="train", val_fraction=0.2, positive_share=0.5)
+    patients = read_strings(open_store(cxr, "cxr")["patient"], cxr)
+    pos_patients = sorted({patients[j] for j in full.indices[full.labels == 1]})
+    kept = {patients[j] for j in half.indices[half.labels == 1]}
+    assert kept == set(pos_patients[:math.ceil(0.5 * len(pos_patients))])     # the first by their hashed id
+    assert list(full.indices[full.labels == 0]) == list(half.indices[half.labels == 0])   # negatives unchanged
+    again = CXRDataset(cxr, part="train", val_fraction=0.2, positive_share=0.5)
+    assert list(again.indices) == list(half.indices)                              # the same on every call
+    with pytest.raises(ValueError, match="train part only"):
+        CXRDataset(cxr, part="test", positive_share=0.5)
