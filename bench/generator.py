@@ -11,7 +11,6 @@ import argparse
 import statistics
 import time
 
-
 VARIANTS = {"projected": {"g_arch": "projected"},                       # the default: radiograph head
             "projected, no head": {"g_arch": "projected", "radiograph_head": False},
             "vector": {"g_arch": "vector"}}

@@ -45,6 +45,9 @@ class StudyConfig:
                              "on an idle 2-core one).", bound=B.THREADS)
     steps: Optional[int] = option(None, "Training steps of every run; the cohort stays the same. One budget per "
                                         "--out folder.", bound=B.STEPS, default_text="the preset's")
+    positive_share: float = option(1.0, "Share of the positive CXR train patients whose radiographs every run trains "
+                                        "on (a scarcity sweep: negatives, validation and test unchanged). One share "
+                                        "per --out folder.", bound=B.SHARE)
 
 
 def study_lists(seeds: list[str], modes: list[str], extra: list[str]) -> tuple[list[int], list[str]]:
