@@ -10,16 +10,25 @@ reader and writer, how a failure is named); `run_store_items` does the rest, the
      attributes and the CSV beside it (pipeline/store.set_failures);
   4. interrupted (Ctrl-C, SIGTERM): the finished items are kept and the command raises with the resume line;
      otherwise the store is marked complete.
+
+`prep_salt` gives both commands the store's salt: a store records a check of its salt (an HMAC that reveals
+nothing of it) and where it was made, so a store moved without its `.salt` file gets it back from there, and
+a wrong or missing salt is refused with advice that keeps the finished items.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import hmac
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from xpgan.errors import Interrupted
+from xpgan.errors import Interrupted, XPGANError
 from xpgan.pipeline.runner import RunResult, Task, run_items
 
 
@@ -67,3 +76,59 @@ def run_store_items(group, out: str | Path, *, n: int, task: Callable[[int], Tas
         raise st.interrupted(stopped, desc, out, int(done_now.sum()), n)
     st.set_complete(group, True)
     return StoreRun(result, done_before, done_now, records, [p.line() for p in redone])
+
+
+SALT_CHECK, MADE_AT = "salt_check", "made_at"   # keys of the "xpgan" attributes
+
+
+def salt_attrs(out: str | os.PathLike, salt: bytes) -> dict:
+    """The attributes by which a store knows its salt again: its check, and the resolved path it was made at."""
+    return {SALT_CHECK: _salt_check(salt), MADE_AT: os.path.realpath(out)}
+
+
+def _salt_check(salt: bytes) -> str:
+    return hmac.new(salt, b"xpgan-salt-check", hashlib.sha256).hexdigest()[:16]
+
+
+def _existing_meta(out) -> dict | None:
+    from xpgan.pipeline import schema
+
+    if not (Path(out) / "zarr.json").is_file():
+        return None
+    try:
+        meta = schema.open_group(Path(out), "r").attrs.get(schema.META)
+        done = int(np.asarray(schema.open_group(Path(out), "r")["done"][...]).sum())
+    except Exception:  # damaged or foreign: create_or_open reports it
+        return None
+    return {**meta, "_done": done} if isinstance(meta, dict) else None
+
+
+@contextlib.contextmanager
+def prep_salt(out: str | os.PathLike, salt_file: str | os.PathLike | None = None, notes: list | None = None):
+    """privacy.store_salt for a prep run (yields the salt). An existing store whose `.salt` is not beside it
+    (moved without it) takes it back from where the store was made when it is there (copied, said in
+    `notes`); else it is refused, saying where the salt was and how to give it. A salt that is not the
+    store's (`--salt-file`) is refused too: a new key could not reproduce the stored patient hashes."""
+    from xpgan.pipeline.privacy import salt_path, store_salt
+
+    meta = _existing_meta(out)
+    check = (meta or {}).get(SALT_CHECK)
+    here = salt_path(out)
+    keep = (f"--overwrite would start again without it, deleting its {meta['_done']} finished item(s)"
+            if meta else "")
+    if meta is not None and salt_file is None and not here.exists():
+        origin = salt_path(meta[MADE_AT]) if meta.get(MADE_AT) else None
+        if check and origin is not None and origin.is_file() and _salt_check(origin.read_bytes().strip()) == check:
+            shutil.copyfile(origin, here)
+            os.chmod(here, 0o600)
+            if notes is not None:
+                notes.append(f"the store was moved without its salt file: copied {origin} to {here}")
+        else:
+            where = f" (it was made at {meta[MADE_AT]}: its salt was {origin})" if origin is not None else ""
+            raise XPGANError(f"{out}: its salt file {here} (the key of its patient hashes) is missing{where}; "
+                             f"copy that .salt file beside the store, or name it with --salt-file; {keep}")
+    with store_salt(out, salt_file) as salt:
+        if check and _salt_check(salt) != check:
+            raise XPGANError(f"{salt_file or here}: is not the salt this store was made with (its patient hashes "
+                             f"need the same key); give the store's own .salt file with --salt-file; {keep}")
+        yield salt

@@ -86,12 +86,14 @@ class PrepSummary:
     seconds: float = 0.0
     store: str = ""
     redone: list[str] = field(default_factory=list)  # problems found on resume, one line each
+    notes: list[str] = field(default_factory=list)   # what this run repaired or decided, one line each
 
     def text(self, max_failures: int = 20) -> str:
         rate = (self.done - self.skipped) / self.seconds if self.seconds > 0 else 0.0
         lines = [f"{safe_text(self.store)}: {self.done}/{self.total} items done ({self.skipped} already done, "
                  f"{self.done - self.skipped} new in {self.seconds:.1f} s, {rate:.2f} items/s), "
                  f"{self.failed} failed"]
+        lines += [f"  note: {safe_text(line)}" for line in self.notes]
         if self.redone:
             lines.append("  re-done because their stored data was missing or damaged:")
             lines += [f"    {line}" for line in self.redone]

@@ -29,6 +29,7 @@ open_store(path, kind=None) -> zarr.Group, read-only; InputError / StoreDamageEr
     is not an xpgan store of that kind, its format version is newer or unknown, a `zarr.json` is damaged, or
     a required array is missing or has the wrong dtype.
 store_version(meta) -> int.
+identity_digest(path) -> str | None: what a store was made from, in 16 hex digits (a moved store keeps it).
 ct_render_setup(group, path, purpose, size=None) -> (Geometry, mu_water): how a CT store's DRRs were rendered
     (attributes xpgan.geometry and xpgan.physics.mu_water_per_mm), to render more views the same way.
 StoreDamageError: damaged or missing store data (one line, names the store and what is wrong).
@@ -76,7 +77,7 @@ __all__ = ["ArraySpec", "COMPLETE", "FAILURES", "FIELDS", "FORMAT_VERSION", "Fie
            "failures_csv_path", "image_map", "image_map_attrs", "item_arrays", "lock_path", "open_store",
            "salt_path", "store_version", "read", "chunk_file", "open_group", "open_array", "array_names", "first_line",
            "check_version", "ct_render_setup", "GEOMETRY", "PHYSICS", "MU_WATER", "DIGEST", "format_digest",
-           "parse_digest"]
+           "parse_digest", "identity_digest"]
 
 
 class StoreDamageError(XPGANError):
@@ -323,6 +324,23 @@ def open_store(path: str | os.PathLike, kind: str | None = None):
         raise InputError(p, f"{found} store lacks array(s) {', '.join(missing)}")
     array_names(group, p, REPREP)  # every other array's metadata must be readable too
     return group
+
+
+def identity_digest(path: str | os.PathLike) -> str | None:
+    """16 hex digits naming what a store was made from (its kind and identity attribute: the same for a copy or
+    a moved store, another for a store prepped again from other data or options); None when there is no
+    readable store at `path`."""
+    import hashlib
+    import json
+
+    try:
+        meta = open_group(Path(path), "r").attrs.get(META, {})
+    except Exception:  # no store, or damaged metadata: the readers report it
+        return None
+    if not isinstance(meta, dict) or not isinstance(meta.get(IDENTITY), dict):
+        return None
+    text = json.dumps({"kind": meta.get(KIND), "identity": meta[IDENTITY]}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def ct_render_setup(group, path: str | os.PathLike, purpose: str, size: int | None = None):

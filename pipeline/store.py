@@ -228,6 +228,8 @@ def create_or_open(path: str | os.PathLike, *, kind: str, arrays: Mapping[str, A
                 path.rmdir()
             else:
                 raise XPGANError(f"{path}: exists and is not a Zarr store; choose another output path")
+        elif _creation_interrupted(path, specs):
+            shutil.rmtree(path)  # killed while being created: no item was written yet, so nothing is lost
         else:
             return _reopen(path, kind=kind, specs=specs, n_items=n_items, identity=ident)
     k = int(items_per_shard) if items_per_shard else default_items_per_shard(specs, n_items)
@@ -256,13 +258,37 @@ def create_or_open(path: str | os.PathLike, *, kind: str, arrays: Mapping[str, A
     return group
 
 
+def _creation_interrupted(path: Path, specs: Mapping[str, ArraySpec]) -> bool:
+    """A store of ours whose creation was cut short: no "xpgan" attribute yet (written last), only arrays this
+    writer makes, and no item done. Anything else without the attribute is another program's store."""
+    try:
+        group = schema.open_group(path, "r")
+        if isinstance(group.attrs.get(schema.META), dict):
+            return False
+        names = set(group.array_keys())
+        if not names <= set(specs):
+            return False
+        return "done" not in names or not np.asarray(group["done"][...], dtype=bool).any()
+    except Exception:  # the group's zarr.json cut short by the kill: ours if only our arrays, none done
+        if not {p.name for p in path.iterdir()} <= set(specs) | {"zarr.json"}:
+            return False
+        try:
+            import zarr
+
+            done = zarr.open_array(str(path / "done"), mode="r", zarr_format=3)
+            return not np.asarray(done[...], dtype=bool).any()
+        except Exception:  # no readable done flags: keep it (damaged metadata is reported on reopening)
+            return not (path / "done").exists() and not any((path / n).exists() for n in specs if n != "done")
+
+
 def _reopen(path: Path, *, kind: str, specs: Mapping[str, ArraySpec], n_items: int, identity: dict):
 
     hint = "rerun with --overwrite to start again (this deletes it)"
     group = schema.open_group(path, "r+", hint)
     meta = group.attrs.get(schema.META)
     if not isinstance(meta, dict):
-        raise XPGANError(f"{path}: not an xpgan store or its creation was interrupted; {hint}")
+        raise XPGANError(f"{path}: is a Zarr store of another program (no {schema.META!r} attribute); choose "
+                         "another output path")
     if meta.get(schema.KIND) != kind:
         raise XPGANError(f"{path}: holds a {meta.get(schema.KIND)!r} store, not {kind!r}; {hint}")
     version = schema.check_version(path, meta)

@@ -191,8 +191,8 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
     `DECODE_BUDGET_BYTES` to read a file: the default worker count fits them in the machine's memory."""
     from xpgan.pipeline import schema
     from xpgan.pipeline import store as st
-    from xpgan.pipeline.lifecycle import run_store_items
-    from xpgan.pipeline.privacy import patient_hash, store_salt
+    from xpgan.pipeline.lifecycle import prep_salt, run_store_items, salt_attrs
+    from xpgan.pipeline.privacy import patient_hash
 
     B.CXR_SIZE.check("--size", size)
     B.FRACTION.check("--test-fraction", test_fraction)
@@ -211,10 +211,12 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
                                      seed=seed, strata=[it.source for it in items])
     assert not check_grouping(split, [it.patient_key for it in items])
 
-    with st.StoreLock(out), st.disk_full_is_resumable(out), store_salt(out, salt_file) as salt:
+    notes: list[str] = []
+    with st.StoreLock(out), st.disk_full_is_resumable(out), prep_salt(out, salt_file, notes) as salt:
         patients = [patient_hash(it.patient_key, salt) for it in items]
         identity, attrs = _store_description(found, items, salt, size, test_fraction, seed, positive, views,
                                              allow_burned_in)
+        attrs.update(salt_attrs(out, salt))
         group = st.create_or_open(
             out, kind=KIND, overwrite=overwrite, n_items=len(items), attrs=attrs, identity=identity,
             items_per_shard=ITEMS_PER_SHARD,
@@ -246,4 +248,4 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
     failures += list(found.problems)
     return CXRPrepSummary(total=len(items), done=int(done_now.sum()), skipped=int(run.done_before.sum()),
                           failed=len(failures), failures=failures, seconds=run.result.seconds, store=str(out),
-                          table=table, excluded=dict(found.excluded), redone=run.redone)
+                          table=table, excluded=dict(found.excluded), redone=run.redone, notes=notes)
