@@ -11,7 +11,8 @@ ArraySpec(dtype, item_shape=(), fill_value=None)
     variable-length UTF-8 string array.
 create_or_open(path, *, kind, arrays, n_items, attrs, identity, overwrite=False, items_per_shard=None)
     -> zarr.Group
-    Creates the store (or reopens it to resume). `arrays` maps name -> ArraySpec (or (dtype, item_shape));
+    Creates the store (or reopens it to resume; a store cut short while being created, with no item
+    written, is made again). `arrays` maps name -> ArraySpec (or (dtype, item_shape));
     `done` and `digest` are added. `attrs` is written as group attribute "xpgan" (with "kind" set). `identity` is a
     JSON-able dict (options, item list digest...) that must match to resume; a mismatch raises XPGANError
     telling the user to pass --overwrite. `overwrite=True` deletes an existing store first (only if it is a
@@ -31,8 +32,9 @@ item_encoders(group) -> {name: ItemEncoder}; encode_items(result, encoders) -> r
     writes). ItemEncoder and EncodedItem are small and picklable.
 write_items(group, results)
     results: {index: {array name: value}}; values of sharded arrays may be EncodedItem. Writes every
-    array of those items, then their `digest` rows (the crc32c of each of their chunks in the sharded arrays,
-    schema.format_digest; verify checks that every chunk is the one its item was written with), then sets
+    array of those items, then their `digest` rows (the crc32c of each of their chunks in the sharded arrays
+    and of their values in the small ones, schema.format_digest / value_crc; verify checks that every chunk
+    and value is the one its item was written with), then sets
     their done flags (done is written last, so done[i] implies every
     other array of item i is on disk). NOT safe to call from two processes or threads at once: concurrent
     writes into one Zarr shard lose data (zarr-python #3514, #3682). The runner calls it from the client
@@ -253,6 +255,10 @@ def create_or_open(path: str | os.PathLike, *, kind: str, arrays: Mapping[str, A
         else:
             group.create_array(name, shape=shape, dtype=s.dtype, chunks=shape, fill_value=s.fill_value,
                                compressors=schema.chunk_codecs(False))
+    from zarr.storage import LocalStore
+
+    if isinstance(group.store, LocalStore):
+        tmp_attrs[schema.ARRAY_METADATA] = schema.array_metadata_digests(path, specs)
     # Written last: a store whose attributes lack "xpgan" was interrupted while being created.
     group.attrs.update({schema.META: tmp_attrs, schema.FAILURES: []})
     return group
@@ -476,8 +482,9 @@ def _runs(indices: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def write_items(group, results: Mapping[int, Mapping[str, Any]]) -> None:
-    """Write every array of the given items, then their done flags (single writer only)."""
+def write_items(group, results: Mapping[int, Mapping[str, Any]], inputs: Mapping[int, str] | None = None) -> None:
+    """Write every array of the given items, then their done flags (single writer only). `inputs`: each
+    item's source fingerprint, recorded in its digest row (schema.INPUT)."""
     if not results:
         return
     indices = sorted(int(i) for i in results)
@@ -486,6 +493,7 @@ def write_items(group, results: Mapping[int, Mapping[str, Any]]) -> None:
     flags = np.asarray(done[...], dtype=bool)
     crcs: dict[int, dict[str, str]] = {i: {} for i in indices}
     sharded = [name for name, arr in arrays.items() if getattr(arr, "shards", None) is not None]
+    small: dict[str, Any] = {}
     for name, arr in arrays.items():
         if name in ("done", schema.DIGEST):
             continue
@@ -496,11 +504,22 @@ def write_items(group, results: Mapping[int, Mapping[str, Any]]) -> None:
                 crcs[i][name] = crc
         else:
             _write_small(arr, {i: results[i][name] for i in indices})
-    if schema.DIGEST in arrays:  # the chunks' checksums, bound to the item's row (written before done)
-        _write_small(arrays[schema.DIGEST], {i: schema.format_digest(c) if len(c) == len(sharded) else ""
-                                             for i, c in crcs.items()})
+            small[name] = arr.dtype
+    if schema.DIGEST in arrays:  # the chunks' checksums and small values, bound to the item's row (before done)
+        rows = {}
+        for i, c in crcs.items():
+            values = {n: schema.value_crc(dt, _stored(results[i][n])) for n, dt in small.items()}
+            if inputs is not None and i in inputs:
+                values[schema.INPUT] = inputs[i]
+            rows[i] = schema.format_digest({**values, **(c if len(c) == len(sharded) else {})})
+        _write_small(arrays[schema.DIGEST], rows)
     flags[indices] = True
     done[...] = flags
+
+
+def _stored(value):
+    """A small array's value as _write_small stores it (text as errors.safe_text)."""
+    return safe_text(value) if isinstance(value, str) else value
 
 
 def _write_small(arr, values: Mapping[int, Any]) -> None:
@@ -510,7 +529,7 @@ def _write_small(arr, values: Mapping[int, Any]) -> None:
     arr = arr.with_config({"write_empty_chunks": True})
     whole = arr[...]
     for i, value in values.items():
-        whole[i] = safe_text(value) if isinstance(value, str) else value
+        whole[i] = _stored(value)
     arr[...] = whole
 
 

@@ -30,8 +30,15 @@ from xpgan import bounds as B
 from xpgan.errors import InputError, XPGANError
 from xpgan.options import argument, option
 from xpgan.pipeline.cxr.readers import ALLOW_BURNED_IN_OPTION, DECODE_BUDGET_BYTES, INTENSITY_ATTRS, load_cxr_depth
-from xpgan.pipeline.cxr.sources import DEFAULT_POSITIVE, DEFAULT_VIEWS, discover, items_fingerprint
+from xpgan.pipeline.cxr.sources import (
+    DEFAULT_POSITIVE,
+    DEFAULT_VIEWS,
+    discover,
+    items_fingerprint,
+    one_patient_per_content,
+)
 from xpgan.pipeline.cxr.split import check_grouping, grouped_stratified_split
+from xpgan.pipeline.fingerprint import changed_done_items, source_fingerprints
 from xpgan.pipeline.runner import PrepSummary, Task
 
 KIND = "cxr"
@@ -206,12 +213,14 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
         excl = ", ".join(f"{k}: {v}" for k, v in sorted(found.excluded.items())) or "none"
         raise XPGANError(f"no images found in the sources (excluded: {excl})")
 
+    fingerprints = source_fingerprints([it.path for it in items])
+    items, fingerprints, same_content = one_patient_per_content(found, items, fingerprints)
     labels = np.array([it.label for it in items], dtype=np.int8)
     split = grouped_stratified_split(labels, [it.patient_key for it in items], test_fraction=test_fraction,
                                      seed=seed, strata=[it.source for it in items])
     assert not check_grouping(split, [it.patient_key for it in items])
 
-    notes: list[str] = []
+    notes: list[str] = [same_content] if same_content else []
     with st.StoreLock(out), st.disk_full_is_resumable(out), prep_salt(out, salt_file, notes) as salt:
         patients = [patient_hash(it.patient_key, salt) for it in items]
         identity, attrs = _store_description(found, items, salt, size, test_fraction, seed, positive, views,
@@ -221,11 +230,13 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
             out, kind=KIND, overwrite=overwrite, n_items=len(items), attrs=attrs, identity=identity,
             items_per_shard=ITEMS_PER_SHARD,
             arrays=schema.item_arrays(KIND, {"S": size}, optional=("bits",)))
+        changed_done_items(group, out, fingerprints, [str(it.path) for it in items])
+
         def write(batch: dict[int, dict]) -> None:
             st.write_items(group, {i: {"image": r["image"], "bits": int(r["bits"]), "label": int(labels[i]),
                                        "patient": patients[i],
                                        "source": items[i].source, "split": int(split[i])}
-                                   for i, r in batch.items()})
+                                   for i, r in batch.items()}, inputs={i: fingerprints[i] for i in batch})
 
         def failure(i: int, reason: str, fresh: bool) -> dict:
             return {"index": i, "id": f"{items[i].source}:{i}", "path": str(items[i].path),

@@ -38,6 +38,7 @@ in two sources is two patients (give both the same source name when they share a
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import hmac
 import os
@@ -49,7 +50,7 @@ from typing import Iterable, Sequence
 
 from xpgan.errors import InputError
 from xpgan.pipeline.cxr.readers import is_cxr_image
-from xpgan.pipeline.sniff import walk_once
+from xpgan.pipeline.sniff import not_regular_reason, walk_once
 
 DEFAULT_POSITIVE = ("covid", "covid-19", "covid19")
 DEFAULT_VIEWS = ("PA", "AP", "AP Supine")
@@ -143,10 +144,26 @@ def _resolve(base: Path, rel: str) -> Path:
     return p if p.is_absolute() else base / p
 
 
+MANIFEST_COLUMNS = ("path", "label", "patient_id", "source")
+
+
+def _refuse_repeated(csv_path: Path, cols: Sequence[str], used: Sequence[str]) -> None:
+    """A header naming a column that is read twice (`path,label,label`): which one counts? Refused."""
+    repeated = sorted({c for c in cols if c in used and cols.count(c) > 1})
+    if repeated:
+        raise InputError(csv_path, f"column(s) {', '.join(repeated)} appear more than once in the header (which "
+                                   "one counts?); keep one of each")
+
+
+def _nul(text: str) -> bool:
+    return "\0" in text
+
+
 def discover_cohen(csv_path: Path, source: str, *, views: Sequence[str], into: CXRDiscovery) -> None:
     cols, rows, lines = _read_csv(csv_path)
     if not is_cohen_header(cols):
         raise InputError(csv_path, f"not a Cohen-style metadata.csv: {_not_cohen_reason(cols)}")
+    _refuse_repeated(csv_path, cols, COHEN_COLUMNS + ("folder",))
     wanted_views = {_norm(v) for v in views}
     base = csv_path.parent
     for n, row in zip(lines, rows):
@@ -163,6 +180,10 @@ def discover_cohen(csv_path: Path, source: str, *, views: Sequence[str], into: C
         filename = row.get("filename", "")
         if not filename:
             into.problems.append((str(csv_path), "row without filename"))
+            continue
+        if _nul(filename) or _nul(row.get("folder", "")):
+            into.problems.append((f"{csv_path}:{n}", f"{csv_path.name} line {n}: the file name holds a NUL byte, "
+                                                     "which no file name can"))
             continue
         path = base / (row.get("folder") or "images") / filename
         pid = row.get("patientid", "") or Path(filename).stem
@@ -188,12 +209,16 @@ def discover_manifest(csv_path: Path, source: str, *, positive: Sequence[str], i
     cols, rows, lines = _read_csv(csv_path)
     if "path" not in cols or "label" not in cols:
         raise InputError(csv_path, "manifest CSV needs the columns path,label[,patient_id][,source]")
+    _refuse_repeated(csv_path, cols, MANIFEST_COLUMNS)
     pos = {_norm(p) for p in positive}
     base = csv_path.parent
     for n, row in zip(lines, rows):
         where = f"{csv_path.name} line {n}"
         if not row.get("path"):
             into.problems.append((f"{csv_path}:{n}", "manifest row without path"))
+            continue
+        if _nul(row["path"]):
+            into.problems.append((f"{csv_path}:{n}", f"{where}: the path holds a NUL byte, which no file name can"))
             continue
         path = _resolve(base, row["path"])
         label = parse_label(row.get("label", ""), pos)
@@ -227,7 +252,9 @@ def _image_files(folder: Path, into: CXRDiscovery) -> list[Path]:
                 out.append(path)
             elif path.is_file():
                 into.excluded[_skip_reason(path)] += 1
-    return sorted((p for p in out if p.is_file()), key=lambda p: p.relative_to(folder).as_posix())
+    # a FIFO or a device named like an image is kept: it fails alone, with the reason, when it is read
+    return sorted((p for p in out if p.is_file() or not_regular_reason(p)),
+                  key=lambda p: p.relative_to(folder).as_posix())
 
 
 def discover_class_folders(root: Path, source: str, *, positive: Sequence[str], into: CXRDiscovery) -> None:
@@ -310,11 +337,12 @@ def discover(sources: Sequence[str | os.PathLike], *, positive: Sequence[str] = 
 
 
 def _drop_duplicates(found: CXRDiscovery) -> list[CXRItem]:
-    """The same file reached twice (overlapping SRCs, a repeated manifest row) is kept once, at its first
-    place; listed with different labels, every listing is a problem and none is kept."""
+    """The same file reached twice (overlapping SRCs, a repeated manifest row, a symlink alias) is kept once,
+    at its first place; listed with different labels, every listing is a problem and none is kept."""
     listings: dict[str, list[CXRItem]] = {}
     for item in found.items:
-        listings.setdefault(os.path.normcase(os.path.abspath(item.path)), []).append(item)
+        # the resolved path: a symlink alias or another spelling of a path is the same file
+        listings.setdefault(os.path.normcase(os.path.realpath(item.path)), []).append(item)
     unique = []
     for key, its in listings.items():
         if len({it.label for it in its}) > 1:
@@ -339,3 +367,44 @@ def items_fingerprint(items: Sequence[CXRItem], salt: bytes) -> str:
             mac.update(b"\x1f")
         mac.update(b"\x1e")
     return mac.hexdigest()[:32]
+
+
+UNREAD = ("missing", "unreadable", "not-regular")  # fingerprints that say nothing about content
+
+
+def one_patient_per_content(found: CXRDiscovery, items: list[CXRItem], fingerprints: list[str]
+                            ) -> tuple[list[CXRItem], list[str], str]:
+    """Images with identical content (the same source fingerprint: size and the first and last MiB, i.e. the
+    whole file for most radiographs) in different files are one patient: every patient holding a copy is
+    merged into the first one's key, so the grouped split keeps the copies on one side (no train/test
+    leak) and the patient hash is shared; copies whose labels differ are counted in the line. Returns
+    (items, fingerprints, a summary line or "")."""
+    by_fp: dict[str, list[int]] = {}
+    for i, fp in enumerate(fingerprints):
+        if fp not in UNREAD:
+            by_fp.setdefault(fp, []).append(i)
+    parent: dict[str, str] = {}
+
+    def root(key: str) -> str:
+        while parent.get(key, key) != key:
+            key = parent[key]
+        return key
+
+    copies, conflicting = 0, 0
+    for members in by_fp.values():
+        if len(members) < 2:
+            continue
+        copies += len(members) - 1
+        conflicting += len(members) if len({items[i].label for i in members}) > 1 else 0
+        first = root(items[members[0]].patient_key)
+        for i in members[1:]:
+            other = root(items[i].patient_key)
+            if other != first:
+                parent[other] = first
+    out = [dataclasses.replace(it, patient_key=root(it.patient_key)) if root(it.patient_key) != it.patient_key
+           else it for it in items]
+    note = (f"{copies} image(s) have the same content as another file (copies in several sources or folders): "
+            "each set is one patient, kept on one side of the split"
+            + (f"; {conflicting} of these copies carry different labels (check the sources)" if conflicting else "")
+            if copies else "")
+    return out, list(fingerprints), note

@@ -40,7 +40,8 @@ def test_resume_from_another_archive_with_the_same_names_is_refused_naming_the_i
     shutil.copy(tmp_path / "src" / "study_0.nii.gz", src / "study_2.nii.gz")  # ... of the same size
     with pytest.raises(XPGANError, match=r"3 source item\(s\) differ from those the store was made from \(same "
                                          r"name, other size or content\): study_0.nii.gz, study_1.nii.gz, "
-                                         r"study_2.nii.gz; rerun with --overwrite"):
+                                         r"study_2.nii.gz; point it at the sources it was made from, or rerun "
+                                         r"with --overwrite"):
         _prep(src, out)
     assert sorted(p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()) == before  # nothing kept or mixed
 
