@@ -9,8 +9,8 @@ source_fingerprint(path) -> str; source_fingerprints(paths) -> list[str]
 changed_sources(path, fingerprints, names)
     XPGANError naming the source items whose fingerprints differ from those an existing store recorded in
     its identity (CT stores).
-changed_done_items(group, path, fingerprints, names)
-    The same for the done items of an open store, from their digest rows (CXR stores: schema.INPUT).
+changed_done_items(path, fingerprints, names)
+    The same for the done items of an existing store, from their digest rows (CXR stores: schema.INPUT).
 """
 from __future__ import annotations
 
@@ -87,15 +87,22 @@ def changed_sources(path: str | os.PathLike, fingerprints: Sequence[str], names:
     _refuse(path, [safe_text(names[i]) for i, (a, b) in enumerate(zip(old, fingerprints)) if a != b])
 
 
-def changed_done_items(group, path: str | os.PathLike, fingerprints: Sequence[str], names: Sequence[str]) -> None:
-    """Refuse, naming them, done items of an open store whose source file's fingerprint differs from the one
-    recorded in their digest row when they were written (schema.INPUT): files replaced in place."""
+def changed_done_items(path: str | os.PathLike, fingerprints: Sequence[str], names: Sequence[str]) -> None:
+    """Refuse, naming them, done items of an existing store whose source file's fingerprint differs from the
+    one recorded in their digest row when they were written (schema.INPUT): files replaced in place. Nothing
+    to check when there is no such store or it has other items (the identity check refuses it as a whole)."""
     import numpy as np
 
-    if schema.DIGEST not in set(group.array_keys()):
+    if not (Path(path) / "zarr.json").is_file():
         return
-    done = np.asarray(group["done"][...], dtype=bool)
-    rows = np.asarray(group[schema.DIGEST][...])
+    try:
+        group = schema.open_group(Path(path), "r")
+        done = np.asarray(group["done"][...], dtype=bool)
+        rows = np.asarray(group[schema.DIGEST][...])
+    except Exception:  # no digest rows, or damaged: create_or_open and the resume repair report it
+        return
+    if done.size != len(fingerprints):
+        return
     changed = []
     for i in np.flatnonzero(done).tolist():
         was = schema.parse_digest(rows[i]).get(schema.INPUT)

@@ -226,11 +226,12 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
         identity, attrs = _store_description(found, items, salt, size, test_fraction, seed, positive, views,
                                              allow_burned_in)
         attrs.update(salt_attrs(out, salt))
+        if not overwrite:
+            changed_done_items(out, fingerprints, [str(it.path) for it in items])
         group = st.create_or_open(
             out, kind=KIND, overwrite=overwrite, n_items=len(items), attrs=attrs, identity=identity,
             items_per_shard=ITEMS_PER_SHARD,
             arrays=schema.item_arrays(KIND, {"S": size}, optional=("bits",)))
-        changed_done_items(group, out, fingerprints, [str(it.path) for it in items])
 
         def write(batch: dict[int, dict]) -> None:
             st.write_items(group, {i: {"image": r["image"], "bits": int(r["bits"]), "label": int(labels[i]),

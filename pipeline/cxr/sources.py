@@ -31,6 +31,12 @@ Kinds of SRC (mixed freely, in the order given):
   Image path: `<csv folder>/<folder>/<filename>` (`folder` defaults to `images`). A missing image file is
   still an item: it fails when processed (reported, not fatal), and succeeds on a rerun once restored.
 
+Frontal views only, by one rule in every source: Cohen rows by their `view` column, and any DICOM file (class
+folders and manifests too) by its ViewPosition, when set: a view not in `views` (LL, RL, LATERAL) is left
+out and counted ("view not selected"). Manifest headers naming a column twice are refused, and a row whose
+path holds a NUL byte fails alone. Images with identical content in different files (copies in two sources)
+are one patient for the split (`one_patient_per_content`).
+
 The source name is `source_names[i]` when given, else the SRC folder's name (for a CSV, the name of the
 folder holding it), or a manifest's `source` column. Patient keys are namespaced by source: the same id
 in two sources is two patients (give both the same source name when they share a patient register).
@@ -50,7 +56,7 @@ from typing import Iterable, Sequence
 
 from xpgan.errors import InputError
 from xpgan.pipeline.cxr.readers import is_cxr_image
-from xpgan.pipeline.sniff import not_regular_reason, walk_once
+from xpgan.pipeline.sniff import is_dicom_file, not_regular_reason, walk_once
 
 DEFAULT_POSITIVE = ("covid", "covid-19", "covid19")
 DEFAULT_VIEWS = ("PA", "AP", "AP Supine")
@@ -332,8 +338,34 @@ def discover(sources: Sequence[str | os.PathLike], *, positive: Sequence[str] = 
         else:
             raise InputError(src, "expected a folder of class sub-folders, a manifest CSV or a metadata.csv "
                                   "(a single image has no label)")
-    found.items = _drop_duplicates(found)
+    found.items = _frontal_only(_drop_duplicates(found), views, found)
     return found
+
+
+def dicom_view(path: Path) -> str:
+    """A DICOM file's ViewPosition (header only; "" when absent or unreadable: the reader then decides)."""
+    try:
+        import pydicom
+
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["ViewPosition"], force=True)
+        return str(ds.get("ViewPosition", "") or "")
+    except Exception:  # a damaged file fails when read, with its reason
+        return ""
+
+
+def _frontal_only(items: list[CXRItem], views: Sequence[str], found: CXRDiscovery) -> list[CXRItem]:
+    """One rule for the view in every source: a DICOM file whose ViewPosition is set and is not one of `views`
+    (LL, RL, LATERAL...) is left out as a Cohen row of such a view is (counted, "view not selected")."""
+    wanted = {_norm(v) for v in views}
+    kept = []
+    for it in items:
+        if is_dicom_file(it.path) and not_regular_reason(it.path) is None:
+            view = _norm(dicom_view(it.path))
+            if view and view not in wanted:
+                found.excluded["view not selected"] += 1
+                continue
+        kept.append(it)
+    return kept
 
 
 def _drop_duplicates(found: CXRDiscovery) -> list[CXRItem]:
