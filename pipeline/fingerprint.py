@@ -67,8 +67,11 @@ def source_fingerprints(paths: Sequence[str | os.PathLike], threads: int = 8) ->
     """source_fingerprint of each path, read by a few threads (the reads are small and independent)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    paths = list(paths)
+    step = max(1, -(-len(paths) // max(1, threads)))
+    chunks = [paths[i:i + step] for i in range(0, len(paths), step)]  # one task per thread, not per path
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        return list(pool.map(source_fingerprint, paths))
+        return [fp for chunk in pool.map(lambda c: [source_fingerprint(p) for p in c], chunks) for fp in chunk]
 
 
 def changed_sources(path: str | os.PathLike, fingerprints: Sequence[str], names: Sequence[str],

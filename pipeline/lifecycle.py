@@ -44,24 +44,28 @@ class StoreRun:
 def run_store_items(group, out: str | Path, *, n: int, task: Callable[[int], Task], process, write,
                     failure: Callable[[int, str, bool], dict], desc: str, workers=None, scheduler=None,
                     processes: bool = True, progress: bool = True, memory_per_worker_gb: float = 2.0,
-                    paths_in_store: bool = True, csv_only: Sequence[Mapping[str, Any]] = ()) -> StoreRun:
+                    paths_in_store: bool = True, csv_only: Sequence[Mapping[str, Any]] = (),
+                    prefailed: Mapping[int, str] | None = None) -> StoreRun:
     """Run the items of an open store that are not done (module docstring). `task(i)` builds item i's task;
     `failure(i, reason, fresh)` its failure record ({"index", "id", "path", "reason"}), for a reason of this
-    run (fresh, as the runner gave it) or the reason an earlier run recorded."""
+    run (fresh, as the runner gave it) or the reason an earlier run recorded. `prefailed`: items known to fail
+    without reading them (their file is missing), failed with that reason and never sent to a worker."""
     from xpgan.pipeline import store as st
     from xpgan.pipeline.verify import repair_for_resume
 
     redone = repair_for_resume(group, out)
     done_before = st.done_mask(group)
-    earlier = {int(f["index"]): f for f in st.get_failures(group)}
+    earlier = {int(f["index"]): f for f in st.get_failures(group, out)}
     st.set_complete(group, False)
-    tasks = [task(i) for i in range(n) if not done_before[i]]
+    prefailed = {i: r for i, r in (prefailed or {}).items() if not done_before[i]}
+    tasks = [task(i) for i in range(n) if not done_before[i] and i not in prefailed]
     try:
         result, stopped = run_items(tasks, process, write, group_size=st.items_per_shard(group), workers=workers,
                                     scheduler=scheduler, processes=processes, progress=progress, desc=desc,
                                     memory_per_worker_gb=memory_per_worker_gb), None
     except Interrupted as exc:   # the finished items are written; record this run's failures, then stop
         result, stopped = exc.result, exc
+    result.failed.update(prefailed)
     done_now = st.done_mask(group)
     records = []
     for i in range(n):

@@ -59,6 +59,7 @@ META = "xpgan"          # the metadata dict (kind, version, identity, complete, 
 FAILURES = "failures"   # list of {index, id, path, reason}
 # keys of the metadata dict
 KIND, VERSION, IDENTITY, COMPLETE, ITEMS_PER_SHARD = "kind", "version", "identity", "complete", "items_per_shard"
+FAILURE_COUNT = "failure_count"  # failed items of the last prep run (the attribute "failures" holds the first)
 ARRAY_METADATA = "array_metadata"  # {array: digest of its zarr.json as made} (array_metadata_digests)
 
 LABEL_POSITIVE, LABEL_NEGATIVE, LABEL_UNKNOWN = 1, 0, -1

@@ -40,9 +40,11 @@ write_items(group, results)
     writes into one Zarr shard lose data (zarr-python #3514, #3682). The runner calls it from the client
     process only. A new shard of EncodedItems is written whole to a temp file and renamed.
 done_mask(group) -> bool [N]
-set_failures(group, path, failures, *, paths_in_store=True, csv_only=()) / get_failures(group)
-    failures: list of dicts with keys index, id, path, reason. Stored in group attribute "failures" and
-    written to `<store>.failures.csv` beside the store (removed when there are none). Text fields are
+set_failures(group, path, failures, *, paths_in_store=True, csv_only=()) / get_failures(group, path=None)
+    failures: list of dicts with keys index, id, path, reason. The first FAILURES_IN_STORE are stored in group
+    attribute "failures" (their count in the "xpgan" attribute failure_count, failure_count(group)), and all
+    are streamed to `<store>.failures.csv` beside the store (removed when there are none), so a store of a
+    million failed rows stays small; get_failures with the path reads them all back from the CSV. Text fields are
     stored as errors.safe_text (one line of UTF-8; non-UTF-8 bytes and control characters escaped), as are
     the str values write_items stores.
     paths_in_store=False: the store's records get path "" (the CSV keeps the paths); csv_only: rows for
@@ -572,8 +574,22 @@ def chunk_crc(chunk) -> str:
     return bytes(np.asarray(chunk[-4:], dtype=np.uint8)).hex()
 
 
-def get_failures(group) -> list[dict]:
-    return [dict(f) for f in group.attrs.get(schema.FAILURES, [])]
+FAILURES_IN_STORE = 1000  # failure records kept in the store's attributes; the CSV beside it holds them all
+
+
+def failure_count(group) -> int:
+    """How many items the last prep run left failed (the attributes hold the first FAILURES_IN_STORE)."""
+    return int(group.attrs.get(schema.META, {}).get(schema.FAILURE_COUNT, len(group.attrs.get(schema.FAILURES, []))))
+
+
+def get_failures(group, path: str | os.PathLike | None = None) -> list[dict]:
+    """The failure records of a store: those in its attributes, or with `path`, when the attributes hold only
+    the first ones, every item's record from the CSV beside the store (read as a stream)."""
+    stored = [dict(f) for f in group.attrs.get(schema.FAILURES, [])]
+    if path is None or failure_count(group) <= len(stored) or not failures_csv_path(path).is_file():
+        return stored
+    with open(failures_csv_path(path), newline="", encoding="utf-8") as fh:
+        return [{**row, "index": int(row["index"])} for row in csv.DictReader(fh) if row.get("index", "") != ""]
 
 
 def set_failures(group, path: str | os.PathLike, failures: list[Mapping[str, Any]], *,
@@ -585,11 +601,14 @@ def set_failures(group, path: str | os.PathLike, failures: list[Mapping[str, Any
     `csv_only`: extra rows for problems that have no item slot (e.g. a manifest row naming a missing file),
     written to the CSV after the item rows (missing keys become "").
     """
-    rows = [_failure_row(f) for f in sorted(failures, key=lambda f: int(f["index"]))]
-    group.attrs[schema.FAILURES] = rows if paths_in_store else [{**r, "path": ""} for r in rows]
-    rows += [_failure_row(f) for f in csv_only]
+    failures = sorted(failures, key=lambda f: int(f["index"]))
+    kept = [_failure_row(f) for f in failures[:FAILURES_IN_STORE]]
+    meta = dict(group.attrs[schema.META])
+    meta[schema.FAILURE_COUNT] = len(failures)
+    group.attrs.update({schema.META: meta,
+                        schema.FAILURES: kept if paths_in_store else [{**r, "path": ""} for r in kept]})
     csv_path = failures_csv_path(path)
-    if not rows:
+    if not failures and not csv_only:
         csv_path.unlink(missing_ok=True)
         return
     tmp = csv_path.with_name(csv_path.name + ".tmp")
@@ -597,7 +616,8 @@ def set_failures(group, path: str | os.PathLike, failures: list[Mapping[str, Any
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, fieldnames=FAILURE_FIELDS)
             w.writeheader()
-            w.writerows(rows)
+            w.writerows(_failure_row(f) for f in failures)   # streamed: a million rows never sit in one list
+            w.writerows(_failure_row(f) for f in csv_only)
         os.replace(tmp, csv_path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -278,17 +278,19 @@ def scan(group, path, *, full: bool | Callable[[str, int], bool] = False) -> Sca
     idx = np.flatnonzero(done)
     if root is not None and idx.size:
         _scan_arrays(group, path, root, idx, full, result.problems)
-    lost = _lost_done_flags(group, done)
+    lost = _lost_done_flags(group, done, path)
     if lost is not None:
         result.problems.append(lost)
     return result
 
 
-def _lost_done_flags(group, done: np.ndarray) -> Problem | None:
+def _lost_done_flags(group, done: np.ndarray, path) -> Problem | None:
     """Items neither done nor failed in a store whose last prep run finished."""
     if not group.attrs.get(schema.META, {}).get(schema.COMPLETE):
         return None
-    failed = {int(f.get("index", -1)) for f in group.attrs.get(schema.FAILURES, [])}
+    from xpgan.pipeline.store import get_failures
+
+    failed = {int(f.get("index", -1)) for f in get_failures(group, path)}
     lost = [i for i in np.flatnonzero(~done).tolist() if i not in failed]
     if not lost:
         return None
@@ -345,7 +347,7 @@ def repair_for_resume(group, path) -> list[Problem]:
         (root / problem.file).unlink(missing_ok=True)
         done = np.zeros(len(problem.items), dtype=bool)
     else:
-        lost = _lost_done_flags(group, done)
+        lost = _lost_done_flags(group, done, path)
         problems += [lost] if lost is not None else []
     idx = np.flatnonzero(done)
     if idx.size:

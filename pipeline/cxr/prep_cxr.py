@@ -251,7 +251,8 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
             process=functools.partial(_process_encoded, encoders=st.item_encoders(group)), write=write,
             failure=failure, desc="prep cxr", workers=workers, scheduler=scheduler, processes=processes,
             progress=progress, memory_per_worker_gb=DECODE_BUDGET_BYTES / 1e9, paths_in_store=False,
-            csv_only=[{"path": p, "reason": r} for p, r in found.problems])
+            csv_only=[{"path": p, "reason": r} for p, r in found.problems],
+            prefailed={i: "file not found" for i, fp in enumerate(fingerprints) if fp == "missing"})
         done_now = run.done_now
         table = count_table(np.array([str(x) for x in group["source"][:]], dtype=object)[done_now],
                             np.asarray(group["split"][:])[done_now], np.asarray(group["label"][:])[done_now])

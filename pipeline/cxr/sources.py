@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from xpgan.errors import InputError
-from xpgan.pipeline.cxr.readers import is_cxr_image
+from xpgan.pipeline.cxr.readers import RASTER_SUFFIXES, is_cxr_image
 from xpgan.pipeline.sniff import is_dicom_file, not_regular_reason, walk_once
 
 DEFAULT_POSITIVE = ("covid", "covid-19", "covid19")
@@ -359,7 +359,8 @@ def _frontal_only(items: list[CXRItem], views: Sequence[str], found: CXRDiscover
     wanted = {_norm(v) for v in views}
     kept = []
     for it in items:
-        if is_dicom_file(it.path) and not_regular_reason(it.path) is None:
+        if it.path.suffix.lower() not in RASTER_SUFFIXES and is_dicom_file(it.path) \
+                and not_regular_reason(it.path) is None:
             view = _norm(dicom_view(it.path))
             if view and view not in wanted:
                 found.excluded["view not selected"] += 1
