@@ -12,8 +12,8 @@ reader and writer, how a failure is named); `run_store_items` does the rest, the
      otherwise the store is marked complete.
 
 `prep_salt` gives both commands the store's salt: a store records a check of its salt (an HMAC that reveals
-nothing of it) and where it was made, so a store moved without its `.salt` file gets it back from there, and
-a wrong or missing salt is refused with advice that keeps the finished items.
+nothing of it), so a store moved without its `.salt` file, or given another salt, is refused with advice that
+keeps the finished items (copy the salt beside it, or name it with --salt-file).
 """
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import hmac
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -82,12 +81,13 @@ def run_store_items(group, out: str | Path, *, n: int, task: Callable[[int], Tas
     return StoreRun(result, done_before, done_now, records, [p.line() for p in redone])
 
 
-SALT_CHECK, MADE_AT = "salt_check", "made_at"   # keys of the "xpgan" attributes
+SALT_CHECK = "salt_check"   # key of the "xpgan" attributes
 
 
-def salt_attrs(out: str | os.PathLike, salt: bytes) -> dict:
-    """The attributes by which a store knows its salt again: its check, and the resolved path it was made at."""
-    return {SALT_CHECK: _salt_check(salt), MADE_AT: os.path.realpath(out)}
+def salt_attrs(salt: bytes) -> dict:
+    """The attribute by which a store knows its salt again (nothing that depends on where the store is, so
+    the same command makes the same bytes anywhere)."""
+    return {SALT_CHECK: _salt_check(salt)}
 
 
 def _salt_check(salt: bytes) -> str:
@@ -100,37 +100,31 @@ def _existing_meta(out) -> dict | None:
     if not (Path(out) / "zarr.json").is_file():
         return None
     try:
-        meta = schema.open_group(Path(out), "r").attrs.get(schema.META)
-        done = int(np.asarray(schema.open_group(Path(out), "r")["done"][...]).sum())
+        group = schema.open_group(Path(out), "r")
+        meta = group.attrs.get(schema.META)
+        done = int(np.asarray(group["done"][...]).sum())
     except Exception:  # damaged or foreign: create_or_open reports it
         return None
     return {**meta, "_done": done} if isinstance(meta, dict) else None
 
 
 @contextlib.contextmanager
-def prep_salt(out: str | os.PathLike, salt_file: str | os.PathLike | None = None, notes: list | None = None):
+def prep_salt(out: str | os.PathLike, salt_file: str | os.PathLike | None = None):
     """privacy.store_salt for a prep run (yields the salt). An existing store whose `.salt` is not beside it
-    (moved without it) takes it back from where the store was made when it is there (copied, said in
-    `notes`); else it is refused, saying where the salt was and how to give it. A salt that is not the
-    store's (`--salt-file`) is refused too: a new key could not reproduce the stored patient hashes."""
+    (moved without it) is refused, saying which file to copy beside it or to name with --salt-file, before
+    any new key is made; a salt that is not the store's (its check differs) is refused too: a new key could
+    not reproduce the stored patient hashes. `--overwrite` is named last, with what it would delete."""
     from xpgan.pipeline.privacy import salt_path, store_salt
 
     meta = _existing_meta(out)
     check = (meta or {}).get(SALT_CHECK)
     here = salt_path(out)
-    keep = (f"--overwrite would start again without it, deleting its {meta['_done']} finished item(s)"
+    keep = (f"only --overwrite starts again without it, deleting its {meta['_done']} finished item(s)"
             if meta else "")
-    if meta is not None and salt_file is None and not here.exists():
-        origin = salt_path(meta[MADE_AT]) if meta.get(MADE_AT) else None
-        if check and origin is not None and origin.is_file() and _salt_check(origin.read_bytes().strip()) == check:
-            shutil.copyfile(origin, here)
-            os.chmod(here, 0o600)
-            if notes is not None:
-                notes.append(f"the store was moved without its salt file: copied {origin} to {here}")
-        else:
-            where = f" (it was made at {meta[MADE_AT]}: its salt was {origin})" if origin is not None else ""
-            raise XPGANError(f"{out}: its salt file {here} (the key of its patient hashes) is missing{where}; "
-                             f"copy that .salt file beside the store, or name it with --salt-file; {keep}")
+    if meta is not None and meta["_done"] and salt_file is None and not here.exists():
+        raise XPGANError(f"{out}: its salt file {here} (the key of its patient hashes) is missing: a store moved "
+                         f"without it? Copy the {here.name} that was beside the store where it was made to "
+                         f"{here.parent}, or name it with --salt-file; {keep}")
     with store_salt(out, salt_file) as salt:
         if check and _salt_check(salt) != check:
             raise XPGANError(f"{salt_file or here}: is not the salt this store was made with (its patient hashes "

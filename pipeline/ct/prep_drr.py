@@ -235,15 +235,14 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
     size = int(geometry.size)
 
     with_patients = any(it.patient_id for it in items)
-    notes: list[str] = []
     with st.StoreLock(out), st.disk_full_is_resumable(out), \
-            (prep_salt(out, salt_file, notes) if with_patients else contextlib.nullcontext()) as salt:
+            (prep_salt(out, salt_file) if with_patients else contextlib.nullcontext()) as salt:
         patients = [patient_hash(it.patient_id or "", salt) for it in items] if with_patients else None
         fingerprints = source_fingerprints([it.path for it in items])
         arrays, identity, attrs = _store_description(disc, items, patients, fingerprints, shape, size, geometry,
                                                      mu_water, backend, spacing_range_mm, allow_unusual_ct)
         if salt is not None:
-            attrs.update(salt_attrs(out, salt))
+            attrs.update(salt_attrs(salt))
         from xpgan.drr.render import probe_backend
 
         job_backend, fallback = probe_backend(backend)   # "auto" with a failing CUDA path -> "cpu", one warning
@@ -278,5 +277,4 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
                               memory_per_worker_gb=min(memory_limit_gb, 2.0) + 4 * item_gb)
     return CTPrepSummary(total=n, done=int(run.done_now.sum()), skipped=int(run.done_before.sum()),
                          failed=len(run.result.failed), failures=[(f["path"], f["reason"]) for f in run.failures],
-                         seconds=run.result.seconds, store=str(out), discovery=disc.summary(), redone=run.redone,
-                         notes=notes)
+                         seconds=run.result.seconds, store=str(out), discovery=disc.summary(), redone=run.redone)

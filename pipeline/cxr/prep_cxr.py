@@ -221,11 +221,11 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
     assert not check_grouping(split, [it.patient_key for it in items])
 
     notes: list[str] = [same_content] if same_content else []
-    with st.StoreLock(out), st.disk_full_is_resumable(out), prep_salt(out, salt_file, notes) as salt:
+    with st.StoreLock(out), st.disk_full_is_resumable(out), prep_salt(out, salt_file) as salt:
         patients = [patient_hash(it.patient_key, salt) for it in items]
         identity, attrs = _store_description(found, items, salt, size, test_fraction, seed, positive, views,
                                              allow_burned_in)
-        attrs.update(salt_attrs(out, salt))
+        attrs.update(salt_attrs(salt))
         if not overwrite:
             changed_done_items(out, fingerprints, [str(it.path) for it in items])
         group = st.create_or_open(

@@ -188,26 +188,26 @@ def test_a_store_cut_short_while_being_created_is_made_again_by_a_rerun(tmp_path
     assert _prep_cxr(src, out).done == 4
 
 
-def test_a_store_moved_without_its_salt_takes_it_back_or_is_refused_without_advising_to_delete_first(tmp_path):
+def test_a_store_moved_without_its_salt_is_refused_advising_the_salt_before_any_deletion(tmp_path):
     src = _cxr_source(tmp_path / "src", seed=0)
     out = tmp_path / "a" / "cxr.zarr"
     first = _prep_cxr(src, out)
     moved = tmp_path / "b" / "cxr.zarr"
     moved.parent.mkdir()
     shutil.move(out, moved)  # the salt stays at a/cxr.zarr.salt
-    again = _prep_cxr(src, moved)
-    assert again.skipped == first.done == 4
-    assert (tmp_path / "b" / "cxr.zarr.salt").read_bytes() == (tmp_path / "a" / "cxr.zarr.salt").read_bytes()
-    assert any("moved without its salt file: copied" in n for n in again.notes) and "note: " in again.text()
-    shutil.move(moved, tmp_path / "c.zarr")
-    for salt in (tmp_path / "a" / "cxr.zarr.salt", tmp_path / "b" / "cxr.zarr.salt"):
-        salt.unlink()
     with pytest.raises(XPGANError) as err:
-        _prep_cxr(src, tmp_path / "c.zarr")
+        _prep_cxr(src, moved)
     text = str(err.value)
-    assert "its salt file" in text and "is missing" in text and "copy that .salt file beside the store" in text
+    assert "its salt file" in text and "is missing" in text and "Copy the cxr.zarr.salt" in text
     assert text.index("--salt-file") < text.index("--overwrite") and "deleting its 4 finished item(s)" in text
-    assert not (tmp_path / "c.zarr.salt").exists()
+    assert not (tmp_path / "b" / "cxr.zarr.salt").exists()  # no new key was made
+    other = tmp_path / "other.salt"
+    other.write_text("f" * 64)
+    with pytest.raises(XPGANError, match="is not the salt this store was made with"):
+        _prep_cxr(src, moved, salt_file=other)
+    assert _prep_cxr(src, moved, salt_file=tmp_path / "a" / "cxr.zarr.salt").skipped == first.done == 4
+    shutil.copy(tmp_path / "a" / "cxr.zarr.salt", tmp_path / "b" / "cxr.zarr.salt")
+    assert _prep_cxr(src, moved).skipped == 4
 
 
 # -------------------------------------------------------------------------------------- verify every array
