@@ -62,6 +62,11 @@ SEED = _count(2**32 - 1, lo=0, why="NumPy seeds are 32-bit")
 DETECTOR_SIZE = _count(8192, "pixels", why="an 8192x8192 float32 image and its temporaries take about 1 GiB")
 CXR_SIZE = _count(4096, "pixels", lo=8, why="a shard of 64 images of 4096^2 float32 is 4 GiB in the writer's memory")
 DEMO_SIZE = _count(512, "pixels", lo=16, why="the demo trains tiny networks on the CPU")
+
+# The image sizes the networks read (model/networks.py): G and D are StyleGAN2 stacks from 4x4 that double
+# to the image, the DenseNet121 classifier (every mode has one) halves it five times.
+GENERATOR_MIN_IMAGE = 8
+CLASSIFIER_MIN_IMAGE = 32
 CT_AXIS = _count(1024, "voxels", lo=2)
 CT_VOXELS = 512**3   # a stored volume of at most 2^27 voxels: 256 MiB int16, 512 MiB float32 while resized
 WORKERS = _count(256, "processes", lo=0)
@@ -102,6 +107,44 @@ def check_offset(option: str, text: str) -> str:
     for v in values:
         OFFSET_MM.check(option, v)
     return text
+
+
+def image_size_rule(minimum: int = CLASSIFIER_MIN_IMAGE) -> str:
+    """The networks' image-size rule in words."""
+    sizes = ", ".join(str(minimum * 2**k) for k in range(4))
+    return f"a power of two >= {minimum} ({sizes}, ...: the image sizes the networks read)"
+
+
+def image_size_ok(size: Any, minimum: int = CLASSIFIER_MIN_IMAGE) -> bool:
+    """Whether the networks read images of `size` px: a power of two >= minimum."""
+    return (isinstance(size, numbers.Integral) and not isinstance(size, bool) and size >= minimum
+            and not size & (size - 1))
+
+
+def nearest_image_sizes(size: Any, minimum: int = CLASSIFIER_MIN_IMAGE) -> str:
+    """`64 or 128`: the sizes the networks read on either side of `size`."""
+    lo = minimum
+    while isinstance(size, numbers.Real) and math.isfinite(size) and lo * 2 <= size:
+        lo *= 2
+    return f"{lo} or {lo * 2}" if isinstance(size, numbers.Real) and lo < size else f"{lo}"
+
+
+def check_image_size(option: str, value: Any, minimum: int = CLASSIFIER_MIN_IMAGE) -> Any:
+    """`value` when the networks read images of that side; else XPGANError `OPTION must be a power of two ...`."""
+    if not image_size_ok(value, minimum):
+        raise XPGANError(f"{option} must be {image_size_rule(minimum)}, got {value!r}; try "
+                         f"{nearest_image_sizes(value, minimum)}")
+    return value
+
+
+def model_image_size(bound: Bound):
+    """The rule of an option that sizes images a model will read (prep --size, demo --size): within `bound`
+    and a size the networks read (check_image_size), checked when the command line is read."""
+
+    def check(option: str, value: Any) -> Any:
+        return check_image_size(option, bound.check(option, value))
+
+    return check
 
 
 def check_ct_shape(option: str, shape: Sequence[Any]) -> tuple[int, int, int]:

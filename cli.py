@@ -20,7 +20,7 @@ from xpgan.cli_support import (
     output_path,
 )
 from xpgan.demo import DemoConfig
-from xpgan.drr.options import DRROptions
+from xpgan.drr.options import DRROptions, PrepDRROptions
 from xpgan.model.config import EvalConfig, GenerateConfig, TrainConfig
 from xpgan.pipeline.ct.drr_file import RenderConfig
 from xpgan.pipeline.ct.prep_drr import PrepDrrConfig
@@ -51,7 +51,7 @@ def drr_render_command(cfg: RenderConfig, drr: DRROptions, checks: CTChecks) -> 
 
 
 # ----------------------------------------------------------------------- prep and inspect
-@config_command(prep_app, "drr", PrepDrrConfig, DRROptions, CTChecks)
+@config_command(prep_app, "drr", PrepDrrConfig, PrepDRROptions, CTChecks)
 def prep_drr_command(cfg: PrepDrrConfig, drr: DRROptions, checks: CTChecks) -> None:
     """Convert a CT archive into a Zarr store of resized volumes and their DRRs (resumable)."""
     from xpgan.pipeline.ct.prep_drr import prep_drr_from

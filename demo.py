@@ -37,8 +37,9 @@ class DemoConfig:
     out: str = option("demo_out", "Output folder (created; a previous demo's folder is cleared, any other "
                       "non-empty folder is refused).", path=True)
     seed: int = option(0, "Seed of the synthetic patients and of training.", bound=B.SEED)
-    size: int = option(64, "DRR and CXR store size, pixels per side (the networks' resolution; 128 looks nicer "
-                       "and trains about 3x slower).", bound=B.DEMO_SIZE)
+    size: int = option(64, "DRR and CXR store size, pixels per side: the networks' resolution, a power of two >= "
+                           f"{B.CLASSIFIER_MIN_IMAGE} (128 looks nicer and trains about 3x slower).",
+                       bound=B.model_image_size(B.DEMO_SIZE))
     n_ct: int = option(16, "Synthetic CT studies (512x512x~40 voxels each).", bound=B.DEMO_CT, flag="--ct")
     ct_shape: tuple[int, int, int] = (40, 512, 512)   # (d, h, w) of the written studies, voxels (d varies +-4)
     prep_depth: int = 32                        # slices of the store's volumes (volumes are depth x size x size)
@@ -83,6 +84,10 @@ class DemoResult:
             from xpgan.model.greport import summary_line
 
             lines.append(summary_line(self.generator) + " (on the studies it trained on, not held out)")
+            if "realism" in self.generator:
+                from xpgan.model.greport import realism_line
+
+                lines.append(realism_line(self.generator["realism"]) + " (the CXR store's test split)")
         return "\n".join(lines)
 
 
@@ -122,7 +127,7 @@ def run_demo(cfg: DemoConfig, *, log: Callable[[str], None] = print) -> DemoResu
     _inspect_sheets(out, ct_store, cxr_store, res, log)
     run_dir, checkpoint = _train_tiny(cfg, out, ct_store, cxr_store, res, log)
     _evaluate_test_split(checkpoint, cxr_store, run_dir, res, log)
-    _generate_xrays(checkpoint, ct_store, run_dir, res, log)
+    _generate_xrays(checkpoint, ct_store, cxr_store, run_dir, res, log)
     (out / "demo_summary.json").write_text(json.dumps({"paths": res.paths, "seconds": res.seconds}, indent=2))
     res.paths["summary"] = str(out / "demo_summary.json")
     return res
@@ -243,14 +248,16 @@ def _evaluate_test_split(checkpoint: str, cxr_store: Path, run_dir: Path, res: D
                 res.paths[name] = str(eval_dir / name)
 
 
-def _generate_xrays(checkpoint: str, ct_store: Path, run_dir: Path, res: DemoResult, log: Log) -> None:
+def _generate_xrays(checkpoint: str, ct_store: Path, cxr_store: Path, run_dir: Path, res: DemoResult,
+                    log: Log) -> None:
     """Step 7, generate: G's X-rays for the CT store's studies -> run_dir/generated, with the generator
-    report (res.generator) and a grid of DRRs beside G(ct)."""
+    report (res.generator; its realism against the CXR store's test radiographs) and a grid of DRRs beside
+    G(ct)."""
     from xpgan.model.generate import generate
 
     with _step(res, "generate", "generate X-rays from the CT store", log):
         gen_dir = run_dir / "generated"
-        g = generate(checkpoint, ct_store, gen_dir, device="cpu")
+        g = generate(checkpoint, ct_store, gen_dir, device="cpu", cxr_store=cxr_store)
         res.paths["generated images"] = str(gen_dir)
         res.paths["generator report"] = g["report_path"]
         res.generator = g["report"]

@@ -14,11 +14,14 @@ REQUIRED = dataclasses.MISSING  # option(REQUIRED, ...): an option the command n
 
 
 def option(default, help: str = "", *, bound: Optional[Rule] = None, flag: Optional[str] = None,
-           path: bool = False, cli: bool = True):
+           path: bool = False, cli: bool = True, metavar: Optional[str] = None, default_text: Optional[str] = None):
     """A dataclass field offered as a command option (`cli=False`: a field only a config file or the API sets).
     `flag`: the option's spelling when it is not `option_name(field)` (`--ct`, `--amp/--no-amp`); `path`: a
-    str field offered as a path."""
-    metadata = {"help": help, "bound": bound, "flag": flag, "path": path, "cli": cli}
+    str field offered as a path; `metavar`: how the help shows its value (`D H W`; default: from its type,
+    cli_support.metavar_for); `default_text`: the default as the help says it, for a field whose value None
+    stands for a default chosen later ("one per core")."""
+    metadata = {"help": help, "bound": bound, "flag": flag, "path": path, "cli": cli, "metavar": metavar,
+                "default_text": default_text}
     if isinstance(default, list):  # a repeatable option: each instance gets its own copy
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)

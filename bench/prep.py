@@ -50,13 +50,13 @@ class BenchPrepConfig:
 
     n: int = option(24, "Volumes in the generated MosMed-like archive.", bound=B.COUNT)
     shape: tuple[int, int, int] = option((40, 512, 512), "Archive volume size D H W, voxels (int16 .nii.gz).",
-                                         bound=B.check_ct_shape)
+                                         bound=B.check_ct_shape, metavar="D H W")
     out_shape: tuple[int, int, int] = option(DEFAULT_SHAPE, "prep drr --shape D H W, voxels.",
-                                             bound=B.check_ct_shape)
+                                             bound=B.check_ct_shape, metavar="D H W")
     workers: int = option(2, "Local Dask worker processes for both runs.", bound=B.WORKERS)
     stages: int = option(3, "Volumes timed stage by stage in one process (0: skip).", bound=B.INDEX)
-    archive: Optional[Path] = option(None, "Where the archive is generated (reused when it is already there); "
-                                           "default: a folder in the temp dir.")
+    archive: Optional[Path] = option(None, "Where the archive is generated (reused when it is already there).",
+                                     default_text="a folder in the temp dir")
 
 
 def default_archive() -> Path:

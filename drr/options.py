@@ -20,15 +20,15 @@ class DRROptions:
     are refused."""
 
     geometry: GeometryKind = option("cone", "Ray geometry.")
-    view: Optional[View] = option(None, f"Cone beam direction: pa (source posterior) or ap (default "
-                                        f"{ConeGeometry.view}).")
+    view: Optional[View] = option(None, "Cone beam direction: pa (source posterior) or ap.",
+                                  default_text=ConeGeometry.view)
     size: int = option(ConeGeometry.size, "Detector size, pixels per side (square).", bound=B.DETECTOR_SIZE)
-    pixel_mm: Optional[float] = option(None, "Pixel spacing, mm (cone: detector plane; parallel: isocentre plane). "
-                                             "Default: fit the field of view to the volume.", bound=B.PIXEL_MM)
-    sdd: Optional[float] = option(None, f"Cone: source-to-detector distance, mm (default {ConeGeometry.sdd_mm:g}).",
-                                  bound=B.DISTANCE_MM)
-    sid: Optional[float] = option(None, "Cone: source-to-isocentre (volume centre) distance, mm (default "
-                                        f"{ConeGeometry.sid_mm:g}).", bound=B.DISTANCE_MM)
+    pixel_mm: Optional[float] = option(None, "Pixel spacing, mm (cone: detector plane; parallel: isocentre plane).",
+                                       bound=B.PIXEL_MM, default_text="the field of view fitted to the volume")
+    sdd: Optional[float] = option(None, "Cone: source-to-detector distance, mm.", bound=B.DISTANCE_MM,
+                                  default_text=f"{ConeGeometry.sdd_mm:g}")
+    sid: Optional[float] = option(None, "Cone: source-to-isocentre (volume centre) distance, mm.",
+                                  bound=B.DISTANCE_MM, default_text=f"{ConeGeometry.sid_mm:g}")
     mu_water: float = option(MU_WATER_PER_MM, "Linear attenuation of water, 1/mm.", bound=B.MU_WATER)
     backend: Backend = option("auto", "Ray caster (auto: the GPU if present).")
 
@@ -48,3 +48,13 @@ class DRROptions:
                                        "anterior to posterior)")
             return make_geometry("parallel", size=self.size, pixel_mm=self.pixel_mm)
         raise DRRArgumentError(f"unknown geometry {self.geometry!r}; allowed: {', '.join(GEOMETRY_KINDS)}")
+
+
+@dataclass
+class PrepDRROptions(DRROptions):
+    """DRROptions as `prep drr` offers them: its DRRs are images the networks read, so their size follows the
+    networks' rule (bounds.model_image_size) when the command line is read."""
+
+    size: int = option(ConeGeometry.size, "Detector size, pixels per side (square): a power of two >= "
+                                          f"{B.CLASSIFIER_MIN_IMAGE}, the sizes the networks read.",
+                       bound=B.model_image_size(B.DETECTOR_SIZE))

@@ -40,17 +40,32 @@ def hu_to_mu(hu: np.ndarray, mu_water: float = MU_WATER_PER_MM) -> np.ndarray:
     return np.maximum(np.float32(0.0), (hu + np.float32(1000.0)) * np.float32(mu_water / 1000.0)).astype(np.float32)
 
 
-def line_integral_to_image(p: np.ndarray) -> np.ndarray:
-    """The documented monotone map of line integrals p >= 0 to [0, 1]: 1 - exp(-(p / P_REF)^2)."""
+def line_integral_to_image(p):
+    """The documented monotone map of line integrals p >= 0 to [0, 1]: 1 - exp(-(p / P_REF)^2). NumPy in,
+    float32 NumPy out; a torch tensor in, a float32 tensor out on its device (differentiable)."""
+    if _is_torch(p):
+        import torch
+
+        x = torch.clamp(p.float(), min=0.0) / P_REF
+        return -torch.expm1(-(x ** MAP_POWER))
     x = np.maximum(np.asarray(p, dtype=np.float32), np.float32(0.0)) / np.float32(P_REF)
     return (-np.expm1(-(x ** np.float32(MAP_POWER)))).astype(np.float32)
 
 
-def image_to_line_integral(image: np.ndarray) -> np.ndarray:
-    """Inverse of `line_integral_to_image` on [0, 1) (image 1 maps to +inf)."""
+def image_to_line_integral(image):
+    """Inverse of `line_integral_to_image` on [0, 1) (image 1 maps to +inf). NumPy in, float32 NumPy out; a
+    torch tensor in, a float32 tensor out (differentiable; clamp the image below 1 first for a finite p)."""
+    if _is_torch(image):
+        import torch
+
+        return P_REF * (-torch.log1p(-torch.clamp(image.float(), 0.0, 1.0))) ** (1.0 / MAP_POWER)
     image = np.asarray(image, dtype=np.float64)
     with np.errstate(divide="ignore"):
         return (P_REF * (-np.log1p(-np.clip(image, 0.0, 1.0))) ** (1.0 / MAP_POWER)).astype(np.float32)
+
+
+def _is_torch(x) -> bool:
+    return type(x).__module__.startswith("torch")
 
 
 def image_map_attrs() -> dict:

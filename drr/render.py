@@ -32,7 +32,7 @@ from typing import Literal, Sequence, Union, get_args
 import numpy as np
 
 from xpgan.drr.geometry import ConeGeometry, Geometry, ParallelGeometry
-from xpgan.drr.physics import MAP_POWER, MU_WATER_PER_MM, OUTPUTS, P_REF, check_mu_water, line_integral_to_image
+from xpgan.drr.physics import MU_WATER_PER_MM, OUTPUTS, check_mu_water, line_integral_to_image
 from xpgan.errors import DRRArgumentError, XPGANError
 
 Backend = Literal["auto", "cpu", "cuda"]  # --backend
@@ -130,13 +130,10 @@ def finish_output(p, output: str):
     """Line integrals p (numpy or torch) as the requested output: themselves, or the detector's image map."""
     if output == "line_integral":
         return p
-    if _is_torch(p):
+    if _is_torch(p) and not p.is_cuda:  # the numpy map itself: bit-identical to numpy input
         import torch
 
-        if not p.is_cuda:  # the numpy map itself: bit-identical to numpy input
-            return torch.from_numpy(line_integral_to_image(p.numpy()))
-        x = torch.clamp(p.float(), min=0.0) / P_REF
-        return -torch.expm1(-(x ** MAP_POWER))
+        return torch.from_numpy(line_integral_to_image(p.detach().numpy()))
     return line_integral_to_image(p)
 
 

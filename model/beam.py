@@ -139,7 +139,10 @@ def drr_estimate(ct: Tensor, beam: Tensor, res: int, hu_window) -> Tensor:
     return finish_output(p, "image").to(p.device)
 
 
-def logit(x: Tensor, eps: float = 1e-3) -> Tensor:
+LOGIT_CLAMP = 1e-3   # images are clamped to [eps, 1 - eps] before a logit
+
+
+def logit(x: Tensor, eps: float = LOGIT_CLAMP) -> Tensor:
     """log(x / (1 - x)) of x clamped to [eps, 1 - eps]."""
     x = x.clamp(eps, 1.0 - eps)
     return torch.log(x) - torch.log1p(-x)

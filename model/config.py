@@ -22,6 +22,9 @@ Device = Literal["auto", "cpu", "cuda"]
 AmpDtype = Literal["bf16", "fp16"]
 DrrAug = Literal["none", "pose", "pose+intensity"]  # model/augment.py
 GArch = Literal["projected", "vector"]  # model/networks.py G_ARCHS
+GHead = Literal["radiograph", "none"]  # model/film.py RadiographHead
+L1Space = Literal["intensity", "normalized"]  # model/losses.py
+DAugment = Literal["none", "translate"]  # model/losses.py
 ClassBalance = Literal["none", "weight", "oversample"]
 EvalSplit = Literal["test", "val", "train"]  # model/evaluate.py: val = the held-out part of train
 MODES: tuple[str, ...] = get_args(Mode)
@@ -30,8 +33,25 @@ DEVICES: tuple[str, ...] = get_args(Device)
 AMP_DTYPES: tuple[str, ...] = get_args(AmpDtype)
 DRR_AUG_MODES: tuple[str, ...] = get_args(DrrAug)
 G_ARCH_NAMES: tuple[str, ...] = get_args(GArch)
+G_HEAD_NAMES: tuple[str, ...] = get_args(GHead)
 CLASS_BALANCE: tuple[str, ...] = get_args(ClassBalance)
 DEVICE_HELP = "auto: CUDA when available, else CPU."
+LOADER_WORKERS_RULE = ("0 when a process has 2 CPU cores or fewer (loading in the training process is faster "
+                       "there), else its cores less one, at most 8")
+
+
+def default_loader_workers(cores: Optional[int] = None) -> int:
+    """The data loader workers of a training process when --num-workers is not given (LOADER_WORKERS_RULE):
+    `cores` defaults to the usable cores shared among the processes torchrun starts on this machine."""
+    import os
+
+    if cores is None:
+        from xpgan.pipeline.runner import usable_cores
+
+        cores = usable_cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return 0 if cores <= 2 else min(8, cores - 1)
+
+
 _INCOMPLETE_HELP = "Use the done items of a store that prep is still writing or did not finish (refused by default)."
 
 # How `train --resume` treats an option whose value differs from the run's (its checkpoint's config); every
@@ -70,10 +90,11 @@ class TrainConfig:
     cxr: Optional[str] = _opt(None, "CXR store (xpgan prep cxr output).", path=True)
     mode: Mode = _opt("xpgan", "xpgan (joint G/D/C), drr (C on CXR + DRRs) or baseline (C on CXR).")
     out: str = _opt("runs/xpgan", "Run directory (config, checkpoints, logs, samples).", path=True)
-    epochs: Optional[int] = _opt(None, "Passes over the CXR training items.", bound=B.EPOCHS)
+    epochs: Optional[int] = _opt(None, "Passes over the CXR training items. One of --epochs and --max-steps is "
+                                 "needed: without either, train stops before it starts and says so.", bound=B.EPOCHS)
     max_steps: Optional[int] = _opt(None, "Optimisation steps (overrides --epochs).", bound=B.STEPS)
     batch_size: int = _opt(8, "CT items per step (per process).", bound=B.BATCH)
-    cxr_batch_size: Optional[int] = _opt(None, "CXR items per step (default: --batch-size).", bound=B.BATCH)
+    cxr_batch_size: Optional[int] = _opt(None, "CXR items per step.", bound=B.BATCH, default_text="--batch-size")
     lr: float = _opt(0.002, "Adam learning rate, cosine-annealed to 0 over the run.", bound=B.LR)
     lambda_l1: float = _opt(2.0, "Weight of L1(G(ct), DRR).", bound=B.LOSS_WEIGHT)
     r1_gamma: float = _opt(1.0, "R1 regularisation weight.", bound=B.LOSS_WEIGHT)
@@ -83,13 +104,14 @@ class TrainConfig:
     device: Device = _opt("auto", DEVICE_HELP)
     amp: bool = _opt(True, "Mixed precision on CUDA.", flag="--amp/--no-amp")
     amp_dtype: AmpDtype = _opt("bf16", "fp16 uses loss scaling.")
-    num_workers: int = _opt(2, "Data loader worker processes per rank.", bound=B.LOADER_WORKERS)
+    num_workers: Optional[int] = _opt(None, "Data loader worker processes per rank.", bound=B.LOADER_WORKERS,
+                                      default_text=LOADER_WORKERS_RULE)
     checkpoint_every: int = _opt(1000, "Steps between checkpoints.", bound=B.EVERY)
     keep_checkpoints: int = _opt(3, "Newest checkpoints kept (0: all).", bound=B.KEEP)
     log_every: int = _opt(50, "Steps between logged losses.", bound=B.EVERY)
     sample_every: int = _opt(1000, "Steps between sample grid PNGs (0: never).", bound=B.EVERY_OR_NEVER)
     classifier_weights: Optional[str] = _opt(None, "Local torchvision DenseNet121 ImageNet state_dict.", path=True)
-    resume: Optional[str] = _opt(None, RESUME_HELP)
+    resume: Optional[str] = _opt(None, RESUME_HELP, metavar="PATH|latest")
     stop_at: Optional[int] = _opt(None, "End this invocation at this step (resume later).", bound=B.STEPS)
     progress: bool = _opt(True, "Progress bar.", flag="--progress/--no-progress")
     class_balance: ClassBalance = _opt("oversample", "Real-CXR class imbalance: oversample (each positive repeated "
@@ -102,6 +124,10 @@ class TrainConfig:
     g_arch: GArch = _opt("projected", "Generator of mode xpgan: projected (the CT's features collapsed along "
                          "each study's rays feed every synthesis resolution, the global vector modulates the "
                          "styles) | vector (the paper's: global vector only).")
+    g_head: GHead = _opt("radiograph", "End of the projected generator: radiograph (a learned film curve, scatter, "
+                         "blur, edge enhancement and noise after G's DRR-like core; the L1 term compares the core "
+                         "with the DRR, D and the classifier see the head's output) | none (the paper's objective: "
+                         "L1 on G's image).")
     # not command options: fixed by the method, changed only through a config file or the API
     c_lr: Optional[float] = _opt(None, "classifier learning rate (None: lr)", bound=B.LR, cli=False)
     betas_gd: tuple[float, float] = _opt((0.0, 0.99), "StyleGAN2 Adam betas for G and D", cli=False)
@@ -111,6 +137,10 @@ class TrainConfig:
                                        cli=False)
     val_fraction: float = _opt(0.1, "share of CXR training patients held out for eval's threshold",
                                bound=B.FRACTION, cli=False)
+    l1_space: L1Space = _opt("intensity", "what the L1 term compares: intensity (the images as they are) or "
+                             "normalized (each image minus its mean, over its sd: structure only)", cli=False)
+    d_augment: DAugment = _opt("none", "D's inputs, real and generated alike: none, or translate (each image "
+                               "shifted by up to 1/8 of its side, zeros shifted in; differentiable)", cli=False)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -126,6 +156,9 @@ class TrainConfig:
             if k in kw and kw[k] is not None:
                 kw[k] = tuple(kw[k])
         kw.setdefault("g_arch", "vector")  # a saved config that names no generator had the global-vector one
+        kw.setdefault("g_head", "none")    # ... and one that names no head had none
+        kw.setdefault("l1_space", "intensity")
+        kw.setdefault("d_augment", "none")
         return cls(**kw)
 
     @property
@@ -133,7 +166,8 @@ class TrainConfig:
         return self.cxr_batch_size if self.cxr_batch_size is not None else self.batch_size
 
     def validate(self) -> "TrainConfig":
-        """Raise XPGANError on an option the user can fix; return self."""
+        """Raise XPGANError on an option the user can fix; return self, with the loader workers chosen for the
+        machine when --num-workers was not given (default_loader_workers)."""
         hints = get_type_hints(TrainConfig)
         for f in dataclasses.fields(self):
             value, choices = getattr(self, f.name), get_args(hints[f.name])
@@ -146,7 +180,9 @@ class TrainConfig:
         if self.mode in ("xpgan", "drr") and self.ct is None:
             raise XPGANError(f"--ct is required for --mode {self.mode}")
         if self.max_steps is None and self.epochs is None:
-            raise XPGANError("give --epochs or --max-steps")
+            raise XPGANError("give --epochs N (passes over the CXR training items) or --max-steps N")
+        if self.num_workers is None:
+            self.num_workers = default_loader_workers()
         return self
 
 
@@ -184,7 +220,9 @@ class EvalConfig:
                                  "checkpoint).", "CHECKPOINT")
     cxr: Path = _opt(REQUIRED, "CXR store to evaluate on.")
     split: EvalSplit = _opt("test", "test | val (held-out part of train) | train.")
-    out: Optional[Path] = _opt(None, "Output folder (default: RUN_DIR/eval-SPLIT).")
+    out: Optional[Path] = _opt(None, "Output folder; results of another CXR store are not overwritten.",
+                               default_text="RUN_DIR/eval-SPLIT, or RUN_DIR/eval-SPLIT-STORE when that one holds "
+                                            "another store's results")
     device: Device = _opt("auto", DEVICE_HELP)
     batch_size: int = _opt(64, "Images per forward pass.", bound=B.BATCH)
     allow_incomplete: bool = _opt(False, _INCOMPLETE_HELP)
@@ -198,6 +236,8 @@ class GenerateConfig:
                                  "CHECKPOINT")
     ct: Path = _opt(REQUIRED, "CT store whose volumes are translated.")
     out: Path = _opt(REQUIRED, "Output folder for PNGs.")
+    cxr: Optional[Path] = _opt(None, "CXR store: the report also says how far G's images and the DRRs are from its "
+                               "test radiographs (two-sample tests, pixel-value distance, variation).")
     limit: Optional[int] = _opt(None, "At most this many CT items.", bound=B.COUNT)
     device: Device = _opt("auto", DEVICE_HELP)
     allow_incomplete: bool = _opt(False, _INCOMPLETE_HELP)

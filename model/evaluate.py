@@ -8,6 +8,7 @@ and every printed line says which threshold a figure belongs to.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Optional, get_args
 
@@ -20,6 +21,7 @@ from xpgan.model import checkpoint as ckpt_io
 from xpgan.model import metrics as M
 from xpgan.model.config import EvalConfig, EvalSplit
 from xpgan.model.data import CXRDataset, cxr_store_info
+from xpgan.pipeline.labels import undefined_reasons
 
 SPLITS = get_args(EvalSplit)
 
@@ -90,13 +92,52 @@ def validation_threshold(y_val: np.ndarray, s_val: np.ndarray) -> tuple[float, s
     return M.best_f1_threshold(y_val, s_val), "validation part of train (best F1)"
 
 
+METRICS_FILE = "metrics.json"
+
+
+def results_store(out: Path) -> Optional[str]:
+    """The CXR store whose results `out/metrics.json` holds (absolute path), or None when it holds none."""
+    try:
+        old = json.loads((out / METRICS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return old.get("store_path") or old.get("store") if isinstance(old, dict) else None
+
+
+def output_folder(out_dir: Optional[str | Path], checkpoint: Path, cxr_store: str | Path, split: str) -> Path:
+    """Where eval writes: `out_dir`, or RUN_DIR/eval-SPLIT, or RUN_DIR/eval-SPLIT-STORE when RUN_DIR/eval-SPLIT
+    holds another store's results. A folder holding another store's results is never overwritten: XPGANError
+    naming both stores."""
+    store = str(Path(cxr_store).resolve())
+    if out_dir is None:
+        run_dir = checkpoint.resolve().parent.parent
+        out = run_dir / f"eval-{split}"
+        if results_store(out) not in (None, store):
+            out = run_dir / f"eval-{split}-{_name_of(cxr_store)}"
+    else:
+        out = Path(out_dir)
+    other = results_store(out)
+    if other not in (None, store):
+        raise XPGANError(f"{out / METRICS_FILE}: holds the results of another CXR store ({other}, not {store}); "
+                         "give another --out, or delete it to replace them")
+    return out
+
+
+def _name_of(store: str | Path) -> str:
+    """A folder-name form of a store's name: cxr64.zarr -> cxr64."""
+    name = Path(store).resolve().name
+    name = name[:-5] if name.endswith(".zarr") else name
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "store"
+
+
 def evaluate(checkpoint: str | Path, cxr_store: str | Path, *, split: EvalSplit = "test",
              out_dir: Optional[str | Path] = None, device: str = EvalConfig.device,
              batch_size: int = EvalConfig.batch_size, num_workers: int = 0, allow_incomplete: bool = False) -> dict:
     """Metrics of the checkpoint's classifier (a checkpoint file, or a run folder: its newest checkpoint) on
     `split` of the CXR store; writes metrics.json, roc.png and pr.png into out_dir (default: beside the
-    checkpoint's run, `eval-<split>/`). Returns the metrics (see the module docstring). The
-    store is refused while prep writes it or when its last prep run did not finish, unless
+    checkpoint's run, `eval-<split>/`, named after the store when that one holds another store's results; a
+    folder holding another store's results is refused: output_folder). Returns the metrics (see the module
+    docstring). The store is refused while prep writes it or when its last prep run did not finish, unless
     `allow_incomplete`."""
     from xpgan.model.checkpoint import networks_from_checkpoint
     from xpgan.model.distributed import resolve_device
@@ -105,6 +146,7 @@ def evaluate(checkpoint: str | Path, cxr_store: str | Path, *, split: EvalSplit 
         raise XPGANError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     dev = resolve_device(device)
     checkpoint = ckpt_io.resolve_checkpoint(checkpoint)
+    out = output_folder(out_dir, checkpoint, cxr_store, split)
     state = ckpt_io.load(checkpoint, map_location="cpu")
     net_res = int(state["net"]["img_res"])
     info = cxr_store_info(cxr_store, allow_incomplete=allow_incomplete)
@@ -125,6 +167,7 @@ def evaluate(checkpoint: str | Path, cxr_store: str | Path, *, split: EvalSplit 
         "step": int(state["step"]),
         "mode": state["config"].get("mode"),
         "store": str(cxr_store),
+        "store_path": str(Path(cxr_store).resolve()),
         "split": split,
         "counts": {"items": int(len(y)), "positive": int(y.sum()), "negative": int(len(y) - y.sum()),
                    "val_items": int(len(y_val)), "val_positive": int(y_val.sum())},
@@ -138,11 +181,11 @@ def evaluate(checkpoint: str | Path, cxr_store: str | Path, *, split: EvalSplit 
         "at_best_val_f1": {**M.summary(y, s, best_t), "threshold_source": threshold_source},
         "val": {"auroc": M.auroc(y_val, s_val) if len(y_val) else float("nan"),
                 "at_best_val_f1": M.summary(y_val, s_val, best_t) if len(y_val) else None},
+        "undefined": undefined_reasons(y, y_val, split),   # why a figure above is undefined (or at 0.5)
     }
-    out = Path(out_dir) if out_dir is not None else checkpoint.resolve().parent.parent / f"eval-{split}"
     out.mkdir(parents=True, exist_ok=True)
     result["plots"] = _plot_curves(y, s, out, f"{split} split") if len(np.unique(y)) == 2 else []
-    (out / "metrics.json").write_text(json.dumps(jsonable(result), indent=2) + "\n")
+    (out / METRICS_FILE).write_text(json.dumps(jsonable(result), indent=2) + "\n")
     result["out_dir"] = str(out)
     return result
 
@@ -161,4 +204,10 @@ def evaluate_from(cfg: EvalConfig) -> str:
     """The `eval` command: evaluate() with its configuration; returns the lines it prints."""
     r = evaluate(cfg.checkpoint, cfg.cxr, split=cfg.split, out_dir=cfg.out, device=cfg.device,
                  batch_size=cfg.batch_size, allow_incomplete=cfg.allow_incomplete)
-    return f"{cfg.split}: {r['counts']['items']} items, {M.metrics_line(r)}\nwrote {r['out_dir']}/metrics.json"
+    lines = [f"{cfg.split}: {r['counts']['items']} items ({r['counts']['positive']} positive), {M.metrics_line(r)}"]
+    lines += [f"  {LABELS.get(k, k)} undefined: {why}" if k != "threshold" else f"  threshold {why}"
+              for k, why in r["undefined"].items()]
+    return "\n".join(lines + [f"wrote {r['out_dir']}/{METRICS_FILE}"])
+
+
+LABELS = {"auroc": "AUROC", "auprc": "AUPRC"}

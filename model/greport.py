@@ -45,6 +45,16 @@ def generate_images(G: torch.nn.Module, ct_store: str | Path, hu_window, device:
                        np.concatenate(index).astype(np.int64))
 
 
+def stored_drrs(ct_store: str | Path) -> tuple[Tensor, np.ndarray]:
+    """The finished DRRs [n, 1, R, R] of a CT store and their CT labels [n], in store order."""
+    ds = CTDataset(ct_store, with_volume=False, labelled_only=False)
+    items = [ds[i] for i in range(len(ds))]
+    if not items:
+        return torch.zeros(0), np.zeros(0, np.int64)
+    return (torch.stack([torch.from_numpy(it["drr"]) for it in items]).float(),
+            np.array([int(it["ct_label"]) for it in items], np.int64))
+
+
 def mean_drr(ct_store: str | Path) -> Tensor:
     """Per-pixel mean [R, R] of the finished DRRs of a CT store (the mean-image reference prediction)."""
     ds = CTDataset(ct_store, with_volume=False, labelled_only=False)
@@ -96,6 +106,22 @@ def realism(C_ref: torch.nn.Module, real: Tensor, sets: dict[str, Tensor], devic
     """KID between each image set and the real radiographs, in the pooled feature space of `C_ref`."""
     f_real = classifier_features(C_ref, real, device)
     return {name: gmetrics.kid(classifier_features(C_ref, imgs, device), f_real) for name, imgs in sets.items()}
+
+
+def realism_report(imgs: StudyImages, real: Tensor, *, cnn: bool = True, seed: int = 0) -> dict:
+    """How far G's images and, beside them, the stored DRRs are from the real radiographs `real`
+    [m, 1, R, R] (`gmetrics.realism_figures`: two-sample AUROCs, pixel-value W1, between-image sd ratio)."""
+    return gmetrics.realism_figures(real, {"g": imgs.fake, "drr": imgs.drr}, seed=seed, cnn=cnn)
+
+
+def realism_line(rf: dict) -> str:
+    """One line for a person: the realism figures of G beside the DRRs'."""
+    g, d = rf["g"], rf["drr"]
+    cnn = (f", CNN {g['cnn_auroc']:.2f} (DRRs {d['cnn_auroc']:.2f})" if "cnn_auroc" in g else "")
+    return (f"realism against {rf['real_count']} real radiographs (0.5 = indistinguishable): linear 8x8 AUROC "
+            f"{g['linear_auroc_8']:.2f} (DRRs {d['linear_auroc_8']:.2f}){cnn}; pixel-value W1 {g['pixel_w1']:.3f} "
+            f"(DRRs {d['pixel_w1']:.3f}); between-image sd {g['sd_ratio']:.2f} of the radiographs' "
+            f"(DRRs {d['sd_ratio']:.2f})")
 
 
 def follows_study(fig: dict) -> bool:

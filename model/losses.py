@@ -5,7 +5,9 @@ Total objective: L(C) + V(G, D) + lambda_l1 * R(G), with
                                                                   mode "baseline": the first term only)
   V    = non-saturating logistic loss: D minimises softplus(D(G(ct))) + softplus(-D(cxr)),
          G minimises softplus(-D(G(ct)));  lazy R1 on D's real inputs every r1_interval steps
-  R(G) = mean |G(ct) - DRR(ct)|
+  R(G) = mean |G(ct) - DRR(ct)|, or, for a generator with a radiograph head (model/film.py), mean
+         |core(ct) - DRR(ct)|: the L1 term keeps G's DRR-like core on the study while D and the classifier
+         own the head that makes it a radiograph
 
 Each phase updates exactly one network (`PHASE_NETWORK`); the trainer zeroes that network's gradients,
 calls `accumulate_gradients(phase, batch)` and steps that network's optimizer:
@@ -67,12 +69,42 @@ def cross_entropy_known(logits: Tensor, labels: Tensor, class_weight: Tensor | N
     return (per_item * valid).sum() / valid.sum().clamp(min=1e-12 if class_weight is not None else 1.0)
 
 
+def standardize(x: Tensor) -> Tensor:
+    """Each image [N, 1, R, R] minus its mean, over its sd (a flat image stays 0)."""
+    x = x.float()
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) / x.std(dim=(1, 2, 3), keepdim=True).clamp(min=1e-3)
+
+
+def l1_term(image: Tensor, drr: Tensor, space: str) -> Tensor:
+    """mean |image - drr| in `space` (TrainConfig.l1_space): the intensities, or the standardised images."""
+    if space == "normalized":
+        return (standardize(image) - standardize(drr)).abs().mean()
+    return (image.float() - drr.float()).abs().mean()
+
+
+def translate(x: Tensor, share: float = 0.125) -> Tensor:
+    """Each image of [N, C, R, R] shifted by its own random whole-pixel offset of up to `share` of its side in
+    both directions, zeros shifted in (the translation of DiffAugment / ADA; differentiable in x)."""
+    n, _, r, _ = x.shape
+    m = max(1, int(round(share * r)))
+    shift = torch.randint(-m, m + 1, (n, 2), device=x.device)
+    pad = torch.nn.functional.pad(x, (m, m, m, m))
+    rows = (torch.arange(r, device=x.device)[None, :] + m - shift[:, :1])          # [N, R]
+    cols = (torch.arange(r, device=x.device)[None, :] + m - shift[:, 1:])
+    idx_r = rows[:, None, :, None].expand(n, x.shape[1], r, r + 2 * m)
+    out = pad.gather(2, idx_r)
+    idx_c = cols[:, None, None, :].expand(n, x.shape[1], r, r)
+    return out.gather(3, idx_c)
+
+
 class XPGANLoss:
     def __init__(self, G: nn.Module | None, D: nn.Module | None, C: nn.Module, *, mode: str = "xpgan",
                  lambda_l1: float = TrainConfig.lambda_l1, lambda_cls: float = 1.0,
                  r1_gamma: float = TrainConfig.r1_gamma, r1_interval: int = TrainConfig.r1_interval,
                  amp_dtype: torch.dtype | None = None, reuse_fakes: bool = True,
-                 cxr_class_weight: tuple[float, float] | None = None):
+                 cxr_class_weight: tuple[float, float] | None = None, l1_space: str = TrainConfig.l1_space,
+                 d_augment: str = TrainConfig.d_augment):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; allowed: {', '.join(MODES)}")
         if mode == "xpgan" and (G is None or D is None):
@@ -88,6 +120,7 @@ class XPGANLoss:
         self.r1_gamma, self.r1_interval = float(r1_gamma), int(r1_interval)
         self.amp_dtype = amp_dtype
         self.reuse_fakes = bool(reuse_fakes)
+        self.l1_space, self.d_augment = l1_space, d_augment
         # weights of the real-CXR cross entropy per class (class imbalance; None: unweighted)
         self.cxr_class_weight = (torch.tensor([float(v) for v in cxr_class_weight])
                                  if cxr_class_weight is not None else None)
@@ -121,11 +154,11 @@ class XPGANLoss:
     # ---------------------------------------------------------------------------------------- phases
     def _phase_g(self, batch):
         ct, drr, cxr = batch["ct"], batch["drr"], batch["cxr"]
-        fake = self._generate(batch, grad=True)                       # [N, 1, R, R]
+        fake, core = self._generate(batch, grad=True, with_core=True)   # [N, 1, R, R] each
         with self._autocast(ct):
             logits = self._run("D", fake)                             # [N]
         g_adv = F.softplus(-logits.float()).mean()
-        g_l1 = (fake.float() - drr.float()).abs().mean()
+        g_l1 = l1_term(core, drr, self.l1_space)
         loss = g_adv + self.lambda_l1 * g_l1
         stats = {"loss/G_adv": g_adv, "loss/G_l1": g_l1}
         if self.lambda_cls != 0.0:
@@ -202,27 +235,31 @@ class XPGANLoss:
             for p, flag in saved:
                 p.requires_grad_(flag)
 
-    def _run(self, name: str, *args):
-        return self._nets()[name](*args)
+    def _run(self, name: str, *args, **kwargs):
+        if name == "D" and self.d_augment != "none":
+            args = (translate(args[0]),) + args[1:]
+        return self._nets()[name](*args, **kwargs)
 
     def _autocast(self, like: Tensor):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(like.device.type, dtype=self.amp_dtype)
 
-    def _generate(self, batch: dict, *, grad: bool) -> Tensor:
-        """G(ct, beam) as float32 (batch "ct" and, when the loader gives it, "beam"); with grad=False a cached
-        detached copy from this batch's phase "G" is reused."""
+    def _generate(self, batch: dict, *, grad: bool, with_core: bool = False):
+        """G(ct, beam) as float32 (batch "ct" and, when the loader gives it, "beam"), with with_core also G's
+        core (the image the L1 term sees: the same image for a generator without a head); with grad=False a
+        cached detached copy from this batch's phase "G" is reused."""
         ct = batch["ct"]
-        if not grad and self.reuse_fakes and self._cache is not None:
+        if not grad and not with_core and self.reuse_fakes and self._cache is not None:
             ref, version, fake = self._cache
             if ref() is ct and ct._version == version:
                 return fake
         with self._autocast(ct), torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-            fake = self._run("G", ct, batch.get("beam")).float()      # [N, 1, R, R]
+            fake, core = self._run("G", ct, batch.get("beam"), with_core=True)   # [N, 1, R, R] each
+            fake, core = fake.float(), core.float()
         # a weak reference: the cache must not keep a finished step's CT batch alive
         self._cache = (weakref.ref(ct), ct._version, fake.detach()) if self.reuse_fakes else None
-        return fake
+        return (fake, core) if with_core else fake
 
 
-__all__ = ["XPGANLoss", "PHASES_FOR_MODE", "PHASE_NETWORK", "MODES", "cross_entropy_known"]
+__all__ = ["XPGANLoss", "PHASES_FOR_MODE", "PHASE_NETWORK", "MODES", "cross_entropy_known", "l1_term", "translate"]

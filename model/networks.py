@@ -41,6 +41,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from xpgan import bounds as B
 from xpgan.errors import InputError, XPGANError
 from xpgan.model.beam import check_beam, drr_estimate, logit, plane_centres, project_slabs
 from xpgan.model.layers import (
@@ -83,6 +84,9 @@ class NetConfig:
     g_arch: str = "projected"                          # generator architecture (G_ARCHS)
     beam_slabs: int = 4                                # projected G: anterior-posterior slabs per level
     drr_base: bool = True                              # projected G: start the image from the DRR estimate
+    tone_curve: bool = True                            # projected G with drr_base: a learned tone curve of the
+                                                       # estimate's line integrals (model/film.py)
+    radiograph_head: bool = True                       # projected G: the radiograph head after the core
     enc_channels: tuple[int, ...] = (8, 16, 32, 64, 128, 256, 512)  # 3D encoder width per level (last repeats)
     enc_min_res: int = 4                               # encoder stops halving an axis at this size, voxels
     syn_channel_base: int = 16384                      # StyleGAN2 width rule: min(base // res, max)
@@ -100,9 +104,7 @@ class NetConfig:
         self.hu_window = check_hu_window(self.hu_window)
         if len(self.ct_shape) != 3 or min(self.ct_shape) < 1:
             raise XPGANError(f"ct_shape must be three positive sizes (D, H, W), got {self.ct_shape}")
-        r = int(self.img_res)
-        if r < 8 or r & (r - 1):
-            raise XPGANError(f"img_res must be a power of two >= 8, got {self.img_res}")
+        B.check_image_size("img_res", int(self.img_res), B.GENERATOR_MIN_IMAGE)
         if not self.enc_channels or min(self.enc_channels) < 1:
             raise XPGANError(f"enc_channels must be positive widths, got {self.enc_channels}")
         for name in ("beam_slabs", "z_dim", "w_dim", "syn_channel_base", "syn_channel_max", "d_channel_base",
@@ -123,6 +125,11 @@ class NetConfig:
         """Whether the generator reads each study's beam (model/beam.py): the projected one does."""
         return self.g_arch == "projected"
 
+    @property
+    def has_head(self) -> bool:
+        """Whether G ends in the radiograph head (model/film.py): the projected one, unless turned off."""
+        return self.needs_beam and self.radiograph_head
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -133,8 +140,9 @@ class NetConfig:
         if unknown:
             raise XPGANError(f"unknown network config keys: {', '.join(sorted(unknown))}")
         # a config that names no architecture was written by the global-vector generator, one without
-        # drr_base by a generator without the DRR estimate
-        return cls(**{"g_arch": "vector", "drr_base": False, **d})
+        # drr_base by a generator without the DRR estimate, one without tone_curve / radiograph_head by a
+        # generator without them
+        return cls(**{"g_arch": "vector", "drr_base": False, "tone_curve": False, "radiograph_head": False, **d})
 
 
 PRESETS: dict[str, NetConfig] = {
@@ -367,13 +375,19 @@ class Generator(nn.Module):
     study's beam (model/beam.py `study_beam`; the CT datasets give it as item "beam"); the projected path
     needs it, the vector layout ignores it.
 
-    With `cfg.drr_base` (projected), the image starts from the study's DRR estimate b computed from G's own
-    input (model/beam.py `drr_estimate`): G(ct) = (tanh(g * y + atanh(2b - 1)) + 1) / 2, y the synthesis
-    network's output and g a learned gain that starts at 0, so the untrained G draws the estimate and the
-    networks learn what turns it into a radiograph (the residual in the output's logit)."""
+    With `cfg.drr_base` (projected), the image starts from the study's DRR estimate computed from G's own
+    input (model/beam.py `drr_estimate`): the core is sigmoid(t(logit(b)) + 2 g y), b the estimate, t the
+    identity (with `cfg.tone_curve` a learned monotone curve that starts as the identity, model/film.py), y
+    the synthesis network's output and g a learned gain that starts at 0, so the
+    untrained G draws the estimate and the networks learn what turns it into the study's image (the
+    residual in the output's logit). With `cfg.radiograph_head` (projected) the core goes through the
+    radiograph head (model/film.py), whose output is G's image; `forward(..., with_core=True)` also returns
+    the core, which the L1 term compares with the DRR."""
 
     def __init__(self, cfg: NetConfig):
         super().__init__()
+        from xpgan.model.film import RadiographHead, ToneCurve
+
         self.cfg = cfg
         self.encoder = CTEncoder(cfg)
         self.mapping = MappingNetwork(cfg)
@@ -392,8 +406,11 @@ class Generator(nn.Module):
         self.synthesis = SynthesisNetwork(cfg, cond)
         self.drr_base = cfg.needs_beam and cfg.drr_base
         self.residual_gain = nn.Parameter(torch.zeros(())) if self.drr_base else None
+        self.tone = ToneCurve() if self.drr_base and cfg.tone_curve else None
+        self.head = RadiographHead(cfg.w_dim, cfg.img_res) if cfg.has_head else None
 
-    def forward(self, ct: Tensor, beam: Optional[Tensor] = None, noise_mode: str = "random") -> Tensor:
+    def forward(self, ct: Tensor, beam: Optional[Tensor] = None, noise_mode: str = "random", *,
+                with_core: bool = False):
         feats, z = self.encoder.features(ct)                         # per level [N, C, D, H, W]; z [N, z_dim]
         w = self.mapping(z)                                          # [N, w_dim]
         conds = None
@@ -405,9 +422,13 @@ class Generator(nn.Module):
             conds = {res: _resize_map(maps[lvl], res) for res, lvl in self.plan.items()}
         y = self.synthesis(w, noise_mode, conds).float()             # [N, 1, R, R]
         if self.drr_base:
-            base = drr_estimate(ct, beam, self.cfg.img_res, self.cfg.hu_window)   # [N, 1, R, R], no gradient
-            y = y * self.residual_gain + 0.5 * logit(base)
-        return (torch.tanh(y) + 1.0) * 0.5
+            base = logit(drr_estimate(ct, beam, self.cfg.img_res, self.cfg.hu_window))   # [N, 1, R, R], no gradient
+            if self.tone is not None:
+                base = self.tone(base)
+            y = y * self.residual_gain + 0.5 * base
+        core = (torch.tanh(y) + 1.0) * 0.5                           # = sigmoid(2 y)
+        img = self.head(core, w, noise_mode) if self.head is not None else core
+        return (img, core) if with_core else img
 
 
 def _resize_map(x: Tensor, res: int) -> Tensor:
@@ -523,8 +544,7 @@ def build_classifier(cfg: NetConfig, weights_path: str | None = None) -> nn.Modu
     state_dict file if `weights_path` is given (conv0 summed over RGB, 1000-class head dropped)."""
     from torchvision.models import densenet121
 
-    if cfg.img_res < 32:
-        raise XPGANError(f"the DenseNet121 classifier needs img_res >= 32, got {cfg.img_res}")
+    B.check_image_size("the DenseNet121 classifier's img_res", int(cfg.img_res), B.CLASSIFIER_MIN_IMAGE)
     sd = _read_state_dict(os.fspath(weights_path)) if weights_path is not None else None   # fail fast
     net = densenet121(weights=None)                                   # never downloads
     old = net.features.conv0

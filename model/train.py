@@ -130,6 +130,7 @@ class Run:
     total: int
     step: int = 0           # the step the run starts from (the checkpoint's on resume; the Trainer counts on)
     stores: dict = field(default_factory=dict)   # identity digest of each store (schema.identity_digest)
+    notes: list = field(default_factory=list)  # what the stores lack for this run (model/preflight.py), said at start
 
     def load(self, st: dict, rank: int) -> None:
         for k, m in self.nets.items():
@@ -190,15 +191,17 @@ def _net_config(cfg: TrainConfig, resume_state: Optional[dict]):
     """The networks' configuration: from the stores' sizes (a new run) or the checkpoint's (a resume, refused
     when the stores hold other sizes)."""
     from xpgan.model.networks import PRESETS, net_config_for
+    from xpgan.model.preflight import check_image_size
 
     cxr_info = cxr_store_info(cfg.cxr, allow_incomplete=cfg.allow_incomplete)
     img_res = cxr_info.img_res
+    check_image_size(cfg.cxr, img_res, "prep cxr --size")
     ct_shape = PRESETS[cfg.preset].ct_shape
     if cfg.mode in ("xpgan", "drr"):
         ct_info = ct_store_info(cfg.ct, allow_incomplete=cfg.allow_incomplete)
         if ct_info.img_res != img_res:
-            raise XPGANError(f"CT store DRRs are {ct_info.img_res} px but CXR images are {img_res} px; "
-                             "prepare both stores at one size")
+            raise XPGANError(f"{cfg.ct}: its DRRs are {ct_info.img_res} px but the images of {cfg.cxr} are "
+                             f"{img_res} px; prepare both stores at one size (prep drr --size, prep cxr --size)")
         ct_shape = ct_info.ct_shape
     if resume_state is not None:
         net_cfg = ckpt_io.net_config_from_dict(resume_state["net"])
@@ -206,7 +209,8 @@ def _net_config(cfg: TrainConfig, resume_state: Optional[dict]):
             raise XPGANError(f"the checkpoint was trained on CT {net_cfg.ct_shape} / images "
                              f"{net_cfg.img_res} px; these stores hold {ct_shape} / {img_res} px")
     else:
-        net_cfg = net_config_for(cfg.preset, ct_shape, img_res, g_arch=cfg.g_arch)
+        net_cfg = net_config_for(cfg.preset, ct_shape, img_res, g_arch=cfg.g_arch,
+                                 radiograph_head=cfg.g_head == "radiograph")
     return net_cfg
 
 
@@ -230,6 +234,7 @@ def build_run(cfg: TrainConfig, device: torch.device, *, rank: int = 0, world: i
     G's EMA copy, optimisers, schedulers, loss scalers, the loss, the CXR stream and the CT source; on resume
     the checkpoint's state is loaded into all of them (`Run.load`), else the per-rank noise streams are seeded."""
     from xpgan.model.losses import XPGANLoss
+    from xpgan.model.preflight import store_lines
 
     if device.type == "cuda":
         # cuDNN autotuning (XPGAN_CUDNN_BENCHMARK=0: off, e.g. when the first steps' autotuning of the 3D
@@ -253,7 +258,9 @@ def build_run(cfg: TrainConfig, device: torch.device, *, rank: int = 0, world: i
     opts = _optimisers(cfg, nets)
 
     # data; class balance of the real CXRs (config.class_balance)
-    n_pos, n_neg = _class_counts(CXRDataset(cfg.cxr, part="train", val_fraction=cfg.val_fraction))
+    train_part = CXRDataset(cfg.cxr, part="train", val_fraction=cfg.val_fraction)
+    n_pos, n_neg = _class_counts(train_part)
+    notes = store_lines(cfg, train_part.labels)   # refuses mode drr on CT labels that are all unknown
     ratio = n_neg / n_pos if n_pos and n_neg else 1.0
     oversample = max(1, round(ratio)) if cfg.class_balance == "oversample" else 1
     cxr_class_weight = (1.0, ratio) if cfg.class_balance == "weight" else None
@@ -275,9 +282,10 @@ def build_run(cfg: TrainConfig, device: torch.device, *, rank: int = 0, world: i
 
     loss = XPGANLoss(nets.get("G"), nets.get("D"), nets["C"], mode=cfg.mode, lambda_l1=cfg.lambda_l1,
                      r1_gamma=cfg.r1_gamma, r1_interval=cfg.r1_interval, amp_dtype=amp_dtype,
-                     cxr_class_weight=cxr_class_weight)
+                     cxr_class_weight=cxr_class_weight, l1_space=cfg.l1_space, d_augment=cfg.d_augment)
     stores = {k: d for k in ("ct", "cxr") if getattr(cfg, k) and (d := schema.identity_digest(getattr(cfg, k)))}
-    run = Run(net_cfg, nets, G_ema, opts, scheds, scalers, loss, cxr_stream, ct_source, total, stores=stores)
+    run = Run(net_cfg, nets, G_ema, opts, scheds, scalers, loss, cxr_stream, ct_source, total, stores=stores,
+              notes=notes)
     if resume_state is not None:
         run.load(resume_state, rank)
     else:
@@ -453,7 +461,8 @@ class Trainer:
         end = self.parts.total if cfg.stop_at is None else min(self.parts.total, int(cfg.stop_at))
         start_step = self.step
         for line in cost_lines(cfg, start_step, end, self.parts.total, self.device.type, self.world,
-                               with_ct=self.parts.ct_source is not None):
+                               with_ct=self.parts.ct_source is not None, img_res=self.parts.net_cfg.img_res,
+                               ct_shape=self.parts.net_cfg.ct_shape) + self.parts.notes:
             self.say(line)
         bar = tqdm(total=self.parts.total, initial=self.step, disable=not (self.main and cfg.progress),
                    desc=f"train {cfg.mode}", unit="step", dynamic_ncols=True)
@@ -564,22 +573,40 @@ class StopOnSignal:
 
 
 ETA_AFTER_STEPS = 2   # timed steps after the first before the ETA is printed
-CPU_PAPER_S_PER_STEP = (170, 220)  # measured: mode xpgan, paper preset, 2 CPU cores
+# Measured seconds per step of mode xpgan with the paper preset on 2 CPU cores, 8 CT + 8 CXR items per step,
+# by image side (volumes 64x256x256 at 256 px; 32x64x64 at 64 px, the demo's stores, steps 1-4 on cores shared
+# with other jobs): what the CPU warning is estimated from.
+CPU_PAPER_S_PER_STEP = {64: (59.0, 98.0), 256: (170.0, 220.0)}
+CPU_PAPER_ITEMS = 16      # the items per step of those measurements
+CPU_WARN_S_PER_STEP = 2.0  # the paper preset on a CPU is worth a warning from this estimate on
+
+
+def cpu_paper_seconds(img_res: int, items: int) -> tuple[float, float]:
+    """Estimated (low, high) seconds per mode-xpgan step of the paper preset on 2 CPU cores: the measured
+    figures (CPU_PAPER_S_PER_STEP) interpolated in log-log by image side (the volume grows with it), then
+    scaled by the items per step."""
+    (r0, (lo0, hi0)), (r1, (lo1, hi1)) = sorted(CPU_PAPER_S_PER_STEP.items())
+    t = math.log(img_res / r0) / math.log(r1 / r0)
+    scale = items / CPU_PAPER_ITEMS
+    return (scale * lo0 * (lo1 / lo0) ** t, scale * hi0 * (hi1 / hi0) ** t)
 
 
 def cost_lines(cfg: TrainConfig, start: int, end: int, total: int, device: str, world: int, *,
-               with_ct: bool) -> list[str]:
+               with_ct: bool, img_res: int, ct_shape=None) -> list[str]:
     """What a run will cost, said before its first step: steps, items per step, and a warning when the paper
-    preset (GPU-sized networks) runs on a CPU."""
+    preset (GPU-sized G and D) runs mode xpgan on a CPU, with the time a step takes at these stores' sizes."""
     items = f"{cfg.cxr_batch} CXR" + (f" + {cfg.batch_size} CT" if with_ct else "") + " items per step"
     where = f"{world} processes on {device}" if world > 1 else device
     lines = [f"train {cfg.mode}: steps {start} -> {end} of {total} ({end - start} to run), {items}, "
              f"preset {cfg.preset}, on {where}"]
-    if cfg.preset == "paper" and device == "cpu":
-        lo, hi = CPU_PAPER_S_PER_STEP
-        lines.append(f"warning: the paper preset is sized for a GPU; on a CPU a step takes minutes (mode xpgan: "
-                     f"{lo}-{hi} s/step on 2 cores), so {end - start} steps take about "
-                     f"{_duration((end - start) * lo)} or more; --preset tiny is the CPU size")
+    if cfg.preset == "paper" and cfg.mode == "xpgan" and device == "cpu":
+        lo, hi = cpu_paper_seconds(img_res, cfg.cxr_batch + cfg.batch_size)
+        if lo >= CPU_WARN_S_PER_STEP:
+            volume = f", volumes {'x'.join(map(str, ct_shape))}" if ct_shape else ""
+            lines.append(f"warning: the paper preset is sized for a GPU; on a CPU a step at these sizes "
+                         f"({img_res} px{volume}) takes about {lo:.0f}-{hi:.0f} s on 2 cores, so "
+                         f"{end - start} steps take about {_duration((end - start) * lo)} or more; --preset tiny "
+                         "is the CPU size")
     return lines
 
 

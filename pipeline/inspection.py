@@ -10,7 +10,8 @@ inspect_store(store, *, sheet=None, item=None, max_tiles=48, poses=False) -> str
     - `item=I` (CT): the DRR beside axial, coronal and sagittal mid-slices of volume I (lung window,
       aspect from the voxel spacing); (CXR): the image. Images are drawn in display orientation: head at the
       top and the patient's right on the image's left (DRR, coronal); axial: anterior at the top, patient
-      right on the left; sagittal: anterior on the left. Never draws a patient hash.
+      right on the left; sagittal: anterior on the left; each panel marks its edges (R/L, A/P, S). Never
+      draws a patient hash.
     - `item=I, poses=True` (CT): the stored DRR, its zero-pose re-render from the stored volume, and random
       posed views as `--drr-aug` draws them (drr/poses.py PoseRanges), each titled with its pose.
 summarize_store(group) -> str
@@ -93,14 +94,27 @@ def _fmt_attrs(d: dict, indent: str = "  ") -> list[str]:
     return lines
 
 
+def _writing_note(path: str, meta: dict) -> str:
+    """What the store's state means for its user: prep writing it now, or a prep run that did not finish."""
+    from xpgan.pipeline.store import lock_holder
+
+    holder = lock_holder(path) if path else None
+    if holder is not None:
+        who = f" (pid {holder})" if holder else ""
+        return (f" (a prep run{who} is writing it now: wait for it to finish; train/eval/generate refuse it "
+                "until then, unless --allow-incomplete)")
+    if meta.get(schema.COMPLETE, True):
+        return ""
+    return " (its last prep run did not finish: rerun it to resume; train/eval/generate refuse it until then)"
+
+
 def summarize_store(group, path: str = "") -> str:
     meta = dict(group.attrs[schema.META])
     kind = meta.get(schema.KIND, "?")
     done = _read(group, "done").astype(bool)
     n = int(done.size)
     lines = [f"{path}: {kind} store, {n} items, {int(done.sum())} done, {n - int(done.sum())} not done"
-             + ("" if meta.get(schema.COMPLETE, True) else " (its last prep run did not finish: rerun it to "
-                                                               "resume; train/eval/generate refuse it until then)")]
+             + _writing_note(path, meta)]
     arrays = ", ".join(f"{name} {group[name].dtype} {tuple(group[name].shape)}" for name in sorted(group.array_keys()))
     lines.append(f"arrays: {arrays}")
     label = _read(group, "label") if "label" in group else np.full(n, -1)
@@ -265,9 +279,19 @@ def _ct_item(group, sheet: Path, i: int) -> None:
     axes[0, 2].set_title(f"coronal h={h // 2}", fontsize=9)
     axes[0, 3].imshow(vol[:, :, w // 2], aspect=sd / sh, **win)  # rows superior->inferior, cols anterior->posterior
     axes[0, 3].set_title(f"sagittal w={w // 2}", fontsize=9)
+    for ax, (left, right, top) in zip(axes[0], (("R", "L", "S"), ("R", "L", "A"), ("R", "L", "S"), ("A", "P", "S"))):
+        _orientation_marks(ax, left, right, top)
     fig.suptitle(f"item {i}: {ids[i]}  label {LABEL_NAMES.get(label, label)}  spacing "
                  f"({sd:.2f}, {sh:.2f}, {sw:.2f}) mm  [window -1000..400 HU]", fontsize=9)
     _save(fig, sheet)
+
+
+def _orientation_marks(ax, left: str, right: str, top: str) -> None:
+    """The patient directions at a panel's left, right and top edges (R/L, A/P, S), in yellow on the image."""
+    style = {"color": "yellow", "fontsize": 9, "fontweight": "bold", "transform": ax.transAxes}
+    ax.text(0.03, 0.5, left, ha="left", va="center", **style)
+    ax.text(0.97, 0.5, right, ha="right", va="center", **style)
+    ax.text(0.5, 0.97, top, ha="center", va="top", **style)
 
 
 def _ct_poses(group, store: Path, sheet: Path, i: int, n_views: int = 6, seed: int = 0) -> None:

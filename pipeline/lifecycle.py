@@ -9,7 +9,9 @@ reader and writer, how a failure is named); `run_store_items` does the rest, the
      reason; an item that is still not done keeps the record of an earlier run; the records go to the store
      attributes and the CSV beside it (pipeline/store.set_failures);
   4. interrupted (Ctrl-C, SIGTERM): the finished items are kept and the command raises with the resume line;
-     otherwise the store is marked complete.
+     otherwise the store is marked complete;
+  5. a store this run created (`fresh`) that ends with no item stored (every item failed, or the cluster
+     could not be reached) is removed, so no empty store is left behind.
 
 `prep_salt` gives both commands the store's salt: a store records a check of its salt (an HMAC that reveals
 nothing of it), so a store moved without its `.salt` file, or given another salt, is refused with advice that
@@ -38,17 +40,19 @@ class StoreRun:
     done_now: np.ndarray           # [n] bool
     failures: list[dict] = field(default_factory=list)   # the merged records written to the store
     redone: list[str] = field(default_factory=list)      # one line per item repaired for redoing
+    kept: bool = True                                    # False: a fresh store with nothing stored, removed
 
 
 def run_store_items(group, out: str | Path, *, n: int, task: Callable[[int], Task], process, write,
                     failure: Callable[[int, str, bool], dict], desc: str, workers=None, scheduler=None,
                     processes: bool = True, progress: bool = True, memory_per_worker_gb: float = 2.0,
                     paths_in_store: bool = True, csv_only: Sequence[Mapping[str, Any]] = (),
-                    prefailed: Mapping[int, str] | None = None) -> StoreRun:
+                    prefailed: Mapping[int, str] | None = None, fresh: bool = False) -> StoreRun:
     """Run the items of an open store that are not done (module docstring). `task(i)` builds item i's task;
     `failure(i, reason, fresh)` its failure record ({"index", "id", "path", "reason"}), for a reason of this
     run (fresh, as the runner gave it) or the reason an earlier run recorded. `prefailed`: items known to fail
-    without reading them (their file is missing), failed with that reason and never sent to a worker."""
+    without reading them (their file is missing), failed with that reason and never sent to a worker. `fresh`:
+    the store was created by this invocation (removed again when it ends with nothing stored)."""
     from xpgan.pipeline import store as st
     from xpgan.pipeline.verify import repair_for_resume
 
@@ -64,6 +68,10 @@ def run_store_items(group, out: str | Path, *, n: int, task: Callable[[int], Tas
                                     memory_per_worker_gb=memory_per_worker_gb), None
     except Interrupted as exc:   # the finished items are written; record this run's failures, then stop
         result, stopped = exc.result, exc
+    except BaseException:        # e.g. a scheduler that cannot be reached: a store made for nothing goes again
+        if fresh and not st.done_mask(group).any():
+            st.discard_empty(out)
+        raise
     result.failed.update(prefailed)
     done_now = st.done_mask(group)
     records = []
@@ -78,7 +86,10 @@ def run_store_items(group, out: str | Path, *, n: int, task: Callable[[int], Tas
     if stopped is not None:
         raise st.interrupted(stopped, desc, out, int(done_now.sum()), n)
     st.set_complete(group, True)
-    return StoreRun(result, done_before, done_now, records, [p.line() for p in redone])
+    kept = not (fresh and not done_now.any())
+    if not kept:
+        st.discard_empty(out)
+    return StoreRun(result, done_before, done_now, records, [p.line() for p in redone], kept)
 
 
 SALT_CHECK = "salt_check"   # key of the "xpgan" attributes

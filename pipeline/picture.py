@@ -38,7 +38,8 @@ def labelled_grid(rows: Sequence[Sequence[np.ndarray]], *, col_titles: Optional[
                   row_labels: Optional[Sequence[str]] = None,
                   captions: Optional[Sequence[Sequence[str]]] = None) -> np.ndarray:
     """Rows of [H, W] tiles in [0, 1] (all one size) -> uint8 [height, width]: a title band above the columns,
-    a label band left of the rows, and a caption line above each tile when `captions` (one per tile)."""
+    a label band left of the rows (a label may hold several lines, "study_0001\npositive CT-3"), and a caption
+    line above each tile when `captions` (one per tile)."""
     from PIL import Image, ImageDraw
 
     tiles = [[to_uint8(t) for t in row] for row in rows]
@@ -51,8 +52,9 @@ def labelled_grid(rows: Sequence[Sequence[np.ndarray]], *, col_titles: Optional[
     line = max(_text_size("Ag")[1], 1) + 2 * PAD
     top = line if col_titles else 0
     cap = line if captions else 0
-    labels = [short_label(str(s)) for s in row_labels] if row_labels else []
-    left = max((_text_size(s)[0] for s in labels), default=0) + 2 * PAD if labels else 0
+    labels = [[short_label(part) for part in str(s).split("\n")] for s in row_labels] if row_labels else []
+    left = max((_text_size(part)[0] for parts in labels for part in parts), default=0) + 2 * PAD if labels else 0
+    h = max([h] + [len(parts) * line for parts in labels if len(parts) > 1])   # as tall as a label of several lines
     height = top + len(tiles) * (cap + h) + (len(tiles) - 1) * GAP
     width = left + int(col_x[ncols]) - GAP
     sheet = Image.new("L", (width, height), 255)
@@ -62,10 +64,12 @@ def labelled_grid(rows: Sequence[Sequence[np.ndarray]], *, col_titles: Optional[
     for r, row in enumerate(tiles):
         y = top + r * (cap + h + GAP)
         if labels:
-            draw.text((PAD, y + cap + h // 2 - line // 2 + PAD), labels[r], fill=0, font=_font())
+            y0 = y + cap + h // 2 - len(labels[r]) * line // 2
+            for k, part in enumerate(labels[r]):
+                draw.text((PAD, y0 + k * line + PAD), part, fill=0, font=_font())
         for c, tile in enumerate(row):
             x = left + int(col_x[c])
             if captions:
                 draw.text((x + PAD, y + PAD), str(captions[r][c]), fill=0, font=_font())
-            sheet.paste(Image.fromarray(tile), (x + (col_w[c] - w) // 2, y + cap))
+            sheet.paste(Image.fromarray(tile), (x + (col_w[c] - w) // 2, y + cap + (h - tile.shape[0]) // 2))
     return np.asarray(sheet)

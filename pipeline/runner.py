@@ -87,6 +87,7 @@ class PrepSummary:
     store: str = ""
     redone: list[str] = field(default_factory=list)  # problems found on resume, one line each
     notes: list[str] = field(default_factory=list)   # what this run repaired or decided, one line each
+    kept: bool = True  # False: nothing could be stored, and the store this run created was removed
 
     def text(self, max_failures: int = 20) -> str:
         rate = (self.done - self.skipped) / self.seconds if self.seconds > 0 else 0.0
@@ -101,6 +102,9 @@ class PrepSummary:
             lines.append(f"  failed: {safe_text(path)}: {safe_text(reason)}")
         if len(self.failures) > max_failures:
             lines.append(f"  ... and {len(self.failures) - max_failures} more (see the failures CSV)")
+        if not self.kept:
+            lines.append(f"  no item could be stored, so {safe_text(self.store)} was not kept (the reasons are in "
+                         f"{safe_text(self.store)}.failures.csv)")
         return "\n".join(lines)
 
     def raise_on_failures(self, what: str, *, tool: str = "demo") -> None:

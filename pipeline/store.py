@@ -197,6 +197,14 @@ def _remove_store(path: Path) -> None:
     failures_csv_path(path).unlink(missing_ok=True)
 
 
+def discard_empty(path: str | os.PathLike) -> None:
+    """Remove a store that its creating run stored nothing in, so no empty store is left behind (the failures
+    CSV beside it stays: it says why)."""
+    path = Path(path)
+    if _is_zarr_store(path) and not path.is_symlink():
+        shutil.rmtree(path)
+
+
 def digest(obj) -> str:
     """SHA-256 of a JSON-able object (sorted keys): a short fingerprint for identities."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
@@ -289,6 +297,30 @@ def _creation_interrupted(path: Path, specs: Mapping[str, ArraySpec]) -> bool:
             return not (path / "done").exists() and not any((path / n).exists() for n in specs if n != "done")
 
 
+IDENTITY_WORDS = {"items": "the discovered items (files, labels, order)",
+                  "sources": "the contents of the source files"}  # identity entries too long to print
+
+
+def identity_differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> str:
+    """What differs between a store's identity and this run's, with both values where they are short:
+    `shape: the store has [32, 64, 64], this run [64, 256, 256]; geometry.size: the store has 64, this run 256`."""
+    parts = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if a == b:
+            continue
+        name = f"{prefix}{k}"
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            parts.append(identity_differences(a, b, name + "."))
+            continue
+        shown = [json.dumps(v, default=str) for v in (a, b)]
+        if k in IDENTITY_WORDS or max(len(s) for s in shown) > 60:
+            parts.append(f"{name}: {IDENTITY_WORDS.get(k, 'differs')}")
+        else:
+            parts.append(f"{name}: the store has {shown[0]}, this run {shown[1]}")
+    return "; ".join(parts)
+
+
 def _reopen(path: Path, *, kind: str, specs: Mapping[str, ArraySpec], n_items: int, identity: dict):
 
     hint = "rerun with --overwrite to start again (this deletes it)"
@@ -306,8 +338,7 @@ def _reopen(path: Path, *, kind: str, specs: Mapping[str, ArraySpec], n_items: i
                          f"format {schema.FORMAT_VERSION} (this deletes it)")
     old = meta.get(schema.IDENTITY, {})
     if old != identity:
-        keys = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
-        raise XPGANError(f"{path}: was made from different inputs or options (differs in: {', '.join(keys)}); "
+        raise XPGANError(f"{path}: was made from different inputs or options ({identity_differences(old, identity)}); "
                          f"{hint}")
     for name, s in specs.items():
         try:

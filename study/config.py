@@ -13,9 +13,17 @@ from xpgan.options import REQUIRED, option
 from xpgan.study.cohort import StudyPresetName
 
 PAPER_MODES = ("baseline", "drr", "xpgan")                   # the rows of the paper's Table 2 (the default)
-# "+aug": train --drr-aug pose (beyond the paper); ":ARCH": mode xpgan with train --g-arch ARCH (without it:
-# the default generator), e.g. "xpgan:vector" for the paper's global-vector G beside "xpgan"
-MODES = PAPER_MODES + ("drr+aug", "xpgan+aug", "xpgan:vector", "xpgan+aug:vector")
+# "+aug": train --drr-aug pose (beyond the paper); ":VARIANT": mode xpgan with these training options instead
+# of the defaults (without it: the default generator and objective)
+GENERATOR_VARIANTS: dict[str, dict] = {
+    "vector": {"g_arch": "vector"},                          # the paper's global-vector G
+    "plain": {"g_head": "none"},                             # projected G without the radiograph head: L1 on
+                                                             # G's image (the paper's objective)
+    "translate": {"d_augment": "translate"},                 # + D's inputs translated (DiffAugment / ADA)
+    "normalized": {"g_head": "none", "l1_space": "normalized"},   # no head; L1 on standardised images
+}
+MODES = PAPER_MODES + ("drr+aug", "xpgan+aug") + tuple(f"xpgan:{v}" for v in GENERATOR_VARIANTS) \
+    + ("xpgan+aug:vector",)
 DEFAULT_SEEDS = (0, 1)
 
 
@@ -27,15 +35,16 @@ class StudyConfig:
                                  "command to resume.")
     preset: StudyPresetName = option("cpu", "cpu (~25-40 min on 2 cores) | gpu (paper sizes, one GPU) | smoke "
                                             "(plumbing, under a minute).")
-    seeds: list[str] = option([str(s) for s in DEFAULT_SEEDS], "Training seeds: --seeds 0 1 (or 0,1).")
+    seeds: list[str] = option([str(s) for s in DEFAULT_SEEDS], "Training seeds: --seeds 0 1 (or 0,1).",
+                              metavar="SEED...")
     modes: list[str] = option(list(PAPER_MODES), "Rows of the table: --modes baseline drr xpgan (or "
-                                                 "comma-separated).")
+                                                 "comma-separated).", metavar="MODE...")
     device: Device = option("auto", DEVICE_HELP)
     cohort_seed: int = option(0, "Seed of the synthetic cohort.", bound=B.SEED)
     threads: int = option(1, "torch CPU threads for training (1 is robust on a shared machine; 2 is ~1.6x faster "
                              "on an idle 2-core one).", bound=B.THREADS)
-    steps: Optional[int] = option(None, "Training steps of every run (default: the preset's); the cohort stays the "
-                                        "same. One budget per --out folder.", bound=B.STEPS)
+    steps: Optional[int] = option(None, "Training steps of every run; the cohort stays the same. One budget per "
+                                        "--out folder.", bound=B.STEPS, default_text="the preset's")
 
 
 def study_lists(seeds: list[str], modes: list[str], extra: list[str]) -> tuple[list[int], list[str]]:

@@ -117,8 +117,8 @@ def _run_study(out, p: StudyPreset, seeds, modes, device, cohort_seed, workers, 
         run_dir = out / "runs" / run_name(mode, seed)
         r = load_result(run_dir)
         if r is not None:
-            if complete_generator_metrics(r, run_dir, cohort, device):
-                log(f"[study] {mode} seed {seed}: generator metrics completed from its checkpoint")
+            if complete_generator_metrics(r, run_dir, cohort, device, p):
+                log(f"[study] {mode} seed {seed}: generator / transfer figures completed from its checkpoint")
             runs.append(r)
             continue
         left = [m for m, s in todo if (m, s) != (mode, seed)]
@@ -148,15 +148,16 @@ def write_outputs(out: Path, p: StudyPreset, cohort, runs: list[dict], modes, se
             log(f"[study] {r['mode']} seed {r['seed']}: generator evidence / realism against the seed's drr and "
                 "baseline runs")
     summary = report.summarize(runs, modes, n_boot=p.n_boot)
+    paired = report.paired_differences(runs, n_boot=p.n_boot)
     counts = cohort.info.get("counts", {})
     header = (f"# XPGAN study, preset `{p.name}`\n\n{p.describe()}\n\ncohort: {format_counts(counts)}"
               if counts else f"# XPGAN study, preset `{p.name}`\n\n{p.describe()}")
     run_secs = sum(r["train_seconds"] + r["eval_seconds"] for r in runs)
     footer = (f"Cohort built in {cohort.info.get('seconds', 0):.0f} s; runs took {run_secs:.0f} s in all; "
               f"this invocation {seconds:.0f} s.")
-    md = report.markdown(summary, runs, header=header, footer=footer)
+    md = report.markdown(summary, runs, header=header, footer=footer, paired=paired)
     result = {"preset": p.to_dict(), "modes": list(modes), "seeds": list(seeds), "device": device,
-              "cohort": cohort.info, "summary": summary, "runs": runs, "invocation_seconds": seconds,
+              "cohort": cohort.info, "summary": summary, "paired": paired, "runs": runs, "invocation_seconds": seconds,
               "run_seconds": run_secs}
     from xpgan.model.evaluate import jsonable
 

@@ -64,7 +64,44 @@ def summarize(runs: Sequence[dict], modes: Sequence[str], *, n_boot: int, seed: 
         if gens:
             entry["generator"] = {k: _mean_sd([g.get(k, np.nan) for g in gens]) for k in GEN_FIGURES}
             entry["generator"]["studies"] = gens[0]["studies"]
+            real = [g["realism"] for g in gens if g.get("realism")]
+            if real:
+                entry["realism"] = {f"{who}_{k}": _mean_sd([rf[who].get(k, np.nan) for rf in real])
+                                    for who in ("g", "drr") for k in REALISM_FIGURES}
+        transfers = [r["transfer"] for r in rs if r.get("transfer")]
+        if transfers:
+            entry["transfer"] = {k: _mean_sd([t.get(k, np.nan) for t in transfers]) for k in ("auroc", "f1")}
+            entry["transfer"]["images"] = transfers[0].get("images", "")
         out[mode] = entry
+    return out
+
+
+REALISM_FIGURES = ("linear_auroc_4", "linear_auroc_8", "linear_auroc_16", "cnn_auroc", "pixel_w1", "sd_ratio")
+PAIRED = (("xpgan", "baseline"), ("xpgan", "drr"))   # the paired differences the study reports
+
+
+def paired_differences(runs: Sequence[dict], pairs=PAIRED, *, n_boot: int, seed: int = 0,
+                       metrics=("f1", "auroc")) -> list[dict]:
+    """For each (A, B) pair of modes with seeds in common: the mean over those seeds of metric(A) - metric(B)
+    on the test split, and its 95 % bootstrap CI, both modes' runs scored on the same resample of the test
+    images each time (a paired bootstrap over the test images, pooled across seeds)."""
+    out = []
+    for a, b in pairs:
+        ra = {r["seed"]: r for r in runs if r["mode"] == a}
+        rb = {r["seed"]: r for r in runs if r["mode"] == b}
+        seeds = sorted(set(ra) & set(rb))
+        if not seeds:
+            continue
+        y = np.asarray(ra[seeds[0]]["test_labels"], np.int64)
+        for name in metrics:
+            def stat(idx, name=name):
+                return float(np.mean([
+                    metric_value(name, y[idx], np.asarray(ra[k]["test_scores"])[idx], float(ra[k]["threshold"]))
+                    - metric_value(name, y[idx], np.asarray(rb[k]["test_scores"])[idx], float(rb[k]["threshold"]))
+                    for k in seeds]))
+            lo, hi = bootstrap_ci(stat, len(y), n_boot=n_boot, seed=seed)
+            out.append({"a": a, "b": b, "metric": name, "seeds": seeds, "diff": stat(np.arange(len(y))),
+                        "ci95": [lo, hi]})
     return out
 
 
@@ -85,7 +122,8 @@ def _fmt(v: Optional[float], digits: int = 3) -> str:
     return "n/a" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
 
 
-def markdown(summary: dict, runs: Sequence[dict], *, header: str, footer: str = "") -> str:
+def markdown(summary: dict, runs: Sequence[dict], *, header: str, footer: str = "",
+             paired: Optional[list[dict]] = None) -> str:
     lines = [header, "",
              "Mean ± sd over seeds, [95 % bootstrap CI over test images]; threshold: best F1 on the validation "
              "part of train.", "",
@@ -120,6 +158,7 @@ def markdown(summary: dict, runs: Sequence[dict], *, header: str, footer: str = 
                          f"{cell('variation_ratio')} | {cell('evidence_auroc_g')} | "
                          f"{cell('evidence_auroc_drr_mode')} | "
                          f"{cell('kid_g', 2, 1000.0)} | {cell('kid_drr', 2, 1000.0)} |")
+    lines += _realism_lines(summary) + _transfer_lines(summary) + _paired_lines(paired or [])
     lines += ["", "Every run:", "",
               "| run | threshold | precision | recall | F1 | AUROC | AUPRC | val AUROC | train s | s/step |",
               "|---|---|---|---|---|---|---|---|---|---|"]
@@ -132,6 +171,51 @@ def markdown(summary: dict, runs: Sequence[dict], *, header: str, footer: str = 
     if footer:
         lines += ["", footer]
     return "\n".join(lines) + "\n"
+
+
+def _cell(e: dict, digits: int = 3) -> str:
+    return f"{_fmt(e['mean'], digits)} ± {_fmt(e['sd'], digits)}" if np.isfinite(e["mean"]) else "n/a"
+
+
+def _realism_lines(summary: dict) -> list[str]:
+    rows = {m: e["realism"] for m, e in summary.items() if "realism" in e}
+    if not rows:
+        return []
+    lines = ["", "Realism of G's images and, beside them, of the stored DRRs, against the real test radiographs "
+             "(mean ± sd over seeds; model/gmetrics.py): two-sample tests, out-of-fold AUROC of a classifier "
+             "telling the set from the radiographs (0.5 = indistinguishable): an L2 logistic regression on the "
+             "images average-pooled to 4x4, 8x8 and 16x16 pixels, and a small CNN trained from scratch; the "
+             "1-Wasserstein distance of the pooled (8x8) pixel values; the between-image sd over the "
+             "radiographs'.", "",
+             "| mode | linear 4x4 G / DRR | linear 8x8 G / DRR | linear 16x16 G / DRR | CNN G / DRR | "
+             "pixel W1 G / DRR | sd ratio G / DRR |", "|---|---|---|---|---|---|---|"]
+    for mode, rf in rows.items():
+        cells = [f"{_cell(rf['g_' + k])} / {_cell(rf['drr_' + k])}" for k in REALISM_FIGURES]
+        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _transfer_lines(summary: dict) -> list[str]:
+    rows = {m: e["transfer"] for m, e in summary.items() if "transfer" in e}
+    if not rows:
+        return []
+    lines = ["", "Transfer: a fresh classifier trained on CT-derived images of the training CT studies only (no "
+             "radiograph), tested on the real test radiographs (mean ± sd over seeds; model/transfer.py).", "",
+             "| mode | trained on | transfer AUROC | transfer F1 |", "|---|---|---|---|"]
+    for mode, t in rows.items():
+        lines.append(f"| {mode} | {t['images']} | {_cell(t['auroc'])} | {_cell(t['f1'])} |")
+    return lines
+
+
+def _paired_lines(paired: list[dict]) -> list[str]:
+    if not paired:
+        return []
+    lines = ["", "Paired differences on the test split (mean over the seeds both modes ran, [95 % paired bootstrap "
+             "CI over test images]):", "", "| difference | metric | seeds | value | 95 % CI |", "|---|---|---|---|---|"]
+    for d in paired:
+        lines.append(f"| {d['a']} − {d['b']} | {LABELS[d['metric']]} | {len(d['seeds'])} | {d['diff']:+.3f} | "
+                     f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] |")
+    return lines
 
 
 def _plt():
@@ -175,6 +259,10 @@ def plot_study(summary: dict, runs: Sequence[dict], path: Path, title: str) -> N
     plt.close(fig)
 
 
+def _label_word(label: int) -> str:
+    return "COVID-19" if label == 1 else "negative" if label == 0 else "label unknown"
+
+
 def plot_samples(cohort, generators: dict[str, str], path: Path, device: str = "cpu", per_grade: int = 3) -> None:
     """`per_grade` held-out CT studies per grade (one row per grade), each as DRR | G(ct) of every generator
     in `generators` (column title -> xpgan checkpoint), so a reader sees whether G follows the study; and
@@ -201,15 +289,20 @@ def plot_samples(cohort, generators: dict[str, str], path: Path, device: str = "
     cxr = CXRDataset(cohort.cxr_store, part="test")
     pools = {k: [i for i in range(len(cxr)) if cxr.labels[i] == k] for k in (0, 1)}
     per_study = ["DRR"] + [f"G {name}" for name in Gs]
-    n_cols = per_grade * len(per_study) + 1
+    labels = np.asarray(g["label"][:])
+    shown = {k: np.flatnonzero(done & (sev == k))[:per_grade] for k in grades}
+    n_show = max((len(v) for v in shown.values()), default=1)   # no empty columns when grades have few studies
+    n_cols = n_show * len(per_study) + 1
+    tile = 2.0   # inches per tile: 200 px at dpi 100, the titles in 9 pt fit above it
     plt = _plt()
-    fig, axes = plt.subplots(len(grades), n_cols, figsize=(1.7 * n_cols, 1.9 * len(grades)), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(len(grades), n_cols, figsize=(tile * n_cols + 0.6, (tile + 0.55) * len(grades) + 0.5),
+                             dpi=100, squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
         ax.axis("off")
     for row, grade in enumerate(grades):
-        for k, j in enumerate(np.flatnonzero(done & (sev == grade))[:per_grade]):
+        for k, j in enumerate(shown[grade]):
             item = ct[pos_of[int(j)]]
             imgs = [item["drr"][0]]
             with torch.no_grad():
@@ -220,14 +313,19 @@ def plot_samples(cohort, generators: dict[str, str], path: Path, device: str = "
             for c, img in enumerate(imgs):
                 ax = axes[row, k * len(per_study) + c]
                 ax.imshow(img, cmap="gray", vmin=0, vmax=1)
-                ax.set_title(f"{ids[int(j)][-10:]}\n{per_study[c]}" if c == 0 else per_study[c], fontsize=7)
-        pool = pools[1 if grade > 0 else 0]
+                study = f"{ids[int(j)][-14:]} ({_label_word(int(labels[int(j)]))})"
+                ax.set_title(f"{study}\n{per_study[c]}" if c == 0 else f"\n{per_study[c]}", fontsize=9)
+        lab = 1 if grade > 0 else 0
+        pool = pools[lab]
         ax = axes[row, -1]
         if pool:
             ax.imshow(cxr[pool[row % len(pool)]]["cxr"][0], cmap="gray", vmin=0, vmax=1)
-        ax.set_title("real CXR, same label", fontsize=7)
+            ax.set_title(f"real test radiograph\n({_label_word(lab)})", fontsize=9)
         axes[row, 0].axis("on")
-        axes[row, 0].set_ylabel(f"CT-{grade}", fontsize=9)
-    fig.tight_layout()
+        for spine in axes[row, 0].spines.values():
+            spine.set_visible(False)
+        axes[row, 0].set_ylabel(f"CT-{grade}", fontsize=11, fontweight="bold")
+    fig.suptitle("Held-out CT studies by grade: the study's DRR and each generator's G(ct);\nright: a real test "
+                 "radiograph of the same label", fontsize=10)
     fig.savefig(path)
     plt.close(fig)

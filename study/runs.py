@@ -28,11 +28,14 @@ def run_name(mode: str, seed: int) -> str:
     return f"{mode.replace(':', '-')}-seed{seed}"
 
 
-def parse_mode(mode: str) -> tuple[str, bool, Optional[str]]:
-    """A study mode "BASE[+aug][:ARCH]" -> (train --mode, posed augmentation on, train --g-arch or None)."""
-    head, _, arch = mode.partition(":")
+def parse_mode(mode: str) -> tuple[str, bool, dict]:
+    """A study mode "BASE[+aug][:VARIANT]" -> (train --mode, posed augmentation on, the variant's training
+    options, study.config.GENERATOR_VARIANTS)."""
+    from xpgan.study.config import GENERATOR_VARIANTS
+
+    head, _, variant = mode.partition(":")
     base, _, aug = head.partition("+")
-    return base, bool(aug), arch or None
+    return base, bool(aug), dict(GENERATOR_VARIANTS[variant]) if variant else {}
 
 
 def load_result(run_dir: Path) -> Optional[dict]:
@@ -43,10 +46,10 @@ def load_result(run_dir: Path) -> Optional[dict]:
 def train_config(preset: StudyPreset, cohort: Cohort, mode: str, seed: int, run_dir: Path, device: str):
     from xpgan.model.config import TrainConfig
 
-    base, aug, arch = parse_mode(mode)
+    base, aug, variant = parse_mode(mode)
     return TrainConfig(
         ct=str(cohort.ct_store), cxr=str(cohort.cxr_store), mode=base, drr_aug="pose" if aug else "none",
-        **({"g_arch": arch} if arch else {}),
+        **variant,
         out=str(run_dir), max_steps=preset.steps,
         batch_size=preset.ct_batch, cxr_batch_size=preset.cxr_batch, lr=preset.lr, c_lr=preset.c_lr, seed=seed,
         preset=preset.net_preset, device=device, amp=preset.amp, num_workers=0, val_fraction=preset.val_fraction,
@@ -77,6 +80,8 @@ def execute(preset: StudyPreset, cohort: Cohort, mode: str, seed: int, run_dir: 
     result.update(evaluate_run(tr.checkpoint, cohort, cfg.val_fraction, device))
     if parse_mode(mode)[0] == "xpgan":
         result["generator"] = generator_report(tr.checkpoint, cohort, device)
+    if parse_mode(mode)[0] in TRANSFER_MODES:
+        result["transfer"] = transfer_report(preset, cohort, mode, seed, tr.checkpoint, cfg.val_fraction, device)
     result["eval_seconds"] = time.perf_counter() - t1
     _write_result(run_dir, result)
     return result
@@ -88,18 +93,63 @@ def _write_result(run_dir: Path, result: dict) -> None:
     os.replace(tmp, Path(run_dir) / RESULT)
 
 
-REPORT_KEYS = ("follows_study", "identification_specific")   # a result without one was made by an older report
+REPORT_KEYS = ("follows_study", "identification_specific", "realism")   # a result without one: an older report
+TRANSFER_MODES = ("xpgan", "drr")   # the runs whose CT-derived images (G's, the DRRs) are tested for transfer
 
 
-def complete_generator_metrics(result: dict, run_dir: Path, cohort: Cohort, device: str) -> bool:
-    """A finished xpgan run whose result lacks a generator figure of `generator_report` gets them again from
-    its checkpoint (result.json rewritten atomically); True when it did."""
-    gen = result.get("generator")
-    if gen is None or all(k in gen for k in REPORT_KEYS) or not Path(result.get("checkpoint", "")).is_file():
+def complete_generator_metrics(result: dict, run_dir: Path, cohort: Cohort, device: str,
+                               preset: Optional[StudyPreset] = None) -> bool:
+    """A finished run whose result lacks a figure of `generator_report` (xpgan runs) or its transfer figures
+    (`transfer_report`, xpgan and drr runs, when `preset` is given) gets them from its checkpoint
+    (result.json rewritten atomically); True when it did."""
+    if not Path(result.get("checkpoint", "")).is_file():
         return False
-    result["generator"] = generator_report(result["checkpoint"], cohort, device)
-    _write_result(run_dir, result)
-    return True
+    changed = False
+    gen = result.get("generator")
+    if gen is not None and not all(k in gen for k in REPORT_KEYS):
+        result["generator"] = generator_report(result["checkpoint"], cohort, device)
+        changed = True
+    if (preset is not None and "transfer" not in result
+            and parse_mode(result["mode"])[0] in TRANSFER_MODES):
+        result["transfer"] = transfer_report(preset, cohort, result["mode"], result["seed"], result["checkpoint"],
+                                             result["config"]["val_fraction"], device)
+        changed = True
+    if changed:
+        _write_result(run_dir, result)
+    return changed
+
+
+@torch.no_grad()
+def _ct_images(mode: str, checkpoint: str, ct_store: Path, device) -> tuple[torch.Tensor, np.ndarray]:
+    """The CT-derived images a run trains its classifier on, for every study of `ct_store`: G_ema's (xpgan)
+    or the stored DRRs (drr), with the CT labels."""
+    from xpgan.model import checkpoint as ckpt_io
+    from xpgan.model import greport
+    from xpgan.model.checkpoint import networks_from_checkpoint
+
+    if parse_mode(mode)[0] == "drr":
+        return greport.stored_drrs(ct_store)
+    state = ckpt_io.load(checkpoint, map_location="cpu")
+    G = networks_from_checkpoint(state, ("G_ema",), device)["G_ema"]
+    imgs = greport.generate_images(G, ct_store, state["net"]["hu_window"], device)
+    return imgs.fake, imgs.labels
+
+
+def transfer_report(preset: StudyPreset, cohort: Cohort, mode: str, seed: int, checkpoint: str,
+                    val_fraction: float, device: str) -> dict:
+    """Transfer (model/transfer.py) of the run's CT-derived images of the training CT studies: a fresh
+    classifier trained on them alone (the preset's steps, CXR batch size and classifier learning rate, the
+    run's seed), tested on the real test radiographs."""
+    from xpgan.model.distributed import resolve_device
+    from xpgan.model.transfer import TransferSettings, transfer
+
+    dev = resolve_device(device)
+    images, labels = _ct_images(mode, checkpoint, cohort.ct_store, dev)
+    settings = TransferSettings(steps=preset.steps, batch=preset.cxr_batch, lr=preset.c_lr, seed=int(seed))
+    t0 = time.perf_counter()
+    out = transfer(images, labels, cohort.cxr_store, val_fraction, settings, dev)
+    return {**out, "images": "G_ema(ct)" if parse_mode(mode)[0] == "xpgan" else "stored DRRs",
+            "seconds": time.perf_counter() - t0}
 
 
 def evaluate_run(checkpoint: str, cohort: Cohort, val_fraction: float, device: str) -> dict:
@@ -125,8 +175,9 @@ def evaluate_run(checkpoint: str, cohort: Cohort, val_fraction: float, device: s
 @torch.no_grad()
 def generator_report(checkpoint: str, cohort: Cohort, device: str) -> dict:
     """G_ema on the held-out CT studies (other patients, never trained on): the figures of
-    `xpgan.model.gmetrics` against their DRRs and the per-pixel mean DRR of the training store, and the
-    evidence the run's own classifier finds (AUROC against the CT labels) in G's images and in the DRRs."""
+    `xpgan.model.gmetrics` against their DRRs and the per-pixel mean DRR of the training store, the
+    evidence the run's own classifier finds (AUROC against the CT labels) in G's images and in the DRRs, and
+    the realism of G's images and of the DRRs against the real test radiographs (`realism`)."""
     from xpgan.model import checkpoint as ckpt_io
     from xpgan.model import greport
     from xpgan.model.checkpoint import networks_from_checkpoint
@@ -138,7 +189,10 @@ def generator_report(checkpoint: str, cohort: Cohort, device: str) -> dict:
     imgs = greport.generate_images(nets["G_ema"], cohort.ct_holdout_store, state["net"]["hu_window"], dev)
     fig = greport.store_report(imgs, nets["C"], dev, mean_image=greport.mean_drr(cohort.ct_store),
                                reference="the per-pixel mean DRR of the training store")
-    return {**fig, "g_arch": state["net"].get("g_arch", "vector")}
+    real = greport.real_images(cohort.cxr_store, "test", float(state["config"]["val_fraction"]))
+    fig["realism"] = greport.realism_report(imgs, real)
+    net = ckpt_io.net_config_from_dict(state["net"])
+    return {**fig, "g_arch": net.g_arch, "g_head": "radiograph" if net.has_head else "none"}
 
 
 @torch.no_grad()

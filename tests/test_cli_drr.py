@@ -42,7 +42,7 @@ def test_cone_options_with_parallel_geometry_are_refused_by_both_commands(tmp_pa
     ct = write_nifti(tmp_path / "ct.nii.gz", marker_volume(), (2.0, 2.5, 1.5))
     args = (["drr", "render", ct, tmp_path / "o.npy"] if command == "render"
             else ["prep", "drr", ct.parent, tmp_path / "o.zarr", "--workers", "0"])
-    res = run(*args, "--geometry", "parallel", *cone_option, "--size", 16, "--backend", "cpu")
+    res = run(*args, "--geometry", "parallel", *cone_option, "--size", 32, "--backend", "cpu")
     assert res.exit_code == 2
     assert res.output.strip().splitlines() == [
         "error: --view, --sdd and --sid apply to the cone geometry only (parallel rays run anterior to posterior)"]

@@ -2,6 +2,7 @@
 traceback, and no file created. The options are enumerated from the Typer app, not listed by hand."""
 from __future__ import annotations
 
+import re
 from typing import get_args, get_origin
 
 import pytest
@@ -151,7 +152,78 @@ def test_train_help_fits_80_columns_without_cutting_option_names():
     for p in train.params:
         for opt in p.opts:
             assert any(x.strip().startswith(opt) for x in lines), opt
-    assert any(x.strip().startswith("--classifier-weights <path>") for x in lines)
+    assert any(x.strip().startswith("--classifier-weights PATH") for x in lines)
+
+
+def _help(path) -> str:
+    res = CliRunner().invoke(app, [*path, "--help"], terminal_width=200, env={"COLUMNS": "200"})
+    assert res.exit_code == 0, (path, res.output)
+    return res.output
+
+
+@pytest.mark.parametrize("path", [path for path, _ in _commands() if path != ("bench", "gpu")],
+                         ids=" ".join)
+def test_help_shows_no_python_types_braces_or_a_second_default_style(path):
+    text = _help(path)
+    usage = text.splitlines()[0]
+    assert "{" not in usage and "}" not in usage, usage
+    assert not re.search(r"<[a-z]", text), text                   # no <int>, <list[Path]>, <str>, <int,int,int>...
+    for word in ("list[", "Path]", "<str>", "(default ", "(default:", "Default:", "; default"):
+        assert word not in text, (path, word)
+
+
+def test_help_names_the_values_of_options_that_take_several():
+    prep = _help(("prep", "drr"))
+    assert "prep drr [OPTIONS] SRC OUT\n" in prep
+    assert "--shape D H W" in prep and "--spacing-range LO HI" in prep and "[default: 64 256 256]" in prep
+    assert "prep cxr [OPTIONS] SRC... OUT\n" in _help(("prep", "cxr"))
+    render = _help(("drr", "render"))
+    assert "--offset D,H,W" in render and "--yaw-sweep START,STOP,STEP" in render
+    train = " ".join(_help(("train",)).split())
+    assert "One of --epochs and --max-steps is needed: without either, train stops before it starts" in train
+    assert "--num-workers INT" in train and "[default: 0 when a process has 2 CPU cores or fewer" in train
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--shape", "32,64,64"], "--shape takes 3 integers D H W, separated by spaces (e.g. --shape 64 256 256), "
+                              "got '32,64,64'"),
+    (["--shape", "32,64,64", "--size", "64"], "--shape takes 3 integers D H W, separated by spaces"),
+    (["--shape", "32", "64"], "--shape takes 3 integers D H W"),
+    (["--spacing-range", "0.5,5"], "--spacing-range takes 2 numbers LO HI, separated by spaces (e.g. "
+                                   "--spacing-range 0.1 20.0), got '0.5,5'"),
+])
+def test_an_option_of_several_values_says_what_it_takes(tmp_path, monkeypatch, args, message):
+    import subprocess
+    import sys
+
+    out = tmp_path / "ct.zarr"
+    res = subprocess.run([sys.executable, "-m", "xpgan.cli", "prep", "drr", str(tmp_path), str(out), *args],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stderr.startswith("error: " + message), res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.parametrize("path, extra", [
+    (("prep", "drr"), ["SRC", "OUT.zarr"]), (("prep", "cxr"), ["SRC", "OUT.zarr"]), (("demo",), []),
+])
+@pytest.mark.parametrize("size, hint", [("100", "try 64 or 128"), ("24", "try 32"), ("48", "try 32 or 64")])
+def test_image_sizes_the_networks_cannot_read_are_refused_when_the_command_line_is_read(tmp_path, path, extra,
+                                                                                        size, hint):
+    args = [*path, *[str(tmp_path / e) for e in extra], "--size", size]
+    if path == ("demo",):
+        args += ["--out", str(tmp_path / "d")]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2
+    assert res.output.strip() == (f"error: --size must be a power of two >= 32 (32, 64, 128, 256, ...: the image "
+                                  f"sizes the networks read), got {size}; {hint}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_drr_render_takes_any_detector_size():
+    assert "--size INT" in _help(("drr", "render"))
+    with pytest.raises(XPGANError, match="power of two >= 32"):
+        B.check_image_size("--size", 100)
+    assert B.check_image_size("--size", 64) == 64
 
 
 def test_every_positional_argument_has_an_upper_case_placeholder():

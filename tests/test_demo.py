@@ -60,7 +60,7 @@ def test_demo_refuses_a_foreign_folder(tmp_path):
 
 
 def test_demo_cli_reports_bad_options_in_one_line(tmp_path):
-    r = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "d"), "--size", "8"])
+    r = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "d"), "--size", "100"])
     assert r.exit_code == 2
     assert "error:" in r.output and "Traceback" not in r.output
 

@@ -183,6 +183,7 @@ def _discover_mosmed(src: Path, studies: Path) -> CTDiscovery:
             else:
                 skipped.append((f.relative_to(root).as_posix(), "hidden" if f.name.startswith(".")
                                 else "not a NIfTI file"))
+    skipped += _beside_studies(root, studies)
     stems = [s for s, _, _ in found]
     dup = {s for s in stems if stems.count(s) > 1}
     items = []
@@ -198,6 +199,21 @@ def _discover_mosmed(src: Path, studies: Path) -> CTDiscovery:
         notes.append(f"registry disagrees with the CT-k folders for {len(mismatches)} studies "
                      f"(e.g. {mismatches[0]}); the folders were used")
     return CTDiscovery("mosmed", str(root), items, notes, skipped)
+
+
+def _beside_studies(root: Path, studies: Path) -> list[tuple[str, str]]:
+    """What lies beside `studies/` in a MosMed tree and is not read (a `dicom/` folder, other files), with the
+    reason; the registry files, hidden names and `*.zarr` stores are not listed."""
+    if root == studies:
+        return []
+    out = []
+    for entry in sorted(root.iterdir(), key=lambda p: p.name):
+        name = entry.name
+        if entry == studies or name.startswith(".") or name.lower().endswith(".zarr") or "registry" in name.lower():
+            continue
+        rel = name + "/" if entry.is_dir() else name
+        out.append((rel, "beside studies/ (a MosMed tree is read from studies/CT-0..CT-4 only)"))
+    return out
 
 
 def _parse_int(value: str, what: str, allowed: set[int], where: str) -> int:
@@ -330,6 +346,10 @@ def discover_ct(src: str | os.PathLike) -> CTDiscovery:
     else:
         studies = _mosmed_root(src)
         disc = _discover_mosmed(src, studies) if studies is not None else _discover_folder(src)
+    radiographs = _radiographs(src, disc)
+    if radiographs:
+        raise InputError(src, f"{radiographs}, not a CT archive; xpgan prep cxr reads chest X-rays: "
+                              f"xpgan prep cxr {safe_text(str(src))} OUT.zarr")
     if not disc.items:
         raise InputError(src, "no CT studies found (NIfTI files, DICOM series folders or a MosMed tree)")
     disc.items = _one_record_per_study(disc, src)
@@ -354,3 +374,49 @@ def _one_record_per_study(disc: CTDiscovery, src: Path) -> list[CTItem]:
                                   "study (one path leads to the other's file): one study cannot have two "
                                   "records; list it once")
     return items
+
+
+RADIOGRAPH_SUFFIXES = (".png", ".jpg", ".jpeg")
+PROBED_SERIES = 8  # DICOM series whose first header is read to tell radiographs from CT
+
+
+def _radiographs(src: Path, disc: CTDiscovery) -> str:
+    """What says a folder is a chest X-ray collection (prep cxr's input) rather than CT: "it holds a
+    metadata.csv and PNG/JPEG images", "its DICOM files are radiographs (modality DX)"; "" otherwise. Read
+    before a store is made: a metadata.csv or PNG/JPEG files and no CT candidate, or DICOM series whose
+    first files (of up to PROBED_SERIES) are all projection radiographs."""
+    from xpgan.pipeline.cxr.readers import PROJECTION_MODALITIES
+
+    if src.is_file():
+        return ""
+    if not disc.items:
+        pictures = sum(1 for rel, _ in disc.skipped if rel.lower().endswith(RADIOGRAPH_SUFFIXES))
+        if (src / "metadata.csv").is_file():
+            return "it holds a metadata.csv" + (f" and {pictures} PNG/JPEG images" if pictures else "")
+        return f"it holds {pictures} PNG/JPEG images and no CT" if pictures else ""
+    folders = [Path(it.path) for it in disc.items if Path(it.path).is_dir()][:PROBED_SERIES]
+    if not folders or len(folders) < min(len(disc.items), PROBED_SERIES):
+        return ""
+    modalities = {_first_modality(folder) for folder in folders}
+    if modalities and modalities <= set(PROJECTION_MODALITIES):
+        return f"its DICOM files are radiographs (modality {', '.join(sorted(modalities))})"
+    return ""
+
+
+def _first_modality(folder: Path) -> str:
+    """The Modality of the first DICOM file of a folder ("" when none can be read)."""
+    import pydicom
+
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return ""
+    for name in names:
+        path = folder / name
+        try:
+            if path.is_file() and has_dicom_magic(path):
+                ds = pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=["Modality"])
+                return str(ds.get("Modality", "") or "").upper()
+        except Exception:  # noqa: BLE001 - an unreadable file fails later, when its series is read
+            return ""
+    return ""

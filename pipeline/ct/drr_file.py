@@ -78,12 +78,14 @@ class RenderConfig:
     roll: float = option(0.0, "Pose: turn about the beam axis, degrees; + = image content clockwise.", bound=B.ANGLE)
     offset: Optional[str] = option(None, "Pose: isocentre shift from the volume centre, mm, as D,H,W "
                                          "(superior->inferior, anterior->posterior, right->left); a shift that "
-                                         "leaves the volume outside the beam is refused.", bound=B.check_offset)
+                                         "leaves the volume outside the beam is refused.", bound=B.check_offset,
+                                   metavar="D,H,W")
     yaw_sweep: Optional[str] = option(None, "START,STOP,STEP degrees: one view per yaw (replaces --yaw); OUT gets a "
-                                            "strip (.png) or a stack [V, size, size] (.npy).")
+                                            "strip (.png) or a stack [V, size, size] (.npy).",
+                                      metavar="START,STOP,STEP")
     pitch_sweep: Optional[str] = option(None, "START,STOP,STEP degrees (as --yaw-sweep; with several sweeps, one row "
-                                              "per value of the first).")
-    roll_sweep: Optional[str] = option(None, "START,STOP,STEP degrees (as --yaw-sweep).")
+                                              "per value of the first).", metavar="START,STOP,STEP")
+    roll_sweep: Optional[str] = option(None, "START,STOP,STEP degrees (as --yaw-sweep).", metavar="START,STOP,STEP")
 
 
 def render_ct_file(cfg: RenderConfig, drr: DRROptions, checks: CTChecks) -> str:

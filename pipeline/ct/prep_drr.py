@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -72,18 +72,20 @@ class PrepDrrConfig:
     src: Path = argument("CT archive: MosMed tree (studies/CT-0..CT-4), folder of NIfTI files / DICOM series "
                          "folders, or manifest CSV (path,label[,patient_id][,study_id]).", "SRC")
     out: Path = argument("Output Zarr v3 store, e.g. ct.zarr.", "OUT")
-    shape: tuple[int, int, int] = option(DEFAULT_SHAPE, "Resized volume size D H W, voxels.", bound=B.check_ct_shape)
-    workers: Optional[int] = option(None, "Local Dask worker processes (default: one per core, fewer if memory is "
-                                          "short; 0: no Dask, in this process).", bound=B.WORKERS)
+    shape: tuple[int, int, int] = option(DEFAULT_SHAPE, "Resized volume size D H W, voxels: three integers "
+                                         "separated by spaces.", bound=B.check_ct_shape, metavar="D H W")
+    workers: Optional[int] = option(None, "Local Dask worker processes (0: no Dask, in this process).",
+                                    bound=B.WORKERS, default_text="one per core, fewer if memory is short")
     scheduler: Optional[str] = option(None, "Address of an existing Dask scheduler, e.g. tcp://host:8786 (workers "
-                                            "need xpgan and access to SRC).", bound=B.check_dask_address)
-    overwrite: bool = option(False, "Delete OUT and start again (default: resume).")
+                                            "need xpgan and access to SRC).", bound=B.check_dask_address,
+                                      metavar="ADDRESS")
+    overwrite: bool = option(False, "Delete OUT and start again (without it a rerun resumes).")
     progress: bool = option(True, "Progress bar on stderr (tty only).", flag="--progress/--no-progress")
     memory_limit_gb: float = option(DEFAULT_MEMORY_LIMIT_GB, "Refuse items whose header says reading needs more "
                                     "than this, GB (stored bytes + 4 per voxel; checked before reading).",
                                     bound=B.MEMORY_GB)
-    salt_file: Optional[Path] = option(None, "Salt for patient-id hashes (manifest patient_id); default OUT.salt, "
-                                             "created if missing.")
+    salt_file: Optional[Path] = option(None, "Salt for patient-id hashes (manifest patient_id); created if missing.",
+                                       default_text="OUT.salt")
 
 
 def prep_drr_from(cfg: PrepDrrConfig, drr: DRROptions, checks: CTChecks) -> CTPrepSummary:
@@ -97,9 +99,22 @@ def prep_drr_from(cfg: PrepDrrConfig, drr: DRROptions, checks: CTChecks) -> CTPr
 @dataclass
 class CTPrepSummary(PrepSummary):
     discovery: str = ""  # CTDiscovery.summary(): found / skipped with reasons
+    labels: list = field(default_factory=list)  # every item's label as discovery gave it
 
     def text(self, max_failures: int = 20) -> str:
-        return "\n".join(x for x in (self.discovery, super().text(max_failures)) if x)
+        return "\n".join(x for x in (self.discovery, super().text(max_failures), self.label_note()) if x)
+
+    def label_note(self) -> str:
+        """A line when the studies lack a class: every label unknown (a folder archive), or one class only."""
+        from xpgan.pipeline.labels import CT_LABELS_HOW, missing_class
+
+        lack = missing_class(self.labels) if self.labels and self.kept else None
+        if lack is None:
+            return ""
+        if lack == "every label is unknown":
+            return (f"note: every study's label is unknown (a folder of NIfTI files or DICOM series has none): "
+                    f"train --mode drr needs labels, --mode xpgan trains G and D without them; {CT_LABELS_HOW}")
+        return f"note: the studies have {lack}; {CT_LABELS_HOW}"
 
 
 @dataclass(frozen=True)
@@ -250,6 +265,7 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
             attrs["backend_note"] = f"auto: the CUDA path failed ({fallback}); rendered on the CPU"
         if not overwrite:
             changed_sources(out, fingerprints, [it.rel for it in items])
+        fresh = overwrite or not (out / "zarr.json").is_file()
         group = st.create_or_open(out, kind="ct", arrays=arrays, n_items=n, attrs=attrs, identity=identity,
                                   overwrite=overwrite, items_per_shard=items_per_shard)
 
@@ -274,7 +290,8 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
                               process=functools.partial(_process_encoded, job=job, encoders=st.item_encoders(group)),
                               write=write, failure=failure, desc="prep drr", workers=workers, scheduler=scheduler,
                               processes=processes, progress=progress,
-                              memory_per_worker_gb=min(memory_limit_gb, 2.0) + 4 * item_gb)
+                              memory_per_worker_gb=min(memory_limit_gb, 2.0) + 4 * item_gb, fresh=fresh)
     return CTPrepSummary(total=n, done=int(run.done_now.sum()), skipped=int(run.done_before.sum()),
                          failed=len(run.result.failed), failures=[(f["path"], f["reason"]) for f in run.failures],
-                         seconds=run.result.seconds, store=str(out), discovery=disc.summary(), redone=run.redone)
+                         seconds=run.result.seconds, store=str(out), discovery=disc.summary(), redone=run.redone,
+                         kept=run.kept, labels=[it.label for it in items])

@@ -58,6 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from xpgan.errors import InputError, as_input_errors, library_reason
+from xpgan.pipeline.cxr.readers import PROJECTION_MODALITIES
 from xpgan.pipeline.sniff import dicom_like_name, has_dicom_magic, is_nifti_name, not_regular_reason
 from xpgan.pipeline.values import dicom_rescale, nifti_rescale
 
@@ -206,8 +207,7 @@ def _native_view(out: np.ndarray, transform: np.ndarray) -> np.ndarray:
     """A view of the canonical array `out` indexed like the native (on-disk) array.
 
     Writing the native data through this view fills `out` in canonical order in a single pass, so
-    reorientation costs no extra copy.
-    """
+    reorientation costs no extra copy."""
     from nibabel.orientations import apply_orientation
 
     # `transform` sends native axis i to canonical axis transform[i, 0] (flipped if transform[i, 1] < 0);
@@ -550,8 +550,9 @@ def _ct_images(folder: Path, defer_pixels: bool) -> list:
         raise InputError(bad[0][0], f"{bad[0][1]} in a DICOM series folder{more}")
     if not images:
         if n_dicom:
+            xray = "; radiographs belong in xpgan prep cxr" if modalities <= set(PROJECTION_MODALITIES) else ""
             raise InputError(folder, f"no CT images with pixel data among {n_dicom} DICOM file(s) "
-                                     f"(modalities: {', '.join(sorted(modalities))})")
+                                     f"(modalities: {', '.join(sorted(modalities))}){xray}")
         if bad:
             raise InputError(folder, f"no DICOM images in the folder: {len(bad)} file(s) named like DICOM "
                                      f"are not readable DICOM (e.g. {bad[0][0].name}: {bad[0][1]})")

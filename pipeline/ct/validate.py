@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from xpgan.errors import InputError, XPGANError
+from xpgan.errors import InputError, XPGANError, safe_text
 from xpgan.options import option
 
 SPACING_RANGE_MM = (0.1, 20.0)
@@ -68,7 +69,8 @@ class CTChecks:
 
     spacing_range: tuple[float, float] = option(
         SPACING_RANGE_MM, "Plausible CT voxel spacing LO HI, mm per axis; volumes outside it are refused, as are "
-        "NaN/inf voxels and values outside the int16 HU range.", bound=lambda option, value: check_spacing_range(value))
+        "NaN/inf voxels and values outside the int16 HU range.", bound=lambda option, value: check_spacing_range(value),
+        metavar="LO HI")
     allow_unusual_ct: bool = option(False, _ALLOW_UNUSUAL_CT_HELP, flag=ALLOW_UNUSUAL_CT_OPTION)
 
 
@@ -136,6 +138,13 @@ def check_ct_plausible(data: np.ndarray, path: str | os.PathLike, *, scale: floa
                                f"{bright:.6g} HU, brighter than bone ({BRIGHT_MAX_HU:g}){hint}")
 
 
+def _is_zarr_store(path: Path) -> bool:
+    try:
+        return (path / "zarr.json").is_file()
+    except OSError:   # a folder that cannot be listed fails when its series is read, with that reason
+        return False
+
+
 def read_checked_ct(path: str | os.PathLike, *, max_bytes: int | None = None,
                     spacing_range_mm=SPACING_RANGE_MM, allow_unusual_ct: bool = False):
     """The CT reader of `prep drr` and `drr render`: readers.read_ct_stored (every library error already a
@@ -143,6 +152,10 @@ def read_checked_ct(path: str | os.PathLike, *, max_bytes: int | None = None,
     `allow_unusual_ct`, check_ct_plausible. Returns the readers.StoredCT."""
     from xpgan.pipeline.ct.readers import MemoryLimitError, read_ct_stored
 
+    if _is_zarr_store(Path(path)):
+        raise InputError(path, "a Zarr store (what xpgan prep writes), not a CT volume: `xpgan inspect "
+                               f"{safe_text(str(path))} --item N` draws a stored item's DRR and slices; a CT is "
+                               "a NIfTI file or a DICOM series folder")
     try:
         ct = read_ct_stored(path, max_bytes=max_bytes)
     except MemoryLimitError as exc:

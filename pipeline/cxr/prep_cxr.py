@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -36,6 +37,8 @@ from xpgan.pipeline.cxr.sources import (
     discover,
     items_fingerprint,
     one_patient_per_content,
+    positive_help,
+    positive_keys,
 )
 from xpgan.pipeline.cxr.split import check_grouping, grouped_stratified_split
 from xpgan.pipeline.fingerprint import changed_done_items, source_fingerprints
@@ -53,24 +56,27 @@ class PrepCxrConfig:
                                 "path,label[,patient_id][,source], or a Cohen-style metadata.csv or its folder).",
                                 "SRC")
     out: Path = argument("Output Zarr v3 store, e.g. cxr.zarr.", "OUT")
-    size: int = option(256, "Output image side, pixels (aspect kept by black padding).", bound=B.CXR_SIZE)
+    size: int = option(256, "Output image side, pixels (aspect kept by black padding): a power of two >= "
+                            f"{B.CLASSIFIER_MIN_IMAGE}, the sizes the networks read.",
+                       bound=B.model_image_size(B.CXR_SIZE))
     test_fraction: float = option(0.2, "Fraction of images (per source and label) put in the test split.",
                                   bound=B.FRACTION)
     seed: int = option(0, "Seed of the patient-grouped split.", bound=B.SEED)
     positive: Optional[list[str]] = option(None, "Class folder / manifest class name that means COVID-19 positive "
-                                                 f"(repeatable; default {', '.join(DEFAULT_POSITIVE)}).")
+                                                 "(repeatable).", metavar="NAME", default_text=positive_help())
     views: str = option(",".join(DEFAULT_VIEWS), "Comma-separated radiographic views kept from a Cohen "
-                                                 "metadata.csv.")
-    source_name: Optional[list[str]] = option(None, "Name stored in `source`, one per SRC in order (default: the "
-                                                    "SRC folder's name).")
-    workers: Optional[int] = option(None, "Local Dask worker processes (default: one per core, fewer if memory "
-                                          f"cannot hold {DECODE_BUDGET_BYTES / 1e9:g} GB per worker for decoding; 0: "
-                                          "no Dask).", bound=B.WORKERS)
+                                                 "metadata.csv.", metavar="VIEW,VIEW")
+    source_name: Optional[list[str]] = option(None, "Name stored in `source`, one per SRC in order (repeatable).",
+                                              metavar="NAME", default_text="the SRC folder's name")
+    workers: Optional[int] = option(None, "Local Dask worker processes (0: no Dask).", bound=B.WORKERS,
+                                    default_text="one per core, fewer if memory cannot hold "
+                                                 f"{DECODE_BUDGET_BYTES / 1e9:g} GB per worker for decoding")
     scheduler: Optional[str] = option(None, "Address of an existing Dask scheduler (tcp://HOST:PORT).",
-                                      bound=B.check_dask_address)
+                                      bound=B.check_dask_address, metavar="ADDRESS")
     overwrite: bool = option(False, "Delete an existing store and start again.")
     progress: bool = option(True, "Show a progress bar.", flag="--progress/--no-progress")
-    salt_file: Optional[Path] = option(None, "Secret key for patient hashes (default: OUT.zarr.salt, created).")
+    salt_file: Optional[Path] = option(None, "Secret key for patient hashes (created if missing).",
+                                       default_text="OUT.salt")
     allow_burned_in: bool = option(False, "Accept DICOM radiographs marked BurnedInAnnotation YES (text in the "
                                           "pixels may identify the patient; refused by default).",
                                    flag=ALLOW_BURNED_IN_OPTION)
@@ -90,6 +96,7 @@ class CXRPrepSummary(PrepSummary):
     # rows (source, split name, negatives, positives) over done items, then "all" rows
     table: list[tuple[str, str, int, int]] = field(default_factory=list)
     excluded: dict[str, int] = field(default_factory=dict)  # rows/files left out on purpose, by reason
+    classes: dict[str, int] = field(default_factory=dict)  # class folder names / manifest class labels -> label
 
     def text(self, max_failures: int = 20) -> str:
         lines = [super().text(max_failures)]
@@ -97,7 +104,25 @@ class CXRPrepSummary(PrepSummary):
             excluded = ", ".join(f"{k}: {v}" for k, v in sorted(self.excluded.items()))
             lines.append("  excluded (not failures): " + excluded)
         lines.append(format_table(self.table))
+        lack = self.missing_class()
+        if lack:
+            lines.append(lack)
         return "\n".join(lines)
+
+    def missing_class(self) -> str:
+        """A warning line when the store's done items lack a class ("" when both are there)."""
+        from xpgan.pipeline.labels import cxr_labels_how
+
+        pos = sum(r[3] for r in self.table if r[0] == "all")
+        neg = sum(r[2] for r in self.table if r[0] == "all")
+        if not self.done or (pos and neg):
+            return ""
+        classes = ", ".join(f"{name} ({'positive' if lb else 'negative'})" for name, lb in sorted(self.classes.items()))
+        seen = f"; the classes found: {classes}" if classes else ""
+        if not pos:
+            return (f"warning: {self.store} has no positive (COVID-19) item, so a classifier cannot learn from it"
+                    f"{seen}; {cxr_labels_how()}")
+        return f"warning: {self.store} has no negative item, so a classifier cannot learn from it{seen}"
 
 
 def format_table(table: Sequence[tuple[str, str, int, int]]) -> str:
@@ -156,7 +181,7 @@ def _store_description(found, items, salt: bytes, size: int, test_fraction: floa
     identity = {
         "items": items_fingerprint(items, salt), "n_items": len(items), "size": size,
         "test_fraction": float(test_fraction), "seed": int(seed),
-        "positive": sorted({p.lower() for p in positive}), "views": sorted({v.lower() for v in views}),
+        "positive": sorted(positive_keys(positive)), "views": sorted({v.lower() for v in views}),
     }
     attrs = {
         "size": size,
@@ -169,7 +194,7 @@ def _store_description(found, items, salt: bytes, size: int, test_fraction: floa
                   **{name: code for code, name in schema.SPLIT_NAMES.items()}},
         "labels": {**{str(k): v for k, v in schema.LABEL_NAMES.items()},
                    str(schema.LABEL_UNKNOWN): "not written (failed item)"},
-        "positive_classes": sorted({p.lower() for p in positive}),
+        "positive_classes": sorted(positive_keys(positive)),
         "views": list(views),
         "sources": [{"name": n, "kinds": found.source_kinds.get(n, ["manifest"]),
                      "items": int(sum(it.source == n for it in items))} for n in source_names_used],
@@ -210,8 +235,7 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
     found = discover(sources, positive=positive, views=views, source_names=source_names)
     items = found.items
     if not items:
-        excl = ", ".join(f"{k}: {v}" for k, v in sorted(found.excluded.items())) or "none"
-        raise XPGANError(f"no images found in the sources (excluded: {excl})")
+        raise XPGANError(nothing_found(found))
 
     fingerprints = source_fingerprints([it.path for it in items])
     items, fingerprints, same_content = one_patient_per_content(found, items, fingerprints)
@@ -222,6 +246,7 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
 
     notes: list[str] = [same_content] if same_content else []
     with st.StoreLock(out), st.disk_full_is_resumable(out), prep_salt(out, salt_file) as salt:
+        fresh = overwrite or not (out / "zarr.json").is_file()
         patients = [patient_hash(it.patient_key, salt) for it in items]
         identity, attrs = _store_description(found, items, salt, size, test_fraction, seed, positive, views,
                                              allow_burned_in)
@@ -251,14 +276,32 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
             process=functools.partial(_process_encoded, encoders=st.item_encoders(group)), write=write,
             failure=failure, desc="prep cxr", workers=workers, scheduler=scheduler, processes=processes,
             progress=progress, memory_per_worker_gb=DECODE_BUDGET_BYTES / 1e9, paths_in_store=False,
-            csv_only=[{"path": p, "reason": r} for p, r in found.problems],
+            csv_only=[{"path": p, "reason": r} for p, r in found.problems], fresh=fresh,
             prefailed={i: "file not found" for i, fp in enumerate(fingerprints) if fp == "missing"})
         done_now = run.done_now
         table = count_table(np.array([str(x) for x in group["source"][:]], dtype=object)[done_now],
-                            np.asarray(group["split"][:])[done_now], np.asarray(group["label"][:])[done_now])
+                            np.asarray(group["split"][:])[done_now], np.asarray(group["label"][:])[done_now]) \
+            if run.kept else []
 
     failures = [(str(items[i].path), _reason(r, items[i].path)) for i, r in sorted(run.result.failed.items())]
     failures += list(found.problems)
     return CXRPrepSummary(total=len(items), done=int(done_now.sum()), skipped=int(run.done_before.sum()),
                           failed=len(failures), failures=failures, seconds=run.result.seconds, store=str(out),
-                          table=table, excluded=dict(found.excluded), redone=run.redone, notes=notes)
+                          table=table, excluded=dict(found.excluded), redone=run.redone, notes=notes,
+                          classes=dict(found.classes), kept=run.kept)
+
+
+def nothing_found(found, examples: int = 3) -> str:
+    """Why discovery gave no item: the count of unusable rows/files with the first reasons, and what was
+    excluded on purpose."""
+    from xpgan.errors import safe_text
+
+    excl = ", ".join(f"{k}: {v}" for k, v in sorted(found.excluded.items())) or "none"
+    if not found.problems:
+        return f"no images found in the sources (excluded: {excl})"
+    # a manifest row's reason names its line ("m.csv line 7: ..."); another file's reason is said with its name
+    first = "; ".join(safe_text(reason if re.match(r"\S+ line \d+: ", reason) else f"{Path(path).name}: {reason}")
+                      for path, reason in found.problems[:examples])
+    more = f" (first {examples})" if len(found.problems) > examples else ""
+    return (f"no usable images in the sources: {len(found.problems)} rows/files refused{more}: {first} "
+            f"(excluded: {excl})")

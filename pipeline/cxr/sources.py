@@ -7,7 +7,9 @@ a store), and a source name (stored in `source`).
 Kinds of SRC (mixed freely, in the order given):
 
 - **Class folders**: a folder with one sub-folder per class (`covid/`, `normal/`, ...). A sub-folder whose
-  name (case-insensitive) is one of `positive` gives label 1, any other gives 0. Images are found
+  name is one of `positive` gives label 1, any other gives 0; names are compared by `class_key` (case and the
+  separators `-`, `_`, `.` and spaces ignored), so the default POSITIVE_CLASSES also take `COVID_19/`,
+  `covid19/`, `SARS_CoV_2/`. Images are found
   recursively inside each sub-folder (symlinked folders followed once, links to folders above skipped;
   PNG/JPEG/DICOM by suffix, or DICOM by its `DICM` magic); other files are skipped and counted by
   reason (`.gif`, `.tif` ...: "unsupported image format"); files at the top level are not labelled and are
@@ -16,8 +18,8 @@ Kinds of SRC (mixed freely, in the order given):
   appears under two labels (`covid/1.png`, `normal/1.png`) would be one patient with conflicting labels:
   they are reported as problems (failures naming both class folders) and not stored.
 - **Manifest CSV** (`path,label[,patient_id][,source]`): paths relative to the CSV's folder (absolute
-  paths kept); label exactly `0` or `1`, or a class name mapped like a sub-folder name (in `positive` -> 1,
-  else 0; `parse_label`). Anything else fails its row, with its line number: other numbers (`1.5`,
+  paths kept); label exactly `0` or `1`, or a class name mapped like a sub-folder name (one of `positive` by
+  `class_key` -> 1, else 0; `parse_label`). Anything else fails its row, with its line number: other numbers (`1.5`,
   `1e400`, `inf`), and words that state a label without naming a class (`positive`, `yes`, `true`:
   `NOT_CLASS_NAMES`, unless given as a positive class). Patient id defaults to the file stem. A path listed
   twice with the same label is kept once; with different labels every such row fails.
@@ -58,7 +60,11 @@ from xpgan.errors import InputError
 from xpgan.pipeline.cxr.readers import RASTER_SUFFIXES, is_cxr_image
 from xpgan.pipeline.sniff import is_dicom_file, not_regular_reason, walk_once
 
-DEFAULT_POSITIVE = ("covid", "covid-19", "covid19")
+# The names of the positive (COVID-19) class that class folders and manifest labels are recognised by without
+# --positive; each is compared by class_key, so every spelling with other case or separators matches too
+# (covid_19, COVID 19, covid19, SARS_CoV_2, sarscov2, 2019_nCoV, covid_positive).
+POSITIVE_CLASSES = ("covid", "covid-19", "sars-cov-2", "2019-ncov", "covid-positive")
+DEFAULT_POSITIVE = POSITIVE_CLASSES
 DEFAULT_VIEWS = ("PA", "AP", "AP Supine")
 COHEN_COLUMNS = ("patientid", "finding", "view", "modality", "filename")
 XRAY_MODALITIES = ("x-ray", "xray", "x ray", "cr", "dx")
@@ -87,6 +93,7 @@ class CXRDiscovery:
     problems: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): unusable rows
     excluded: Counter = field(default_factory=Counter)  # reason -> count (filtered on purpose)
     source_kinds: dict[str, list[str]] = field(default_factory=dict)  # source name -> kinds of its SRCs
+    classes: dict[str, int] = field(default_factory=dict)  # class folder names / manifest class labels -> label
 
     def add_kind(self, source: str, kind: str) -> None:
         kinds = self.source_kinds.setdefault(source, [])
@@ -96,6 +103,22 @@ class CXRDiscovery:
 
 def _norm(text: str) -> str:
     return " ".join(str(text).split()).lower()
+
+
+def class_key(name: str) -> str:
+    """What a class name is compared by: lower case, without `-`, `_`, `.` and white space (COVID_19 and
+    covid-19 are one class)."""
+    return re.sub(r"[-_.\s]+", "", str(name)).lower()
+
+
+def positive_keys(positive: Iterable[str]) -> set[str]:
+    """The class_key of each positive class name."""
+    return {class_key(p) for p in positive}
+
+
+def positive_help() -> str:
+    """The default positive classes as the help and the messages say them."""
+    return f"{', '.join(POSITIVE_CLASSES)}; case, '-', '_', '.' and spaces ignored, so covid_19 and SARS_CoV_2 match"
 
 
 def _make_key(source: str, patient_id: str) -> str:
@@ -199,10 +222,11 @@ def discover_cohen(csv_path: Path, source: str, *, views: Sequence[str], into: C
 
 
 def parse_label(text: str, positive: set[str]) -> int | None:
-    """A manifest label: 1 for a positive class name or "1", 0 for "0" or another class name, None for
-    anything else (other numbers, NOT_CLASS_NAMES, text that does not start with a letter)."""
+    """A manifest label: 1 for a positive class name (`positive`: their class_key) or "1", 0 for "0" or
+    another class name, None for anything else (other numbers, NOT_CLASS_NAMES, text that does not start with
+    a letter)."""
     t = _norm(text)
-    if t in positive:
+    if class_key(t) in positive:
         return 1
     if t in ("0", "1"):
         return int(t)
@@ -216,7 +240,7 @@ def discover_manifest(csv_path: Path, source: str, *, positive: Sequence[str], i
     if "path" not in cols or "label" not in cols:
         raise InputError(csv_path, "manifest CSV needs the columns path,label[,patient_id][,source]")
     _refuse_repeated(csv_path, cols, MANIFEST_COLUMNS)
-    pos = {_norm(p) for p in positive}
+    pos = positive_keys(positive)
     base = csv_path.parent
     for n, row in zip(lines, rows):
         where = f"{csv_path.name} line {n}"
@@ -230,8 +254,10 @@ def discover_manifest(csv_path: Path, source: str, *, positive: Sequence[str], i
         label = parse_label(row.get("label", ""), pos)
         if label is None:
             into.problems.append((str(path), f"{where}: label {row.get('label', '')[:40]!r} is not 0, 1 or a class "
-                                             f"name (positive classes: {', '.join(sorted(pos))})"))
+                                             f"name (positive classes: {', '.join(sorted(positive))})"))
             continue
+        if _norm(row.get("label", "")) not in ("0", "1"):
+            into.classes.setdefault(_norm(row.get("label", "")), label)
         src = row.get("source") or source
         pid = row.get("patient_id") or path.stem
         into.items.append(CXRItem(path=path, label=label, patient_key=_make_key(src, pid), source=src, origin=where))
@@ -264,7 +290,7 @@ def _image_files(folder: Path, into: CXRDiscovery) -> list[Path]:
 
 
 def discover_class_folders(root: Path, source: str, *, positive: Sequence[str], into: CXRDiscovery) -> None:
-    pos = {_norm(p) for p in positive}
+    pos = positive_keys(positive)
     found: list[CXRItem] = []
     for entry in sorted(root.iterdir(), key=lambda p: p.name):
         if entry.name.startswith("."):
@@ -275,7 +301,8 @@ def discover_class_folders(root: Path, source: str, *, positive: Sequence[str], 
             continue
         if not entry.is_dir():
             continue
-        label = 1 if _norm(entry.name) in pos else 0
+        label = 1 if class_key(entry.name) in pos else 0
+        into.classes.setdefault(entry.name, label)
         for path in _image_files(entry, into):
             found.append(CXRItem(path=path, label=label, patient_key=_make_key(source, path.stem), source=source,
                                  origin=f"class folder {entry.name}"))

@@ -35,9 +35,11 @@ def _write(path, kind, arrays, items, *, n, not_done, shard, attrs):
     return Path(path)
 
 
-def write_ct_store(path, *, n=40, shape=(8, 32, 32), drr_size=32, seed=0, not_done=(), shard=8, geometry=True):
+def write_ct_store(path, *, n=40, shape=(8, 32, 32), drr_size=32, seed=0, not_done=(), shard=8, geometry=True,
+                   unlabelled=False):
     """CT store: volume int16 HU [N, D, H, W], drr float32 [N, R, R] (the schema's image map of a parallel
-    AP projection, recorded as a parallel geometry unless `geometry` is false), labels alternating 0/1."""
+    AP projection, recorded as a parallel geometry unless `geometry` is false), labels alternating 0/1 (with
+    `unlabelled`, the volumes alike but every label -1, as a folder archive gives)."""
     rng = np.random.default_rng(seed)
     d, h, w = shape
     labels = (np.arange(n) % 2).astype(np.int8)
@@ -55,7 +57,8 @@ def write_ct_store(path, *, n=40, shape=(8, 32, 32), drr_size=32, seed=0, not_do
         p = mu.sum(axis=1) * CT_SPACING[1]                                     # [d, w] AP line integral
         # nearest-neighbour resize keeps the toy simple; only the label signal matters here
         drr = schema.image_map(p)[rows][:, cols]
-        items[i] = {"volume": vol, "drr": drr, "label": int(labels[i]), "severity": 2 if labels[i] else 0,
+        items[i] = {"volume": vol, "drr": drr, "label": -1 if unlabelled else int(labels[i]),
+                    "severity": -1 if unlabelled else 2 if labels[i] else 0,
                     "study_id": f"study_{i:04d}", "spacing": np.asarray(CT_SPACING, np.float32)}
     arrays = schema.item_arrays("ct", {"D": d, "H": h, "W": w, "S": drr_size})
     return _write(path, "ct", arrays, items, n=n, not_done=not_done, shard=shard,
@@ -63,11 +66,15 @@ def write_ct_store(path, *, n=40, shape=(8, 32, 32), drr_size=32, seed=0, not_do
                          **({"geometry": make_geometry("parallel", size=drr_size).to_dict()} if geometry else {})})
 
 
-def write_cxr_store(path, *, n=80, size=32, seed=1, test_every=4, not_done=(), shard=8, poison=()):
+def write_cxr_store(path, *, n=80, size=32, seed=1, test_every=4, not_done=(), shard=8, poison=(),
+                    negatives_only=False):
     """CXR store: image float32 [N, R, R] in [0, 1]; patient k owns items 2k, 2k+1; every
-    `test_every`-th patient is in the test split. `poison` items get a NaN pixel (but stay done)."""
+    `test_every`-th patient is in the test split. `poison` items get a NaN pixel (but stay done);
+    `negatives_only`: every label 0 (a collection whose positive class was not recognised)."""
     rng = np.random.default_rng(seed)
     labels = ((np.arange(n) // 2 + np.arange(n)) % 2).astype(np.int8)   # both labels in every patient
+    if negatives_only:
+        labels[:] = 0
     yy, xx = np.meshgrid(np.linspace(-1, 1, size), np.linspace(-1, 1, size), indexing="ij")
     base = np.clip(0.55 - 0.35 * ((yy / 0.8) ** 2 + (xx / 0.9) ** 2 < 1.0), 0, 1).astype(np.float32)
     patient_idx = np.arange(n) // 2

@@ -31,7 +31,7 @@ def test_generate_writes_g_ema_pngs_and_grid(tiny_xpgan_run, toy_stores, tmp_pat
     assert grid.shape[0] > 5 * 32 and grid.shape[1] > 2 * 32   # five rows of [DRR | G], titled and labelled
 
 
-def test_grid_rows_are_labelled_with_their_study_ids(tiny_xpgan_run, toy_stores, tmp_path):
+def test_grid_rows_are_labelled_with_their_study_ids_labels_and_grades(tiny_xpgan_run, toy_stores, tmp_path):
     from xpgan.model.generate import GRID_TITLES
     from xpgan.pipeline.picture import labelled_grid
 
@@ -39,7 +39,8 @@ def test_grid_rows_are_labelled_with_their_study_ids(tiny_xpgan_run, toy_stores,
     ct, _ = toy_stores
     out = generate(result.checkpoint, ct, tmp_path / "gen", limit=2, device="cpu")
     tiles = [[CTDataset(ct)[i]["drr"][0], np.asarray(Image.open(out["images"][i])) / 255.0] for i in range(2)]
-    want = labelled_grid(tiles, col_titles=GRID_TITLES, row_labels=["study_0000", "study_0001"])
+    want = labelled_grid(tiles, col_titles=GRID_TITLES,
+                         row_labels=["study_0000\nnegative CT-0", "study_0001\nCOVID-19 CT-2"])
     np.testing.assert_array_equal(np.asarray(Image.open(out["grid"])), want)
 
 

@@ -7,42 +7,47 @@ import pytest
 import torch
 
 from xpgan.drr.geometry import make_geometry
+from xpgan.drr.physics import hu_to_mu
 from xpgan.model.beam import study_beam
 from xpgan.model.gmetrics import identification, matched_and_other_l1, variation
 from xpgan.model.networks import Generator, net_config_for
+from xpgan.model.transforms import normalize_hu
 
 SHAPE = (8, 32, 32)          # (d, h, w): superior-inferior, anterior-posterior, right-left
+SPACING = (32.0, 8.0, 8.0)   # mm per voxel: a 256 mm cube, a chest's depth along the beam
+FILM = (1.2, 3.0)            # the toy radiographs' film curve: sigmoid(slope * (p - mid)), not the DRR map
 
 
 def toy_studies(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """CT volumes in [-1, 1] [n, 1, d, h, w] and their projection images [n, 1, 32, 32] in [0, 1]: a body
-    cylinder plus a dense ball on the left or right, at a height and distance from the midline that differ per
-    study; the image is 1 - exp(-p) of the
-    line integral along the anterior-posterior axis, resized to the detector."""
+    """CT volumes in [-1, 1] (the HU window) [n, 1, d, h, w] and their radiograph-like images [n, 1, 32, 32]
+    in [0, 1]: water in a body cylinder plus a bone-dense ball on the left or right, at a height and distance
+    from the midline that differ per study; the image is a film curve (`FILM`) of the line integral of
+    mu = mu_water (1 + HU / 1000) along the anterior-posterior axis, resized to the detector. G's DRR
+    estimate starts from the DRR map of the same line integrals, so G has to learn the tone while it keeps
+    each study's ball where it is."""
     rng = np.random.default_rng(seed)
     d, h, w = SHAPE
     zz, yy, xx = np.meshgrid(np.arange(d), np.arange(h), np.arange(w), indexing="ij")
     vols = []
     for _ in range(n):
-        v = np.full(SHAPE, -1.0, np.float32)
+        hu = np.full(SHAPE, -1000.0, np.float32)
         body = ((yy - h / 2) / (0.4 * h)) ** 2 + ((xx - w / 2) / (0.45 * w)) ** 2 < 1
-        v[body] = 0.0
+        hu[body] = 0.0
         side = rng.choice([-1.0, 1.0]) * rng.uniform(0.12, 0.3) * w + w / 2
         cz, cy = rng.uniform(2.0, d - 2.0), rng.uniform(0.3, 0.7) * h
         ball = ((zz - cz) / 2.0) ** 2 + ((yy - cy) / 6) ** 2 + ((xx - side) / 6) ** 2 < 1
-        v[ball] = 1.0
-        vols.append(v)
-    ct = torch.from_numpy(np.stack(vols))[:, None]
-    p = (ct + 1.0).sum(dim=3) / h                                           # [n, 1, d, w]
-    img = 1.0 - torch.exp(-2.0 * p)
-    img = torch.nn.functional.interpolate(img, size=(32, 32), mode="bilinear", align_corners=False)
-    return ct, img
+        hu[ball] = 1000.0
+        vols.append(hu)
+    hu = np.stack(vols)
+    p = torch.from_numpy(hu_to_mu(hu).sum(axis=2) * SPACING[1])[:, None]          # [n, 1, d, w]
+    p = torch.nn.functional.interpolate(p, size=(32, 32), mode="bilinear", align_corners=False)
+    img = torch.sigmoid(FILM[0] * (p - FILM[1]))
+    return torch.from_numpy(normalize_hu(hu))[:, None], img
 
 
 def toy_beam(n: int) -> torch.Tensor:
-    """The toy images' geometry: parallel beam, a 32 px detector spanning the volume (d voxels 4x as tall
-    as the others, so the superior-inferior and right-left extents are equal)."""
-    one = study_beam(make_geometry("parallel", size=32), SHAPE, (4.0, 1.0, 1.0))
+    """The toy images' geometry: parallel beam, a 32 px detector spanning the volume."""
+    one = study_beam(make_geometry("parallel", size=32), SHAPE, SPACING)
     return torch.from_numpy(one)[None].repeat(n, 1, 1)
 
 
@@ -54,7 +59,8 @@ def train_l1(arch: str, steps: int, drr_base: bool = True) -> Generator:
     gen = torch.Generator().manual_seed(2)
     for _ in range(steps):
         idx = torch.randint(0, ct.shape[0], (8,), generator=gen)
-        loss = (G(ct[idx], toy_beam(8)) - img[idx]).abs().mean()
+        _, core = G(ct[idx], toy_beam(8), with_core=True)        # the L1 term sees G's core (losses.py)
+        loss = (core - img[idx]).abs().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from xpgan.model.beam import example_beam
-from xpgan.model.losses import PHASES_FOR_MODE, XPGANLoss, cross_entropy_known
+from xpgan.model.losses import PHASES_FOR_MODE, XPGANLoss, cross_entropy_known, l1_term, translate
 from xpgan.model.networks import Discriminator, Generator, build_classifier, net_config_for
 
 R = 6           # image side, px
@@ -24,9 +24,10 @@ class SigmoidG(nn.Module):
         self.shift = nn.Parameter(torch.tensor(-0.2))
         self.calls = 0
 
-    def forward(self, ct, beam=None):
+    def forward(self, ct, beam=None, *, with_core=False):
         self.calls += 1
-        return torch.sigmoid(self.scale * ct.mean(dim=2) + self.shift)      # [N, 1, R, R]
+        img = torch.sigmoid(self.scale * ct.mean(dim=2) + self.shift)       # [N, 1, R, R]
+        return (img, img) if with_core else img
 
 
 class LinearD(nn.Module):
@@ -302,3 +303,43 @@ def test_fakes_cache_does_not_keep_the_ct_batch_alive(nets, batch):
     ref = weakref.ref(batch["ct"])
     del batch["ct"]
     assert ref() is None
+
+
+class HeadedG(SigmoidG):
+    """A generator with a head: the image is the core squared (the L1 term must see the core)."""
+
+    def forward(self, ct, beam=None, *, with_core=False):
+        core = super().forward(ct, beam)
+        return (core ** 2, core) if with_core else core ** 2
+
+
+def test_l1_compares_the_core_and_d_sees_the_image(nets, batch):
+    G, D, C = HeadedG(), nets[1], nets[2]
+    loss = XPGANLoss(G, D, C, mode="xpgan", lambda_l1=2.0)
+    stats = loss.accumulate_gradients("G", batch)
+    core = torch.sigmoid(G.scale * batch["ct"].mean(dim=2) + G.shift)
+    assert stats["loss/G_l1"] == pytest.approx(float((core - batch["drr"]).abs().mean()), rel=1e-5)
+    with torch.no_grad():
+        adv = torch.nn.functional.softplus(-D(core ** 2)).mean()
+    assert stats["loss/G_adv"] == pytest.approx(float(adv), rel=1e-5)
+
+
+def test_normalized_l1_ignores_brightness_and_contrast():
+    x = torch.rand(3, 1, 8, 8)
+    assert float(l1_term(2.0 * x + 0.3, x, "normalized")) < 1e-5
+    assert float(l1_term(2.0 * x + 0.3, x, "intensity")) == pytest.approx(float((x + 0.3).abs().mean()), rel=1e-5)
+    flipped = float(l1_term(1.0 - x, x, "normalized"))
+    assert flipped > 1.0                                                   # structure reversed: penalised
+
+
+def test_translate_shifts_by_whole_pixels_within_the_bound_and_passes_gradients():
+    torch.manual_seed(3)
+    x = torch.rand(16, 1, 16, 16, requires_grad=True)
+    y = translate(x, 0.125)
+    assert y.shape == x.shape
+    for k in range(16):                    # every output is the input shifted by (dr, dc), |d| <= 2
+        hits = [(dr, dc) for dr in range(-2, 3) for dc in range(-2, 3)
+                if torch.equal(y[k, 0, 2:-2, 2:-2], x[k, 0, 2 - dr:14 - dr, 2 - dc:14 - dc])]
+        assert hits
+    y.sum().backward()
+    assert float(x.grad.sum()) > 0

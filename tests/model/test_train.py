@@ -95,7 +95,7 @@ def test_store_size_mismatch_is_an_error(tmp_path, store_writers):
     cxr = store_writers[1](tmp_path / "cxr.zarr", n=8)
     cfg = TrainConfig(ct=str(ct), cxr=str(cxr), mode="drr", out=str(tmp_path / "run"), max_steps=1,
                       batch_size=2, preset="tiny", device="cpu", num_workers=0, progress=False)
-    with pytest.raises(XPGANError, match="64 px but CXR images are 32 px"):
+    with pytest.raises(XPGANError, match="its DRRs are 64 px but the images of .* are 32 px"):
         train(cfg)
 
 
@@ -151,13 +151,26 @@ def test_cost_lines_say_steps_and_items_and_warn_for_the_paper_preset_on_a_cpu()
     from xpgan.model.train import cost_lines
 
     cfg = TrainConfig(cxr="c.zarr", ct="t.zarr", mode="xpgan", max_steps=100, batch_size=8, preset="paper")
-    lines = cost_lines(cfg, 0, 100, 100, "cpu", 1, with_ct=True)
+    lines = cost_lines(cfg, 0, 100, 100, "cpu", 1, with_ct=True, img_res=256, ct_shape=(64, 256, 256))
     assert lines[0] == ("train xpgan: steps 0 -> 100 of 100 (100 to run), 8 CXR + 8 CT items per step, preset "
                         "paper, on cpu")
     assert lines[1].startswith("warning: the paper preset is sized for a GPU") and "4 h 43 min or more" in lines[1]
-    assert len(cost_lines(cfg, 0, 100, 100, "cuda", 1, with_ct=True)) == 1
+    assert "(256 px, volumes 64x256x256) takes about 170-220 s" in lines[1]
+    assert len(cost_lines(cfg, 0, 100, 100, "cuda", 1, with_ct=True, img_res=256)) == 1
     cfg.preset = "tiny"
-    assert len(cost_lines(cfg, 0, 100, 100, "cpu", 1, with_ct=True)) == 1
+    assert len(cost_lines(cfg, 0, 100, 100, "cpu", 1, with_ct=True, img_res=256)) == 1
+
+
+def test_the_paper_preset_cpu_warning_follows_the_store_sizes():
+    from xpgan.model.train import cost_lines
+
+    cfg = TrainConfig(cxr="c.zarr", ct="t.zarr", mode="xpgan", max_steps=10, batch_size=8, preset="paper")
+    small = cost_lines(cfg, 0, 10, 10, "cpu", 1, with_ct=True, img_res=64, ct_shape=(32, 64, 64))[1]
+    assert "(64 px, volumes 32x64x64) takes about 59-98 s" in small
+    cfg.batch_size, cfg.cxr_batch_size = 2, 2   # a quarter of the items: a quarter of the time
+    assert "takes about 15-24 s" in cost_lines(cfg, 0, 10, 10, "cpu", 1, with_ct=True, img_res=64)[1]
+    cfg.mode = "baseline"   # the classifier is the same in both presets: no warning
+    assert len(cost_lines(cfg, 0, 10, 10, "cpu", 1, with_ct=False, img_res=256)) == 1
 
 
 def test_train_reports_its_cost_then_an_eta(tmp_path, store_writers, one_thread):

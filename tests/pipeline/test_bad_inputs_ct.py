@@ -20,7 +20,7 @@ from xpgan.pipeline.schema import open_store
 from xpgan.pipeline.synth.writers import write_dicom_series, write_nifti
 
 SPACING = (2.0, 0.8, 0.8)
-OPTS = ["--shape", "4", "8", "8", "--size", "8", "--backend", "cpu", "--workers", "0", "--no-progress"]
+OPTS = ["--shape", "4", "8", "8", "--size", "32", "--backend", "cpu", "--workers", "0", "--no-progress"]
 GOOD = ["good_nifti", "good_series", "linked_series"]
 
 

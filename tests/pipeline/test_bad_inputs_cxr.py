@@ -17,7 +17,7 @@ from xpgan.cli import app
 from xpgan.pipeline.cxr.readers import write_dicom_cxr
 from xpgan.pipeline.cxr.sources import COHEN_COLUMNS
 
-SIZE = 16
+SIZE = 32
 OPTS = ["--size", str(SIZE), "--workers", "0", "--no-progress", "--test-fraction", "0.25"]
 
 

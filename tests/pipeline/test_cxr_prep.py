@@ -324,7 +324,7 @@ def test_cli_options_positive_views_source_names(tmp_path):
         lines.append(f"q{i},0,F,40,Pneumonia/Viral/COVID-19,,{view},X-ray,2020,X,images,x{i}.png,,,n,")
     (c / "metadata.csv").write_text("\n".join(lines) + "\n")
     res = CliRunner().invoke(app, ["prep", "cxr", str(h), str(c / "metadata.csv"), str(tmp_path / "o.zarr"),
-                                   "--size", "16", "--workers", "0", "--positive", "pneumonia", "--views", "PA",
+                                   "--size", "32", "--workers", "0", "--positive", "pneumonia", "--views", "PA",
                                    "--source-name", "H", "--source-name", "C", "--no-progress"])
     assert res.exit_code == 0, res.output
     g = zarr.open_group(str(tmp_path / "o.zarr"), mode="r")

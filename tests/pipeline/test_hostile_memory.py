@@ -87,7 +87,7 @@ def test_prep_drr_fails_the_bomb_and_keeps_the_good_study(tmp_path):
     _good_nifti(src / "good.nii.gz")
     _gzip_bomb(src / "bomb.nii.gz", _good_nifti(tmp_path / "other.nii.gz", seed=1), BOMB_EXTRA)
     res = CliRunner().invoke(app, ["prep", "drr", str(src), str(tmp_path / "ct.zarr"), "--shape", "8", "16", "16",
-                                   "--size", "16", "--backend", "cpu", "--workers", "0", "--no-progress"])
+                                   "--size", "32", "--backend", "cpu", "--workers", "0", "--no-progress"])
     assert res.exit_code == 1, res.output
     assert "1/2 items done" in res.output
     assert "bomb.nii.gz: decompressed size exceeds what the header declares" in res.output

@@ -83,7 +83,7 @@ def test_cli_lines_naming_odd_files_stay_one_line(tmp_path):
     src = _ct_archive(tmp_path / "src")
     _name(src, b"odd\nnotes.txt").write_text("not a CT")
     out = tmp_path / "ct.zarr"
-    ok = CliRunner().invoke(app, ["prep", "drr", str(src), str(out), "--shape", "8", "24", "24", "--size", "24",
+    ok = CliRunner().invoke(app, ["prep", "drr", str(src), str(out), "--shape", "8", "24", "24", "--size", "32",
                                   "--workers", "0", "--no-progress"])
     assert ok.exit_code == 1  # the broken file failed; the rest is done
     assert "skipped 1: 1 not NIfTI or DICOM (odd\\nnotes.txt)" in ok.output.splitlines()[0]

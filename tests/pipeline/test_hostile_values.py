@@ -85,7 +85,7 @@ def test_ct_slope_that_is_not_a_number_is_one_line_in_drr_render_and_a_failure_i
     _poke(files[0], "RescaleSlope", b"ab")
     one_line_error(run("drr", "render", tmp_path / "src" / "s", tmp_path / "o.npy", *DRR_OPTS),
                    "IM0000.dcm: RescaleSlope 'ab' is not a number")
-    res = run("prep", "drr", tmp_path / "src", tmp_path / "ct.zarr", "--shape", "8", "8", "8", "--size", "8",
+    res = run("prep", "drr", tmp_path / "src", tmp_path / "ct.zarr", "--shape", "8", "8", "8", "--size", "32",
               "--backend", "cpu", "--workers", "0", "--no-progress")
     assert res.exit_code == 1 and "RescaleSlope 'ab' is not a number" in res.output, res.output
 

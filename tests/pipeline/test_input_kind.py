@@ -73,7 +73,7 @@ def test_ct_slices_given_to_prep_cxr_are_refused_per_file(tmp_path, make):
 
 def test_cli_prep_cxr_names_each_refused_slice(tmp_path):
     src = _class_folders(tmp_path / "src")
-    res = run("prep", "cxr", src, tmp_path / "x.zarr", "--size", "8", "--workers", "0", "--no-progress")
+    res = run("prep", "cxr", src, tmp_path / "x.zarr", "--size", "32", "--workers", "0", "--no-progress")
     assert res.exit_code == 1
     assert "0/12 items done" in res.output, res.output
     assert f"covid/S0_IM0000.dcm: {NOT_RADIOGRAPH}" in res.output
@@ -129,7 +129,7 @@ def test_nibabel_test_files_are_failures_of_prep_drr_with_the_same_reason(tmp_pa
     for name in NIBABEL_REASONS:
         shutil.copy(Path(nibabel_data) / name, src / name)
     write_nifti(src / "chest.nii.gz", simple_chest((8, 16, 16), 0, dtype=np.float32), SPACING)
-    res = run("prep", "drr", src, tmp_path / "ct.zarr", "--shape", "8", "8", "8", "--size", "8", "--backend", "cpu",
+    res = run("prep", "drr", src, tmp_path / "ct.zarr", "--shape", "8", "8", "8", "--size", "32", "--backend", "cpu",
               "--workers", "0", "--no-progress")
     assert res.exit_code == 1 and "1/3 items done" in res.output, res.output
     for name, reason in NIBABEL_REASONS.items():
@@ -162,7 +162,7 @@ def test_allow_unusual_ct_lets_a_valid_but_unusual_volume_through(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     shutil.copy(path, src / "anatomical.nii")
-    res = run("prep", "drr", src, tmp_path / "ct.zarr", "--shape", "8", "8", "8", "--size", "8", "--backend", "cpu",
+    res = run("prep", "drr", src, tmp_path / "ct.zarr", "--shape", "8", "8", "8", "--size", "32", "--backend", "cpu",
               "--workers", "0", "--no-progress", "--allow-unusual-ct")
     assert res.exit_code == 0 and "1/1 items done" in res.output, res.output
 

@@ -49,3 +49,12 @@ def test_captions_sit_above_each_tile():
 def test_long_labels_keep_their_end():
     assert short_label("x" * 40 + "_0007", 12) == "...xxxx_0007"
     assert short_label("study_1", 12) == "study_1"
+
+
+def test_a_row_label_of_several_lines_gets_a_row_tall_enough():
+    rows = _tiles(2, 2)
+    one = labelled_grid(rows, row_labels=["study_0001", "study_0002"])
+    two = labelled_grid(rows, row_labels=["study_0001\nCOVID-19 CT-3", "study_0002\nnegative CT-0"])
+    assert two.shape[0] > one.shape[0] and two.shape[1] >= one.shape[1]
+    corners = [_find(two, (np.rint(t * 255)).astype(np.uint8))[0] for row in rows for t in row]
+    assert len({x for _, x in corners}) == 2   # the tiles still sit in their columns, unchanged

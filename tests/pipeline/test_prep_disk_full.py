@@ -14,7 +14,7 @@ from xpgan.pipeline.ct.prep_drr import prep_drr
 from xpgan.pipeline.synth.writers import write_nifti
 
 SHAPE = (8, 24, 24)
-ARGS = ["--shape", *map(str, SHAPE), "--size", "24", "--workers", "0", "--no-progress"]
+ARGS = ["--shape", *map(str, SHAPE), "--size", "32", "--workers", "0", "--no-progress"]
 
 
 def _archive(root):
@@ -34,7 +34,7 @@ def _digests(store):
 def test_disk_full_names_the_store_and_how_to_resume(tmp_path):
     src = _archive(tmp_path / "src")
     out = tmp_path / "ct.zarr"
-    prep_drr(src, out, shape=SHAPE, geometry={"kind": "cone", "size": 24}, workers=0, progress=False,
+    prep_drr(src, out, shape=SHAPE, geometry={"kind": "cone", "size": 32}, workers=0, progress=False,
              items_per_shard=2)
     shard = out / "drr" / "c" / "1" / "0" / "0"
     shard.unlink()  # items 2 and 3 are redone on the next run...
@@ -49,9 +49,9 @@ def test_disk_full_names_the_store_and_how_to_resume(tmp_path):
         + " ".join(ARGS)]
     assert not shard.with_name("0.tmp").exists()  # the failed temp file is gone
 
-    resumed = prep_drr(src, out, shape=SHAPE, geometry={"kind": "cone", "size": 24}, workers=0, progress=False)
+    resumed = prep_drr(src, out, shape=SHAPE, geometry={"kind": "cone", "size": 32}, workers=0, progress=False)
     assert resumed.skipped == 2 and resumed.done == 4
     ref = tmp_path / "ref.zarr"
-    prep_drr(src, ref, shape=SHAPE, geometry={"kind": "cone", "size": 24}, workers=0, progress=False,
+    prep_drr(src, ref, shape=SHAPE, geometry={"kind": "cone", "size": 32}, workers=0, progress=False,
              items_per_shard=2)
     assert _digests(out) == _digests(ref)

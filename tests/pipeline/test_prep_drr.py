@@ -192,11 +192,11 @@ def test_no_phi_in_store(tmp_path):
 def test_cli_geometry_options_are_recorded(archive, tmp_path):
     out = tmp_path / "par.zarr"
     res = CliRunner().invoke(app, ["prep", "drr", str(archive), str(out), "--shape", "8", "16", "16",
-                                   "--geometry", "parallel", "--size", "24", "--pixel-mm", "2.5",
+                                   "--geometry", "parallel", "--size", "32", "--pixel-mm", "2.5",
                                    "--mu-water", "0.019", "--workers", "0", "--no-progress"])
     assert res.exit_code == 0, res.output
     g = open_store(out)
-    assert geometry_from_dict(g.attrs["xpgan"]["geometry"]) == ParallelGeometry(size=24, pixel_mm=2.5)
-    assert g.attrs["xpgan"]["physics"]["mu_water_per_mm"] == 0.019 and g["drr"].shape == (6, 24, 24)
+    assert geometry_from_dict(g.attrs["xpgan"]["geometry"]) == ParallelGeometry(size=32, pixel_mm=2.5)
+    assert g.attrs["xpgan"]["physics"]["mu_water_per_mm"] == 0.019 and g["drr"].shape == (6, 32, 32)
     bad = CliRunner().invoke(app, ["prep", "drr", str(archive), str(out), "--geometry", "parallel", "--sdd", "900"])
     assert bad.exit_code == 2 and "cone geometry only" in bad.output

@@ -17,7 +17,7 @@ from xpgan.pipeline.schema import open_store
 
 SHAPE = (8, 24, 24)
 N = 12
-ARGS = ["--shape", *map(str, SHAPE), "--size", "24", "--workers", "0", "--no-progress"]
+ARGS = ["--shape", *map(str, SHAPE), "--size", "32", "--workers", "0", "--no-progress"]
 # The child runs the real CLI with each item slowed down (a sleep around the real process_ct), so that the
 # signal lands while items of an unfinished shard (16 items by default here: one shard) are done.
 CHILD = slowed_cli("xpgan.pipeline.ct.prep_drr", "process_ct", 0.2)
@@ -59,10 +59,10 @@ def test_interrupted_prep_keeps_finished_items_and_resumes_byte_identical(tmp_pa
                     f"xpgan prep drr {src} {out} {' '.join(ARGS)}")
     assert len(stderr.strip().splitlines()) == 1
 
-    resumed = prep_drr(src, out, shape=SHAPE, geometry={"kind": "cone", "size": 24}, workers=0, progress=False)
+    resumed = prep_drr(src, out, shape=SHAPE, geometry={"kind": "cone", "size": 32}, workers=0, progress=False)
     assert resumed.skipped == kept and resumed.done == N
     ref = tmp_path / "ref.zarr"
-    prep_drr(src, ref, shape=SHAPE, geometry={"kind": "cone", "size": 24}, workers=0, progress=False)
+    prep_drr(src, ref, shape=SHAPE, geometry={"kind": "cone", "size": 32}, workers=0, progress=False)
     assert file_digests(out) == file_digests(ref)
     assert not (tmp_path / "cut.zarr.lock").exists() and not (tmp_path / "ref.zarr.lock").exists()
 
@@ -127,7 +127,7 @@ def test_interrupted_prep_cxr_resumes_byte_identical(tmp_path):
     salt = tmp_path / "salt"
     salt.write_text("s" * 32)
     out, ref = tmp_path / "cut.zarr", tmp_path / "ref.zarr"
-    args = ["prep", "cxr", str(src), str(out), "--size", "16", "--workers", "0", "--no-progress",
+    args = ["prep", "cxr", str(src), str(out), "--size", "32", "--workers", "0", "--no-progress",
             "--salt-file", str(salt)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     proc = subprocess.Popen([sys.executable, "-c", CXR_CHILD, *args], stdout=subprocess.PIPE,
@@ -140,6 +140,6 @@ def test_interrupted_prep_cxr_resumes_byte_identical(tmp_path):
     assert proc.returncode == 130 and 2 <= kept < 10
     assert stderr.strip().splitlines() == [f"prep cxr interrupted by Ctrl-C (SIGINT): {kept} of 10 items kept in "
                                            f"{out}; resume with: xpgan {' '.join(args)}"]
-    assert prep_cxr([src], out, size=16, workers=0, progress=False, salt_file=salt).skipped == kept
-    prep_cxr([src], ref, size=16, workers=0, progress=False, salt_file=salt)
+    assert prep_cxr([src], out, size=32, workers=0, progress=False, salt_file=salt).skipped == kept
+    prep_cxr([src], ref, size=32, workers=0, progress=False, salt_file=salt)
     assert file_digests(out) == file_digests(ref)
