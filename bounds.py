@@ -93,6 +93,21 @@ PIXEL_MM = Bound(0.001, 100, "mm", why="detectors and DRRs have pixels of 0.05 t
 DISTANCE_MM = Bound(0, 100_000, "mm", lo_open=True)
 MU_WATER = Bound(0.005, 1.0, "1/mm", why="water attenuates 0.53/mm at 10 keV and 0.007/mm at 1 MeV")
 ANGLE = Bound(-180, 180, "degrees")
+OFFSET_MM = Bound(-1000, 1000, "mm", why="a chest CT spans about 300-500 mm: a larger shift of the isocentre "
+                  "leaves the volume outside the beam")
+
+
+def check_offset(option: str, text: str) -> str:
+    """`D,H,W` isocentre shift in mm: three numbers, each within OFFSET_MM; returns the text."""
+    try:
+        values = [float(v) for v in str(text).split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 3:
+        raise XPGANError(f"{option} must be 3 comma-separated numbers D,H,W in mm, got {text!r}")
+    for v in values:
+        OFFSET_MM.check(option, v)
+    return text
 
 
 def image_size_rule(minimum: int = CLASSIFIER_MIN_IMAGE) -> str:

@@ -94,12 +94,16 @@ def inspect_command(cfg: InspectConfig) -> None:
 
 # ------------------------------------------------------------------ train, eval, generate
 @config_command(app, "train", TrainConfig,
-                extra=(extra_option("dry_run", bool, False, "Print the resolved config as JSON and exit."),))
-def train_command(cfg: TrainConfig, dry_run: bool) -> None:
-    """Train a classifier (and in mode xpgan the generator and discriminator); torchrun for several GPUs."""
+                extra=(extra_option("dry_run", bool, False, "Print the resolved config as JSON and exit."), CONTEXT))
+def train_command(cfg: TrainConfig, dry_run: bool, ctx: typer.Context) -> None:
+    """Train a classifier (and in mode xpgan the generator and discriminator); torchrun for several GPUs.
+
+    --resume continues a run with its checkpoint's options: the run's length and where and how it runs may
+    change (said when it starts); an option that would change what it computes is refused (see --resume)."""
+    from xpgan.cli_support import given_options
     from xpgan.model.train import train_from_config
 
-    train_from_config(cfg, dry_run=dry_run, log=typer.echo)
+    train_from_config(cfg, dry_run=dry_run, log=typer.echo, given=given_options(ctx))
 
 
 @config_command(app, "eval", EvalConfig)

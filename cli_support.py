@@ -145,14 +145,25 @@ def one_line(message) -> str:
 
 
 def resume_hint(argv: list[str] | None = None) -> str:
-    """`; resume with: xpgan prep ...` (the command as typed, without --overwrite) for the prep commands,
-    which resume when run again; "" for other commands."""
+    """`; resume with: xpgan ...`: for the prep commands, which resume when run again, the command as typed
+    without --overwrite; for train, the command as typed with `--resume latest` instead of its --resume; ""
+    for other commands."""
     import shlex
 
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] != ["prep"]:
+    if args[:1] == ["prep"]:
+        return "; resume with: " + shlex.join(["xpgan"] + [a for a in args if a != "--overwrite"])
+    if args[:1] != ["train"]:
         return ""
-    return "; resume with: " + shlex.join(["xpgan"] + [a for a in args if a != "--overwrite"])
+    kept, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "--resume":
+            skip = True
+        elif not a.startswith("--resume="):
+            kept.append(a)
+    return "; resume with: " + shlex.join(["xpgan"] + kept + ["--resume", "latest"])
 
 
 def output_path(path: Path, option: str) -> Path:
@@ -276,6 +287,12 @@ def config_command(group: typer.Typer, name: str, *configs, extra: tuple = (), *
         return fn
 
     return register
+
+
+def given_options(ctx) -> frozenset:
+    """The parameters of a command (its click context) that the command line or the environment set."""
+    return frozenset(n for n in ctx.params  # by name: Typer may carry its own copy of click's enum
+                     if getattr(ctx.get_parameter_source(n), "name", None) in ("COMMANDLINE", "ENVIRONMENT"))
 
 
 def extra_option(name: str, annotation, default, help: str) -> inspect.Parameter:

@@ -7,6 +7,7 @@ It contains tensors, numbers, strings, lists and dicts only, so it loads with `w
 """
 from __future__ import annotations
 
+import errno
 import os
 import random
 import re
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from xpgan.errors import InputError, XPGANError
+from xpgan.errors import InputError, Resumable, XPGANError
 
 CHECKPOINT_VERSION = 1
 # What every checkpoint of this program holds (key: type), and the network fields its readers use.
@@ -69,7 +70,8 @@ def resolve_resume(resume: str, run_dir: str | Path) -> Path:
 
 
 def save_atomic(state: dict[str, Any], path: str | Path) -> Path:
-    """Write to `path.tmp-PID` beside it, fsync, then rename over `path` (never a half-written file)."""
+    """Write to `.NAME.tmp-PID` beside it, fsync, then rename over `path` (never a half-written file). A full
+    disk (ENOSPC, a quota: EDQUOT) is errors.Resumable naming the folder; the temp file is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -79,10 +81,58 @@ def save_atomic(state: dict[str, Any], path: str | Path) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch.save reports a failed write as a RuntimeError
+        if not _disk_full(exc):
+            raise
+        raise Resumable(f"{path.parent}: the disk is full ({os.strerror(errno.ENOSPC)}); the checkpoint "
+                        f"{path.name} was not written") from None
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """An OSError of a full disk or quota, also when torch wraps it in a RuntimeError."""
+    for e in (exc, exc.__cause__, exc.__context__):
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("No space left" in text or "Disk quota" in text)
+
+
+_TEMP = re.compile(r"^\.step-\d{8}\.pt\.tmp-(\d+)$")
+
+
+def remove_stale_temps(run_dir: str | Path) -> list[str]:
+    """Remove the temp files of checkpoint saves whose process is gone (killed while saving); one line each."""
+    folder = checkpoint_dir(run_dir)
+    if not folder.is_dir():
+        return []
+    lines = []
+    for p in sorted(folder.iterdir()):
+        m = _TEMP.match(p.name)
+        if m is None or _alive(int(m.group(1))):
+            continue
+        try:
+            size = p.stat().st_size
+            p.unlink()
+        except FileNotFoundError:
+            continue
+        lines.append(f"removed {p} ({size / 2**20:.1f} MiB), left by a checkpoint save that was killed")
+    return lines
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process saves nothing yet: a file of this pid is left by an earlier process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

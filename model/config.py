@@ -50,7 +50,35 @@ def default_loader_workers(cores: Optional[int] = None) -> int:
 
         cores = usable_cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
     return 0 if cores <= 2 else min(8, cores - 1)
+
+
 _INCOMPLETE_HELP = "Use the done items of a store that prep is still writing or did not finish (refused by default)."
+
+# How `train --resume` treats an option whose value differs from the run's (its checkpoint's config); every
+# other field changes what the run computes and a differing value is refused (model/train.resume_plan).
+RESUME_APPLIED = ("out", "device", "num_workers", "progress", "checkpoint_every", "keep_checkpoints", "log_every",
+                  "sample_every", "resume", "stop_at", "allow_incomplete")  # where and how it runs
+RESUME_LENGTH = ("max_steps", "epochs")   # the run's length: applied, the cosine schedule stretched from there
+RESUME_STORES = ("ct", "cxr")             # the same store (same identity) at another path: applied
+
+
+def resume_rule(name: str) -> str:
+    """What `--resume` does with a field that differs from the run's: applied, length, store or refused."""
+    if name in RESUME_APPLIED:
+        return "applied"
+    if name in RESUME_LENGTH:
+        return "length"
+    return "store" if name in RESUME_STORES else "refused"
+
+
+def _flags(names) -> str:
+    return ", ".join(option_name(n) for n in names if n != "resume")
+
+
+RESUME_HELP = ("Checkpoint file, run directory, or 'latest' (in --out). The run keeps its checkpoint's options: "
+               f"{_flags(RESUME_LENGTH)} and the options of where and how it runs ({_flags(RESUME_APPLIED)}) are "
+               f"applied and said; {_flags(RESUME_STORES)} may name the run's store at another path (same "
+               "contents); any other option that differs from the run's is refused, naming both values.")
 
 
 @dataclass
@@ -83,8 +111,7 @@ class TrainConfig:
     log_every: int = _opt(50, "Steps between logged losses.", bound=B.EVERY)
     sample_every: int = _opt(1000, "Steps between sample grid PNGs (0: never).", bound=B.EVERY_OR_NEVER)
     classifier_weights: Optional[str] = _opt(None, "Local torchvision DenseNet121 ImageNet state_dict.", path=True)
-    resume: Optional[str] = _opt(None, "Checkpoint file, run directory, or 'latest' (in --out).",
-                                 metavar="PATH|latest")
+    resume: Optional[str] = _opt(None, RESUME_HELP, metavar="PATH|latest")
     stop_at: Optional[int] = _opt(None, "End this invocation at this step (resume later).", bound=B.STEPS)
     progress: bool = _opt(True, "Progress bar.", flag="--progress/--no-progress")
     class_balance: ClassBalance = _opt("oversample", "Real-CXR class imbalance: oversample (each positive repeated "

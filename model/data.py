@@ -335,6 +335,15 @@ class _EpochChain(Sampler[int]):
             epoch, batch = epoch + 1, 0
 
 
+def ignore_stop_signals(_worker_id: int = 0) -> None:
+    """A loader worker ignores SIGINT and SIGTERM (Ctrl-C reaches every process of the job): the trainer
+    finishes its step and stops the workers itself (model/train.StopOnSignal)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class BatchStream:
     """Endless batches of a dataset, one DataLoader for the whole run.
 
@@ -372,6 +381,7 @@ class BatchStream:
         loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=chain, drop_last=False,
                             num_workers=self.num_workers, pin_memory=self.pin_memory, generator=gen,
                             persistent_workers=False, prefetch_factor=2 if self.num_workers else None,
+                            worker_init_fn=ignore_stop_signals if self.num_workers else None,
                             multiprocessing_context=getattr(self.dataset, "mp_context", None) if self.num_workers
                             else None)
         self._it = iter(loader)

@@ -30,6 +30,26 @@ def save_png(arr: np.ndarray, path: Path) -> None:
     Image.fromarray(arr).save(path)
 
 
+def drop_later_steps(log: Path, step: int) -> None:
+    """log.jsonl without the records of steps after `step` (and lines that are not whole records, as a kill
+    mid-write leaves); rewritten atomically, untouched when there is nothing to drop."""
+    if not log.is_file():
+        return
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    kept = []
+    for line in lines:
+        try:
+            if int(json.loads(line)["step"]) <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    if len(kept) == len(lines):
+        return
+    tmp = log.with_name(log.name + ".tmp")
+    tmp.write_text("".join(x + "\n" for x in kept), encoding="utf-8")
+    tmp.replace(log)
+
+
 class RunRecord:
     """The run folder's records for one run (`parts`: the model.train.Run being trained)."""
 
@@ -39,16 +59,20 @@ class RunRecord:
         self.writer = None
         self._study_ids = None  # CT study ids, read for the first sample sheet
 
-    def open(self) -> None:
-        """The run folder with its config.json and net_config.json (main process), and the TensorBoard writer."""
+    def open(self, start_step: int = 0) -> None:
+        """The run folder with its config.json and net_config.json (main process), and the TensorBoard writer.
+        A run resumed at `start_step` drops the records of later steps (logged after its checkpoint by the
+        run that was stopped), from log.jsonl and TensorBoard alike, so each step is logged once."""
         if not self.main:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_config(self.cfg, self.run_dir)
         (self.run_dir / "net_config.json").write_text(json.dumps(self.parts.net_cfg.to_dict(), indent=2) + "\n")
+        if start_step:
+            drop_later_steps(self.run_dir / "log.jsonl", start_step)
         try:
             from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(str(self.run_dir / "tb"))
+            self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=start_step + 1 if start_step else None)
         except ImportError:  # tensorboard is a dependency; keep training if it is broken
             self.writer = None
 

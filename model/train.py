@@ -14,8 +14,9 @@ import dataclasses
 import math
 import os
 import random
+import signal
+import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -23,17 +24,21 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from xpgan.errors import XPGANError
+from xpgan.errors import Interrupted, Resumable, XPGANError, signal_name
 from xpgan.model import checkpoint as ckpt_io
 from xpgan.model import distributed as dist
-from xpgan.model.config import TrainConfig
+from xpgan.model.config import RESUME_APPLIED, TrainConfig
 from xpgan.model.ctsource import ct_source_for
 from xpgan.model.data import BatchStream, CXRDataset, ct_store_info, cxr_store_info, to_device
+from xpgan.model.resume import resume_plan, resumed
 from xpgan.model.runlog import RunRecord
+from xpgan.pipeline import schema
 
 # Options that may differ when resuming (where and how the run executes, not what it computes).
-RESUME_OVERRIDES = ("ct", "cxr", "out", "device", "num_workers", "progress", "checkpoint_every",
-                    "keep_checkpoints", "log_every", "sample_every", "resume", "stop_at", "allow_incomplete")
+RESUME_OVERRIDES = RESUME_APPLIED
+
+__all__ = ["RESUME_OVERRIDES", "Run", "TrainHooks", "TrainResult", "Trainer", "build_run", "resume_plan", "resumed",
+           "train", "train_from_config"]
 
 
 @dataclass
@@ -77,35 +82,13 @@ def _ema_update(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None
             b_ema.copy_(b)
 
 
-def _merge_resume_config(saved: dict, cfg: TrainConfig) -> TrainConfig:
-    """The checkpoint's config with this invocation's operational options (and a new length if given)."""
-    merged = saved.copy()
-    for k in RESUME_OVERRIDES:
-        if k in ("ct", "cxr") and getattr(cfg, k) is None:
-            continue                        # stores default to the ones the run was trained on
-        merged[k] = getattr(cfg, k)
-    if cfg.max_steps is not None or cfg.epochs is not None:
-        merged["max_steps"], merged["epochs"] = cfg.max_steps, cfg.epochs
-    return TrainConfig.from_dict(merged)
-
-
-def resumed(cfg: TrainConfig) -> tuple[TrainConfig, Optional[dict], Optional[Path]]:
-    """(config, checkpoint state, checkpoint path) of a run: with --resume, the checkpoint's config plus this
-    invocation's operational options (RESUME_OVERRIDES) and length, and the checkpoint; else (cfg, None,
-    None)."""
-    if not cfg.resume:
-        return cfg, None, None
-    path = ckpt_io.resolve_resume(cfg.resume, cfg.out)
-    state = ckpt_io.load(path, map_location="cpu")
-    return _merge_resume_config(state["config"], cfg), state, path
-
-
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
     """The config a run will use (`resumed`), validated."""
     return resumed(cfg)[0].validate()
 
 
-def train_from_config(cfg: TrainConfig, *, dry_run: bool = False, log=print) -> Optional[TrainResult]:
+def train_from_config(cfg: TrainConfig, *, dry_run: bool = False, log=print,
+                      given: Optional[frozenset] = None) -> Optional[TrainResult]:
     """`xpgan train`: the command's TrainConfig (path options may arrive as Path objects: they are stored as
     text, the input paths made absolute so a resume from another folder finds them); with dry_run, log the
     resolved config as JSON and stop; else train, and log where the run ended (on the main process)."""
@@ -118,12 +101,12 @@ def train_from_config(cfg: TrainConfig, *, dry_run: bool = False, log=print) -> 
                                       for f in dataclasses.fields(cfg)
                                       if isinstance(v := getattr(cfg, f.name), Path)})
     if dry_run:
-        log(resolve_config(cfg).to_json())
+        log(resumed(cfg, given)[0].validate().to_json())
         return None
     check_writable(Path(cfg.out), "run folder (--out)")
     if cfg.resume is None:
         cfg.validate()
-    result = train(cfg, log=log)
+    result = train(cfg, log=log, given=given)
     if dist.is_main():
         log(f"trained to step {result.step}/{result.total_steps} in {result.seconds:.1f} s "
             f"({result.steps_per_s:.3g} steps/s, {result.samples_per_s:.3g} samples/s); "
@@ -146,6 +129,7 @@ class Run:
     ct_source: Any
     total: int
     step: int = 0           # the step the run starts from (the checkpoint's on resume; the Trainer counts on)
+    stores: dict = field(default_factory=dict)   # identity digest of each store (schema.identity_digest)
     notes: list = field(default_factory=list)  # what the stores lack for this run (model/preflight.py), said at start
 
     def load(self, st: dict, rank: int) -> None:
@@ -191,6 +175,7 @@ class Run:
             "step": step,
             "streams": {"cxr": self.cxr_stream.state_dict(), **({"ct": ct["stream"]} if ct else {})},
             "rng": rngs,
+            "stores": dict(self.stores),
             **({"augment": ct["augment"]} if "augment" in ct else {}),
         }
 
@@ -261,7 +246,8 @@ def build_run(cfg: TrainConfig, device: torch.device, *, rank: int = 0, world: i
 
     # identical initial weights everywhere (then broadcast to be safe)
     seed_everything(cfg.seed)
-    nets = build_networks(net_cfg, cfg.mode, classifier_weights=cfg.classifier_weights)
+    # on resume every weight comes from the checkpoint (the pretrained file is not read again)
+    nets = build_networks(net_cfg, cfg.mode, classifier_weights=None if resume_state else cfg.classifier_weights)
     nets = {k: v.to(device).train() for k, v in nets.items()}
     G_ema = None
     if "G" in nets:
@@ -299,7 +285,9 @@ def build_run(cfg: TrainConfig, device: torch.device, *, rank: int = 0, world: i
     loss = XPGANLoss(nets.get("G"), nets.get("D"), nets["C"], mode=cfg.mode, lambda_l1=cfg.lambda_l1,
                      r1_gamma=cfg.r1_gamma, r1_interval=cfg.r1_interval, amp_dtype=amp_dtype,
                      cxr_class_weight=cxr_class_weight, l1_space=cfg.l1_space, d_augment=cfg.d_augment)
-    run = Run(net_cfg, nets, G_ema, opts, scheds, scalers, loss, cxr_stream, ct_source, total, notes=notes)
+    stores = {k: d for k in ("ct", "cxr") if getattr(cfg, k) and (d := schema.identity_digest(getattr(cfg, k)))}
+    run = Run(net_cfg, nets, G_ema, opts, scheds, scalers, loss, cxr_stream, ct_source, total, stores=stores,
+              notes=notes)
     if resume_state is not None:
         run.load(resume_state, rank)
     else:
@@ -328,14 +316,15 @@ class TrainHooks:
 
 
 def train(cfg: TrainConfig, log: Optional[Callable[[str], None]] = None,
-          hooks: Optional[TrainHooks] = None) -> TrainResult:
+          hooks: Optional[TrainHooks] = None, given: Optional[frozenset] = None) -> TrainResult:
     """Train (or resume) a run; returns where it ended. Raises XPGANError on bad options or NaN loss. With
     `log`, the main process reports what the run will cost at the start and an ETA after its first steps;
-    `hooks` (TrainHooks) receives the run's events and, when timed, where its time goes."""
+    `hooks` (TrainHooks) receives the run's events and, when timed, where its time goes; `given`: the options
+    named on the command line (a resume applies or refuses those: resume_plan)."""
     device = dist.resolve_device(cfg.device)
     dist.init(device)
     try:
-        return Trainer(cfg, device, log, hooks).run()
+        return Trainer(cfg, device, log, hooks, given).run()
     finally:
         dist.shutdown()
 
@@ -346,17 +335,16 @@ class Trainer:
     to the end of the schedule, reporting to `hooks`."""
 
     def __init__(self, cfg: TrainConfig, device: torch.device, log: Optional[Callable[[str], None]] = None,
-                 hooks: Optional[TrainHooks] = None):
+                 hooks: Optional[TrainHooks] = None, given: Optional[frozenset] = None):
         self.device = device
         self.hooks = hooks or TrainHooks()
         self.rank, self.world = dist.rank(), dist.world_size()
         self.main = self.rank == 0
         self.say = log if (log is not None and self.main) else (lambda line: None)
-        cfg, self.resume_state, self.resume_path = resumed(cfg)
-        if self.resume_state is not None and (self.resume_state["config"].get("max_steps"), self.resume_state[
-                "config"].get("epochs")) != (cfg.max_steps, cfg.epochs):
-            warnings.warn("resuming with a different run length: the cosine schedule is stretched "
-                          "from here, so the result differs from an uninterrupted run")
+        cfg, self.resume_state, self.resume_path, changed = resumed(cfg, given)
+        if self.resume_state is not None:
+            self.say(f"resuming {cfg.out} from step {int(self.resume_state['step'])} ({self.resume_path})"
+                     + (f"; from this command: {'; '.join(changed)}" if changed else ""))
         self.cfg = cfg.validate()
         self.run_dir = Path(cfg.out)
         if self.resume_state is None and ckpt_io.list_checkpoints(self.run_dir):
@@ -379,7 +367,12 @@ class Trainer:
         state = self.parts.state(self.cfg, self.step, self.world)  # every rank takes part (RNG gather)
         path = None
         if self.main:
-            path = ckpt_io.save_atomic(state, ckpt_io.checkpoint_path(self.run_dir, self.step))
+            try:
+                path = ckpt_io.save_atomic(state, ckpt_io.checkpoint_path(self.run_dir, self.step))
+            except Resumable as exc:  # a full disk: the temp file is gone, the older checkpoints are untouched
+                kept = (f"the last checkpoint {self.last_checkpoint} is kept" if self.last_checkpoint
+                        else "no checkpoint was written yet")
+                raise Resumable(f"{exc}; {kept}; free some space, then resume") from None
             ckpt_io.prune(self.run_dir, self.cfg.keep_checkpoints)
         dist.barrier()
         self.last_checkpoint = path
@@ -462,8 +455,11 @@ class Trainer:
         if t is not None:
             self.hooks.on_setup(self._since(t))
         self.last_checkpoint = self.resume_path
+        if self.main:
+            for line in ckpt_io.remove_stale_temps(self.run_dir):
+                self.say(line)
         self.record = RunRecord(cfg, self.parts, self.device, self.main)
-        self.record.open()
+        self.record.open(start_step=self.step)
         end = self.parts.total if cfg.stop_at is None else min(self.parts.total, int(cfg.stop_at))
         start_step = self.step
         for line in cost_lines(cfg, start_step, end, self.parts.total, self.device.type, self.world,
@@ -476,34 +472,44 @@ class Trainer:
         t_first = t0
         t_log, stats = t0, {}
         batch = None
+        stop, stopped = StopOnSignal(self), False
         try:
-            while self.step < end:
-                batch, stats = self._one_step()
-                bar.update(1)
-                if self.step == start_step + 1:
-                    t_first = time.perf_counter()  # the first step includes warm-up; the ETA leaves it out
-                elif self.step == start_step + 1 + ETA_AFTER_STEPS and self.step < end:
-                    self.say(eta_line((time.perf_counter() - t_first) / ETA_AFTER_STEPS, self.step, end))
-                if self.step % cfg.log_every == 0 or self.step == end:
-                    now = time.perf_counter()
-                    n = cfg.log_every if self.step % cfg.log_every == 0 else max(1, self.step - start_step)
-                    self.record.log(self.step, stats, (now - t_log) / n)
-                    t_log = now
-                    if self.main and cfg.progress:
-                        bar.set_postfix(postfix(stats))
-                if cfg.sample_every and self.step % cfg.sample_every == 0:
-                    self.record.sample(self.step, batch)
-                if self.step % cfg.checkpoint_every == 0 and self.step < end:
+            with stop:
+                while self.step < end:
+                    batch, stats = self._one_step()
+                    bar.update(1)
+                    if self.step == start_step + 1:
+                        t_first = time.perf_counter()  # the first step includes warm-up; the ETA leaves it out
+                    elif self.step == start_step + 1 + ETA_AFTER_STEPS and self.step < end:
+                        self.say(eta_line((time.perf_counter() - t_first) / ETA_AFTER_STEPS, self.step, end))
+                    if self.step % cfg.log_every == 0 or self.step == end:
+                        now = time.perf_counter()
+                        n = cfg.log_every if self.step % cfg.log_every == 0 else max(1, self.step - start_step)
+                        self.record.log(self.step, stats, (now - t_log) / n)
+                        t_log = now
+                        if self.main and cfg.progress:
+                            bar.set_postfix(postfix(stats))
+                    if cfg.sample_every and self.step % cfg.sample_every == 0:
+                        self.record.sample(self.step, batch)
+                    if dist.any_rank(stop.signum is not None, self.device):
+                        stopped = True
+                        break  # a stop signal (on some rank): the step is finished; its checkpoint follows
+                    if self.step % cfg.checkpoint_every == 0 and self.step < end:
+                        self.save_checkpoint()
+                seconds = time.perf_counter() - t0
+                if batch is not None and self.step > start_step:
                     self.save_checkpoint()
-            seconds = time.perf_counter() - t0
-            if batch is not None and self.step > start_step:
-                self.save_checkpoint()
-                if cfg.sample_every and self.step % cfg.sample_every != 0:
-                    self.record.sample(self.step, batch)
+                    if cfg.sample_every and self.step % cfg.sample_every != 0 and not stopped:
+                        self.record.sample(self.step, batch)
         finally:
             bar.close()
             self.close()
             self.record.close()
+        if stopped:
+            kept = (f"checkpoint {self.last_checkpoint} written" if self.last_checkpoint
+                    else "no checkpoint was written")
+            raise Interrupted(f"train interrupted by {signal_name(stop.signum or signal.SIGTERM)} after step "
+                              f"{self.step} of {self.parts.total}: {kept}", signum=stop.signum or signal.SIGTERM)
         steps = self.step - start_step
         per_step_items = cfg.cxr_batch + (cfg.batch_size if self.parts.ct_source is not None else 0)
         return TrainResult(run_dir=str(self.run_dir), step=self.step, total_steps=self.parts.total,
@@ -535,6 +541,37 @@ class Trainer:
         self.step += 1
         self.hooks.on_step(self.step, step_s)
         return batch, stats
+
+
+class StopOnSignal:
+    """While entered (in the main thread): the first SIGINT or SIGTERM is recorded in `signum`, and the
+    trainer finishes its step, writes a checkpoint and stops (errors.Interrupted, with the resume command on
+    the command line); a second one stops at once, losing the steps since the last checkpoint."""
+
+    def __init__(self, trainer: Optional["Trainer"] = None):
+        self.trainer = trainer
+        self.signum: Optional[int] = None
+        self._old: dict = {}
+
+    def _handler(self, signum, _frame):
+        if self.signum is None:
+            self.signum = signum
+            return
+        last = getattr(self.trainer, "last_checkpoint", None)
+        kept = f"the last checkpoint is {last}" if last else "no checkpoint was written"
+        raise Interrupted(f"train stopped at once by a second {signal_name(signum)}: the steps since the last "
+                          f"checkpoint are lost; {kept}", signum=self.signum)
+
+    def __enter__(self) -> "StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
 
 
 ETA_AFTER_STEPS = 2   # timed steps after the first before the ETA is printed

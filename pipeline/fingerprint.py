@@ -8,7 +8,9 @@ source_fingerprint(path) -> str; source_fingerprints(paths) -> list[str]
     DICOM series): every file's relative name and size, and those samples of its first and last file.
 changed_sources(path, fingerprints, names)
     XPGANError naming the source items whose fingerprints differ from those an existing store recorded in
-    its identity.
+    its identity (CT stores).
+changed_done_items(path, fingerprints, names)
+    The same for the done items of an existing store, from their digest rows (CXR stores: schema.INPUT).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Sequence
 
 from xpgan.errors import XPGANError, safe_text
 from xpgan.pipeline import schema
+from xpgan.pipeline.sniff import not_regular_reason
 
 FINGERPRINT_SAMPLE = 2**20  # bytes hashed at the start and at the end of a source file
 
@@ -36,7 +39,8 @@ def source_fingerprint(path: str | os.PathLike) -> str:
     last MiB; for a folder (a DICOM series), the relative name and size of every file in it and the first and
     last MiB of its first and last file in name order. Another archive whose files have the same names, or a
     file replaced, changes it; the modification time does not count (a copied archive keeps its identity).
-    "missing" / "unreadable" when the item cannot be read (its prep then fails and says why)."""
+    "missing" / "unreadable" / "not-regular" (a FIFO or a device, never opened) when the item cannot be read
+    (its prep then fails and says why)."""
     path = Path(path)
     h = hashlib.sha256()
     try:
@@ -46,6 +50,8 @@ def source_fingerprint(path: str | os.PathLike) -> str:
                 h.update(os.fsencode(p.relative_to(path)) + b"\0" + str(p.stat().st_size).encode() + b"\0")
             for p in dict.fromkeys(files[:1] + files[-1:]):
                 _sample_digest(p, p.stat().st_size, h)
+        elif not_regular_reason(path) is not None:
+            return "not-regular"  # a FIFO or a device is never opened (it could block or never end)
         else:
             size = path.stat().st_size
             h.update(str(size).encode() + b"\0")
@@ -61,8 +67,11 @@ def source_fingerprints(paths: Sequence[str | os.PathLike], threads: int = 8) ->
     """source_fingerprint of each path, read by a few threads (the reads are small and independent)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    paths = list(paths)
+    step = max(1, -(-len(paths) // max(1, threads)))
+    chunks = [paths[i:i + step] for i in range(0, len(paths), step)]  # one task per thread, not per path
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        return list(pool.map(source_fingerprint, paths))
+        return [fp for chunk in pool.map(lambda c: [source_fingerprint(p) for p in c], chunks) for fp in chunk]
 
 
 def changed_sources(path: str | os.PathLike, fingerprints: Sequence[str], names: Sequence[str],
@@ -78,9 +87,36 @@ def changed_sources(path: str | os.PathLike, fingerprints: Sequence[str], names:
         return  # damaged metadata: create_or_open reports it
     if not isinstance(old, list) or len(old) != len(fingerprints):
         return
-    changed = [safe_text(names[i]) for i, (a, b) in enumerate(zip(old, fingerprints)) if a != b]
+    _refuse(path, [safe_text(names[i]) for i, (a, b) in enumerate(zip(old, fingerprints)) if a != b])
+
+
+def changed_done_items(path: str | os.PathLike, fingerprints: Sequence[str], names: Sequence[str]) -> None:
+    """Refuse, naming them, done items of an existing store whose source file's fingerprint differs from the
+    one recorded in their digest row when they were written (schema.INPUT): files replaced in place. Nothing
+    to check when there is no such store or it has other items (the identity check refuses it as a whole)."""
+    import numpy as np
+
+    if not (Path(path) / "zarr.json").is_file():
+        return
+    try:
+        group = schema.open_group(Path(path), "r")
+        done = np.asarray(group["done"][...], dtype=bool)
+        rows = np.asarray(group[schema.DIGEST][...])
+    except Exception:  # no digest rows, or damaged: create_or_open and the resume repair report it
+        return
+    if done.size != len(fingerprints):
+        return
+    changed = []
+    for i in np.flatnonzero(done).tolist():
+        was = schema.parse_digest(rows[i]).get(schema.INPUT)
+        if was is not None and was != fingerprints[i]:
+            changed.append(safe_text(names[i]))
+    _refuse(path, changed)
+
+
+def _refuse(path, changed: list[str]) -> None:
     if changed:
         shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
         raise XPGANError(f"{path}: {len(changed)} source item(s) differ from those the store was made from (same "
-                         f"name, other size or content): {shown}; rerun with --overwrite to start again (this "
-                         "deletes it), or point it at the archive it was made from")
+                         f"name, other size or content): {shown}; point it at the sources it was made from, or "
+                         "rerun with --overwrite to start again (this deletes its finished items)")

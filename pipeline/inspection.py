@@ -142,14 +142,18 @@ def summarize_store(group, path: str = "") -> str:
             tr = {pats[i] for i in np.flatnonzero(done & (split == 0)) if pats[i]}
             te = {pats[i] for i in np.flatnonzero(done & (split == 1)) if pats[i]}
             lines.append(f"patients: {len(tr)} train, {len(te)} test, {len(tr & te)} on both sides")
+    from xpgan.pipeline.store import failure_count
+
     failures = list(group.attrs.get("failures", []))
-    lines.append(f"failures: {len(failures)}")
+    total = failure_count(group)
+    lines.append(f"failures: {total}" + (f" (the first {len(failures)} here; all in {schema.failures_csv_path(path)})"
+                                         if total > len(failures) else ""))
     for f in failures[:20]:
         where = f.get("path") or f.get("source") or f.get("id") or ""
         lines.append(f"  [{f.get('index')}] {where}: {f.get('reason', '')}")
-    if len(failures) > 20:
-        lines.append(f"  ... and {len(failures) - 20} more")
-    skip = {"identity", "failures"}
+    if total > 20:
+        lines.append(f"  ... and {total - 20} more")
+    skip = {"identity", "failures", schema.ARRAY_METADATA}
     lines.append("attributes:")
     lines += _fmt_attrs({k: v for k, v in meta.items() if k not in skip}, "  ")
     return "\n".join(lines)

@@ -12,16 +12,24 @@ reader and writer, how a failure is named); `run_store_items` does the rest, the
      otherwise the store is marked complete;
   5. a store this run created (`fresh`) that ends with no item stored (every item failed, or the cluster
      could not be reached) is removed, so no empty store is left behind.
+
+`prep_salt` gives both commands the store's salt: a store records a check of its salt (an HMAC that reveals
+nothing of it), so a store moved without its `.salt` file, or given another salt, is refused with advice that
+keeps the finished items (copy the salt beside it, or name it with --salt-file).
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import hmac
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from xpgan.errors import Interrupted
+from xpgan.errors import Interrupted, XPGANError
 from xpgan.pipeline.runner import RunResult, Task, run_items
 
 
@@ -39,19 +47,21 @@ def run_store_items(group, out: str | Path, *, n: int, task: Callable[[int], Tas
                     failure: Callable[[int, str, bool], dict], desc: str, workers=None, scheduler=None,
                     processes: bool = True, progress: bool = True, memory_per_worker_gb: float = 2.0,
                     paths_in_store: bool = True, csv_only: Sequence[Mapping[str, Any]] = (),
-                    fresh: bool = False) -> StoreRun:
+                    prefailed: Mapping[int, str] | None = None, fresh: bool = False) -> StoreRun:
     """Run the items of an open store that are not done (module docstring). `task(i)` builds item i's task;
     `failure(i, reason, fresh)` its failure record ({"index", "id", "path", "reason"}), for a reason of this
-    run (fresh, as the runner gave it) or the reason an earlier run recorded. `fresh`: the store was created
-    by this invocation (removed again when it ends with nothing stored)."""
+    run (fresh, as the runner gave it) or the reason an earlier run recorded. `prefailed`: items known to fail
+    without reading them (their file is missing), failed with that reason and never sent to a worker. `fresh`:
+    the store was created by this invocation (removed again when it ends with nothing stored)."""
     from xpgan.pipeline import store as st
     from xpgan.pipeline.verify import repair_for_resume
 
     redone = repair_for_resume(group, out)
     done_before = st.done_mask(group)
-    earlier = {int(f["index"]): f for f in st.get_failures(group)}
+    earlier = {int(f["index"]): f for f in st.get_failures(group, out)}
     st.set_complete(group, False)
-    tasks = [task(i) for i in range(n) if not done_before[i]]
+    prefailed = {i: r for i, r in (prefailed or {}).items() if not done_before[i]}
+    tasks = [task(i) for i in range(n) if not done_before[i] and i not in prefailed]
     try:
         result, stopped = run_items(tasks, process, write, group_size=st.items_per_shard(group), workers=workers,
                                     scheduler=scheduler, processes=processes, progress=progress, desc=desc,
@@ -62,6 +72,7 @@ def run_store_items(group, out: str | Path, *, n: int, task: Callable[[int], Tas
         if fresh and not st.done_mask(group).any():
             st.discard_empty(out)
         raise
+    result.failed.update(prefailed)
     done_now = st.done_mask(group)
     records = []
     for i in range(n):
@@ -79,3 +90,54 @@ def run_store_items(group, out: str | Path, *, n: int, task: Callable[[int], Tas
     if not kept:
         st.discard_empty(out)
     return StoreRun(result, done_before, done_now, records, [p.line() for p in redone], kept)
+
+
+SALT_CHECK = "salt_check"   # key of the "xpgan" attributes
+
+
+def salt_attrs(salt: bytes) -> dict:
+    """The attribute by which a store knows its salt again (nothing that depends on where the store is, so
+    the same command makes the same bytes anywhere)."""
+    return {SALT_CHECK: _salt_check(salt)}
+
+
+def _salt_check(salt: bytes) -> str:
+    return hmac.new(salt, b"xpgan-salt-check", hashlib.sha256).hexdigest()[:16]
+
+
+def _existing_meta(out) -> dict | None:
+    from xpgan.pipeline import schema
+
+    if not (Path(out) / "zarr.json").is_file():
+        return None
+    try:
+        group = schema.open_group(Path(out), "r")
+        meta = group.attrs.get(schema.META)
+        done = int(np.asarray(group["done"][...]).sum())
+    except Exception:  # damaged or foreign: create_or_open reports it
+        return None
+    return {**meta, "_done": done} if isinstance(meta, dict) else None
+
+
+@contextlib.contextmanager
+def prep_salt(out: str | os.PathLike, salt_file: str | os.PathLike | None = None):
+    """privacy.store_salt for a prep run (yields the salt). An existing store whose `.salt` is not beside it
+    (moved without it) is refused, saying which file to copy beside it or to name with --salt-file, before
+    any new key is made; a salt that is not the store's (its check differs) is refused too: a new key could
+    not reproduce the stored patient hashes. `--overwrite` is named last, with what it would delete."""
+    from xpgan.pipeline.privacy import salt_path, store_salt
+
+    meta = _existing_meta(out)
+    check = (meta or {}).get(SALT_CHECK)
+    here = salt_path(out)
+    keep = (f"only --overwrite starts again without it, deleting its {meta['_done']} finished item(s)"
+            if meta else "")
+    if meta is not None and meta["_done"] and salt_file is None and not here.exists():
+        raise XPGANError(f"{out}: its salt file {here} (the key of its patient hashes) is missing: a store moved "
+                         f"without it? Copy the {here.name} that was beside the store where it was made to "
+                         f"{here.parent}, or name it with --salt-file; {keep}")
+    with store_salt(out, salt_file) as salt:
+        if check and _salt_check(salt) != check:
+            raise XPGANError(f"{salt_file or here}: is not the salt this store was made with (its patient hashes "
+                             f"need the same key); give the store's own .salt file with --salt-file; {keep}")
+        yield salt

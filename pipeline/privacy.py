@@ -74,9 +74,12 @@ def redact_names(text: str, path: str | os.PathLike, placeholder: str = "<file>"
     as whole tokens. The stem alone is left: libraries quote paths or names, and a stem is often an ordinary
     word ("trunc" in "truncated", "alpha" in "alpha channel") that must not be mangled."""
     path = Path(path)
+    if path.name not in text and repr(path.name)[1:-1] not in text:
+        return text  # every form below holds the name
     parts = {str(path), os.path.abspath(path), path.name}
     parts |= {repr(p)[1:-1] for p in parts}  # as libraries quote odd names: escapes for newlines, bad bytes
-    for part in sorted((p for p in parts if p), key=len, reverse=True):
+    parts = {p for p in parts if p and p in text}  # most reasons name no file: no pattern to build
+    for part in sorted(parts, key=len, reverse=True):
         text = re.sub(rf"(?<![\w.-]){re.escape(part)}(?![\w-]|\.\w)", placeholder, text)
     return text
 

@@ -86,6 +86,7 @@ class PrepSummary:
     seconds: float = 0.0
     store: str = ""
     redone: list[str] = field(default_factory=list)  # problems found on resume, one line each
+    notes: list[str] = field(default_factory=list)   # what this run repaired or decided, one line each
     kept: bool = True  # False: nothing could be stored, and the store this run created was removed
 
     def text(self, max_failures: int = 20) -> str:
@@ -93,6 +94,7 @@ class PrepSummary:
         lines = [f"{safe_text(self.store)}: {self.done}/{self.total} items done ({self.skipped} already done, "
                  f"{self.done - self.skipped} new in {self.seconds:.1f} s, {rate:.2f} items/s), "
                  f"{self.failed} failed"]
+        lines += [f"  note: {safe_text(line)}" for line in self.notes]
         if self.redone:
             lines.append("  re-done because their stored data was missing or damaged:")
             lines += [f"    {line}" for line in self.redone]

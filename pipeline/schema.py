@@ -29,6 +29,9 @@ open_store(path, kind=None) -> zarr.Group, read-only; InputError / StoreDamageEr
     is not an xpgan store of that kind, its format version is newer or unknown, a `zarr.json` is damaged, or
     a required array is missing or has the wrong dtype.
 store_version(meta) -> int.
+value_crc(dtype, value): an item's value of a small array in its `digest` row; array_metadata_digests(path,
+    names) / check_array_metadata(path, meta): each array's zarr.json as made (attribute ARRAY_METADATA).
+identity_digest(path) -> str | None: what a store was made from, in 16 hex digits (a moved store keeps it).
 ct_render_setup(group, path, purpose, size=None) -> (Geometry, mu_water): how a CT store's DRRs were rendered
     (attributes xpgan.geometry and xpgan.physics.mu_water_per_mm), to render more views the same way.
 StoreDamageError: damaged or missing store data (one line, names the store and what is wrong).
@@ -56,6 +59,8 @@ META = "xpgan"          # the metadata dict (kind, version, identity, complete, 
 FAILURES = "failures"   # list of {index, id, path, reason}
 # keys of the metadata dict
 KIND, VERSION, IDENTITY, COMPLETE, ITEMS_PER_SHARD = "kind", "version", "identity", "complete", "items_per_shard"
+FAILURE_COUNT = "failure_count"  # failed items of the last prep run (the attribute "failures" holds the first)
+ARRAY_METADATA = "array_metadata"  # {array: digest of its zarr.json as made} (array_metadata_digests)
 
 LABEL_POSITIVE, LABEL_NEGATIVE, LABEL_UNKNOWN = 1, 0, -1
 LABEL_NAMES = {LABEL_POSITIVE: "COVID-19 positive", LABEL_NEGATIVE: "negative", LABEL_UNKNOWN: "unknown"}
@@ -76,7 +81,8 @@ __all__ = ["ArraySpec", "COMPLETE", "FAILURES", "FIELDS", "FORMAT_VERSION", "Fie
            "failures_csv_path", "image_map", "image_map_attrs", "item_arrays", "lock_path", "open_store",
            "salt_path", "store_version", "read", "chunk_file", "open_group", "open_array", "array_names", "first_line",
            "check_version", "ct_render_setup", "GEOMETRY", "PHYSICS", "MU_WATER", "DIGEST", "format_digest",
-           "parse_digest"]
+           "parse_digest", "identity_digest", "value_crc", "array_metadata_digests", "check_array_metadata",
+           "ARRAY_METADATA"]
 
 
 class StoreDamageError(XPGANError):
@@ -107,8 +113,11 @@ class Field:
 
 DIGEST = "digest"
 # Written by the store writer with every item, like `done`; absent in format 1 and 2 stores.
-DIGEST_FIELD = Field(DIGEST, "str", (), "", "`name=crc` for each sharded array (sorted by name, space-separated): "
-                     "the crc32c (8 hex digits) its chunk of item i was written with", optional=True)
+DIGEST_FIELD = Field(DIGEST, "str", (), "", "`name=crc` for each array (sorted by name, space-separated): the "
+                     "crc32c (8 hex digits) its chunk of item i (sharded arrays) or its value (small arrays) was "
+                     "written with; `input=` the fingerprint of the source file it was made from (CXR stores)",
+                     optional=True)
+INPUT = "input"  # key of a digest row: the source fingerprint (pipeline.fingerprint) of the item's file
 
 FIELDS: dict[str, tuple[Field, ...]] = {
     "ct": (
@@ -178,6 +187,50 @@ def item_arrays(kind: str, sizes: Mapping[str, int], optional: Iterable[str] = (
 def format_digest(crcs: Mapping[str, str]) -> str:
     """An item's `digest` row from {array name: crc32c as 8 hex digits}."""
     return " ".join(f"{name}={crcs[name]}" for name in sorted(crcs))
+
+
+def value_crc(dtype, value) -> str:
+    """The crc32c (8 hex digits) of one item's value of an unsharded array (label, split, severity, ids,
+    spacing) as stored: text as UTF-8, numbers as little-endian bytes of the array's dtype. Recorded in the
+    item's `digest` row beside its chunks' checksums, so a value rewritten after prep is caught."""
+    import google_crc32c
+
+    if np.dtype(dtype).kind in "UTO":
+        data = str(value).encode("utf-8", "surrogateescape")
+    else:
+        data = np.ascontiguousarray(value, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+    return f"{google_crc32c.value(data):08x}"
+
+
+def array_metadata_digests(path: str | os.PathLike, names: Iterable[str]) -> dict[str, str]:
+    """{array: 16 hex digits} of each array's zarr.json (shape, dtype, chunks, codecs, fill value; its
+    attributes left out), as written when the store was made: recorded in the "xpgan" attributes
+    (ARRAY_METADATA), so a hand-edited shape or codec is caught when the store is opened."""
+    import hashlib
+    import json
+
+    out = {}
+    for name in names:
+        meta = json.loads((Path(path) / name / "zarr.json").read_text())
+        meta.pop("attributes", None)
+        out[name] = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
+    return out
+
+
+def check_array_metadata(path: Path, meta: Mapping[str, Any]) -> None:
+    """StoreDamageError naming the arrays whose zarr.json differs from the one the store was made with."""
+    recorded = meta.get(ARRAY_METADATA)
+    if not isinstance(recorded, dict):
+        return  # made before the record existed
+    try:
+        now = array_metadata_digests(path, recorded)
+    except (OSError, ValueError) as exc:
+        raise StoreDamageError(f"{path}: array metadata unreadable ({first_line(exc)}); {REPREP}") from None
+    edited = sorted(n for n in recorded if now.get(n) != recorded[n])
+    if edited:
+        raise StoreDamageError(f"{path}: the metadata (zarr.json: shape, dtype, chunks or codecs) of array(s) "
+                               f"{', '.join(edited)} differs from what the store was made with (edited?); "
+                               f"{REPREP}")
 
 
 def parse_digest(text: str) -> dict[str, str]:
@@ -322,7 +375,25 @@ def open_store(path: str | os.PathLike, kind: str | None = None):
     if missing:
         raise InputError(p, f"{found} store lacks array(s) {', '.join(missing)}")
     array_names(group, p, REPREP)  # every other array's metadata must be readable too
+    check_array_metadata(p, meta)
     return group
+
+
+def identity_digest(path: str | os.PathLike) -> str | None:
+    """16 hex digits naming what a store was made from (its kind and identity attribute: the same for a copy or
+    a moved store, another for a store prepped again from other data or options); None when there is no
+    readable store at `path`."""
+    import hashlib
+    import json
+
+    try:
+        meta = open_group(Path(path), "r").attrs.get(META, {})
+    except Exception:  # no store, or damaged metadata: the readers report it
+        return None
+    if not isinstance(meta, dict) or not isinstance(meta.get(IDENTITY), dict):
+        return None
+    text = json.dumps({"kind": meta.get(KIND), "identity": meta[IDENTITY]}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def ct_render_setup(group, path: str | os.PathLike, purpose: str, size: int | None = None):

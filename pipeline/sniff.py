@@ -10,11 +10,15 @@
 - `is_dicom_file(path)`: a DICOM suffix or the magic (False when unreadable): what the CXR reader uses to
   pick the DICOM decoder over Pillow.
 - `is_nifti_name(name)`: a `.nii` or `.nii.gz` name (any case): NIfTI files are known by their name only.
+- `not_regular_reason(path)`: why a path that is neither a regular file nor a folder (a FIFO, a device such
+  as a link to /dev/zero, a socket) is not read: every reader and the fingerprint step ask it first, so such
+  an input fails alone, with that reason, instead of blocking or streaming forever.
 - `walk_once(top)`: the folder walk of CT and CXR discovery: symlinked folders followed, each real folder
   walked once, loops pruned and reported.
 """
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Callable, Iterator
@@ -24,8 +28,28 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 NOT_IMAGE_NAMES = frozenset({"DICOMDIR", "README", "LICENSE", "LOCKFILE", "VERSION"})
 
 
+def not_regular_reason(path: str | os.PathLike) -> str | None:
+    """Why `path` (links followed) is not read: a FIFO, a device, a socket; None for a regular file, a folder,
+    or a path that does not exist (its reader says so)."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "special")
+    return f"{kind}, not a regular file: not read"
+
+
 def has_dicom_magic(path: str | os.PathLike) -> bool:
-    """DICM at byte 128, or a raw dataset starting with group 0008. Raises OSError if unreadable."""
+    """DICM at byte 128, or a raw dataset starting with group 0008. Raises OSError if unreadable (also for a
+    FIFO or a device, which is never opened)."""
+    reason = not_regular_reason(path)
+    if reason is not None:
+        raise OSError(errno.EINVAL, reason, str(path))
     with open(path, "rb") as fh:
         head = fh.read(132)
     if len(head) >= 132 and head[128:132] == b"DICM":

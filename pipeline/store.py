@@ -11,7 +11,8 @@ ArraySpec(dtype, item_shape=(), fill_value=None)
     variable-length UTF-8 string array.
 create_or_open(path, *, kind, arrays, n_items, attrs, identity, overwrite=False, items_per_shard=None)
     -> zarr.Group
-    Creates the store (or reopens it to resume). `arrays` maps name -> ArraySpec (or (dtype, item_shape));
+    Creates the store (or reopens it to resume; a store cut short while being created, with no item
+    written, is made again). `arrays` maps name -> ArraySpec (or (dtype, item_shape));
     `done` and `digest` are added. `attrs` is written as group attribute "xpgan" (with "kind" set). `identity` is a
     JSON-able dict (options, item list digest...) that must match to resume; a mismatch raises XPGANError
     telling the user to pass --overwrite. `overwrite=True` deletes an existing store first (only if it is a
@@ -31,16 +32,19 @@ item_encoders(group) -> {name: ItemEncoder}; encode_items(result, encoders) -> r
     writes). ItemEncoder and EncodedItem are small and picklable.
 write_items(group, results)
     results: {index: {array name: value}}; values of sharded arrays may be EncodedItem. Writes every
-    array of those items, then their `digest` rows (the crc32c of each of their chunks in the sharded arrays,
-    schema.format_digest; verify checks that every chunk is the one its item was written with), then sets
+    array of those items, then their `digest` rows (the crc32c of each of their chunks in the sharded arrays
+    and of their values in the small ones, schema.format_digest / value_crc; verify checks that every chunk
+    and value is the one its item was written with), then sets
     their done flags (done is written last, so done[i] implies every
     other array of item i is on disk). NOT safe to call from two processes or threads at once: concurrent
     writes into one Zarr shard lose data (zarr-python #3514, #3682). The runner calls it from the client
     process only. A new shard of EncodedItems is written whole to a temp file and renamed.
 done_mask(group) -> bool [N]
-set_failures(group, path, failures, *, paths_in_store=True, csv_only=()) / get_failures(group)
-    failures: list of dicts with keys index, id, path, reason. Stored in group attribute "failures" and
-    written to `<store>.failures.csv` beside the store (removed when there are none). Text fields are
+set_failures(group, path, failures, *, paths_in_store=True, csv_only=()) / get_failures(group, path=None)
+    failures: list of dicts with keys index, id, path, reason. The first FAILURES_IN_STORE are stored in group
+    attribute "failures" (their count in the "xpgan" attribute failure_count, failure_count(group)), and all
+    are streamed to `<store>.failures.csv` beside the store (removed when there are none), so a store of a
+    million failed rows stays small; get_failures with the path reads them all back from the CSV. Text fields are
     stored as errors.safe_text (one line of UTF-8; non-UTF-8 bytes and control characters escaped), as are
     the str values write_items stores.
     paths_in_store=False: the store's records get path "" (the CSV keeps the paths); csv_only: rows for
@@ -236,6 +240,8 @@ def create_or_open(path: str | os.PathLike, *, kind: str, arrays: Mapping[str, A
                 path.rmdir()
             else:
                 raise XPGANError(f"{path}: exists and is not a Zarr store; choose another output path")
+        elif _creation_interrupted(path, specs):
+            shutil.rmtree(path)  # killed while being created: no item was written yet, so nothing is lost
         else:
             return _reopen(path, kind=kind, specs=specs, n_items=n_items, identity=ident)
     k = int(items_per_shard) if items_per_shard else default_items_per_shard(specs, n_items)
@@ -259,9 +265,36 @@ def create_or_open(path: str | os.PathLike, *, kind: str, arrays: Mapping[str, A
         else:
             group.create_array(name, shape=shape, dtype=s.dtype, chunks=shape, fill_value=s.fill_value,
                                compressors=schema.chunk_codecs(False))
+    from zarr.storage import LocalStore
+
+    if isinstance(group.store, LocalStore):
+        tmp_attrs[schema.ARRAY_METADATA] = schema.array_metadata_digests(path, specs)
     # Written last: a store whose attributes lack "xpgan" was interrupted while being created.
     group.attrs.update({schema.META: tmp_attrs, schema.FAILURES: []})
     return group
+
+
+def _creation_interrupted(path: Path, specs: Mapping[str, ArraySpec]) -> bool:
+    """A store of ours whose creation was cut short: no "xpgan" attribute yet (written last), only arrays this
+    writer makes, and no item done. Anything else without the attribute is another program's store."""
+    try:
+        group = schema.open_group(path, "r")
+        if isinstance(group.attrs.get(schema.META), dict):
+            return False
+        names = set(group.array_keys())
+        if not names <= set(specs):
+            return False
+        return "done" not in names or not np.asarray(group["done"][...], dtype=bool).any()
+    except Exception:  # the group's zarr.json cut short by the kill: ours if only our arrays, none done
+        if not {p.name for p in path.iterdir()} <= set(specs) | {"zarr.json"}:
+            return False
+        try:
+            import zarr
+
+            done = zarr.open_array(str(path / "done"), mode="r", zarr_format=3)
+            return not np.asarray(done[...], dtype=bool).any()
+        except Exception:  # no readable done flags: keep it (damaged metadata is reported on reopening)
+            return not (path / "done").exists() and not any((path / n).exists() for n in specs if n != "done")
 
 
 IDENTITY_WORDS = {"items": "the discovered items (files, labels, order)",
@@ -294,7 +327,8 @@ def _reopen(path: Path, *, kind: str, specs: Mapping[str, ArraySpec], n_items: i
     group = schema.open_group(path, "r+", hint)
     meta = group.attrs.get(schema.META)
     if not isinstance(meta, dict):
-        raise XPGANError(f"{path}: not an xpgan store or its creation was interrupted; {hint}")
+        raise XPGANError(f"{path}: is a Zarr store of another program (no {schema.META!r} attribute); choose "
+                         "another output path")
     if meta.get(schema.KIND) != kind:
         raise XPGANError(f"{path}: holds a {meta.get(schema.KIND)!r} store, not {kind!r}; {hint}")
     version = schema.check_version(path, meta)
@@ -481,8 +515,9 @@ def _runs(indices: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def write_items(group, results: Mapping[int, Mapping[str, Any]]) -> None:
-    """Write every array of the given items, then their done flags (single writer only)."""
+def write_items(group, results: Mapping[int, Mapping[str, Any]], inputs: Mapping[int, str] | None = None) -> None:
+    """Write every array of the given items, then their done flags (single writer only). `inputs`: each
+    item's source fingerprint, recorded in its digest row (schema.INPUT)."""
     if not results:
         return
     indices = sorted(int(i) for i in results)
@@ -491,6 +526,7 @@ def write_items(group, results: Mapping[int, Mapping[str, Any]]) -> None:
     flags = np.asarray(done[...], dtype=bool)
     crcs: dict[int, dict[str, str]] = {i: {} for i in indices}
     sharded = [name for name, arr in arrays.items() if getattr(arr, "shards", None) is not None]
+    small: dict[str, Any] = {}
     for name, arr in arrays.items():
         if name in ("done", schema.DIGEST):
             continue
@@ -501,11 +537,22 @@ def write_items(group, results: Mapping[int, Mapping[str, Any]]) -> None:
                 crcs[i][name] = crc
         else:
             _write_small(arr, {i: results[i][name] for i in indices})
-    if schema.DIGEST in arrays:  # the chunks' checksums, bound to the item's row (written before done)
-        _write_small(arrays[schema.DIGEST], {i: schema.format_digest(c) if len(c) == len(sharded) else ""
-                                             for i, c in crcs.items()})
+            small[name] = arr.dtype
+    if schema.DIGEST in arrays:  # the chunks' checksums and small values, bound to the item's row (before done)
+        rows = {}
+        for i, c in crcs.items():
+            values = {n: schema.value_crc(dt, _stored(results[i][n])) for n, dt in small.items()}
+            if inputs is not None and i in inputs:
+                values[schema.INPUT] = inputs[i]
+            rows[i] = schema.format_digest({**values, **(c if len(c) == len(sharded) else {})})
+        _write_small(arrays[schema.DIGEST], rows)
     flags[indices] = True
     done[...] = flags
+
+
+def _stored(value):
+    """A small array's value as _write_small stores it (text as errors.safe_text)."""
+    return safe_text(value) if isinstance(value, str) else value
 
 
 def _write_small(arr, values: Mapping[int, Any]) -> None:
@@ -515,7 +562,7 @@ def _write_small(arr, values: Mapping[int, Any]) -> None:
     arr = arr.with_config({"write_empty_chunks": True})
     whole = arr[...]
     for i, value in values.items():
-        whole[i] = safe_text(value) if isinstance(value, str) else value
+        whole[i] = _stored(value)
     arr[...] = whole
 
 
@@ -558,8 +605,22 @@ def chunk_crc(chunk) -> str:
     return bytes(np.asarray(chunk[-4:], dtype=np.uint8)).hex()
 
 
-def get_failures(group) -> list[dict]:
-    return [dict(f) for f in group.attrs.get(schema.FAILURES, [])]
+FAILURES_IN_STORE = 1000  # failure records kept in the store's attributes; the CSV beside it holds them all
+
+
+def failure_count(group) -> int:
+    """How many items the last prep run left failed (the attributes hold the first FAILURES_IN_STORE)."""
+    return int(group.attrs.get(schema.META, {}).get(schema.FAILURE_COUNT, len(group.attrs.get(schema.FAILURES, []))))
+
+
+def get_failures(group, path: str | os.PathLike | None = None) -> list[dict]:
+    """The failure records of a store: those in its attributes, or with `path`, when the attributes hold only
+    the first ones, every item's record from the CSV beside the store (read as a stream)."""
+    stored = [dict(f) for f in group.attrs.get(schema.FAILURES, [])]
+    if path is None or failure_count(group) <= len(stored) or not failures_csv_path(path).is_file():
+        return stored
+    with open(failures_csv_path(path), newline="", encoding="utf-8") as fh:
+        return [{**row, "index": int(row["index"])} for row in csv.DictReader(fh) if row.get("index", "") != ""]
 
 
 def set_failures(group, path: str | os.PathLike, failures: list[Mapping[str, Any]], *,
@@ -571,11 +632,14 @@ def set_failures(group, path: str | os.PathLike, failures: list[Mapping[str, Any
     `csv_only`: extra rows for problems that have no item slot (e.g. a manifest row naming a missing file),
     written to the CSV after the item rows (missing keys become "").
     """
-    rows = [_failure_row(f) for f in sorted(failures, key=lambda f: int(f["index"]))]
-    group.attrs[schema.FAILURES] = rows if paths_in_store else [{**r, "path": ""} for r in rows]
-    rows += [_failure_row(f) for f in csv_only]
+    failures = sorted(failures, key=lambda f: int(f["index"]))
+    kept = [_failure_row(f) for f in failures[:FAILURES_IN_STORE]]
+    meta = dict(group.attrs[schema.META])
+    meta[schema.FAILURE_COUNT] = len(failures)
+    group.attrs.update({schema.META: meta,
+                        schema.FAILURES: kept if paths_in_store else [{**r, "path": ""} for r in kept]})
     csv_path = failures_csv_path(path)
-    if not rows:
+    if not failures and not csv_only:
         csv_path.unlink(missing_ok=True)
         return
     tmp = csv_path.with_name(csv_path.name + ".tmp")
@@ -583,7 +647,8 @@ def set_failures(group, path: str | os.PathLike, failures: list[Mapping[str, Any
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, fieldnames=FAILURE_FIELDS)
             w.writeheader()
-            w.writerows(rows)
+            w.writerows(_failure_row(f) for f in failures)   # streamed: a million rows never sit in one list
+            w.writerows(_failure_row(f) for f in csv_only)
         os.replace(tmp, csv_path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -5,7 +5,9 @@ Every item marked done must have a readable chunk in every array. Two depths:
   carries a crc32c) is intact and lists the item's chunk inside the file; each small chunk file exists and
   its checksum matches (small arrays are read anyway); in format 3 the checksum each chunk ends with (4
   bytes read) is the one the item's `digest` row recorded at write time, so a chunk swapped with another
-  item's (each still valid) is caught;
+  item's (each still valid) is caught, and so is each value of the small arrays (labels, splits,
+  severities, ids, spacing) rewritten after prep; the arrays' metadata (shape, dtype, chunks, codecs) is
+  checked against the record made with the store when it is opened (schema.check_array_metadata);
 - full (`inspect --verify`, prep on resume): additionally every done item's chunk is checked against its
   crc32c (format 2) or decoded (format 1, which has no chunk checksums). The crc32c runs on the stored
   (compressed) bytes, without decompressing: the cost is reading the store's files once.
@@ -234,7 +236,22 @@ def _scan_arrays(group, path, root: Path, idx: np.ndarray, full, out: list[Probl
         if _sharded_layout(arr) is not None:
             _scan_sharded(arr, root, idx, lambda s, n=name: want(n, s), out, need, digests)
         elif getattr(arr, "shards", None) is None:
+            before = len(out)
             _scan_chunked(arr, root, idx, bool(full) and not callable(full), out, need, version)
+            if digests and len(out) == before and name not in ("done", schema.DIGEST):
+                _scan_values(arr, path, name, idx, digests, out)
+
+
+def _scan_values(arr, path, name: str, idx: np.ndarray, digests: dict[int, dict[str, str]],
+                 out: list[Problem]) -> None:
+    """Items whose value in a small array (label, split, severity, ids, spacing) is not the one their
+    `digest` row recorded when they were written (rewritten after prep)."""
+    values = np.asarray(arr[...])
+    changed = [i for i in idx.tolist() if name in digests.get(i, {})
+               and schema.value_crc(arr.dtype, values[i]) != digests[i][name]]
+    if changed:
+        out.append(Problem(name, schema.chunk_file(arr, changed[0]), "value is not the one written for this item "
+                           "(its digest differs: rewritten after prep?)", tuple(changed)))
 
 
 def _read_done(group, path) -> tuple[np.ndarray | None, Problem | None]:
@@ -261,17 +278,19 @@ def scan(group, path, *, full: bool | Callable[[str, int], bool] = False) -> Sca
     idx = np.flatnonzero(done)
     if root is not None and idx.size:
         _scan_arrays(group, path, root, idx, full, result.problems)
-    lost = _lost_done_flags(group, done)
+    lost = _lost_done_flags(group, done, path)
     if lost is not None:
         result.problems.append(lost)
     return result
 
 
-def _lost_done_flags(group, done: np.ndarray) -> Problem | None:
+def _lost_done_flags(group, done: np.ndarray, path) -> Problem | None:
     """Items neither done nor failed in a store whose last prep run finished."""
     if not group.attrs.get(schema.META, {}).get(schema.COMPLETE):
         return None
-    failed = {int(f.get("index", -1)) for f in group.attrs.get(schema.FAILURES, [])}
+    from xpgan.pipeline.store import get_failures
+
+    failed = {int(f.get("index", -1)) for f in get_failures(group, path)}
     lost = [i for i in np.flatnonzero(~done).tolist() if i not in failed]
     if not lost:
         return None
@@ -328,7 +347,7 @@ def repair_for_resume(group, path) -> list[Problem]:
         (root / problem.file).unlink(missing_ok=True)
         done = np.zeros(len(problem.items), dtype=bool)
     else:
-        lost = _lost_done_flags(group, done)
+        lost = _lost_done_flags(group, done, path)
         problems += [lost] if lost is not None else []
     idx = np.flatnonzero(done)
     if idx.size:

@@ -15,7 +15,9 @@ discover_ct(src) -> CTDiscovery
       (`dataset_registry.xlsx` or a `*registry*.csv` with columns study_file, category) is read when present
       and disagreements are reported in `notes`; the folder names are authoritative.
     - a manifest CSV with columns `path,label` and optional `patient_id`, `study_id`, `severity`; paths are
-      relative to the CSV's folder; order = row order; study id defaults to the path without extension.
+      relative to the CSV's folder; order = row order; study id defaults to the path without extension. A
+      header naming one of these columns twice is refused, and so is a row whose label contradicts its
+      severity (SEVERITY_RULE: label 0 with CT-1..CT-4, label 1 with CT-0) or whose path holds a NUL byte.
     - any other folder: NIfTI files and DICOM series folders below it (recursive, names sorted, hidden
       names and `*.zarr` folders skipped, symlinked folders followed once: a link back to a folder above
       it or to a folder already walked is skipped and listed), plus every folder that may have been
@@ -23,6 +25,8 @@ discover_ct(src) -> CTDiscovery
       that cannot be listed, and folders whose files are named like DICOM (`.dcm`, or unreadable files
       with DICOM-like names, `xpgan.pipeline.sniff`) without being readable DICOM. Label -1, study id =
       relative path without extension (`ct/patient_a`, or the folder name when `src` is itself one series).
+    In every format one file or series is one study: a second path to it (a symlink alias) is skipped ("same
+    study as REL") when it says the same, refused when its label, severity or patient differ.
     `CTDiscovery.skipped` lists what was left out on purpose, (relative path, reason); `summary()` is the
     one-line count printed by `prep drr` (found / skipped with reasons).
     Study ids are paths chosen by whoever built the archive, never DICOM header values (no PHI is read from
@@ -49,6 +53,9 @@ from xpgan.pipeline.sniff import (
 )
 
 _MOSMED_DIR = re.compile(r"^CT-([0-4])$")
+MANIFEST_COLUMNS = ("path", "label", "patient_id", "study_id", "severity")
+SEVERITY_RULE = ("a MosMed grade CT-1..CT-4 grades COVID-19 lesions, so its label is 1; CT-0 has none, label 0; "
+                 "severity -1 or empty goes with any label")
 
 
 @dataclass(frozen=True)
@@ -231,6 +238,10 @@ def _discover_manifest(csv_path: Path) -> CTDiscovery:
         raise InputError(csv_path, f"cannot read the manifest: {exc}") from None
     if "path" not in fields or "label" not in fields:
         raise InputError(csv_path, "a manifest needs the columns path,label[,patient_id][,study_id]")
+    repeated = sorted({f for f in fields if f in MANIFEST_COLUMNS and fields.count(f) > 1})
+    if repeated:
+        raise InputError(csv_path, f"column(s) {', '.join(repeated)} appear more than once in the header (which "
+                                   "one counts?); keep one of each")
     items = []
     seen: dict[str, int] = {}
     for n, raw in enumerate(rows, start=2):
@@ -238,10 +249,14 @@ def _discover_manifest(csv_path: Path) -> CTDiscovery:
         where = f"{csv_path}: line {n}"
         if not row.get("path"):
             raise XPGANError(f"{where}: empty path")
+        if "\0" in row["path"]:
+            raise XPGANError(f"{where}: the path holds a NUL byte, which no file name can")
         p = Path(row["path"])
         full = p if p.is_absolute() else base / p
         label = _parse_int(row["label"], "label", {-1, 0, 1}, where)
         sev = _parse_int(row["severity"], "severity", {-1, 0, 1, 2, 3, 4}, where) if row.get("severity") else -1
+        if (label == 0 and sev >= 1) or (label == 1 and sev == 0):
+            raise XPGANError(f"{where}: label {label} with severity {sev} contradicts itself ({SEVERITY_RULE})")
         rel = p.as_posix()
         sid = row.get("study_id") or strip_nifti(rel.rstrip("/"))
         if sid in seen:
@@ -337,7 +352,28 @@ def discover_ct(src: str | os.PathLike) -> CTDiscovery:
                               f"xpgan prep cxr {safe_text(str(src))} OUT.zarr")
     if not disc.items:
         raise InputError(src, "no CT studies found (NIfTI files, DICOM series folders or a MosMed tree)")
+    disc.items = _one_record_per_study(disc, src)
     return disc
+
+
+def _one_record_per_study(disc: CTDiscovery, src: Path) -> list[CTItem]:
+    """One item per file or series: a second way to the same one (a symlink alias, another spelling of its
+    path) is skipped when it says the same (label, severity, patient), and refused when it says otherwise."""
+    first: dict[str, CTItem] = {}
+    items = []
+    for it in disc.items:
+        key = os.path.realpath(it.path)
+        seen = first.setdefault(key, it)
+        if seen is it:
+            items.append(it)
+        elif (seen.label, seen.severity, seen.patient_id) == (it.label, it.severity, it.patient_id):
+            disc.skipped.append((it.rel, f"same study as {seen.rel}"))
+        else:
+            raise InputError(src, f"{safe_text(seen.rel)} (label {seen.label}, severity {seen.severity}) and "
+                                  f"{safe_text(it.rel)} (label {it.label}, severity {it.severity}) are the same "
+                                  "study (one path leads to the other's file): one study cannot have two "
+                                  "records; list it once")
+    return items
 
 
 RADIOGRAPH_SUFFIXES = (".png", ".jpg", ".jpeg")

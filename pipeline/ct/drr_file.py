@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 from xpgan import bounds as B
 from xpgan.drr.options import DRROptions
 from xpgan.drr.physics import OutputOption
@@ -75,7 +77,9 @@ class RenderConfig:
                                "move up).", bound=B.ANGLE)
     roll: float = option(0.0, "Pose: turn about the beam axis, degrees; + = image content clockwise.", bound=B.ANGLE)
     offset: Optional[str] = option(None, "Pose: isocentre shift from the volume centre, mm, as D,H,W "
-                                         "(superior->inferior, anterior->posterior, right->left).", metavar="D,H,W")
+                                         "(superior->inferior, anterior->posterior, right->left); a shift that "
+                                         "leaves the volume outside the beam is refused.", bound=B.check_offset,
+                                   metavar="D,H,W")
     yaw_sweep: Optional[str] = option(None, "START,STOP,STEP degrees: one view per yaw (replaces --yaw); OUT gets a "
                                             "strip (.png) or a stack [V, size, size] (.npy).",
                                       metavar="START,STOP,STEP")
@@ -97,9 +101,9 @@ def render_ct_file(cfg: RenderConfig, drr: DRROptions, checks: CTChecks) -> str:
     from xpgan.drr.poses import sweep_values
     from xpgan.pipeline.ct.validate import read_checked_ct
 
-    geom = drr.make_geometry().with_pose(
-        yaw_deg=cfg.yaw, pitch_deg=cfg.pitch, roll_deg=cfg.roll,
-        offset_mm=parse_floats(cfg.offset, 3, "--offset") if cfg.offset is not None else (0.0, 0.0, 0.0))
+    offset = parse_floats(B.check_offset("--offset", cfg.offset), 3, "--offset") if cfg.offset is not None \
+        else (0.0, 0.0, 0.0)
+    geom = drr.make_geometry().with_pose(yaw_deg=cfg.yaw, pitch_deg=cfg.pitch, roll_deg=cfg.roll, offset_mm=offset)
     sweeps = {name: sweep_values(text, option) for name, text, option in (
         ("yaw_deg", cfg.yaw_sweep, "--yaw-sweep"), ("pitch_deg", cfg.pitch_sweep, "--pitch-sweep"),
         ("roll_deg", cfg.roll_sweep, "--roll-sweep")) if text is not None}
@@ -108,6 +112,10 @@ def render_ct_file(cfg: RenderConfig, drr: DRROptions, checks: CTChecks) -> str:
                          allow_unusual_ct=checks.allow_unusual_ct)  # as prep drr
     images = render_drr_views(ct.hu(), ct.spacing, geoms, backend=drr.backend, output=output.replace("-", "_"),
                               mu_water=drr.mu_water)  # [V, size, size], one launch
+    if any(offset) and not np.any(images):
+        raise XPGANError(f"--offset {cfg.offset}: the shifted isocentre leaves the volume outside the beam (the "
+                         "DRR would be empty); the volume spans "
+                         + " x ".join(f"{n * s:.0f}" for n, s in zip(ct.data.shape, ct.spacing)) + " mm (D x H x W)")
     what = f"{geom.size}x{geom.size}, {geom.kind}{' ' + geom.view if geom.kind == 'cone' else ''}, {output}"
     if not sweeps:
         write_drr_file(out, images[0], output)

@@ -232,8 +232,8 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
     from xpgan.pipeline import store as st
     from xpgan.pipeline.ct.discover import discover_ct
     from xpgan.pipeline.fingerprint import changed_sources, source_fingerprints
-    from xpgan.pipeline.lifecycle import run_store_items
-    from xpgan.pipeline.privacy import patient_hash, store_salt
+    from xpgan.pipeline.lifecycle import prep_salt, run_store_items, salt_attrs
+    from xpgan.pipeline.privacy import patient_hash
 
     shape, mu_water = _check_options(shape, mu_water, memory_limit_gb, backend)
     spacing_range_mm = check_spacing_range(spacing_range_mm)
@@ -251,11 +251,13 @@ def prep_drr(src, out, *, shape=DEFAULT_SHAPE, geometry=None, mu_water: float = 
 
     with_patients = any(it.patient_id for it in items)
     with st.StoreLock(out), st.disk_full_is_resumable(out), \
-            (store_salt(out, salt_file) if with_patients else contextlib.nullcontext()) as salt:
+            (prep_salt(out, salt_file) if with_patients else contextlib.nullcontext()) as salt:
         patients = [patient_hash(it.patient_id or "", salt) for it in items] if with_patients else None
         fingerprints = source_fingerprints([it.path for it in items])
         arrays, identity, attrs = _store_description(disc, items, patients, fingerprints, shape, size, geometry,
                                                      mu_water, backend, spacing_range_mm, allow_unusual_ct)
+        if salt is not None:
+            attrs.update(salt_attrs(salt))
         from xpgan.drr.render import probe_backend
 
         job_backend, fallback = probe_backend(backend)   # "auto" with a failing CUDA path -> "cpu", one warning

@@ -58,7 +58,8 @@ from pathlib import Path
 import numpy as np
 
 from xpgan.errors import InputError, as_input_errors, library_reason
-from xpgan.pipeline.sniff import dicom_like_name, has_dicom_magic, is_nifti_name
+from xpgan.pipeline.cxr.readers import PROJECTION_MODALITIES
+from xpgan.pipeline.sniff import dicom_like_name, has_dicom_magic, is_nifti_name, not_regular_reason
 from xpgan.pipeline.values import dicom_rescale, nifti_rescale
 
 CANONICAL_AXCODES = ("I", "P", "L")
@@ -161,6 +162,9 @@ def read_ct(path: str | os.PathLike, *, max_bytes: int | None = None) -> CTVolum
     checked by their size on disk (the raw slices are read together with the headers).
     """
     path = Path(path)
+    special = not_regular_reason(path)
+    if special is not None:
+        raise InputError(path, special)
     if _classify(path) == "nifti":
         return _read_nifti(path, max_bytes)
     return _read_dicom_series(path, max_bytes)
@@ -203,8 +207,7 @@ def _native_view(out: np.ndarray, transform: np.ndarray) -> np.ndarray:
     """A view of the canonical array `out` indexed like the native (on-disk) array.
 
     Writing the native data through this view fills `out` in canonical order in a single pass, so
-    reorientation costs no extra copy.
-    """
+    reorientation costs no extra copy."""
     from nibabel.orientations import apply_orientation
 
     # `transform` sends native axis i to canonical axis transform[i, 0] (flipped if transform[i, 1] < 0);
@@ -323,6 +326,9 @@ def read_ct_stored(path: str | os.PathLike, *, max_bytes: int | None = None) -> 
     read_ct: data is the float32 HU volume, scale 1, offset 0. Same errors and `max_bytes` check as read_ct.
     """
     path = Path(path)
+    special = not_regular_reason(path)
+    if special is not None:
+        raise InputError(path, special)
     if _classify(path) == "nifti":
         header, raw, slope, inter, transform = _nifti_stored(path, max_bytes)
         from nibabel.orientations import apply_orientation
@@ -544,8 +550,6 @@ def _ct_images(folder: Path, defer_pixels: bool) -> list:
         raise InputError(bad[0][0], f"{bad[0][1]} in a DICOM series folder{more}")
     if not images:
         if n_dicom:
-            from xpgan.pipeline.cxr.readers import PROJECTION_MODALITIES
-
             xray = "; radiographs belong in xpgan prep cxr" if modalities <= set(PROJECTION_MODALITIES) else ""
             raise InputError(folder, f"no CT images with pixel data among {n_dicom} DICOM file(s) "
                                      f"(modalities: {', '.join(sorted(modalities))}){xray}")
@@ -571,6 +575,9 @@ def _one_series(images: list, folder: Path) -> tuple:
     ds0, f0 = images[0]
     iop0 = _floats(ds0, "ImageOrientationPatient", 6, f0)
     ps0 = _floats(ds0, "PixelSpacing", 2, f0)
+    if not np.all(np.isfinite(ps0)) or np.any(ps0 <= 0):
+        raise InputError(f0, f"PixelSpacing {' '.join(f'{v:g}' for v in ps0)} is not a pixel size (each value must "
+                             "be a positive number of mm)")
     shape0 = (int(ds0.get("Rows", 0) or 0), int(ds0.get("Columns", 0) or 0))
     positions = []
     for ds, f in images:

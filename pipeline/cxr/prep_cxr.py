@@ -36,10 +36,12 @@ from xpgan.pipeline.cxr.sources import (
     DEFAULT_VIEWS,
     discover,
     items_fingerprint,
+    one_patient_per_content,
     positive_help,
     positive_keys,
 )
 from xpgan.pipeline.cxr.split import check_grouping, grouped_stratified_split
+from xpgan.pipeline.fingerprint import changed_done_items, source_fingerprints
 from xpgan.pipeline.runner import PrepSummary, Task
 
 KIND = "cxr"
@@ -221,8 +223,8 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
     `DECODE_BUDGET_BYTES` to read a file: the default worker count fits them in the machine's memory."""
     from xpgan.pipeline import schema
     from xpgan.pipeline import store as st
-    from xpgan.pipeline.lifecycle import run_store_items
-    from xpgan.pipeline.privacy import patient_hash, store_salt
+    from xpgan.pipeline.lifecycle import prep_salt, run_store_items, salt_attrs
+    from xpgan.pipeline.privacy import patient_hash
 
     B.CXR_SIZE.check("--size", size)
     B.FRACTION.check("--test-fraction", test_fraction)
@@ -235,25 +237,32 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
     if not items:
         raise XPGANError(nothing_found(found))
 
+    fingerprints = source_fingerprints([it.path for it in items])
+    items, fingerprints, same_content = one_patient_per_content(found, items, fingerprints)
     labels = np.array([it.label for it in items], dtype=np.int8)
     split = grouped_stratified_split(labels, [it.patient_key for it in items], test_fraction=test_fraction,
                                      seed=seed, strata=[it.source for it in items])
     assert not check_grouping(split, [it.patient_key for it in items])
 
-    with st.StoreLock(out), st.disk_full_is_resumable(out), store_salt(out, salt_file) as salt:
+    notes: list[str] = [same_content] if same_content else []
+    with st.StoreLock(out), st.disk_full_is_resumable(out), prep_salt(out, salt_file) as salt:
         fresh = overwrite or not (out / "zarr.json").is_file()
         patients = [patient_hash(it.patient_key, salt) for it in items]
         identity, attrs = _store_description(found, items, salt, size, test_fraction, seed, positive, views,
                                              allow_burned_in)
+        attrs.update(salt_attrs(salt))
+        if not overwrite:
+            changed_done_items(out, fingerprints, [str(it.path) for it in items])
         group = st.create_or_open(
             out, kind=KIND, overwrite=overwrite, n_items=len(items), attrs=attrs, identity=identity,
             items_per_shard=ITEMS_PER_SHARD,
             arrays=schema.item_arrays(KIND, {"S": size}, optional=("bits",)))
+
         def write(batch: dict[int, dict]) -> None:
             st.write_items(group, {i: {"image": r["image"], "bits": int(r["bits"]), "label": int(labels[i]),
                                        "patient": patients[i],
                                        "source": items[i].source, "split": int(split[i])}
-                                   for i, r in batch.items()})
+                                   for i, r in batch.items()}, inputs={i: fingerprints[i] for i in batch})
 
         def failure(i: int, reason: str, fresh: bool) -> dict:
             return {"index": i, "id": f"{items[i].source}:{i}", "path": str(items[i].path),
@@ -267,7 +276,8 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
             process=functools.partial(_process_encoded, encoders=st.item_encoders(group)), write=write,
             failure=failure, desc="prep cxr", workers=workers, scheduler=scheduler, processes=processes,
             progress=progress, memory_per_worker_gb=DECODE_BUDGET_BYTES / 1e9, paths_in_store=False,
-            csv_only=[{"path": p, "reason": r} for p, r in found.problems], fresh=fresh)
+            csv_only=[{"path": p, "reason": r} for p, r in found.problems], fresh=fresh,
+            prefailed={i: "file not found" for i, fp in enumerate(fingerprints) if fp == "missing"})
         done_now = run.done_now
         table = count_table(np.array([str(x) for x in group["source"][:]], dtype=object)[done_now],
                             np.asarray(group["split"][:])[done_now], np.asarray(group["label"][:])[done_now]) \
@@ -277,8 +287,8 @@ def prep_cxr(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, si
     failures += list(found.problems)
     return CXRPrepSummary(total=len(items), done=int(done_now.sum()), skipped=int(run.done_before.sum()),
                           failed=len(failures), failures=failures, seconds=run.result.seconds, store=str(out),
-                          table=table, excluded=dict(found.excluded), redone=run.redone, classes=dict(found.classes),
-                          kept=run.kept)
+                          table=table, excluded=dict(found.excluded), redone=run.redone, notes=notes,
+                          classes=dict(found.classes), kept=run.kept)
 
 
 def nothing_found(found, examples: int = 3) -> str:

@@ -47,7 +47,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from xpgan.errors import InputError, as_input_errors, library_reason
-from xpgan.pipeline.sniff import DICOM_SUFFIXES, is_dicom_file
+from xpgan.pipeline.sniff import DICOM_SUFFIXES, is_dicom_file, not_regular_reason
 from xpgan.pipeline.values import dicom_rescale
 
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -98,6 +98,9 @@ def read_cxr_depth(path: str | os.PathLike, *, allow_burned_in: bool = False) ->
     """(read_cxr's image, the bit depth its values were scaled by: PNG/JPEG 2**bits - 1, DICOM BitsStored;
     0 for a float image stretched from its own range)."""
     path = Path(path)
+    special = not_regular_reason(path)
+    if special is not None:
+        raise InputError(path, special)
     if not path.is_file():
         raise InputError(path, "file not found")
     if is_dicom_file(path):

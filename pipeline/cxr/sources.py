@@ -33,6 +33,12 @@ Kinds of SRC (mixed freely, in the order given):
   Image path: `<csv folder>/<folder>/<filename>` (`folder` defaults to `images`). A missing image file is
   still an item: it fails when processed (reported, not fatal), and succeeds on a rerun once restored.
 
+Frontal views only, by one rule in every source: Cohen rows by their `view` column, and any DICOM file (class
+folders and manifests too) by its ViewPosition, when set: a view not in `views` (LL, RL, LATERAL) is left
+out and counted ("view not selected"). Manifest headers naming a column twice are refused, and a row whose
+path holds a NUL byte fails alone. Images with identical content in different files (copies in two sources)
+are one patient for the split (`one_patient_per_content`).
+
 The source name is `source_names[i]` when given, else the SRC folder's name (for a CSV, the name of the
 folder holding it), or a manifest's `source` column. Patient keys are namespaced by source: the same id
 in two sources is two patients (give both the same source name when they share a patient register).
@@ -40,6 +46,7 @@ in two sources is two patients (give both the same source name when they share a
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import hmac
 import os
@@ -50,8 +57,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from xpgan.errors import InputError
-from xpgan.pipeline.cxr.readers import is_cxr_image
-from xpgan.pipeline.sniff import walk_once
+from xpgan.pipeline.cxr.readers import RASTER_SUFFIXES, is_cxr_image
+from xpgan.pipeline.sniff import is_dicom_file, not_regular_reason, walk_once
 
 # The names of the positive (COVID-19) class that class folders and manifest labels are recognised by without
 # --positive; each is compared by class_key, so every spelling with other case or separators matches too
@@ -166,10 +173,26 @@ def _resolve(base: Path, rel: str) -> Path:
     return p if p.is_absolute() else base / p
 
 
+MANIFEST_COLUMNS = ("path", "label", "patient_id", "source")
+
+
+def _refuse_repeated(csv_path: Path, cols: Sequence[str], used: Sequence[str]) -> None:
+    """A header naming a column that is read twice (`path,label,label`): which one counts? Refused."""
+    repeated = sorted({c for c in cols if c in used and cols.count(c) > 1})
+    if repeated:
+        raise InputError(csv_path, f"column(s) {', '.join(repeated)} appear more than once in the header (which "
+                                   "one counts?); keep one of each")
+
+
+def _nul(text: str) -> bool:
+    return "\0" in text
+
+
 def discover_cohen(csv_path: Path, source: str, *, views: Sequence[str], into: CXRDiscovery) -> None:
     cols, rows, lines = _read_csv(csv_path)
     if not is_cohen_header(cols):
         raise InputError(csv_path, f"not a Cohen-style metadata.csv: {_not_cohen_reason(cols)}")
+    _refuse_repeated(csv_path, cols, COHEN_COLUMNS + ("folder",))
     wanted_views = {_norm(v) for v in views}
     base = csv_path.parent
     for n, row in zip(lines, rows):
@@ -186,6 +209,10 @@ def discover_cohen(csv_path: Path, source: str, *, views: Sequence[str], into: C
         filename = row.get("filename", "")
         if not filename:
             into.problems.append((str(csv_path), "row without filename"))
+            continue
+        if _nul(filename) or _nul(row.get("folder", "")):
+            into.problems.append((f"{csv_path}:{n}", f"{csv_path.name} line {n}: the file name holds a NUL byte, "
+                                                     "which no file name can"))
             continue
         path = base / (row.get("folder") or "images") / filename
         pid = row.get("patientid", "") or Path(filename).stem
@@ -212,12 +239,16 @@ def discover_manifest(csv_path: Path, source: str, *, positive: Sequence[str], i
     cols, rows, lines = _read_csv(csv_path)
     if "path" not in cols or "label" not in cols:
         raise InputError(csv_path, "manifest CSV needs the columns path,label[,patient_id][,source]")
+    _refuse_repeated(csv_path, cols, MANIFEST_COLUMNS)
     pos = positive_keys(positive)
     base = csv_path.parent
     for n, row in zip(lines, rows):
         where = f"{csv_path.name} line {n}"
         if not row.get("path"):
             into.problems.append((f"{csv_path}:{n}", "manifest row without path"))
+            continue
+        if _nul(row["path"]):
+            into.problems.append((f"{csv_path}:{n}", f"{where}: the path holds a NUL byte, which no file name can"))
             continue
         path = _resolve(base, row["path"])
         label = parse_label(row.get("label", ""), pos)
@@ -253,7 +284,9 @@ def _image_files(folder: Path, into: CXRDiscovery) -> list[Path]:
                 out.append(path)
             elif path.is_file():
                 into.excluded[_skip_reason(path)] += 1
-    return sorted((p for p in out if p.is_file()), key=lambda p: p.relative_to(folder).as_posix())
+    # a FIFO or a device named like an image is kept: it fails alone, with the reason, when it is read
+    return sorted((p for p in out if p.is_file() or not_regular_reason(p)),
+                  key=lambda p: p.relative_to(folder).as_posix())
 
 
 def discover_class_folders(root: Path, source: str, *, positive: Sequence[str], into: CXRDiscovery) -> None:
@@ -332,16 +365,44 @@ def discover(sources: Sequence[str | os.PathLike], *, positive: Sequence[str] = 
         else:
             raise InputError(src, "expected a folder of class sub-folders, a manifest CSV or a metadata.csv "
                                   "(a single image has no label)")
-    found.items = _drop_duplicates(found)
+    found.items = _frontal_only(_drop_duplicates(found), views, found)
     return found
 
 
+def dicom_view(path: Path) -> str:
+    """A DICOM file's ViewPosition (header only; "" when absent or unreadable: the reader then decides)."""
+    try:
+        import pydicom
+
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["ViewPosition"], force=True)
+        return str(ds.get("ViewPosition", "") or "")
+    except Exception:  # a damaged file fails when read, with its reason
+        return ""
+
+
+def _frontal_only(items: list[CXRItem], views: Sequence[str], found: CXRDiscovery) -> list[CXRItem]:
+    """One rule for the view in every source: a DICOM file whose ViewPosition is set and is not one of `views`
+    (LL, RL, LATERAL...) is left out as a Cohen row of such a view is (counted, "view not selected")."""
+    wanted = {_norm(v) for v in views}
+    kept = []
+    for it in items:
+        if it.path.suffix.lower() not in RASTER_SUFFIXES and is_dicom_file(it.path) \
+                and not_regular_reason(it.path) is None:
+            view = _norm(dicom_view(it.path))
+            if view and view not in wanted:
+                found.excluded["view not selected"] += 1
+                continue
+        kept.append(it)
+    return kept
+
+
 def _drop_duplicates(found: CXRDiscovery) -> list[CXRItem]:
-    """The same file reached twice (overlapping SRCs, a repeated manifest row) is kept once, at its first
-    place; listed with different labels, every listing is a problem and none is kept."""
+    """The same file reached twice (overlapping SRCs, a repeated manifest row, a symlink alias) is kept once,
+    at its first place; listed with different labels, every listing is a problem and none is kept."""
     listings: dict[str, list[CXRItem]] = {}
     for item in found.items:
-        listings.setdefault(os.path.normcase(os.path.abspath(item.path)), []).append(item)
+        # the resolved path: a symlink alias or another spelling of a path is the same file
+        listings.setdefault(os.path.normcase(os.path.realpath(item.path)), []).append(item)
     unique = []
     for key, its in listings.items():
         if len({it.label for it in its}) > 1:
@@ -366,3 +427,44 @@ def items_fingerprint(items: Sequence[CXRItem], salt: bytes) -> str:
             mac.update(b"\x1f")
         mac.update(b"\x1e")
     return mac.hexdigest()[:32]
+
+
+UNREAD = ("missing", "unreadable", "not-regular")  # fingerprints that say nothing about content
+
+
+def one_patient_per_content(found: CXRDiscovery, items: list[CXRItem], fingerprints: list[str]
+                            ) -> tuple[list[CXRItem], list[str], str]:
+    """Images with identical content (the same source fingerprint: size and the first and last MiB, i.e. the
+    whole file for most radiographs) in different files are one patient: every patient holding a copy is
+    merged into the first one's key, so the grouped split keeps the copies on one side (no train/test
+    leak) and the patient hash is shared; copies whose labels differ are counted in the line. Returns
+    (items, fingerprints, a summary line or "")."""
+    by_fp: dict[str, list[int]] = {}
+    for i, fp in enumerate(fingerprints):
+        if fp not in UNREAD:
+            by_fp.setdefault(fp, []).append(i)
+    parent: dict[str, str] = {}
+
+    def root(key: str) -> str:
+        while parent.get(key, key) != key:
+            key = parent[key]
+        return key
+
+    copies, conflicting = 0, 0
+    for members in by_fp.values():
+        if len(members) < 2:
+            continue
+        copies += len(members) - 1
+        conflicting += len(members) if len({items[i].label for i in members}) > 1 else 0
+        first = root(items[members[0]].patient_key)
+        for i in members[1:]:
+            other = root(items[i].patient_key)
+            if other != first:
+                parent[other] = first
+    out = [dataclasses.replace(it, patient_key=root(it.patient_key)) if root(it.patient_key) != it.patient_key
+           else it for it in items]
+    note = (f"{copies} image(s) have the same content as another file (copies in several sources or folders): "
+            "each set is one patient, kept on one side of the split"
+            + (f"; {conflicting} of these copies carry different labels (check the sources)" if conflicting else "")
+            if copies else "")
+    return out, list(fingerprints), note

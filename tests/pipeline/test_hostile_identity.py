@@ -40,7 +40,8 @@ def test_resume_from_another_archive_with_the_same_names_is_refused_naming_the_i
     shutil.copy(tmp_path / "src" / "study_0.nii.gz", src / "study_2.nii.gz")  # ... of the same size
     with pytest.raises(XPGANError, match=r"3 source item\(s\) differ from those the store was made from \(same "
                                          r"name, other size or content\): study_0.nii.gz, study_1.nii.gz, "
-                                         r"study_2.nii.gz; rerun with --overwrite"):
+                                         r"study_2.nii.gz; point it at the sources it was made from, or rerun "
+                                         r"with --overwrite"):
         _prep(src, out)
     assert sorted(p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()) == before  # nothing kept or mixed
 
@@ -135,3 +136,165 @@ def test_verify_deep_re_renders_drrs_and_catches_one_that_is_not_its_volumes(tmp
     bad = runner.invoke(app, ["inspect", "--verify", "--deep", str(out)])
     assert bad.exit_code == 1
     assert "drr/c/0/0/0: the stored DRR differs from a re-render of the stored volume" in bad.output
+
+
+# ------------------------------------------------------------------------------ CXR identity, salt, creation
+
+def _cxr_source(root, seed, n=4):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        folder = root / ("covid" if i % 2 else "normal")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (20, 24), dtype=np.uint8)).save(folder / f"img{i}.png")
+    return root
+
+
+def _prep_cxr(src, out, **kw):
+    from xpgan.pipeline.cxr.prep_cxr import prep_cxr
+
+    return prep_cxr([src], out, size=16, workers=0, progress=False, **kw)
+
+
+def test_a_cxr_store_whose_source_images_were_replaced_in_place_is_refused_naming_them(tmp_path):
+    src = _cxr_source(tmp_path / "src", seed=0)
+    out = tmp_path / "cxr.zarr"
+    _prep_cxr(src, out)
+    before = _files(out)
+    _cxr_source(tmp_path / "other", seed=5)
+    shutil.copy(tmp_path / "other" / "covid" / "img1.png", src / "covid" / "img1.png")  # same name, other image
+    with pytest.raises(XPGANError, match=r"1 source item\(s\) differ from those the store was made from .*"
+                                         r"img1.png; point it at the sources it was made from"):
+        _prep_cxr(src, out)
+    assert _files(out) == before
+
+
+def test_a_store_cut_short_while_being_created_is_made_again_by_a_rerun(tmp_path, monkeypatch):
+    import zarr
+
+    src = _cxr_source(tmp_path / "src", seed=0)
+    out = tmp_path / "cxr.zarr"
+    real = zarr.Group.attrs.fget
+
+    def killed(self):  # the kill lands after the arrays, before the attributes that make the store ours
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(zarr.Group, "attrs", property(killed))
+    with pytest.raises(BaseException):
+        _prep_cxr(src, out)
+    monkeypatch.setattr(zarr.Group, "attrs", property(real))
+    assert (out / "zarr.json").is_file() and (out / "done").is_dir()
+    assert _prep_cxr(src, out).done == 4
+
+
+def test_a_store_moved_without_its_salt_is_refused_advising_the_salt_before_any_deletion(tmp_path):
+    src = _cxr_source(tmp_path / "src", seed=0)
+    out = tmp_path / "a" / "cxr.zarr"
+    first = _prep_cxr(src, out)
+    moved = tmp_path / "b" / "cxr.zarr"
+    moved.parent.mkdir()
+    shutil.move(out, moved)  # the salt stays at a/cxr.zarr.salt
+    with pytest.raises(XPGANError) as err:
+        _prep_cxr(src, moved)
+    text = str(err.value)
+    assert "its salt file" in text and "is missing" in text and "Copy the cxr.zarr.salt" in text
+    assert text.index("--salt-file") < text.index("--overwrite") and "deleting its 4 finished item(s)" in text
+    assert not (tmp_path / "b" / "cxr.zarr.salt").exists()  # no new key was made
+    other = tmp_path / "other.salt"
+    other.write_text("f" * 64)
+    with pytest.raises(XPGANError, match="is not the salt this store was made with"):
+        _prep_cxr(src, moved, salt_file=other)
+    assert _prep_cxr(src, moved, salt_file=tmp_path / "a" / "cxr.zarr.salt").skipped == first.done == 4
+    shutil.copy(tmp_path / "a" / "cxr.zarr.salt", tmp_path / "b" / "cxr.zarr.salt")
+    assert _prep_cxr(src, moved).skipped == 4
+
+
+# -------------------------------------------------------------------------------------- verify every array
+
+def test_verify_catches_rewritten_labels_splits_severities_and_a_resume_redoes_them(tmp_path):
+    import zarr
+
+    from xpgan.pipeline.inspection import check_store
+
+    src = _archive(tmp_path / "src", seed=0, n=3)
+    out = tmp_path / "ct.zarr"
+    _prep(src, out)
+    ref = _files(out)
+    g = zarr.open_group(str(out), mode="r+")
+    g["label"][1] = 1 - int(g["label"][1])  # a valid chunk with another value
+    g["severity"][2] = 4
+    text, damaged = check_store(out, full=True)
+    assert damaged == 2, text
+    assert "value is not the one written for this item" in text and "label" in text and "severity" in text
+    assert _prep(src, out).done == 3 and _files(out) == ref
+
+    csrc = _cxr_source(tmp_path / "csrc", seed=1)
+    cout = tmp_path / "cxr.zarr"
+    _prep_cxr(csrc, cout)
+    c = zarr.open_group(str(cout), mode="r+")
+    c["split"][0] = 1 - int(c["split"][0])
+    text, damaged = check_store(cout, full=True)
+    assert damaged == 1 and "split" in text, text
+
+
+def test_a_hand_edited_array_shape_in_zarr_json_is_caught_when_the_store_is_opened(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from xpgan.cli import app
+    from xpgan.model.data import ct_store_info
+    from xpgan.pipeline.schema import StoreDamageError
+
+    src = _archive(tmp_path / "src", seed=0, n=2)
+    out = tmp_path / "ct.zarr"
+    _prep(src, out)
+    meta_file = out / "volume" / "zarr.json"
+    meta = json.loads(meta_file.read_text())
+    meta["shape"][2] = 16  # 24 -> 16: readers would crop silently
+    meta_file.write_text(json.dumps(meta))
+    res = CliRunner().invoke(app, ["inspect", "--verify", str(out)])
+    assert res.exit_code != 0 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "metadata (zarr.json: shape, dtype, chunks or codecs) of array(s) volume differs" in res.output
+    with pytest.raises(StoreDamageError, match="array.s. volume differs from what the store was made with"):
+        ct_store_info(out)
+
+
+# ---------------------------------------------------------------------------------- one study, one record
+
+def test_the_same_nifti_through_a_symlink_alias_is_one_study(tmp_path):
+    src = _archive(tmp_path / "src", seed=0, n=2)
+    os.symlink(src / "study_0.nii.gz", src / "alias.nii.gz")
+    summary = _prep(src, tmp_path / "ct.zarr")
+    assert summary.total == 2 and "1 same study as alias.nii.gz (study_0.nii.gz)" in summary.discovery
+    (tmp_path / "m.csv").write_text("path,label\nsrc/study_0.nii.gz,1\nsrc/alias.nii.gz,0\n")
+    with pytest.raises(XPGANError, match=r"study_0.nii.gz \(label 1, severity -1\) and src/alias.nii.gz \(label 0, "
+                                         r"severity -1\) are the same study"):
+        _prep(tmp_path / "m.csv", tmp_path / "m.zarr")
+
+
+def test_a_cxr_alias_is_one_item_and_identical_content_in_two_sources_is_one_patient(tmp_path):
+    import zarr
+
+    from xpgan.pipeline.cxr.sources import discover
+
+    a = _cxr_source(tmp_path / "A", seed=0, n=12)
+    os.symlink(a / "covid" / "img1.png", tmp_path / "alias.png")
+    (tmp_path / "m.csv").write_text("path,label\nA/covid/img1.png,1\nalias.png,0\n")
+    found = discover([tmp_path / "m.csv"])
+    assert found.items == [] and len(found.problems) == 2 and "conflicting labels" in found.problems[0][1]
+    shutil.copytree(a, tmp_path / "B")  # B holds copies of A's files
+    out = tmp_path / "cxr.zarr"
+    summary = _prep_cxr_many([a, tmp_path / "B"], out)
+    assert summary.done == 24 and any("12 image(s) have the same content as another file" in n for n in summary.notes)
+    g = zarr.open_group(str(out), mode="r")
+    split, patient, source = g["split"][:], [str(x) for x in g["patient"][:]], [str(x) for x in g["source"][:]]
+    for i in range(12):  # item i of A and its copy (item 12 + i of B) are one patient, on one side
+        assert patient[i] == patient[12 + i] and split[i] == split[12 + i] and source[i] != source[12 + i]
+
+
+def _prep_cxr_many(srcs, out):
+    from xpgan.pipeline.cxr.prep_cxr import prep_cxr
+
+    return prep_cxr(srcs, out, size=16, workers=0, progress=False, test_fraction=0.25)

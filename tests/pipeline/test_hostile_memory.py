@@ -146,3 +146,31 @@ def test_deflated_dicom_is_inflated_only_up_to_the_budget(tmp_path):
 def test_images_within_the_budget_are_read(tmp_path):
     Image.fromarray(np.full((300, 200, 3), 128, np.uint8)).save(tmp_path / "ok.png")
     assert read_cxr(tmp_path / "ok.png").shape == (300, 200)
+
+
+def test_a_large_manifest_of_missing_files_keeps_the_store_small_and_streams_its_failures(tmp_path):
+    import csv
+
+    import zarr
+
+    from xpgan.pipeline.cxr.prep_cxr import prep_cxr
+    from xpgan.pipeline.inspection import summarize_store
+    from xpgan.pipeline.schema import open_store
+    from xpgan.pipeline.store import FAILURES_IN_STORE
+
+    n = 20_000
+    Image.fromarray(np.full((20, 24), 90, np.uint8)).save(tmp_path / "ok.png")
+    (tmp_path / "m.csv").write_text("path,label\nok.png,1\n" + "".join(f"gone/{i}.png,{i % 2}\n" for i in range(n)))
+    summary = prep_cxr([tmp_path / "m.csv"], tmp_path / "c.zarr", size=16, workers=0, progress=False)
+    assert summary.done == 1 and summary.failed == n
+    assert len(summary.text().splitlines()) < 30 and f"and {n - 20} more (see the failures CSV)" in summary.text()
+    assert (tmp_path / "c.zarr" / "zarr.json").stat().st_size < 500_000
+    g = zarr.open_group(str(tmp_path / "c.zarr"), mode="r")
+    assert len(g.attrs["failures"]) == FAILURES_IN_STORE and g.attrs["xpgan"]["failure_count"] == n
+    with open(tmp_path / "c.zarr.failures.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == n and rows[-1]["reason"] == "file not found"
+    text = summarize_store(open_store(tmp_path / "c.zarr"), str(tmp_path / "c.zarr"))
+    assert f"failures: {n} (the first {FAILURES_IN_STORE} here; all in " in text
+    again = prep_cxr([tmp_path / "m.csv"], tmp_path / "c.zarr", size=16, workers=0, progress=False)
+    assert again.skipped == 1 and again.failed == n

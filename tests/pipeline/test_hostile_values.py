@@ -248,3 +248,68 @@ def test_unsupported_images_in_class_folders_are_counted(tmp_path):
     assert [it.path.name for it in found.items] == ["a.png"]
     assert found.excluded == {"unsupported image format .gif (convert to PNG)": 1,
                               "unsupported image format .tif (convert to PNG)": 1}
+
+
+# ------------------------------------------------------------------ manifests: columns, NUL, label vs severity
+
+def test_a_manifest_header_with_a_repeated_column_is_refused(tmp_path):
+    write_nifti(tmp_path / "a.nii.gz", simple_chest((8, 16, 16), 0, dtype=np.float32), SPACING)
+    (tmp_path / "ct.csv").write_text("path,label,label\na.nii.gz,1,0\n")
+    one_line_error(run("prep", "drr", tmp_path / "ct.csv", tmp_path / "ct.zarr", "--workers", "0"),
+                   "ct.csv: column(s) label appear more than once in the header")
+    _manifest(tmp_path, "")
+    (tmp_path / "m.csv").write_text("path,label,label\na.png,1,0\n")
+    one_line_error(run("prep", "cxr", tmp_path / "m.csv", tmp_path / "x.zarr"),
+                   "m.csv: column(s) label appear more than once in the header")
+    assert not (tmp_path / "ct.zarr").exists() and not (tmp_path / "x.zarr").exists()
+
+
+def test_a_nul_byte_in_a_manifest_path_is_one_line_naming_the_row(tmp_path):
+    write_nifti(tmp_path / "a.nii.gz", simple_chest((8, 16, 16), 0, dtype=np.float32), SPACING)
+    (tmp_path / "ct.csv").write_text("path,label\na.nii.gz,1\nb\0.nii.gz,0\n")
+    one_line_error(run("prep", "drr", tmp_path / "ct.csv", tmp_path / "ct.zarr", "--workers", "0"),
+                   "ct.csv: line 3: the path holds a NUL byte")
+    found = discover([_manifest(tmp_path, "a.png,1\nb\0.png,0\n")])
+    assert [it.path.name for it in found.items] == ["a.png"]
+    assert [r for _, r in found.problems] == ["m.csv line 3: the path holds a NUL byte, which no file name can"]
+
+
+@pytest.mark.parametrize("label, severity", [(0, 4), (0, 1), (1, 0)])
+def test_a_ct_manifest_label_that_contradicts_its_severity_is_refused(tmp_path, label, severity):
+    write_nifti(tmp_path / "a.nii.gz", simple_chest((8, 16, 16), 0, dtype=np.float32), SPACING)
+    (tmp_path / "m.csv").write_text(f"path,label,severity\na.nii.gz,{label},{severity}\n")
+    one_line_error(run("prep", "drr", tmp_path / "m.csv", tmp_path / "ct.zarr", "--workers", "0"),
+                   f"m.csv: line 2: label {label} with severity {severity} contradicts itself",
+                   "CT-1..CT-4 grades COVID-19 lesions")
+
+
+# ------------------------------------------------------------------------------------- DICOM and drr render
+
+def test_pixel_spacing_zero_or_negative_is_said_as_such_not_as_gantry_tilt(tmp_path):
+    for value in (b"0\\0", b"-0.5\\-0.5"):
+        files = _series(tmp_path / value.hex() / "s")
+        for f in files:
+            _poke(f, "PixelSpacing", value)
+        with pytest.raises(InputError, match=r"IM0000.dcm: PixelSpacing .* is not a pixel size \(each value must "
+                                             r"be a positive number of mm\)") as err:
+            read_ct(tmp_path / value.hex() / "s")
+        assert "gantry" not in str(err.value)
+
+
+@pytest.mark.parametrize("offset, said", [("1e308,0,0", "--offset must be"), ("0,1001,0", "--offset must be"),
+                                          ("0,0", "--offset must be 3 comma-separated numbers")])
+def test_drr_render_offset_is_bounded(tmp_path, offset, said):
+    write_nifti(tmp_path / "a.nii.gz", simple_chest((8, 16, 16), 0, dtype=np.float32), SPACING)
+    one_line_error(run("drr", "render", tmp_path / "a.nii.gz", tmp_path / "o.npy", "--offset", offset, *DRR_OPTS),
+                   said)
+    assert not (tmp_path / "o.npy").exists()
+
+
+def test_drr_render_offset_that_leaves_the_volume_outside_the_beam_is_refused(tmp_path):
+    write_nifti(tmp_path / "a.nii.gz", simple_chest((8, 16, 16), 0, dtype=np.float32), SPACING)
+    ok = run("drr", "render", tmp_path / "a.nii.gz", tmp_path / "o.npy", "--offset", "2,1,-3", *DRR_OPTS)
+    assert ok.exit_code == 0, ok.output
+    one_line_error(run("drr", "render", tmp_path / "a.nii.gz", tmp_path / "p.npy", "--offset", "0,0,900",
+                       "--pixel-mm", "1", *DRR_OPTS), "--offset 0,0,900: the shifted isocentre leaves the volume "
+                                                       "outside the beam")
+    assert not (tmp_path / "p.npy").exists()
