@@ -55,12 +55,14 @@ def toy_beam(n: int) -> torch.Tensor:
     return torch.from_numpy(one)[None].repeat(n, 1, 1)
 
 
-def train_l1(arch: str, steps: int, drr_base: bool = True) -> Generator:
-    torch.manual_seed(0)
+def train_l1(arch: str, steps: int, drr_base: bool = True, seed: int = 0) -> Generator:
+    """G trained `steps` steps by L1 on its core (as losses.py trains it), from torch seed `seed`
+    (scripts/follows_seeds.py runs it over several)."""
+    torch.manual_seed(seed)
     G = Generator(net_config_for("tiny", SHAPE, 32, g_arch=arch, drr_base=drr_base))
     opt = torch.optim.Adam(G.parameters(), lr=0.002, betas=(0.0, 0.99), eps=1e-8)
     ct, img = toy_studies(256, seed=1)
-    gen = torch.Generator().manual_seed(2)
+    gen = torch.Generator().manual_seed(2 + seed)
     for _ in range(steps):
         idx = torch.randint(0, ct.shape[0], (8,), generator=gen)
         _, core = G(ct[idx], toy_beam(8), with_core=True)        # the L1 term sees G's core (losses.py)
