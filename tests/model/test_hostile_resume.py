@@ -128,11 +128,12 @@ def test_a_signal_finishes_the_step_writes_a_checkpoint_and_the_resumed_run_equa
     _, full = tiny_xpgan_run
     ct, cxr = toy_stores
     out = tmp_path / "stopped"
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}   # SIG_IGN under nohup / `&`
     with pytest.raises(Interrupted, match=r"train interrupted by .* after step 2 of 4: checkpoint .*"
                                           r"step-00000002.pt written") as err:
         train(xpgan_config(ct, cxr, out), hooks=_Signal(2, (sig,)))
     assert err.value.exit_code == 128 + sig
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert {s: signal.getsignal(s) for s in before} == before                  # handlers restored
     second = train(xpgan_config(ct, cxr, out, resume="latest"))
     assert second.step == 4 and second.digests == full.digests
     steps = [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()]
