@@ -12,7 +12,7 @@ import torch
 from xpgan import bounds as B
 from xpgan.errors import XPGANError
 from xpgan.model import checkpoint as ckpt_io
-from xpgan.model import gmetrics, greport
+from xpgan.model import greport
 from xpgan.model.config import GenerateConfig
 from xpgan.model.data import CTDataset, ct_store_info, read_strings
 from xpgan.model.evaluate import jsonable
@@ -104,7 +104,7 @@ def generate(checkpoint: str | Path, ct_store: str | Path, out_dir: str | Path, 
     Image.fromarray(labelled_grid(rows, col_titles=GRID_TITLES, row_labels=labels)).save(grid_path)
     C = networks_from_checkpoint(state, ("C",), dev)["C"] if "C" in state["models"] else None
     report = greport.store_report(imgs, C, dev)
-    if cxr_store is not None and imgs.fake.shape[0] >= gmetrics.REALISM_FOLDS:
+    if cxr_store is not None:
         real = greport.real_images(cxr_store, "test", float(state["config"].get("val_fraction", 0.1)))
         report["realism"] = greport.realism_report(imgs, real)
     report_path = out / REPORT

@@ -110,12 +110,19 @@ def realism(C_ref: torch.nn.Module, real: Tensor, sets: dict[str, Tensor], devic
 
 def realism_report(imgs: StudyImages, real: Tensor, *, cnn: bool = True, seed: int = 0) -> dict:
     """How far G's images and, beside them, the stored DRRs are from the real radiographs `real`
-    [m, 1, R, R] (`gmetrics.realism_figures`: two-sample AUROCs, pixel-value W1, between-image sd ratio)."""
+    [m, 1, R, R] (`gmetrics.realism_figures`: two-sample AUROCs, pixel-value W1, between-image sd ratio);
+    only a note when either set is smaller than the tests' folds."""
+    n = min(int(real.shape[0]), int(imgs.fake.shape[0]))
+    if n < gmetrics.REALISM_FOLDS:
+        return {"note": f"realism needs at least {gmetrics.REALISM_FOLDS} radiographs and {gmetrics.REALISM_FOLDS} "
+                        f"studies, got {int(real.shape[0])} and {int(imgs.fake.shape[0])}"}
     return gmetrics.realism_figures(real, {"g": imgs.fake, "drr": imgs.drr}, seed=seed, cnn=cnn)
 
 
 def realism_line(rf: dict) -> str:
     """One line for a person: the realism figures of G beside the DRRs'."""
+    if "g" not in rf:
+        return f"realism: {rf.get('note', 'no figures')}"
     g, d = rf["g"], rf["drr"]
     cnn = (f", CNN {g['cnn_auroc']:.2f} (DRRs {d['cnn_auroc']:.2f})" if "cnn_auroc" in g else "")
     return (f"realism against {rf['real_count']} real radiographs (0.5 = indistinguishable): linear 8x8 AUROC "

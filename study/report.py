@@ -64,7 +64,7 @@ def summarize(runs: Sequence[dict], modes: Sequence[str], *, n_boot: int, seed: 
         if gens:
             entry["generator"] = {k: _mean_sd([g.get(k, np.nan) for g in gens]) for k in GEN_FIGURES}
             entry["generator"]["studies"] = gens[0]["studies"]
-            real = [g["realism"] for g in gens if g.get("realism")]
+            real = [g["realism"] for g in gens if g.get("realism", {}).get("g")]
             if real:
                 entry["realism"] = {f"{who}_{k}": _mean_sd([rf[who].get(k, np.nan) for rf in real])
                                     for who in ("g", "drr") for k in REALISM_FIGURES}

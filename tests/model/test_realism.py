@@ -98,3 +98,11 @@ def test_sd_ratio_and_pooling():
 def test_realism_figures_refuse_too_few_images():
     with pytest.raises(ValueError, match="at least 5 images per set"):
         realism_figures(torch.rand(10, 1, 8, 8), {"g": torch.rand(3, 1, 8, 8)})
+
+
+def test_too_few_images_give_a_note_not_an_error(cohort):
+    drr, real = cohort
+    imgs = greport.StudyImages(fake=drr[:6], drr=drr[:6], labels=np.zeros(6, np.int64), index=np.arange(6))
+    fig = greport.realism_report(imgs, real[:3])
+    assert "g" not in fig and "at least 5 radiographs" in fig["note"]
+    assert greport.realism_line(fig).startswith("realism: realism needs at least 5")
