@@ -160,7 +160,7 @@ def test_resuming_skips_finished_runs_and_gives_the_same_table(smoke_study):
               path.open("w"))
     logs.clear()
     run_study(out, preset="smoke", seeds=[0], device="cpu", log=logs.append)
-    assert any("xpgan seed 0: generator metrics completed" in line for line in logs)
+    assert any("xpgan seed 0: generator / transfer figures completed" in line for line in logs)
     assert json.loads(path.read_text())["generator"] == pytest.approx(old["generator"])
 
 
