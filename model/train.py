@@ -15,7 +15,6 @@ import math
 import os
 import random
 import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from xpgan.model.data import BatchStream, CXRDataset, ct_store_info, cxr_store_i
 from xpgan.model.resume import resume_plan, resumed
 from xpgan.model.runlog import RunRecord
 from xpgan.pipeline import schema
+from xpgan.signals import SignalCatcher
 
 # Options that may differ when resuming (where and how the run executes, not what it computes).
 RESUME_OVERRIDES = RESUME_APPLIED
@@ -543,15 +543,15 @@ class Trainer:
         return batch, stats
 
 
-class StopOnSignal:
+class StopOnSignal(SignalCatcher):
     """While entered (in the main thread): the first SIGINT or SIGTERM is recorded in `signum`, and the
     trainer finishes its step, writes a checkpoint and stops (errors.Interrupted, with the resume command on
     the command line); a second one stops at once, losing the steps since the last checkpoint."""
 
     def __init__(self, trainer: Optional["Trainer"] = None):
+        super().__init__()
         self.trainer = trainer
         self.signum: Optional[int] = None
-        self._old: dict = {}
 
     def _handler(self, signum, _frame):
         if self.signum is None:
@@ -562,16 +562,6 @@ class StopOnSignal:
         raise Interrupted(f"train stopped at once by a second {signal_name(signum)}: the steps since the last "
                           f"checkpoint are lost; {kept}", signum=self.signum)
 
-    def __enter__(self) -> "StopOnSignal":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handler)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        self._old.clear()
 
 
 ETA_AFTER_STEPS = 2   # timed steps after the first before the ETA is printed

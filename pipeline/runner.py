@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from xpgan.errors import Interrupted, XPGANError, safe_text, signal_name
+from xpgan.signals import SignalCatcher
 
 
 @dataclass(frozen=True)
@@ -230,14 +231,14 @@ def _duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
-class _StopSignals:
+class _StopSignals(SignalCatcher):
     """While entered (in the main thread): SIGINT and SIGTERM raise KeyboardInterrupt once and record which
     signal came (inside `deferred()`, at the next `check()`); later ones are ignored, so that writing the
     finished items is not cut short."""
 
     def __init__(self):
+        super().__init__()
         self.signum: int | None = None
-        self._old: dict[int, Any] = {}
 
     _writing = False
 
@@ -259,22 +260,6 @@ class _StopSignals:
     def check(self) -> None:
         if self.signum is not None:
             raise KeyboardInterrupt
-
-    def __enter__(self) -> "_StopSignals":
-        import signal
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handler)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        import signal
-
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        self._old.clear()
 
 
 @contextlib.contextmanager
